@@ -1,0 +1,465 @@
+//! License events: what the monitor reports, under the product's dotted names.
+//!
+//! Each event is logged once through `tracing` (target [`TARGET`], level as in the table
+//! below) with a field `event` holding its dotted name, so `grep license.grace_mode_entered`
+//! works on any log format, and is sent to every
+//! [`LicenseMonitor::subscribe`](crate::LicenseMonitor::subscribe) receiver.
+//!
+//! | name | level | when |
+//! |---|---|---|
+//! | `license.expiring_30d` | WARN | less than 30 days left: on entering the band, and at each check while in it |
+//! | `license.expiring_7d` | WARN | less than 7 days left (same rule) |
+//! | `license.expiring_24h` | ERROR | less than 24 hours left (same rule) |
+//! | `license.expiring_1h` | ERROR | less than 1 hour left (same rule) |
+//! | `license.grace_mode_entered` | ERROR | no valid license any more (expired, missing, refused, clock set back): grace starts |
+//! | `license.grace_mode_exited` | INFO | a valid license ended grace |
+//! | `license.grace_period_expired` | ERROR | grace ran out: new requests get 503 |
+//! | `license.time_manipulation_detected` | ERROR | the wall clock was set back more than 5 s |
+//! | `license.time_drift_detected` | WARN | the wall clock jumped ahead more than 5 s |
+//! | `license.verification_failed` | ERROR | the license was refused (at each check until fixed) |
+//! | `license.missing` | ERROR | no license found (at each check until fixed) |
+//! | `license.loaded` | INFO | a new license verified and is now in force |
+
+use std::time::SystemTime;
+
+use tracing::Level;
+
+use crate::clock::unix_seconds;
+use crate::token::{LicenseError, rfc3339};
+use crate::verdict::{ExpiryBand, GraceReason};
+
+/// `tracing`'s macros need the level at compile time; this picks the macro at run time.
+macro_rules! log_at {
+    ($level:expr, $($rest:tt)*) => {
+        match $level {
+            Level::ERROR => tracing::error!(target: TARGET, $($rest)*),
+            Level::WARN => tracing::warn!(target: TARGET, $($rest)*),
+            Level::INFO => tracing::info!(target: TARGET, $($rest)*),
+            _ => tracing::debug!(target: TARGET, $($rest)*),
+        }
+    };
+}
+
+/// The `tracing` target of every event this crate logs.
+pub const TARGET: &str = "iosetu_license";
+
+/// One thing the monitor has to report.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LicenseEvent {
+    /// The license is inside an expiry alert band.
+    Expiring {
+        /// The band (its event name is `license.expiring_30d` … `license.expiring_1h`).
+        band: ExpiryBand,
+        /// Whole days left.
+        days_remaining: i64,
+        /// When the license expires.
+        expires_at: SystemTime,
+        /// The license's customer.
+        customer: String,
+    },
+    /// Grace started.
+    GraceModeEntered {
+        /// Why.
+        reason: GraceReason,
+        /// The configured grace period, in seconds.
+        grace_period_seconds: u64,
+        /// When grace began (for an expired license: its `exp`).
+        grace_started_at: SystemTime,
+        /// When grace ends and requests start getting 503.
+        grace_ends_at: SystemTime,
+    },
+    /// A valid license ended grace.
+    GraceModeExited {
+        /// The new license's customer.
+        customer: String,
+        /// When the new license expires.
+        expires_at: SystemTime,
+    },
+    /// Grace ran out; new requests are refused.
+    GracePeriodExpired {
+        /// Why the service was in grace.
+        reason: GraceReason,
+        /// When grace ended.
+        grace_ends_at: SystemTime,
+    },
+    /// The wall clock was set back.
+    TimeManipulationDetected {
+        /// How far the wall clock moved against the monotonic clock, in seconds (negative).
+        wall_clock_jump_seconds: i64,
+    },
+    /// The wall clock jumped ahead of the monotonic clock.
+    TimeDriftDetected {
+        /// By how many seconds.
+        drift_seconds: f64,
+    },
+    /// The license was refused.
+    VerificationFailed {
+        /// Why (its [`reason`](LicenseError::reason) is the stable code).
+        error: LicenseError,
+        /// Where it was read, e.g. `file:/etc/iosetu/license.key` (never the token).
+        source: String,
+        /// Whether an earlier valid license stays in force.
+        kept_previous: bool,
+    },
+    /// No license was found.
+    Missing {
+        /// What was found where.
+        error: LicenseError,
+        /// Where it was looked for.
+        source: String,
+        /// Whether an earlier valid license stays in force.
+        kept_previous: bool,
+    },
+    /// A new license is in force.
+    Loaded {
+        /// Its customer.
+        customer: String,
+        /// When it expires.
+        expires_at: SystemTime,
+        /// Its `jti`, if any.
+        jti: Option<String>,
+        /// A short hash of the token, to tell tokens apart in logs without showing them.
+        fingerprint: String,
+    },
+}
+
+/// How serious an event is, as the `severity` attribute names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Nothing to do.
+    Info,
+    /// Act soon.
+    Warning,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    /// `info`, `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A typed attribute value, for exporters that are not `tracing`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum AttributeValue {
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl LicenseEvent {
+    /// The dotted event name, e.g. `license.grace_mode_entered`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LicenseEvent::Expiring { band, .. } => match band {
+                ExpiryBand::Days30 => "license.expiring_30d",
+                ExpiryBand::Days7 => "license.expiring_7d",
+                ExpiryBand::Hours24 => "license.expiring_24h",
+                ExpiryBand::Hour1 => "license.expiring_1h",
+            },
+            LicenseEvent::GraceModeEntered { .. } => "license.grace_mode_entered",
+            LicenseEvent::GraceModeExited { .. } => "license.grace_mode_exited",
+            LicenseEvent::GracePeriodExpired { .. } => "license.grace_period_expired",
+            LicenseEvent::TimeManipulationDetected { .. } => "license.time_manipulation_detected",
+            LicenseEvent::TimeDriftDetected { .. } => "license.time_drift_detected",
+            LicenseEvent::VerificationFailed { .. } => "license.verification_failed",
+            LicenseEvent::Missing { .. } => "license.missing",
+            LicenseEvent::Loaded { .. } => "license.loaded",
+        }
+    }
+
+    /// The log level.
+    pub fn level(&self) -> Level {
+        match self {
+            LicenseEvent::Expiring {
+                band: ExpiryBand::Days30 | ExpiryBand::Days7,
+                ..
+            }
+            | LicenseEvent::TimeDriftDetected { .. } => Level::WARN,
+            LicenseEvent::GraceModeExited { .. } | LicenseEvent::Loaded { .. } => Level::INFO,
+            _ => Level::ERROR,
+        }
+    }
+
+    /// The `severity` attribute.
+    pub fn severity(&self) -> Severity {
+        match self.level() {
+            Level::ERROR => Severity::Critical,
+            Level::WARN => Severity::Warning,
+            _ => Severity::Info,
+        }
+    }
+
+    /// The human-readable log message.
+    pub fn message(&self) -> &'static str {
+        match self {
+            LicenseEvent::Expiring { .. } => "License expiring",
+            LicenseEvent::GraceModeEntered {
+                reason: GraceReason::Expired,
+                ..
+            } => "License expired - grace period started",
+            LicenseEvent::GraceModeEntered { .. } => "No valid license - grace period started",
+            LicenseEvent::GraceModeExited { .. } => "Valid license in force - grace period ended",
+            LicenseEvent::GracePeriodExpired { .. } => {
+                "License grace period expired - new requests are refused"
+            }
+            LicenseEvent::TimeManipulationDetected { .. } => {
+                "CRITICAL: Backward time jump detected - possible clock manipulation"
+            }
+            LicenseEvent::TimeDriftDetected { .. } => "Wall clock drift detected",
+            LicenseEvent::VerificationFailed { .. } => "License verification failed",
+            LicenseEvent::Missing { .. } => "No license found",
+            LicenseEvent::Loaded { .. } => "License loaded",
+        }
+    }
+
+    /// The event's attributes, as the product text names them (`severity` included).
+    pub fn attributes(&self) -> Vec<(&'static str, AttributeValue)> {
+        use AttributeValue::{Bool, Float, Int, Str};
+        let time = |t: &SystemTime| Str(rfc3339(unix_seconds(*t)));
+        let mut attrs = match self {
+            LicenseEvent::Expiring {
+                days_remaining,
+                expires_at,
+                customer,
+                ..
+            } => vec![
+                ("days_remaining", Int(*days_remaining)),
+                ("expires_at", time(expires_at)),
+                ("customer", Str(customer.clone())),
+            ],
+            LicenseEvent::GraceModeEntered {
+                reason,
+                grace_period_seconds,
+                grace_started_at,
+                grace_ends_at,
+            } => vec![
+                ("grace_period_seconds", Int(*grace_period_seconds as i64)),
+                ("reason", Str(reason.code().into())),
+                ("grace_started_at", time(grace_started_at)),
+                ("grace_ends_at", time(grace_ends_at)),
+            ],
+            LicenseEvent::GraceModeExited {
+                customer,
+                expires_at,
+            } => vec![
+                ("customer", Str(customer.clone())),
+                ("expires_at", time(expires_at)),
+            ],
+            LicenseEvent::GracePeriodExpired {
+                reason,
+                grace_ends_at,
+            } => vec![
+                ("reason", Str(reason.code().into())),
+                ("grace_ends_at", time(grace_ends_at)),
+            ],
+            LicenseEvent::TimeManipulationDetected {
+                wall_clock_jump_seconds,
+            } => vec![
+                ("type", Str("backward_jump".into())),
+                ("wall_clock_jump_seconds", Int(*wall_clock_jump_seconds)),
+            ],
+            LicenseEvent::TimeDriftDetected { drift_seconds } => {
+                vec![("drift_seconds", Float(*drift_seconds))]
+            }
+            LicenseEvent::VerificationFailed {
+                error,
+                source,
+                kept_previous,
+            }
+            | LicenseEvent::Missing {
+                error,
+                source,
+                kept_previous,
+            } => vec![
+                ("reason", Str(error.reason().into())),
+                ("error", Str(error.to_string())),
+                ("source", Str(source.clone())),
+                ("kept_previous", Bool(*kept_previous)),
+            ],
+            LicenseEvent::Loaded {
+                customer,
+                expires_at,
+                jti,
+                fingerprint,
+            } => {
+                let mut v = vec![
+                    ("customer", Str(customer.clone())),
+                    ("expires_at", time(expires_at)),
+                    ("fingerprint", Str(fingerprint.clone())),
+                ];
+                if let Some(jti) = jti {
+                    v.push(("jti", Str(jti.clone())));
+                }
+                v
+            }
+        };
+        attrs.push(("severity", Str(self.severity().as_str().into())));
+        attrs
+    }
+
+    /// Logs the event through `tracing`.
+    pub(crate) fn log(&self) {
+        let event = self.name();
+        let severity = self.severity().as_str();
+        let message = self.message();
+        let level = self.level();
+        let time = |t: &SystemTime| rfc3339(unix_seconds(*t));
+        match self {
+            LicenseEvent::Expiring {
+                days_remaining,
+                expires_at,
+                customer,
+                ..
+            } => log_at!(level, event, severity, days_remaining = *days_remaining,
+                expires_at = %time(expires_at), customer = %customer, "{message}"),
+            LicenseEvent::GraceModeEntered {
+                reason,
+                grace_period_seconds,
+                grace_started_at,
+                grace_ends_at,
+            } => log_at!(level, event, severity, grace_period_seconds = *grace_period_seconds,
+                reason = reason.code(), grace_started_at = %time(grace_started_at),
+                grace_ends_at = %time(grace_ends_at), "{message}"),
+            LicenseEvent::GraceModeExited {
+                customer,
+                expires_at,
+            } => log_at!(level, event, severity, customer = %customer,
+                expires_at = %time(expires_at), "{message}"),
+            LicenseEvent::GracePeriodExpired {
+                reason,
+                grace_ends_at,
+            } => log_at!(level, event, severity, reason = reason.code(),
+                grace_ends_at = %time(grace_ends_at), "{message}"),
+            LicenseEvent::TimeManipulationDetected {
+                wall_clock_jump_seconds,
+            } => log_at!(
+                level,
+                event,
+                severity,
+                r#type = "backward_jump",
+                wall_clock_jump_seconds = *wall_clock_jump_seconds,
+                detail = "System clock was set backward - this may indicate license bypass attempt",
+                "{message}"
+            ),
+            LicenseEvent::TimeDriftDetected { drift_seconds } => {
+                log_at!(
+                    level,
+                    event,
+                    severity,
+                    drift_seconds = *drift_seconds,
+                    "{message}"
+                )
+            }
+            LicenseEvent::VerificationFailed {
+                error,
+                source,
+                kept_previous,
+            }
+            | LicenseEvent::Missing {
+                error,
+                source,
+                kept_previous,
+            } => log_at!(level, event, severity, reason = error.reason(), error = %error,
+                source = %source, kept_previous = *kept_previous, "{message}"),
+            LicenseEvent::Loaded {
+                customer,
+                expires_at,
+                jti,
+                fingerprint,
+            } => log_at!(level, event, severity, customer = %customer,
+                expires_at = %time(expires_at), jti = jti.as_deref(),
+                fingerprint = %fingerprint, "{message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn names_levels_and_severities_follow_the_product_text() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_773_151_200);
+        let expiring = |band| LicenseEvent::Expiring {
+            band,
+            days_remaining: 25,
+            expires_at: at,
+            customer: "YourCompany".into(),
+        };
+        let e = expiring(ExpiryBand::Days30);
+        assert_eq!(e.name(), "license.expiring_30d");
+        assert_eq!(e.level(), Level::WARN);
+        assert_eq!(
+            e.attributes(),
+            vec![
+                ("days_remaining", AttributeValue::Int(25)),
+                (
+                    "expires_at",
+                    AttributeValue::Str("2026-03-10T14:00:00Z".into())
+                ),
+                ("customer", AttributeValue::Str("YourCompany".into())),
+                ("severity", AttributeValue::Str("warning".into())),
+            ]
+        );
+        assert_eq!(expiring(ExpiryBand::Days7).level(), Level::WARN);
+        assert_eq!(expiring(ExpiryBand::Hours24).name(), "license.expiring_24h");
+        assert_eq!(expiring(ExpiryBand::Hours24).level(), Level::ERROR);
+        assert_eq!(expiring(ExpiryBand::Hour1).name(), "license.expiring_1h");
+        assert_eq!(expiring(ExpiryBand::Hour1).severity(), Severity::Critical);
+
+        let jump = LicenseEvent::TimeManipulationDetected {
+            wall_clock_jump_seconds: -3600,
+        };
+        assert_eq!(jump.name(), "license.time_manipulation_detected");
+        assert_eq!(jump.severity().as_str(), "critical");
+        assert!(
+            jump.attributes()
+                .contains(&("type", AttributeValue::Str("backward_jump".into())))
+        );
+
+        let drift = LicenseEvent::TimeDriftDetected {
+            drift_seconds: 10.5,
+        };
+        assert_eq!(drift.severity().as_str(), "warning");
+        assert_eq!(
+            drift.attributes()[0],
+            ("drift_seconds", AttributeValue::Float(10.5))
+        );
+
+        let exited = LicenseEvent::GraceModeExited {
+            customer: "c".into(),
+            expires_at: at,
+        };
+        assert_eq!(exited.severity().as_str(), "info");
+    }
+
+    #[test]
+    fn refusal_events_carry_the_reason_code_never_a_token() {
+        let e = LicenseEvent::VerificationFailed {
+            error: LicenseError::BadSignature,
+            source: "env:IOSETU_LICENSE_KEY".into(),
+            kept_previous: true,
+        };
+        assert_eq!(e.name(), "license.verification_failed");
+        assert!(
+            e.attributes()
+                .contains(&("reason", AttributeValue::Str("bad_signature".into())))
+        );
+    }
+}

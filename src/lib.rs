@@ -1,0 +1,90 @@
+//! Offline, signed license enforcement for services built on tower (axum, tonic, hyper).
+//!
+//! A vendor compiles its Ed25519 public key into the service; the customer's operators
+//! provide a license (a compact JWS, `alg: EdDSA`) through `IOSETU_LICENSE_KEY` or a
+//! mounted file named by `IOSETU_LICENSE_FILE`. A [`LicenseMonitor`] verifies it, re-checks
+//! it on a timer, warns before expiry, keeps serving through a grace period, then marks
+//! the service as refusing new requests; it detects a clock set back, and reports all of
+//! it as [`LicenseEvent`]s through `tracing` and to subscribers.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The vendor's side (normally the CLI): a key pair and a license valid for 90 days.
+//! let signer = LicenseSigner::generate()?;
+//! let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+//! let token = signer.sign(&Claims::new("Acme Corp", now + 90 * 86_400));
+//!
+//! // The service's side. In real code the key is `include_str!`-ed and the source is the
+//! // default, `LicenseSource::from_env()`.
+//! let monitor = LicenseMonitor::builder()
+//!     .public_key(signer.public_key())
+//!     .source(LicenseSource::Static(token))
+//!     .grace_period(Duration::from_secs(24 * 3600))
+//!     .start()
+//!     .await?;
+//!
+//! let verdict = monitor.verdict();
+//! assert_eq!(verdict.state, LicenseState::Valid);
+//! assert_eq!(verdict.claims.as_ref().unwrap().customer, "Acme Corp");
+//! assert_eq!(verdict.days_remaining(), Some(89));
+//! assert_eq!(
+//!     monitor.health().to_json(),
+//!     r#"{"status":"healthy","license":{"valid":true,"grace_mode":false}}"#
+//! );
+//! # Ok(()) }
+//! ```
+//!
+//! # How it is put together
+//!
+//! * [`token`]: decoding and strict verification of tokens ([`LicenseVerifier`]), with
+//!   stable reason codes for every refusal ([`LicenseError::reason`]).
+//! * [`source`]: where the token is read ([`LicenseSource`]), bounded and non-blocking.
+//! * [`clock`]: wall and monotonic clocks, and the trusted time licenses are judged by.
+//! * [`verdict`]: the pure core that turns a license, trusted time and the grace anchor
+//!   into a [`Verdict`] and the next instant it can change.
+//! * [`event`]: [`LicenseEvent`], its names, levels and attributes.
+//! * [`LicenseMonitor`]: the handle, and the checker task that is the verdict's only writer.
+//!
+//! # Features
+//!
+//! * `issue`: [`LicenseSigner`], to mint keys and licenses.
+//! * `test-util`: [`TestClock`] (driven by tokio's paused time) and `issue`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod clock;
+pub mod event;
+mod health;
+#[cfg(feature = "issue")]
+mod issue;
+mod key;
+mod monitor;
+pub mod source;
+pub mod token;
+pub mod verdict;
+
+#[cfg(feature = "test-util")]
+pub use clock::TestClock;
+pub use clock::{Clock, SystemClock};
+pub use event::{AttributeValue, LicenseEvent, Severity};
+pub use health::{Health, HealthStatus, LicenseHealth};
+#[cfg(feature = "issue")]
+pub use issue::LicenseSigner;
+pub use key::{KeyError, PublicKey};
+pub use monitor::{
+    DEFAULT_CHECK_INTERVAL, DEFAULT_EXEMPT_PATHS, DEFAULT_GRACE_PERIOD, LicenseMonitor,
+    LicenseMonitorBuilder, StartError,
+};
+pub use source::LicenseSource;
+pub use token::{Claims, LicenseError, LicenseVerifier};
+pub use verdict::{ExpiryBand, GraceReason, LicenseState, Verdict};

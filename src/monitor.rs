@@ -1,0 +1,582 @@
+//! [`LicenseMonitor`]: the handle, its builder, and the checker task behind it.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::clock::{ClockAnomaly, SystemClock, TrustedTime};
+use crate::event::LicenseEvent;
+use crate::health::Health;
+use crate::source::LicenseSource;
+use crate::token::{
+    Claims, IAT_TOLERANCE_SECS, LicenseError, LicenseVerifier, NBF_LEEWAY_SECS, fingerprint,
+};
+use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate};
+use crate::{Clock, PublicKey};
+
+/// Default interval between full checks (re-read and re-verify the source).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+/// Default grace period.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+/// The paths that bypass the license gate unless configured otherwise.
+pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/health", "/metrics"];
+/// How many events a subscriber may fall behind before it starts losing the oldest.
+const EVENT_CAPACITY: usize = 256;
+
+/// The license monitor: a cheap handle (`Clone + Send + Sync`) to the current verdict.
+///
+/// Built with [`LicenseMonitor::builder`]. Its checker task is the only writer of the
+/// verdict; requests, health checks and metrics only read it, with one lock-free load.
+/// The task ends by itself when the last handle (this monitor, its layers and their
+/// services) is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use iosetu_license::{LicenseMonitor, LicenseSource, LicenseState, PublicKey};
+///
+/// # let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----";
+/// let monitor = LicenseMonitor::builder()
+///     .public_key(PublicKey::from_pem(pem)?) // in real code: include_str!("license.pub.pem")
+///     .source(LicenseSource::Static(String::new()))
+///     .start()
+///     .await?;
+/// // No license: the service starts in grace, as the product text requires.
+/// assert_eq!(monitor.verdict().state, LicenseState::Grace);
+/// assert_eq!(monitor.health().http_status(), 200);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LicenseMonitor {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// State every handle shares. Only the checker writes `verdict`.
+pub(crate) struct Shared {
+    pub(crate) verdict: ArcSwap<Verdict>,
+    pub(crate) exempt_paths: Box<[String]>,
+    events: broadcast::Sender<LicenseEvent>,
+    // Dropping the last handle drops this sender, which is how the checker learns to stop.
+    commands: mpsc::Sender<Command>,
+}
+
+enum Command {
+    CheckNow(oneshot::Sender<Arc<Verdict>>),
+}
+
+impl LicenseMonitor {
+    /// Starts configuring a monitor.
+    pub fn builder() -> LicenseMonitorBuilder {
+        LicenseMonitorBuilder::new()
+    }
+
+    /// The current verdict.
+    pub fn verdict(&self) -> Arc<Verdict> {
+        self.shared.verdict.load_full()
+    }
+
+    /// The current health, as `/health` reports it.
+    pub fn health(&self) -> Health {
+        Health::from_verdict(&self.shared.verdict.load())
+    }
+
+    /// A receiver of every event from now on. A receiver that falls more than 256 events
+    /// behind loses the oldest ones (`RecvError::Lagged`); it never slows the checker.
+    /// To also see the events of the first check, subscribe on the builder.
+    pub fn subscribe(&self) -> broadcast::Receiver<LicenseEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Re-reads the source and re-evaluates now, and returns the new verdict. For
+    /// applications that have their own reload signal.
+    pub async fn check_now(&self) -> Arc<Verdict> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .shared
+            .commands
+            .send(Command::CheckNow(tx))
+            .await
+            .is_ok()
+            && let Ok(verdict) = rx.await
+        {
+            return verdict;
+        }
+        // The checker is gone only if its runtime shut down; the last verdict stands.
+        self.verdict()
+    }
+
+    /// The paths that pass the gate whatever the verdict (exact match).
+    pub fn exempt_paths(&self) -> &[String] {
+        &self.shared.exempt_paths
+    }
+}
+
+impl fmt::Debug for LicenseMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = self.shared.verdict.load();
+        f.debug_struct("LicenseMonitor")
+            .field("state", &verdict.state)
+            .field("expires_at", &verdict.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a monitor could not start. Only programming errors: a missing or bad license is
+/// not one (the service starts in grace).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// No public key was configured: no license could ever verify.
+    #[error("no public key configured: call .public_key(..) on the builder")]
+    NoPublicKey,
+    /// `start` was called outside a tokio runtime.
+    #[error("LicenseMonitor::start must run inside a tokio runtime")]
+    NoRuntime,
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(&'static str),
+}
+
+/// Configures and starts a [`LicenseMonitor`]. Every setting is made in code; nothing is
+/// read from the environment except the license itself (through
+/// [`LicenseSource::from_env`], the default source).
+#[must_use = "a builder does nothing until .start().await"]
+pub struct LicenseMonitorBuilder {
+    keys: Vec<PublicKey>,
+    source: LicenseSource,
+    issuer: Option<String>,
+    audience: Option<String>,
+    check_interval: Duration,
+    grace_period: Duration,
+    exempt_paths: Vec<String>,
+    clock: Arc<dyn Clock>,
+    fail_closed: bool,
+    events: broadcast::Sender<LicenseEvent>,
+}
+
+impl LicenseMonitorBuilder {
+    fn new() -> Self {
+        Self {
+            keys: Vec::new(),
+            source: LicenseSource::from_env(),
+            issuer: None,
+            audience: None,
+            check_interval: DEFAULT_CHECK_INTERVAL,
+            grace_period: DEFAULT_GRACE_PERIOD,
+            exempt_paths: DEFAULT_EXEMPT_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            clock: Arc::new(SystemClock),
+            fail_closed: false,
+            events: broadcast::channel(EVENT_CAPACITY).0,
+        }
+    }
+
+    /// Adds a public key licenses may be signed with (repeatable: key rotation).
+    pub fn public_key(mut self, key: PublicKey) -> Self {
+        self.keys.push(key);
+        self
+    }
+
+    /// Where to read the license (default: [`LicenseSource::from_env`]).
+    pub fn source(mut self, source: LicenseSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Requires the license's `iss` to be `issuer`.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires the license's `aud` to contain `audience`.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Time between full checks (default 1 h). Transitions (alert bands, expiry, end of
+    /// grace) do not wait for a check: they happen at their exact second.
+    pub fn check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval;
+        self
+    }
+
+    /// How long requests are still served without a valid license (default 24 h).
+    pub fn grace_period(mut self, period: Duration) -> Self {
+        self.grace_period = period;
+        self
+    }
+
+    /// Adds a path that always passes the gate (exact match). `/health` and `/metrics`
+    /// are exempt by default.
+    pub fn exempt_path(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        if !self.exempt_paths.contains(&path) {
+            self.exempt_paths.push(path);
+        }
+        self
+    }
+
+    /// Removes every exempt path, the defaults included.
+    pub fn clear_exempt_paths(mut self) -> Self {
+        self.exempt_paths.clear();
+        self
+    }
+
+    /// The clock to judge time by (default [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// With `true`, a service that has not had a valid license since it started gets no
+    /// grace: requests are refused from the first one. Default `false`, as the product
+    /// text wants a grace period.
+    pub fn fail_closed(mut self, fail_closed: bool) -> Self {
+        self.fail_closed = fail_closed;
+        self
+    }
+
+    /// A receiver of every event, including those of the first check that `start` runs.
+    pub fn subscribe(&self) -> broadcast::Receiver<LicenseEvent> {
+        self.events.subscribe()
+    }
+
+    /// Runs the first check, then spawns the checker on the current tokio runtime.
+    ///
+    /// Fails only for programming errors ([`StartError`]); a missing or invalid license
+    /// starts the service in grace.
+    pub async fn start(self) -> Result<LicenseMonitor, StartError> {
+        if self.keys.is_empty() {
+            return Err(StartError::NoPublicKey);
+        }
+        if self.check_interval.is_zero() {
+            return Err(StartError::InvalidSetting(
+                "check_interval must be above zero",
+            ));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let mut verifier = LicenseVerifier::new(self.keys);
+        if let Some(iss) = self.issuer {
+            verifier = verifier.issuer(iss);
+        }
+        if let Some(aud) = self.audience {
+            verifier = verifier.audience(aud);
+        }
+        let mut checker = Checker {
+            time: TrustedTime::new(self.clock.wall(), self.clock.monotonic()),
+            verifier,
+            source: self.source,
+            clock: self.clock,
+            grace_period: self.grace_period,
+            check_interval: self.check_interval,
+            fail_closed: self.fail_closed,
+            license: None,
+            license_fingerprint: None,
+            problem: None,
+            grace_anchor: None,
+            manipulated_at: None,
+            ever_valid: false,
+            last: None,
+            events: self.events.clone(),
+        };
+        let first = checker.check(true);
+        let (commands, rx) = mpsc::channel(8);
+        let shared = Arc::new(Shared {
+            verdict: ArcSwap::new(first),
+            exempt_paths: self.exempt_paths.into_boxed_slice(),
+            events: self.events,
+            commands,
+        });
+        runtime.spawn(checker.run(Arc::downgrade(&shared), rx));
+        Ok(LicenseMonitor { shared })
+    }
+}
+
+impl fmt::Debug for LicenseMonitorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LicenseMonitorBuilder")
+            .field("keys", &self.keys)
+            .field("source", &self.source.describe())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("check_interval", &self.check_interval)
+            .field("grace_period", &self.grace_period)
+            .field("exempt_paths", &self.exempt_paths)
+            .field("fail_closed", &self.fail_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The checker: reads, verifies, samples the clocks, evaluates, publishes, reports.
+struct Checker {
+    verifier: LicenseVerifier,
+    source: LicenseSource,
+    clock: Arc<dyn Clock>,
+    grace_period: Duration,
+    check_interval: Duration,
+    fail_closed: bool,
+    time: TrustedTime,
+    /// The license in force: the last token that verified.
+    license: Option<Arc<Claims>>,
+    license_fingerprint: Option<String>,
+    /// The last read's problem, while the source does not hold the license in force.
+    problem: Option<LicenseError>,
+    grace_anchor: Option<i64>,
+    manipulated_at: Option<i64>,
+    ever_valid: bool,
+    last: Option<Evaluation>,
+    events: broadcast::Sender<LicenseEvent>,
+}
+
+impl Checker {
+    async fn run(mut self, shared: Weak<Shared>, mut commands: mpsc::Receiver<Command>) {
+        let mut next_full = tokio::time::Instant::now() + self.check_interval;
+        loop {
+            let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
+            let until_change = self
+                .last
+                .as_ref()
+                .and_then(|e| e.next_change)
+                .map_or(Duration::MAX, |at| self.time.until(at));
+            // Sleep to the earliest wake-up, computed afresh each time: after a suspend or
+            // a paused clock jumping days, there is one wake at the new now, no replay.
+            let sleep = until_full.min(until_change);
+            let command = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => Some(command),
+                    None => return, // every handle is gone
+                },
+                () = tokio::time::sleep(sleep) => None,
+            };
+            let full = command.is_some() || tokio::time::Instant::now() >= next_full;
+            if command.is_none() && full {
+                next_full = tokio::time::Instant::now() + self.check_interval;
+            }
+            let verdict = self.check(full);
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.verdict.store(Arc::clone(&verdict));
+            drop(shared);
+            if let Some(Command::CheckNow(reply)) = command {
+                let _ = reply.send(verdict);
+            }
+        }
+    }
+
+    /// One wake: sample the clocks, re-read the source on a full check, evaluate, and
+    /// report what changed. Returns the verdict to publish.
+    fn check(&mut self, full: bool) -> Arc<Verdict> {
+        let mut events = Vec::new();
+        if let Some(anomaly) = self.time.sample(self.clock.wall(), self.clock.monotonic()) {
+            self.on_clock_anomaly(anomaly, &mut events);
+        }
+        let reloaded = full && self.read_source(&mut events);
+        let now = self.time.now_secs();
+        // Manipulation-grace clears once the wall clock agrees with trusted time again and
+        // a valid license is in force.
+        if self.manipulated_at.is_some()
+            && self.time.wall_is_consistent()
+            && self.license.as_ref().is_some_and(|l| now < l.exp)
+        {
+            self.manipulated_at = None;
+        }
+        let evaluation = evaluate(&Input {
+            license: self.license.as_ref(),
+            problem: self.problem.as_ref(),
+            now,
+            grace_anchor: self.grace_anchor,
+            manipulated_at: self.manipulated_at,
+            grace_period: i64::try_from(self.grace_period.as_secs()).unwrap_or(i64::MAX),
+            no_grace: self.fail_closed && !self.ever_valid,
+        });
+        self.transition_events(&evaluation, full || reloaded, &mut events);
+        self.grace_anchor = evaluation.grace_anchor;
+        self.ever_valid |= evaluation.verdict.is_valid();
+        let verdict = Arc::new(evaluation.verdict.clone());
+        self.last = Some(evaluation);
+        for event in events {
+            event.log();
+            // No receiver, or receivers lagging behind, never block or fail the checker.
+            let _ = self.events.send(event);
+        }
+        verdict
+    }
+
+    fn on_clock_anomaly(&mut self, anomaly: ClockAnomaly, events: &mut Vec<LicenseEvent>) {
+        match anomaly {
+            ClockAnomaly::BackwardJump { seconds } => {
+                self.manipulated_at.get_or_insert(self.time.now_secs());
+                events.push(LicenseEvent::TimeManipulationDetected {
+                    wall_clock_jump_seconds: seconds,
+                });
+            }
+            ClockAnomaly::ForwardDrift { seconds } => {
+                events.push(LicenseEvent::TimeDriftDetected {
+                    drift_seconds: seconds,
+                });
+            }
+        }
+    }
+
+    /// Reads and verifies the source. Returns whether a new license was put in force.
+    fn read_source(&mut self, events: &mut Vec<LicenseEvent>) -> bool {
+        let source = self.source.describe();
+        let kept_previous = self.license.is_some();
+        let token = match self.source.read() {
+            Ok(token) => token,
+            Err(error) => {
+                events.push(match error {
+                    LicenseError::Missing { .. } => LicenseEvent::Missing {
+                        error: error.clone(),
+                        source,
+                        kept_previous,
+                    },
+                    _ => LicenseEvent::VerificationFailed {
+                        error: error.clone(),
+                        source,
+                        kept_previous,
+                    },
+                });
+                self.problem = Some(error);
+                return false;
+            }
+        };
+        let print = fingerprint(&token);
+        if self.license_fingerprint.as_deref() == Some(print.as_str()) {
+            // The license in force, unchanged: nothing to verify again.
+            self.problem = None;
+            return false;
+        }
+        let refused = |error: LicenseError, events: &mut Vec<LicenseEvent>| {
+            events.push(LicenseEvent::VerificationFailed {
+                error: error.clone(),
+                source: source.clone(),
+                kept_previous,
+            });
+            error
+        };
+        let claims = match self.verifier.verify_token(&token) {
+            Ok(verified) => verified.claims,
+            Err(error) => {
+                self.problem = Some(refused(error, events));
+                return false;
+            }
+        };
+        if let Some(nbf) = claims.nbf
+            && nbf > self.time.now_secs().saturating_add(NBF_LEEWAY_SECS)
+        {
+            // Not in force yet: the current license (if any) stays until this one is.
+            self.problem = Some(refused(
+                LicenseError::NotYetValid { not_before: nbf },
+                events,
+            ));
+            return false;
+        }
+        if let Some(iat) = claims.iat
+            && let Some(anomaly) = self
+                .time
+                .raise_floor(iat, Duration::from_secs(IAT_TOLERANCE_SECS as u64))
+        {
+            // The signed issue time is ahead of our clock by more than the tolerance: the
+            // clock was set back before we could see it happen.
+            self.on_clock_anomaly(anomaly, events);
+        }
+        events.push(LicenseEvent::Loaded {
+            customer: claims.customer.clone(),
+            expires_at: claims.expires_at(),
+            jti: claims.jti.clone(),
+            fingerprint: print.clone(),
+        });
+        self.license = Some(Arc::new(claims));
+        self.license_fingerprint = Some(print);
+        self.problem = None;
+        true
+    }
+
+    /// The events for the change from the last evaluation to `new`.
+    fn transition_events(&self, new: &Evaluation, full: bool, events: &mut Vec<LicenseEvent>) {
+        let verdict = &new.verdict;
+        let previous = self.last.as_ref().map(|e| &e.verdict);
+        let was = previous.map(|v| v.state);
+        match (was, verdict.state) {
+            (Some(LicenseState::Grace | LicenseState::GraceExpired), LicenseState::Valid) => {
+                if let Some(claims) = &verdict.claims {
+                    events.push(LicenseEvent::GraceModeExited {
+                        customer: claims.customer.clone(),
+                        expires_at: claims.expires_at(),
+                    });
+                }
+            }
+            (
+                None | Some(LicenseState::Valid),
+                LicenseState::Grace | LicenseState::GraceExpired,
+            ) => {
+                events.push(self.grace_entered(verdict));
+                if verdict.state == LicenseState::GraceExpired {
+                    events.push(self.grace_expired(verdict));
+                }
+            }
+            (Some(LicenseState::Grace), LicenseState::GraceExpired) => {
+                events.push(self.grace_expired(verdict));
+            }
+            _ => {}
+        }
+        // An alert band fires when entered (only the innermost one when several are
+        // crossed at once) and again at each full check while in it.
+        if let (Some(band), Some(claims)) = (verdict.band, &verdict.claims) {
+            let entered = previous.is_none_or(|p| p.band != Some(band) || !p.is_valid());
+            if entered || full {
+                events.push(LicenseEvent::Expiring {
+                    band,
+                    days_remaining: verdict.days_remaining().unwrap_or(0),
+                    expires_at: claims.expires_at(),
+                    customer: claims.customer.clone(),
+                });
+            }
+        }
+    }
+
+    fn grace_entered(&self, verdict: &Verdict) -> LicenseEvent {
+        LicenseEvent::GraceModeEntered {
+            reason: verdict
+                .reason
+                .clone()
+                .unwrap_or(crate::GraceReason::Missing),
+            grace_period_seconds: self.grace_period.as_secs(),
+            grace_started_at: verdict.grace_started_at.unwrap_or(verdict.evaluated_at),
+            grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
+        }
+    }
+
+    fn grace_expired(&self, verdict: &Verdict) -> LicenseEvent {
+        LicenseEvent::GracePeriodExpired {
+            reason: verdict
+                .reason
+                .clone()
+                .unwrap_or(crate::GraceReason::Missing),
+            grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_types_are_send_sync() {
+        fn is<T: Send + Sync + 'static>() {}
+        is::<LicenseMonitor>();
+        is::<LicenseMonitorBuilder>();
+        is::<Verdict>();
+        is::<LicenseEvent>();
+    }
+}

@@ -1,0 +1,857 @@
+//! Decoding and verifying license tokens.
+//!
+//! A license is a compact JWS signed with Ed25519 (`alg: EdDSA`). Verification runs in
+//! this order, and each step only looks at what the previous ones vouched for:
+//!
+//! 1. size cap (16 KiB) and shape: exactly three base64url parts, canonical encoding;
+//! 2. header: strict JSON (no duplicate keys), `alg` exactly `EdDSA`, no `crit`, `zip`
+//!    or `b64`; `jku`, `x5u`, `jwk` and `x5c` are never followed;
+//! 3. key selection by `kid`, then a **strict** Ed25519 check (`verify_strict`: small-order
+//!    and non-canonical signatures are refused) with `ed25519-dalek`;
+//! 4. claims: strict JSON, `customer` and `exp` required, NumericDates must be integers;
+//! 5. a second pass through `jsonwebtoken` pinned to EdDSA with its own `exp`/`nbf` checks
+//!    turned off: it re-checks the algorithm, `crit`, the issuer and the audience.
+//!
+//! `exp` and `nbf` are never judged here against the system clock: the monitor judges them
+//! against trusted time (see [`Claims::check_at`]).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Once;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signature;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::PublicKey;
+use crate::clock::unix_seconds;
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The largest NumericDate accepted (9999-12-31T23:59:59Z), so that date arithmetic can
+/// never overflow.
+pub(crate) const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// How far `nbf` may lie in the future and still be accepted, for clock differences
+/// between the issuer and the service.
+pub const NBF_LEEWAY_SECS: i64 = 60;
+
+/// How far a license's `iat` may lie ahead of the wall clock before the clock counts as
+/// set back (DESIGN: "a wall clock more than 5 min before it").
+pub const IAT_TOLERANCE_SECS: i64 = 300;
+
+/// Why a license was refused.
+///
+/// Every variant has a stable snake_case [`reason`](LicenseError::reason) code that also
+/// appears in events and logs, so operators can alert on it. The token text itself never
+/// appears in an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LicenseError {
+    /// No license: the variable or file is absent, or holds only whitespace.
+    #[error("no license found: {detail}")]
+    Missing {
+        /// Where it was looked for and what was found.
+        detail: String,
+    },
+    /// The license file exists but could not be read (permissions, not a regular file…).
+    #[error("license source unreadable: {detail}")]
+    Unreadable {
+        /// The I/O problem.
+        detail: String,
+    },
+    /// The token or the file is over its size limit.
+    #[error("license is too large: over {limit} bytes")]
+    TooLarge {
+        /// The limit that was exceeded, in bytes.
+        limit: usize,
+    },
+    /// Not a well-formed compact JWS, or its JSON is not acceptable.
+    #[error("license token is malformed: {detail}")]
+    Malformed {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The header names an algorithm other than `EdDSA`.
+    #[error("license algorithm {alg:?} is not accepted (only EdDSA)")]
+    UnsupportedAlgorithm {
+        /// The algorithm the header named (shortened).
+        alg: String,
+    },
+    /// The header carries a parameter this verifier refuses (`crit`, `zip`, `b64`).
+    #[error("license header parameter {param:?} is not supported")]
+    UnsupportedHeader {
+        /// The refused parameter.
+        param: String,
+    },
+    /// The header names a `kid` no configured key is registered under.
+    #[error("no public key is registered under key id {kid:?}")]
+    UnknownKeyId {
+        /// The key id the token named (shortened).
+        kid: String,
+    },
+    /// The signature does not verify under any candidate key.
+    #[error("license signature is not valid")]
+    BadSignature,
+    /// A required claim is absent.
+    #[error("license claim `{claim}` is missing")]
+    MissingClaim {
+        /// The claim's name.
+        claim: String,
+    },
+    /// A claim has the wrong type or an out-of-range value.
+    #[error("license claim `{claim}` is invalid: {detail}")]
+    InvalidClaim {
+        /// The claim's name.
+        claim: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// `nbf` is still in the future.
+    #[error("license is not valid before {}", rfc3339(*.not_before))]
+    NotYetValid {
+        /// The `nbf` claim, in seconds since the epoch.
+        not_before: i64,
+    },
+    /// `exp` has passed.
+    #[error("license expired at {}", rfc3339(*.expired_at))]
+    Expired {
+        /// The `exp` claim, in seconds since the epoch.
+        expired_at: i64,
+    },
+    /// `iss` differs from the configured issuer.
+    #[error("license issuer is not the expected one")]
+    WrongIssuer,
+    /// `aud` does not contain the configured audience.
+    #[error("license audience is not the expected one")]
+    WrongAudience,
+    /// `iat` is later than the clock allows: the clock is behind the issuer's.
+    #[error("license was issued at {}, in the future of this clock", rfc3339(*.issued_at))]
+    IssuedInFuture {
+        /// The `iat` claim, in seconds since the epoch.
+        issued_at: i64,
+    },
+}
+
+impl LicenseError {
+    /// The stable snake_case reason code (`missing`, `bad_signature`, …).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LicenseError::Missing { .. } => "missing",
+            LicenseError::Unreadable { .. } => "unreadable",
+            LicenseError::TooLarge { .. } => "too_large",
+            LicenseError::Malformed { .. } => "malformed",
+            LicenseError::UnsupportedAlgorithm { .. } => "unsupported_algorithm",
+            LicenseError::UnsupportedHeader { .. } => "unsupported_header",
+            LicenseError::UnknownKeyId { .. } => "unknown_key_id",
+            LicenseError::BadSignature => "bad_signature",
+            LicenseError::MissingClaim { .. } => "missing_claim",
+            LicenseError::InvalidClaim { .. } => "invalid_claim",
+            LicenseError::NotYetValid { .. } => "not_yet_valid",
+            LicenseError::Expired { .. } => "expired",
+            LicenseError::WrongIssuer => "wrong_issuer",
+            LicenseError::WrongAudience => "wrong_audience",
+            LicenseError::IssuedInFuture { .. } => "issued_in_future",
+        }
+    }
+
+    fn malformed(detail: impl Into<String>) -> Self {
+        LicenseError::Malformed {
+            detail: detail.into(),
+        }
+    }
+
+    fn invalid_claim(claim: &str, detail: impl Into<String>) -> Self {
+        LicenseError::InvalidClaim {
+            claim: claim.to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The claims of a verified license.
+///
+/// Only a token whose signature verified ever becomes `Claims`: a refused token's claims
+/// are never exposed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Claims {
+    /// Who the license is for (claim `customer`, required, non-empty).
+    pub customer: String,
+    /// Expiry, seconds since the Unix epoch (claim `exp`, required).
+    pub exp: i64,
+    /// Issued-at, seconds since the epoch. Acts as a floor under trusted time.
+    pub iat: Option<i64>,
+    /// Not-before, seconds since the epoch.
+    pub nbf: Option<i64>,
+    /// Issuer.
+    pub iss: Option<String>,
+    /// Audiences (a single string in the token becomes one entry; empty when absent).
+    pub aud: Vec<String>,
+    /// Token id, safe to log.
+    pub jti: Option<String>,
+    /// Feature flags the license grants (claim `features`; empty when absent).
+    pub features: Vec<String>,
+    /// Every other claim, as it was signed.
+    pub extra: Map<String, Value>,
+}
+
+impl Claims {
+    /// A minimal set of claims; the other fields start empty.
+    pub fn new(customer: impl Into<String>, exp: i64) -> Self {
+        Self {
+            customer: customer.into(),
+            exp,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: Vec::new(),
+            jti: None,
+            features: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+
+    /// `exp` as a [`SystemTime`].
+    pub fn expires_at(&self) -> SystemTime {
+        crate::clock::from_unix_seconds(self.exp)
+    }
+
+    /// Whether the license grants `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+
+    /// Judges the time claims at `now`: `exp` passed, `nbf` more than
+    /// [`NBF_LEEWAY_SECS`] ahead, or `iat` more than [`IAT_TOLERANCE_SECS`] ahead.
+    ///
+    /// The monitor does not call this with the system clock but with trusted time; it is
+    /// public for tools (a `verify` command) that judge a token at one instant.
+    pub fn check_at(&self, now: SystemTime) -> Result<(), LicenseError> {
+        let now = unix_seconds(now);
+        if let Some(iat) = self.iat
+            && iat > now.saturating_add(IAT_TOLERANCE_SECS)
+        {
+            return Err(LicenseError::IssuedInFuture { issued_at: iat });
+        }
+        if let Some(nbf) = self.nbf
+            && nbf > now.saturating_add(NBF_LEEWAY_SECS)
+        {
+            return Err(LicenseError::NotYetValid { not_before: nbf });
+        }
+        if now >= self.exp {
+            return Err(LicenseError::Expired {
+                expired_at: self.exp,
+            });
+        }
+        Ok(())
+    }
+
+    /// The claims as a JSON object, as they are signed. The named fields win over an
+    /// `extra` entry of the same name, so the object never holds a key twice.
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut map = self.extra.clone();
+        map.insert("customer".into(), Value::from(self.customer.as_str()));
+        map.insert("exp".into(), Value::from(self.exp));
+        let optional = [("iat", self.iat), ("nbf", self.nbf)];
+        for (name, value) in optional {
+            match value {
+                Some(v) => map.insert(name.into(), Value::from(v)),
+                None => map.remove(name),
+            };
+        }
+        for (name, value) in [("iss", &self.iss), ("jti", &self.jti)] {
+            match value {
+                Some(v) => map.insert(name.into(), Value::from(v.as_str())),
+                None => map.remove(name),
+            };
+        }
+        for (name, list) in [("aud", &self.aud), ("features", &self.features)] {
+            if list.is_empty() {
+                map.remove(name);
+            } else {
+                map.insert(name.into(), Value::from(list.clone()));
+            }
+        }
+        map
+    }
+
+    fn from_json(mut map: Map<String, Value>) -> Result<Self, LicenseError> {
+        let customer = match map.remove("customer") {
+            None | Some(Value::Null) => {
+                return Err(LicenseError::MissingClaim {
+                    claim: "customer".into(),
+                });
+            }
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            Some(_) => {
+                return Err(LicenseError::invalid_claim(
+                    "customer",
+                    "must be a non-empty string",
+                ));
+            }
+        };
+        let exp = numeric_date(&mut map, "exp")?.ok_or_else(|| LicenseError::MissingClaim {
+            claim: "exp".into(),
+        })?;
+        let iat = numeric_date(&mut map, "iat")?;
+        let nbf = numeric_date(&mut map, "nbf")?;
+        let iss = optional_string(&mut map, "iss")?;
+        let jti = optional_string(&mut map, "jti")?;
+        let aud = match map.remove("aud") {
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(items)) => string_list("aud", items)?,
+            Some(_) => {
+                return Err(LicenseError::invalid_claim(
+                    "aud",
+                    "must be a string or an array of strings",
+                ));
+            }
+        };
+        let features = match map.remove("features") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => string_list("features", items)?,
+            Some(_) => {
+                return Err(LicenseError::invalid_claim(
+                    "features",
+                    "must be an array of strings",
+                ));
+            }
+        };
+        Ok(Self {
+            customer,
+            exp,
+            iat,
+            nbf,
+            iss,
+            aud,
+            jti,
+            features,
+            extra: map,
+        })
+    }
+}
+
+fn numeric_date(map: &mut Map<String, Value>, claim: &str) -> Result<Option<i64>, LicenseError> {
+    match map.remove(claim) {
+        None => Ok(None),
+        // An integer NumericDate only: a string, float, bool or null `exp` counting as
+        // "absent" is how CVE-2026-25537 let expired tokens through.
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if (0..=MAX_NUMERIC_DATE).contains(&v) => Ok(Some(v)),
+            Some(_) => Err(LicenseError::invalid_claim(
+                claim,
+                "out of range (0 to year 9999)",
+            )),
+            None => Err(LicenseError::invalid_claim(
+                claim,
+                "must be an integer number of seconds",
+            )),
+        },
+        Some(_) => Err(LicenseError::invalid_claim(
+            claim,
+            "must be an integer number of seconds",
+        )),
+    }
+}
+
+fn optional_string(
+    map: &mut Map<String, Value>,
+    claim: &str,
+) -> Result<Option<String>, LicenseError> {
+    match map.remove(claim) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(LicenseError::invalid_claim(claim, "must be a string")),
+    }
+}
+
+fn string_list(claim: &str, items: Vec<Value>) -> Result<Vec<String>, LicenseError> {
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s),
+            _ => Err(LicenseError::invalid_claim(
+                claim,
+                "must contain only strings",
+            )),
+        })
+        .collect()
+}
+
+/// A token that passed every check, with what the monitor needs to know about it.
+#[derive(Debug, Clone)]
+pub(crate) struct Verified {
+    pub(crate) claims: Claims,
+}
+
+/// Verifies license tokens against a fixed set of public keys.
+///
+/// This is what the monitor runs at every check; it is public so that tools (a vendor's
+/// CLI, a support script) judge a token exactly as the service will.
+///
+/// ```
+/// # use iosetu_license::{LicenseVerifier, PublicKey};
+/// # let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----";
+/// let verifier = LicenseVerifier::new(vec![PublicKey::from_pem(pem)?]);
+/// let err = verifier.verify("not-a-token").unwrap_err();
+/// assert_eq!(err.reason(), "malformed");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct LicenseVerifier {
+    keys: Vec<PublicKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl LicenseVerifier {
+    /// A verifier that accepts tokens signed by any of `keys`.
+    pub fn new(keys: Vec<PublicKey>) -> Self {
+        Self {
+            keys,
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    /// Requires `iss` to equal `issuer`; a token without `iss` is then refused.
+    #[must_use]
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires `aud` to contain `audience`; a token without `aud` is then refused.
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// The configured keys.
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// Verifies `token` (surrounding whitespace and a UTF-8 BOM are trimmed) and returns
+    /// its claims. Time claims are not judged here: see [`Claims::check_at`].
+    pub fn verify(&self, token: &str) -> Result<Claims, LicenseError> {
+        self.verify_token(token).map(|v| v.claims)
+    }
+
+    pub(crate) fn verify_token(&self, token: &str) -> Result<Verified, LicenseError> {
+        let token = trim_token(token);
+        if token.is_empty() {
+            return Err(LicenseError::Missing {
+                detail: "the license is empty".into(),
+            });
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(LicenseError::TooLarge {
+                limit: MAX_TOKEN_BYTES,
+            });
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(LicenseError::malformed(
+                "a license is three base64url parts joined by '.'",
+            ));
+        };
+        // The header first: an `alg: none` token is refused as such, whatever follows.
+        let header = strict_object("header", &b64("header", header_b64)?)?;
+        let kid = check_header(&header)?;
+        let candidates = self.candidates(kid.as_deref())?;
+        let payload_bytes = b64("payload", payload_b64)?;
+        let signature_bytes = b64("signature", signature_b64)?;
+
+        let signature = Signature::from_slice(&signature_bytes)
+            .map_err(|_| LicenseError::malformed("an Ed25519 signature is 64 bytes"))?;
+        // The signing input is the ASCII of the first two parts as they were sent.
+        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let key = candidates
+            .iter()
+            .find(|k| {
+                k.verifying_key()
+                    .verify_strict(signing_input, &signature)
+                    .is_ok()
+            })
+            .ok_or(LicenseError::BadSignature)?;
+
+        let claims = Claims::from_json(strict_object("claims", &payload_bytes)?)?;
+        self.second_opinion(token, key)?;
+        Ok(Verified { claims })
+    }
+
+    fn candidates(&self, kid: Option<&str>) -> Result<Vec<&PublicKey>, LicenseError> {
+        let Some(kid) = kid else {
+            return Ok(self.keys.iter().collect());
+        };
+        let named: Vec<&PublicKey> = self.keys.iter().filter(|k| k.kid() == Some(kid)).collect();
+        if !named.is_empty() {
+            return Ok(named);
+        }
+        // A key registered without a kid vouches for any token: the signature still has
+        // to verify, so the kid is only a hint and never widens what is accepted.
+        let anonymous: Vec<&PublicKey> = self.keys.iter().filter(|k| k.kid().is_none()).collect();
+        if anonymous.is_empty() {
+            return Err(LicenseError::UnknownKeyId { kid: shorten(kid) });
+        }
+        Ok(anonymous)
+    }
+
+    /// Re-checks the token with jsonwebtoken, pinned to EdDSA, with the key that verified
+    /// it. Its `exp`/`nbf` checks are off (they would read the system clock); what it adds
+    /// is the issuer and audience checks and its own `crit` handling.
+    fn second_opinion(&self, token: &str, key: &PublicKey) -> Result<(), LicenseError> {
+        use jsonwebtoken::errors::ErrorKind;
+        ensure_crypto_provider();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        let mut required = vec!["exp"];
+        validation.validate_aud = false;
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        if let Some(aud) = &self.audience {
+            validation.set_audience(&[aud]);
+            validation.validate_aud = true;
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        // Raw 32 bytes: `from_ed_der` takes the bare key, not SPKI DER. The key is
+        // already known to be 32 bytes and not weak, so the backend cannot panic on it.
+        let decoding_key = jsonwebtoken::DecodingKey::from_ed_der(&key.to_bytes());
+        match jsonwebtoken::decode::<Value>(token, &decoding_key, &validation) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::InvalidIssuer => LicenseError::WrongIssuer,
+                ErrorKind::InvalidAudience => LicenseError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(c) => {
+                    LicenseError::MissingClaim { claim: c.clone() }
+                }
+                ErrorKind::InvalidSignature => LicenseError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    LicenseError::UnsupportedAlgorithm { alg: "?".into() }
+                }
+                other => LicenseError::malformed(format!("refused by the JWT decoder: {other:?}")),
+            }),
+        }
+    }
+}
+
+/// Makes sure jsonwebtoken has a crypto provider without relying on feature unification:
+/// with both backends (or neither) enabled somewhere in the graph it would panic at the
+/// first decode. An application that installed its own provider keeps it; the signature
+/// was already verified strictly by this crate either way.
+fn ensure_crypto_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
+            // Err means another thread installed one first: that one is used.
+            let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        }
+    });
+}
+
+/// Trims ASCII whitespace and a leading UTF-8 BOM, as secret files and env values carry
+/// them (a trailing newline is the norm for `kubectl create secret --from-file`).
+pub(crate) fn trim_token(text: &str) -> &str {
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    text.trim_matches(|c: char| c.is_ascii_whitespace())
+}
+
+fn b64(part: &str, text: &str) -> Result<Vec<u8>, LicenseError> {
+    if text.is_empty() {
+        return Err(LicenseError::malformed(format!("the {part} part is empty")));
+    }
+    // The no-pad engine refuses '=', '+', '/', whitespace and non-zero trailing bits, so
+    // each token has exactly one spelling.
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| LicenseError::malformed(format!("the {part} part is not canonical base64url")))
+}
+
+fn strict_object(part: &str, bytes: &[u8]) -> Result<Map<String, Value>, LicenseError> {
+    let value: StrictValue = serde_json::from_slice(bytes)
+        .map_err(|e| LicenseError::malformed(format!("the {part} is not acceptable JSON: {e}")))?;
+    match value.0 {
+        Value::Object(map) => Ok(map),
+        _ => Err(LicenseError::malformed(format!(
+            "the {part} is not a JSON object"
+        ))),
+    }
+}
+
+/// Checks the protected header and returns its `kid`.
+fn check_header(header: &Map<String, Value>) -> Result<Option<String>, LicenseError> {
+    match header.get("alg") {
+        Some(Value::String(alg)) if alg == "EdDSA" => {}
+        Some(Value::String(alg)) => {
+            return Err(LicenseError::UnsupportedAlgorithm { alg: shorten(alg) });
+        }
+        Some(other) => {
+            return Err(LicenseError::UnsupportedAlgorithm {
+                alg: shorten(&other.to_string()),
+            });
+        }
+        None => return Err(LicenseError::malformed("the header has no `alg`")),
+    }
+    // `crit` would oblige us to understand extensions we do not; `zip` is JWE-only and
+    // would mean inflating attacker data; `b64: false` changes what is signed.
+    for param in ["crit", "zip", "b64"] {
+        if header.contains_key(param) {
+            return Err(LicenseError::UnsupportedHeader {
+                param: param.into(),
+            });
+        }
+    }
+    match header.get("kid") {
+        None => Ok(None),
+        Some(Value::String(kid)) => Ok(Some(kid.clone())),
+        Some(_) => Err(LicenseError::malformed(
+            "the header's `kid` is not a string",
+        )),
+    }
+}
+
+/// Attacker-chosen text in an error is cut short and made printable.
+fn shorten(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+/// A short, stable, non-reversible identifier of a token for logs (the token itself is
+/// never logged): the first 8 bytes of its SHA-256, in hex.
+pub(crate) fn fingerprint(token: &str) -> String {
+    hex(&Sha256::digest(trim_token(token).as_bytes())[..8])
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn rfc3339(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(crate::clock::from_unix_seconds(secs)).to_string()
+}
+
+/// A JSON value parsed with duplicate object keys refused at every depth. serde_json keeps
+/// the last duplicate silently, which lets `{"tier":"basic","tier":"enterprise"}` mean
+/// different things to different parsers (RFC 7515 §5.2).
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        let mut seen = HashSet::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{}`",
+                    shorten(&key)
+                )));
+            }
+            let StrictValue(value) = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Map<String, Value>, LicenseError> {
+        strict_object("claims", text.as_bytes())
+    }
+
+    #[test]
+    fn strict_json_refuses_duplicates_at_any_depth() {
+        assert!(parse(r#"{"a":1,"b":{"c":[1,{"d":2}]}}"#).is_ok());
+        for dup in [
+            r#"{"exp":1,"exp":2}"#,
+            r#"{"tier":"basic","tier":"enterprise"}"#,
+            r#"{"a":{"b":1,"b":1}}"#,
+            r#"{"a":[{"b":1,"b":2}]}"#,
+        ] {
+            let err = parse(dup).unwrap_err();
+            assert_eq!(err.reason(), "malformed", "{dup}");
+            assert!(err.to_string().contains("duplicate key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn strict_json_refuses_non_objects_and_trailing_garbage() {
+        for bad in [
+            "[]",
+            "1",
+            "\"x\"",
+            "null",
+            "{} x",
+            "{",
+            "{\"a\":\"\\ud800\"}",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().reason(), "malformed", "{bad}");
+        }
+    }
+
+    #[test]
+    fn strict_json_limits_nesting() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let text = format!(r#"{{"a":{deep}}}"#);
+        assert_eq!(parse(&text).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn trims_whitespace_and_bom() {
+        assert_eq!(trim_token("\u{feff}abc\r\n"), "abc");
+        assert_eq!(trim_token(" \t\u{feff}abc \n"), "abc");
+        assert_eq!(trim_token("\n\n"), "");
+    }
+
+    #[test]
+    fn numeric_dates_are_integers_in_range() {
+        let claims = |exp: &str| {
+            Claims::from_json(parse(&format!(r#"{{"customer":"a","exp":{exp}}}"#)).unwrap())
+        };
+        assert_eq!(claims("4102444800").unwrap().exp, 4_102_444_800);
+        for bad in [
+            "\"4102444800\"",
+            "-1",
+            "true",
+            "4102444800.9",
+            "1e300",
+            "18446744073709551616",
+            "[1]",
+            "253402300800",
+        ] {
+            assert_eq!(claims(bad).unwrap_err().reason(), "invalid_claim", "{bad}");
+        }
+        assert_eq!(claims("null").unwrap_err().reason(), "invalid_claim");
+        let missing = Claims::from_json(parse(r#"{"customer":"a"}"#).unwrap()).unwrap_err();
+        assert_eq!(
+            missing,
+            LicenseError::MissingClaim {
+                claim: "exp".into()
+            }
+        );
+    }
+
+    #[test]
+    fn customer_is_required_and_non_empty() {
+        let c = |t: &str| Claims::from_json(parse(t).unwrap());
+        assert_eq!(c(r#"{"exp":1}"#).unwrap_err().reason(), "missing_claim");
+        assert_eq!(
+            c(r#"{"exp":1,"customer":"  "}"#).unwrap_err().reason(),
+            "invalid_claim"
+        );
+        assert_eq!(
+            c(r#"{"exp":1,"customer":7}"#).unwrap_err().reason(),
+            "invalid_claim"
+        );
+    }
+
+    #[test]
+    fn other_claims_are_kept() {
+        let c = Claims::from_json(
+            parse(r#"{"customer":"a","exp":9,"aud":"x","features":["sso"],"tier":"gold"}"#)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.aud, vec!["x".to_string()]);
+        assert!(c.has_feature("sso"));
+        assert_eq!(c.extra.get("tier"), Some(&Value::from("gold")));
+    }
+
+    #[test]
+    fn check_at_judges_time_claims() {
+        let mut c = Claims::new("a", 1000);
+        let at = crate::clock::from_unix_seconds;
+        assert!(c.check_at(at(999)).is_ok());
+        assert_eq!(
+            c.check_at(at(1000)),
+            Err(LicenseError::Expired { expired_at: 1000 })
+        );
+        c.nbf = Some(600);
+        assert!(c.check_at(at(540)).is_ok());
+        assert_eq!(c.check_at(at(539)).unwrap_err().reason(), "not_yet_valid");
+        c.iat = Some(900);
+        assert_eq!(
+            c.check_at(at(599)).unwrap_err().reason(),
+            "issued_in_future"
+        );
+        assert!(c.check_at(at(600)).is_ok());
+    }
+
+    #[test]
+    fn shorten_escapes_and_cuts() {
+        assert_eq!(shorten("a\nb"), "a\\nb");
+        assert_eq!(shorten(&"x".repeat(100)).chars().count(), 65);
+    }
+}

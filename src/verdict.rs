@@ -1,0 +1,528 @@
+//! The pure core: from a license, a trusted "now" and the grace anchor to a [`Verdict`].
+//!
+//! Nothing here reads a clock or a file. [`evaluate`] is called by the checker task at
+//! every wake and by the tests, and besides the verdict it returns the next instant at
+//! which its answer can change, so the checker can sleep exactly until then.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::from_unix_seconds;
+use crate::token::{Claims, LicenseError};
+
+/// The license state requests are judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LicenseState {
+    /// A valid license is in force.
+    Valid,
+    /// No valid license (expired, missing, refused, or the clock was tampered with), but
+    /// the grace period has not run out: requests are still served.
+    Grace,
+    /// The grace period is over: new requests are refused with 503.
+    GraceExpired,
+}
+
+impl LicenseState {
+    /// `valid`, `grace` or `grace_expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseState::Valid => "valid",
+            LicenseState::Grace => "grace",
+            LicenseState::GraceExpired => "grace_expired",
+        }
+    }
+}
+
+/// Why the service is in grace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GraceReason {
+    /// The license in force has expired.
+    Expired,
+    /// No license was found (unset variable, absent or empty file).
+    Missing,
+    /// The license was refused; the error says why.
+    Invalid(LicenseError),
+    /// The wall clock was set back: trusted time cannot be established from it.
+    ClockManipulation,
+}
+
+impl GraceReason {
+    /// A stable snake_case code: `expired`, `missing`, `clock_manipulation`, or the
+    /// refusal's own reason code (`bad_signature`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            GraceReason::Expired => "expired",
+            GraceReason::Missing => "missing",
+            GraceReason::Invalid(e) => e.reason(),
+            GraceReason::ClockManipulation => "clock_manipulation",
+        }
+    }
+}
+
+/// The alert bands by time left before `exp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ExpiryBand {
+    /// Less than 30 days left.
+    Days30,
+    /// Less than 7 days left.
+    Days7,
+    /// Less than 24 hours left.
+    Hours24,
+    /// Less than 1 hour left.
+    Hour1,
+}
+
+impl ExpiryBand {
+    /// Every band, outermost first.
+    pub const ALL: [ExpiryBand; 4] = [
+        ExpiryBand::Days30,
+        ExpiryBand::Days7,
+        ExpiryBand::Hours24,
+        ExpiryBand::Hour1,
+    ];
+
+    /// The band's width: the band is entered when less than this is left.
+    pub fn threshold(self) -> Duration {
+        Duration::from_secs(self.threshold_secs() as u64)
+    }
+
+    fn threshold_secs(self) -> i64 {
+        match self {
+            ExpiryBand::Days30 => 30 * 86_400,
+            ExpiryBand::Days7 => 7 * 86_400,
+            ExpiryBand::Hours24 => 86_400,
+            ExpiryBand::Hour1 => 3_600,
+        }
+    }
+
+    /// The innermost band `remaining_secs` falls into, if any.
+    pub(crate) fn for_remaining(remaining_secs: i64) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .rev()
+            .copied()
+            .find(|band| remaining_secs < band.threshold_secs())
+    }
+}
+
+/// The monitor's judgement at one instant. Stored whole, so every reader sees one
+/// consistent verdict.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Verdict {
+    /// Valid, grace, or grace expired.
+    pub state: LicenseState,
+    /// The claims of the license in force (also while in grace after it expired); `None`
+    /// when there is none. A refused token's claims never appear here.
+    pub claims: Option<Arc<Claims>>,
+    /// When the license in force expires (or expired).
+    pub expires_at: Option<SystemTime>,
+    /// When the current grace period began (`None` while valid).
+    pub grace_started_at: Option<SystemTime>,
+    /// When the current grace period ends (`None` while valid).
+    pub grace_ends_at: Option<SystemTime>,
+    /// Why the service is in grace (`None` while valid).
+    pub reason: Option<GraceReason>,
+    /// The innermost expiry alert band the license is in, while valid.
+    pub band: Option<ExpiryBand>,
+    /// The trusted time this verdict was reached at.
+    pub evaluated_at: SystemTime,
+}
+
+impl Verdict {
+    /// Whether new requests are admitted: false only in [`LicenseState::GraceExpired`].
+    #[inline]
+    pub fn admits(&self) -> bool {
+        self.state != LicenseState::GraceExpired
+    }
+
+    /// Whether a valid license is in force.
+    pub fn is_valid(&self) -> bool {
+        self.state == LicenseState::Valid
+    }
+
+    /// Whole days left before `exp` at `evaluated_at` (negative once expired).
+    pub fn days_remaining(&self) -> Option<i64> {
+        let claims = self.claims.as_ref()?;
+        let now = crate::clock::unix_seconds(self.evaluated_at);
+        Some((claims.exp - now).div_euclid(86_400))
+    }
+}
+
+/// What the core needs to know; everything is a plain value.
+#[derive(Debug, Clone)]
+pub(crate) struct Input<'a> {
+    /// The license in force: the last token that verified (possibly expired).
+    pub(crate) license: Option<&'a Arc<Claims>>,
+    /// The last problem reading the source, if the last read did not verify.
+    pub(crate) problem: Option<&'a LicenseError>,
+    /// Trusted now, in whole seconds since the epoch.
+    pub(crate) now: i64,
+    /// The start of the current grace period, as carried over from the last evaluation.
+    pub(crate) grace_anchor: Option<i64>,
+    /// When clock manipulation was detected, while it has not cleared.
+    pub(crate) manipulated_at: Option<i64>,
+    /// The grace period, in seconds.
+    pub(crate) grace_period: i64,
+    /// No grace at all (fail-closed mode and no valid license since start).
+    pub(crate) no_grace: bool,
+}
+
+/// The core's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Evaluation {
+    pub(crate) verdict: Verdict,
+    /// The anchor to carry into the next evaluation (`None` while valid).
+    pub(crate) grace_anchor: Option<i64>,
+    /// The first second at which this evaluation's outcome can differ; `None` if only new
+    /// input can change it.
+    pub(crate) next_change: Option<i64>,
+}
+
+/// Judges the input. Pure: the same input always gives the same output.
+pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
+    let now = input.now;
+    let evaluated_at = from_unix_seconds(now);
+    let license = input.license;
+    let expires_at = license.map(|c| c.expires_at());
+
+    if let Some(claims) = license
+        && now < claims.exp
+        && input.manipulated_at.is_none()
+    {
+        let remaining = claims.exp - now;
+        let band = ExpiryBand::for_remaining(remaining);
+        // The next band edge still ahead; `remaining < threshold` first holds at
+        // exp - threshold + 1. After the last band, the next change is expiry itself.
+        let next_change = ExpiryBand::ALL
+            .iter()
+            .map(|b| claims.exp - b.threshold_secs() + 1)
+            .filter(|&edge| edge > now)
+            .min()
+            .unwrap_or(claims.exp);
+        return Evaluation {
+            verdict: Verdict {
+                state: LicenseState::Valid,
+                claims: Some(Arc::clone(claims)),
+                expires_at,
+                grace_started_at: None,
+                grace_ends_at: None,
+                reason: None,
+                band,
+                evaluated_at,
+            },
+            grace_anchor: None,
+            next_change: Some(next_change),
+        };
+    }
+
+    let expired_at = license.map(|c| c.exp).filter(|&exp| exp <= now);
+    let reason = if input.manipulated_at.is_some() {
+        GraceReason::ClockManipulation
+    } else if expired_at.is_some() {
+        GraceReason::Expired
+    } else {
+        match input.problem {
+            Some(LicenseError::Missing { .. }) | None => GraceReason::Missing,
+            Some(other) => GraceReason::Invalid(other.clone()),
+        }
+    };
+    // The anchor never moves later while no valid license is seen: an expired license
+    // anchors at its own `exp` (a restart buys nothing), and a carried-over anchor wins
+    // over anything later.
+    let anchor = [input.grace_anchor, expired_at, input.manipulated_at]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now);
+    let period = if input.no_grace {
+        0
+    } else {
+        input.grace_period
+    };
+    let ends = anchor.saturating_add(period);
+    let (state, next_change) = if now >= ends {
+        (LicenseState::GraceExpired, None)
+    } else {
+        (LicenseState::Grace, Some(ends))
+    };
+    Evaluation {
+        verdict: Verdict {
+            state,
+            claims: license.cloned(),
+            expires_at,
+            grace_started_at: Some(from_unix_seconds(anchor)),
+            grace_ends_at: Some(from_unix_seconds(ends)),
+            reason: Some(reason),
+            band: None,
+            evaluated_at,
+        },
+        grace_anchor: Some(anchor),
+        next_change,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DAY: i64 = 86_400;
+    const HOUR: i64 = 3_600;
+    const GRACE: i64 = DAY;
+    const EXP: i64 = 2_000_000_000;
+
+    fn claims(exp: i64) -> Arc<Claims> {
+        Arc::new(Claims::new("acme", exp))
+    }
+
+    fn input<'a>(license: Option<&'a Arc<Claims>>, now: i64) -> Input<'a> {
+        Input {
+            license,
+            problem: None,
+            now,
+            grace_anchor: None,
+            manipulated_at: None,
+            grace_period: GRACE,
+            no_grace: false,
+        }
+    }
+
+    fn at(license: &Arc<Claims>, now: i64) -> Evaluation {
+        evaluate(&input(Some(license), now))
+    }
+
+    #[test]
+    fn bands_change_exactly_at_their_edges() {
+        let lic = claims(EXP);
+        let cases = [
+            (30 * DAY, None, Some(ExpiryBand::Days30)),
+            (7 * DAY, Some(ExpiryBand::Days30), Some(ExpiryBand::Days7)),
+            (DAY, Some(ExpiryBand::Days7), Some(ExpiryBand::Hours24)),
+            (HOUR, Some(ExpiryBand::Hours24), Some(ExpiryBand::Hour1)),
+        ];
+        for (threshold, before, after) in cases {
+            // Exactly `threshold` left is not "less than" it yet.
+            let edge = EXP - threshold;
+            let e = at(&lic, edge);
+            assert_eq!(e.verdict.band, before, "at the edge of {threshold}");
+            assert_eq!(e.next_change, Some(edge + 1));
+            assert_eq!(at(&lic, edge - 1).verdict.band, before);
+            assert_eq!(at(&lic, edge + 1).verdict.band, after);
+            assert_eq!(at(&lic, edge + 1).verdict.state, LicenseState::Valid);
+        }
+    }
+
+    #[test]
+    fn expiry_starts_grace_at_exp_and_grace_ends_a_period_later() {
+        let lic = claims(EXP);
+        let before = at(&lic, EXP - 1);
+        assert_eq!(before.verdict.state, LicenseState::Valid);
+        assert_eq!(before.verdict.band, Some(ExpiryBand::Hour1));
+        assert_eq!(before.next_change, Some(EXP));
+
+        let grace = at(&lic, EXP);
+        assert_eq!(grace.verdict.state, LicenseState::Grace);
+        assert_eq!(grace.verdict.reason, Some(GraceReason::Expired));
+        assert_eq!(grace.verdict.grace_started_at, Some(from_unix_seconds(EXP)));
+        assert_eq!(
+            grace.verdict.grace_ends_at,
+            Some(from_unix_seconds(EXP + GRACE))
+        );
+        assert_eq!(grace.next_change, Some(EXP + GRACE));
+        assert!(grace.verdict.admits());
+        assert_eq!(grace.verdict.claims.as_deref(), Some(&*lic));
+
+        assert_eq!(at(&lic, EXP + GRACE - 1).verdict.state, LicenseState::Grace);
+        let cut = at(&lic, EXP + GRACE);
+        assert_eq!(cut.verdict.state, LicenseState::GraceExpired);
+        assert!(!cut.verdict.admits());
+        assert_eq!(cut.next_change, None);
+    }
+
+    #[test]
+    fn restart_long_after_expiry_is_cut_off_at_once() {
+        // Catalog R1: grace is computed from the signed exp, not from when we looked.
+        let lic = claims(EXP);
+        assert_eq!(
+            at(&lic, EXP + 15 * DAY).verdict.state,
+            LicenseState::GraceExpired
+        );
+        let e = at(&lic, EXP + HOUR);
+        assert_eq!(
+            e.verdict.grace_ends_at,
+            Some(from_unix_seconds(EXP + GRACE))
+        );
+    }
+
+    #[test]
+    fn missing_license_anchors_at_first_sight_and_keeps_the_anchor() {
+        let first = evaluate(&input(None, 1_000));
+        assert_eq!(first.verdict.state, LicenseState::Grace);
+        assert_eq!(first.verdict.reason, Some(GraceReason::Missing));
+        assert_eq!(first.grace_anchor, Some(1_000));
+        assert!(first.verdict.claims.is_none());
+
+        let err = LicenseError::BadSignature;
+        let later = evaluate(&Input {
+            problem: Some(&err),
+            grace_anchor: first.grace_anchor,
+            ..input(None, 5_000)
+        });
+        assert_eq!(
+            later.grace_anchor,
+            Some(1_000),
+            "garbage must not restart grace"
+        );
+        assert_eq!(
+            later.verdict.reason,
+            Some(GraceReason::Invalid(err.clone()))
+        );
+        assert_eq!(
+            later.verdict.reason.as_ref().map(GraceReason::code),
+            Some("bad_signature")
+        );
+    }
+
+    #[test]
+    fn an_expired_license_loaded_later_does_not_move_an_earlier_anchor() {
+        let lic = claims(EXP);
+        let e = evaluate(&Input {
+            grace_anchor: Some(EXP - 100),
+            ..input(Some(&lic), EXP + 10)
+        });
+        assert_eq!(e.grace_anchor, Some(EXP - 100));
+    }
+
+    #[test]
+    fn manipulation_means_grace_even_with_a_valid_license() {
+        let lic = claims(EXP);
+        let e = evaluate(&Input {
+            manipulated_at: Some(EXP - 10 * DAY),
+            ..input(Some(&lic), EXP - 10 * DAY + 5)
+        });
+        assert_eq!(e.verdict.state, LicenseState::Grace);
+        assert_eq!(e.verdict.reason, Some(GraceReason::ClockManipulation));
+        assert_eq!(e.grace_anchor, Some(EXP - 10 * DAY));
+        assert_eq!(e.next_change, Some(EXP - 9 * DAY));
+    }
+
+    #[test]
+    fn no_grace_cuts_off_at_once() {
+        let e = evaluate(&Input {
+            no_grace: true,
+            ..input(None, 1_000)
+        });
+        assert_eq!(e.verdict.state, LicenseState::GraceExpired);
+    }
+
+    #[test]
+    fn days_remaining_is_whole_days() {
+        let lic = claims(EXP);
+        assert_eq!(
+            at(&lic, EXP - 25 * DAY - 5).verdict.days_remaining(),
+            Some(25)
+        );
+        assert_eq!(at(&lic, EXP - 1).verdict.days_remaining(), Some(0));
+        assert_eq!(at(&lic, EXP + 1).verdict.days_remaining(), Some(-1));
+    }
+
+    fn rank(state: LicenseState) -> u8 {
+        match state {
+            LicenseState::Valid => 0,
+            LicenseState::Grace => 1,
+            LicenseState::GraceExpired => 2,
+        }
+    }
+
+    fn band_rank(band: Option<ExpiryBand>) -> u8 {
+        band.map_or(0, |b| b as u8 + 1)
+    }
+
+    /// Everything about an outcome except the instant it was reached at.
+    fn outcome(e: &Evaluation) -> Verdict {
+        Verdict {
+            evaluated_at: SystemTime::UNIX_EPOCH,
+            ..e.verdict.clone()
+        }
+    }
+
+    fn arb_input()
+    -> impl Strategy<Value = (Option<i64>, i64, Option<i64>, Option<i64>, i64, bool, bool)> {
+        (
+            proptest::option::of(1_000_000i64..1_100_000),
+            1_000_000i64..1_100_000,
+            proptest::option::of(900_000i64..1_100_000),
+            proptest::option::of(900_000i64..1_100_000),
+            0i64..200_000,
+            any::<bool>(),
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn later_time_is_never_better(
+            (exp, now, anchor, manip, grace, no_grace, problem) in arb_input(),
+            later in 0i64..5_000_000,
+        ) {
+            let lic = exp.map(claims);
+            let err = LicenseError::BadSignature;
+            let base = Input {
+                license: lic.as_ref(),
+                problem: problem.then_some(&err),
+                now,
+                grace_anchor: anchor.map(|a| a.min(now)),
+                manipulated_at: manip.map(|m| m.min(now)),
+                grace_period: grace,
+                no_grace,
+            };
+            let a = evaluate(&base);
+            let b = evaluate(&Input { now: now + later, ..base.clone() });
+            prop_assert!(rank(b.verdict.state) >= rank(a.verdict.state));
+            if a.verdict.state == LicenseState::Valid && b.verdict.state == LicenseState::Valid {
+                prop_assert!(band_rank(b.verdict.band) >= band_rank(a.verdict.band));
+            }
+        }
+
+        #[test]
+        fn next_change_is_exactly_where_the_outcome_changes(
+            (exp, now, anchor, manip, grace, no_grace, problem) in arb_input(),
+            probe in 0.0f64..1.0,
+        ) {
+            let lic = exp.map(claims);
+            let err = LicenseError::BadSignature;
+            let base = Input {
+                license: lic.as_ref(),
+                problem: problem.then_some(&err),
+                now,
+                grace_anchor: anchor.map(|a| a.min(now)),
+                manipulated_at: manip.map(|m| m.min(now)),
+                grace_period: grace,
+                no_grace,
+            };
+            let first = evaluate(&base);
+            // The checker carries the anchor forward; so does the probe.
+            let carried = Input { grace_anchor: first.grace_anchor, ..base.clone() };
+            match first.next_change {
+                Some(next) => {
+                    prop_assert!(next > now);
+                    let just_before = evaluate(&Input { now: next - 1, ..carried.clone() });
+                    prop_assert_eq!(outcome(&just_before), outcome(&first));
+                    let inside = now + ((next - 1 - now) as f64 * probe) as i64;
+                    let mid = evaluate(&Input { now: inside, ..carried.clone() });
+                    prop_assert_eq!(outcome(&mid), outcome(&first));
+                    let at_next = evaluate(&Input { now: next, ..carried });
+                    prop_assert_ne!(outcome(&at_next), outcome(&first));
+                }
+                None => {
+                    let much_later = evaluate(&Input { now: now + 10_000_000, ..carried });
+                    prop_assert_eq!(outcome(&much_later), outcome(&first));
+                }
+            }
+        }
+    }
+}
