@@ -284,6 +284,7 @@ impl LicenseMonitorBuilder {
             manipulated_at: None,
             ever_valid: false,
             last: None,
+            checked_at: tokio::time::Instant::now(),
             events: self.events.clone(),
         };
         let first = checker.check(true);
@@ -332,37 +333,38 @@ struct Checker {
     manipulated_at: Option<i64>,
     ever_valid: bool,
     last: Option<Evaluation>,
+    /// The runtime's instant at the last clock sample.
+    checked_at: tokio::time::Instant,
     events: broadcast::Sender<LicenseEvent>,
 }
 
 impl Checker {
     async fn run(mut self, shared: Weak<Shared>, mut commands: mpsc::Receiver<Command>) {
-        let mut next_full = tokio::time::Instant::now() + self.check_interval;
+        let mut next_full = self.checked_at + self.check_interval;
         loop {
-            let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
-            let until_change = self
+            // Deadlines count from when the clocks were sampled, not from when this task
+            // got to run: the two differ if the runtime was busy (or a paused test clock
+            // jumped) in between. After a suspend or a long jump there is one wake at the
+            // new now, no replay of the missed ones.
+            let change = self
                 .last
                 .as_ref()
                 .and_then(|e| e.next_change)
-                .map_or(Duration::MAX, |at| self.time.until(at));
-            // Sleep to the earliest wake-up, computed afresh each time: after a suspend or
-            // a paused clock jumping days, there is one wake at the new now, no replay.
-            let sleep = until_full.min(until_change);
+                .and_then(|at| self.checked_at.checked_add(self.time.until(at)));
+            let wake = change.map_or(next_full, |change| change.min(next_full));
             let command = tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => Some(command),
                     None => return, // every handle is gone
                 },
-                () = tokio::time::sleep(sleep) => None,
+                () = tokio::time::sleep_until(wake) => None,
             };
             let full = command.is_some() || tokio::time::Instant::now() >= next_full;
-            if command.is_none() && full {
-                next_full = tokio::time::Instant::now() + self.check_interval;
-            }
             let verdict = self.check(full);
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
+            if command.is_none() && full {
+                next_full = self.checked_at + self.check_interval;
+            }
+            let Some(shared) = shared.upgrade() else { return };
             shared.verdict.store(Arc::clone(&verdict));
             drop(shared);
             if let Some(Command::CheckNow(reply)) = command {
@@ -375,6 +377,7 @@ impl Checker {
     /// report what changed. Returns the verdict to publish.
     fn check(&mut self, full: bool) -> Arc<Verdict> {
         let mut events = Vec::new();
+        self.checked_at = tokio::time::Instant::now();
         if let Some(anomaly) = self.time.sample(self.clock.wall(), self.clock.monotonic()) {
             self.on_clock_anomaly(anomaly, &mut events);
         }
