@@ -364,7 +364,9 @@ impl Checker {
             if command.is_none() && full {
                 next_full = self.checked_at + self.check_interval;
             }
-            let Some(shared) = shared.upgrade() else { return };
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
             shared.verdict.store(Arc::clone(&verdict));
             drop(shared);
             if let Some(Command::CheckNow(reply)) = command {

@@ -1,6 +1,6 @@
 //! The pure core: from a license, a trusted "now" and the grace anchor to a [`Verdict`].
 //!
-//! Nothing here reads a clock or a file. [`evaluate`] is called by the checker task at
+//! Nothing here reads a clock or a file. `evaluate` is called by the checker task at
 //! every wake and by the tests, and besides the verdict it returns the next instant at
 //! which its answer can change, so the checker can sleep exactly until then.
 

@@ -83,7 +83,10 @@ async fn one_license_through_its_whole_life() {
     ] {
         let (event, at) = next_named(&mut rx, &clock, name).await;
         let crossing = exp - width + 1;
-        assert!((at - crossing).abs() <= 1, "{name} at {at}, crossing at {crossing}");
+        assert!(
+            (at - crossing).abs() <= 1,
+            "{name} at {at}, crossing at {crossing}"
+        );
         match event {
             LicenseEvent::Expiring {
                 days_remaining,
@@ -187,7 +190,10 @@ async fn a_long_pause_is_one_re_evaluation_not_a_replay() {
     // The checker woke for the 30-day edge, found itself 39 days on, and reported the
     // band it is in now, once.
     assert_eq!(names, ["license.expiring_24h"]);
-    assert_eq!(monitor.verdict().band, Some(iosetu_license::ExpiryBand::Hours24));
+    assert_eq!(
+        monitor.verdict().band,
+        Some(iosetu_license::ExpiryBand::Hours24)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -195,12 +201,16 @@ async fn no_license_starts_in_grace_and_is_cut_off_after_the_period() {
     let clock = TestClock::new(t0());
     let builder = LicenseMonitor::builder()
         .public_key(signer().public_key())
-        .source(LicenseSource::Env("IOSETU_TEST_SURELY_UNSET_VARIABLE".into()))
+        .source(LicenseSource::Env(
+            "IOSETU_TEST_SURELY_UNSET_VARIABLE".into(),
+        ))
         .clock(clock.clone())
         .grace_period(Duration::from_secs(2 * 3600));
     let mut rx = builder.subscribe();
     let monitor = builder.start().await.unwrap();
-    let names: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.name()).collect();
+    let names: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| e.name())
+        .collect();
     assert_eq!(names, ["license.missing", "license.grace_mode_entered"]);
     let verdict = monitor.verdict();
     assert_eq!(verdict.state, LicenseState::Grace);
@@ -250,10 +260,21 @@ async fn a_failing_source_keeps_the_last_valid_license_until_its_own_exp() {
         assert_eq!(verdict.state, LicenseState::Valid, "{what}");
         assert_eq!(secs(verdict.expires_at.unwrap()), exp, "{what}");
         let events: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
-        let failure = events.iter().find(|e| e.name() == name).unwrap_or_else(|| panic!("{what}: {events:?}"));
+        let failure = events
+            .iter()
+            .find(|e| e.name() == name)
+            .unwrap_or_else(|| panic!("{what}: {events:?}"));
         match failure {
-            LicenseEvent::VerificationFailed { error, kept_previous, .. }
-            | LicenseEvent::Missing { error, kept_previous, .. } => {
+            LicenseEvent::VerificationFailed {
+                error,
+                kept_previous,
+                ..
+            }
+            | LicenseEvent::Missing {
+                error,
+                kept_previous,
+                ..
+            } => {
                 assert_eq!(error.reason(), reason, "{what}");
                 assert!(kept_previous, "{what}");
             }
@@ -286,7 +307,11 @@ async fn swapping_an_expired_license_for_garbage_does_not_restart_grace() {
         .unwrap();
     let verdict = monitor.verdict();
     assert_eq!(verdict.state, LicenseState::Grace);
-    assert_eq!(secs(verdict.grace_started_at.unwrap()), exp, "anchored at exp, not at start");
+    assert_eq!(
+        secs(verdict.grace_started_at.unwrap()),
+        exp,
+        "anchored at exp, not at start"
+    );
     assert_eq!(secs(verdict.grace_ends_at.unwrap()), exp + DAY);
 
     write(&path, "garbage");
@@ -308,10 +333,16 @@ async fn a_license_long_expired_at_start_is_cut_off_at_once() {
     let mut rx = builder.subscribe();
     let monitor = builder.start().await.unwrap();
     assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
-    let names: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.name()).collect();
+    let names: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| e.name())
+        .collect();
     assert_eq!(
         names,
-        ["license.loaded", "license.grace_mode_entered", "license.grace_period_expired"]
+        [
+            "license.loaded",
+            "license.grace_mode_entered",
+            "license.grace_period_expired"
+        ]
     );
 }
 
