@@ -206,6 +206,11 @@ mod tests {
         std::fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
         assert_eq!(source.read().unwrap_err().reason(), "malformed");
 
+        // A 1 GiB (sparse) file is refused from its size alone, without being read.
+        let huge = std::fs::File::create(&path).unwrap();
+        huge.set_len(1 << 30).unwrap();
+        assert_eq!(source.read().unwrap_err().reason(), "too_large");
+
         let as_dir = LicenseSource::File(dir.path().to_path_buf());
         assert_eq!(as_dir.read().unwrap_err().reason(), "unreadable");
     }

@@ -452,3 +452,26 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
         Poll::Pending => panic!("the future waited"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_never_reads_does_not_slow_the_checker() {
+    let clock = TestClock::new(t0());
+    let exp = T0 as i64 + 20 * DAY;
+    let builder = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(license("Acme", exp)))
+        .clock(clock.clone())
+        .check_interval(Duration::from_secs(60));
+    let mut stuck = builder.subscribe();
+    let monitor = builder.start().await.unwrap();
+    // 2000 one-minute checks, each with an alert: far more than a receiver buffers.
+    let mut live = monitor.subscribe();
+    for _ in 0..2000 {
+        live.recv().await.unwrap();
+    }
+    assert!(secs(iosetu_license::Clock::wall(&clock)) >= T0 as i64 + 2000 * 60 - 60);
+    assert!(matches!(
+        stuck.try_recv(),
+        Err(broadcast::error::TryRecvError::Lagged(_))
+    ));
+}
