@@ -1,8 +1,20 @@
 //! The `/health` answer.
 
-use http::StatusCode;
-use serde::Serialize;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+use tower_service::Service;
+
+use crate::LicenseMonitor;
+use crate::monitor::Shared;
 use crate::verdict::{LicenseState, Verdict};
 
 /// The health body the product text specifies:
@@ -71,6 +83,59 @@ impl Health {
             r#"{{"status":"{status}","license":{{"valid":{},"grace_mode":{}}}}}"#,
             self.license.valid, self.license.grace_mode
         )
+    }
+}
+
+/// A tower service that answers every request with the monitor's [`Health`]: the JSON
+/// body, 200 (healthy, degraded) or 503 (unhealthy), `content-type: application/json` and
+/// `cache-control: no-store`.
+///
+/// Mount it with axum's `route_service("/health", monitor.health_service())`, or call it
+/// bare. Point a Kubernetes *readiness* probe at it, not a liveness probe: a liveness
+/// probe failing on the 503 would restart every pod into the same state.
+#[derive(Clone)]
+pub struct HealthService {
+    shared: Arc<Shared>,
+}
+
+impl HealthService {
+    /// A health service for `monitor`.
+    pub fn new(monitor: &LicenseMonitor) -> Self {
+        Self {
+            shared: Arc::clone(&monitor.shared),
+        }
+    }
+
+    fn respond(&self) -> Response<Full<Bytes>> {
+        let health = Health::from_verdict(&self.shared.verdict.load());
+        let mut response = Response::new(Full::new(Bytes::from(health.to_json())));
+        *response.status_mut() = health.http_status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+impl<B> Service<Request<B>> for HealthService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<B>) -> Self::Future {
+        ready(Ok(self.respond()))
+    }
+}
+
+impl fmt::Debug for HealthService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthService")
+            .field("health", &Health::from_verdict(&self.shared.verdict.load()))
+            .finish()
     }
 }
 

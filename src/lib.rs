@@ -68,6 +68,7 @@ mod health;
 #[cfg(feature = "issue")]
 mod issue;
 mod key;
+pub mod layer;
 mod monitor;
 pub mod source;
 pub mod token;
@@ -77,10 +78,11 @@ pub mod verdict;
 pub use clock::TestClock;
 pub use clock::{Clock, SystemClock};
 pub use event::{AttributeValue, LicenseEvent, Severity};
-pub use health::{Health, HealthStatus, LicenseHealth};
+pub use health::{Health, HealthService, HealthStatus, LicenseHealth};
 #[cfg(feature = "issue")]
 pub use issue::LicenseSigner;
 pub use key::{KeyError, PublicKey};
+pub use layer::{License, LicenseLayer, ResponseBody, ResponseFuture};
 pub use monitor::{
     DEFAULT_CHECK_INTERVAL, DEFAULT_EXEMPT_PATHS, DEFAULT_GRACE_PERIOD, LicenseMonitor,
     LicenseMonitorBuilder, StartError,

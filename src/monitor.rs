@@ -9,7 +9,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::clock::{ClockAnomaly, SystemClock, TrustedTime};
 use crate::event::LicenseEvent;
-use crate::health::Health;
+use crate::health::{Health, HealthService};
+use crate::layer::LicenseLayer;
 use crate::source::LicenseSource;
 use crate::token::{
     Claims, IAT_TOLERANCE_SECS, LicenseError, LicenseVerifier, NBF_LEEWAY_SECS, fingerprint,
@@ -106,6 +107,16 @@ impl LicenseMonitor {
         }
         // The checker is gone only if its runtime shut down; the last verdict stands.
         self.verdict()
+    }
+
+    /// A tower layer enforcing this monitor's verdict: same as [`LicenseLayer::new`].
+    pub fn layer(&self) -> LicenseLayer {
+        LicenseLayer::new(self)
+    }
+
+    /// A tower service answering `/health`: same as [`HealthService::new`].
+    pub fn health_service(&self) -> HealthService {
+        HealthService::new(self)
     }
 
     /// The paths that pass the gate whatever the verdict (exact match).

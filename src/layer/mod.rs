@@ -1,0 +1,49 @@
+//! Middleware that enforces the license on any tower HTTP service.
+//!
+//! [`LicenseLayer`] wraps a service in [`License`]: while the license is valid or in
+//! grace, requests pass through untouched; once grace has expired, new requests get
+//! `503 Service Unavailable` with a JSON body (`{"error":"license_expired",…}`), or, for
+//! gRPC requests (`content-type: application/grpc…`), a trailers-only response with
+//! `grpc-status: 14` (UNAVAILABLE). Requests already in flight finish normally. Exempt
+//! paths (`/health` and `/metrics` by default) always pass, so probes and scrapes keep
+//! answering after the cut-off.
+//!
+//! The same layer works with axum's `Router::layer` and tonic's
+//! `Server::builder().layer`; its error type is the inner service's, so it never turns an
+//! infallible service fallible.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use iosetu_license::{LicenseLayer, LicenseMonitor, LicenseSigner, LicenseSource};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let signer = LicenseSigner::generate()?;
+//! let monitor = LicenseMonitor::builder()
+//!     .public_key(signer.public_key()) // in real code: PublicKey::from_pem(include_str!(..))?
+//!     .source(LicenseSource::from_env())
+//!     .start()
+//!     .await?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/api/orders", get(|| async { "orders" }))
+//!     .layer(LicenseLayer::new(&monitor))
+//!     // Added after the layer, so not behind it (and exempt anyway).
+//!     .route_service("/health", monitor.health_service());
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod future;
+#[allow(clippy::module_inception)]
+mod layer;
+mod rejection;
+mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use layer::LicenseLayer;
+pub use service::License;

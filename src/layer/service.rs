@@ -1,0 +1,124 @@
+//! [`License`]: the middleware service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::LicenseLayer;
+use super::rejection::Rejection;
+use crate::LicenseMonitor;
+use crate::monitor::Shared;
+
+/// Middleware that refuses new requests once the license's grace period is over.
+///
+/// Built by [`LicenseLayer`]; see the [module docs](crate::layer) for an example.
+///
+/// Each call does one lock-free load of the current verdict. While it admits (valid or in
+/// grace), the request goes to the inner service untouched. Once grace has expired, a new
+/// request is answered at once (503 with a JSON body, or gRPC UNAVAILABLE) and never reaches
+/// the inner service, except on the exempt paths (by default `/health` and `/metrics`).
+///
+/// # Readiness
+///
+/// `poll_ready` is the inner service's: the decision is made in `call`, where the request
+/// is known. A refused request consumes readiness without calling the inner service, as
+/// tower's `LoadShed` does: capacity the inner service reserved in `poll_ready` (a
+/// `ConcurrencyLimit` permit, a `Buffer` slot) stays reserved for the next call, or is
+/// released when the service is dropped; it is never leaked.
+pub struct License<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> License<S> {
+    /// Wraps `inner`, judging requests by `monitor`'s verdict.
+    pub fn new(inner: S, monitor: &LicenseMonitor) -> Self {
+        Self {
+            inner,
+            shared: Arc::clone(&monitor.shared),
+        }
+    }
+
+    /// A [`LicenseLayer`] for `monitor`, to wrap services with.
+    pub fn layer(monitor: &LicenseMonitor) -> LicenseLayer {
+        LicenseLayer::new(monitor)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for License<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<super::ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The admitted path: one lock-free load and a branch. The guard is a temporary,
+        // dropped before the inner call and long before any await.
+        if self.shared.verdict.load().admits() {
+            return ResponseFuture::inner(self.inner.call(request));
+        }
+        self.refused_or_exempt(request)
+    }
+}
+
+impl<S> License<S> {
+    #[cold]
+    fn refused_or_exempt<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        let path = request.uri().path();
+        if self.shared.exempt_paths.iter().any(|p| p == path) {
+            return ResponseFuture::inner(self.inner.call(request));
+        }
+        ResponseFuture::rejected(Rejection::for_request(request.headers()))
+    }
+}
+
+impl<S: Clone> Clone for License<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for License<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("License")
+            .field("inner", &self.inner)
+            .field("admits", &self.shared.verdict.load().admits())
+            .finish()
+    }
+}
