@@ -1,0 +1,164 @@
+//! Real servers on 127.0.0.1 with real clients: axum 0.8 over HTTP/1.1 and tonic 0.14 over
+//! HTTP/2. The license state is moved the way an operator would: by replacing the license
+//! file and asking for a check.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const DAY: i64 = 86_400;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn signer() -> LicenseSigner {
+    LicenseSigner::from_seed([21; 32])
+}
+
+fn write_license(path: &Path, exp: i64) {
+    std::fs::write(path, signer().sign(&Claims::new("Acme", exp)) + "\n").unwrap();
+}
+
+async fn monitor(path: &Path) -> LicenseMonitor {
+    LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::File(path.to_path_buf()))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn serve_axum(monitor: &LicenseMonitor) -> SocketAddr {
+    let app = Router::new()
+        .route("/api/hello", get(|| async { "hello" }))
+        .layer(monitor.layer())
+        .route_service("/health", monitor.health_service());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: Option<String>,
+    body: String,
+}
+
+async fn fetch(addr: SocketAddr, path: &str) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let request = Request::get(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        content_type,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn axum_server_through_valid_grace_cut_off_and_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license(&path, now() + 90 * DAY);
+    let monitor = monitor(&path).await;
+    let addr = serve_axum(&monitor).await;
+
+    // Valid.
+    let api = fetch(addr, "/api/hello").await;
+    assert_eq!((api.status, api.body.as_str()), (StatusCode::OK, "hello"));
+    let health = fetch(addr, "/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.content_type.as_deref(), Some("application/json"));
+    assert_eq!(health.body, r#"{"status":"healthy","license":{"valid":true,"grace_mode":false}}"#);
+
+    // Expired an hour ago: grace, still served.
+    write_license(&path, now() - 3600);
+    assert_eq!(monitor.check_now().await.state, LicenseState::Grace);
+    let api = fetch(addr, "/api/hello").await;
+    assert_eq!((api.status, api.body.as_str()), (StatusCode::OK, "hello"));
+    let health = fetch(addr, "/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body, r#"{"status":"degraded","license":{"valid":false,"grace_mode":true}}"#);
+
+    // A license that expired ten days ago: grace is long over.
+    write_license(&path, now() - 10 * DAY);
+    assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
+    let api = fetch(addr, "/api/hello").await;
+    assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.content_type.as_deref(), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(body["error"], "license_expired");
+    let health = fetch(addr, "/health").await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.body, r#"{"status":"unhealthy","license":{"valid":false,"grace_mode":true}}"#);
+
+    // Renewed in place: served again, no restart.
+    write_license(&path, now() + 365 * DAY);
+    assert_eq!(monitor.check_now().await.state, LicenseState::Valid);
+    let api = fetch(addr, "/api/hello").await;
+    assert_eq!((api.status, api.body.as_str()), (StatusCode::OK, "hello"));
+}
+
+#[tokio::test]
+async fn tonic_health_behind_the_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license(&path, now() + 90 * DAY);
+    let monitor = monitor(&path).await;
+
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder()
+        .layer(monitor.layer())
+        .add_service(health_server)
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(async move { server.await.unwrap() });
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = || HealthCheckRequest {
+        service: String::new(),
+    };
+    let reply = client.check(check()).await.unwrap();
+    assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
+
+    // Cut off: the same client, a new call, UNAVAILABLE with the license message.
+    write_license(&path, now() - 10 * DAY);
+    assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
+    let status = client.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("license"), "{}", status.message());
+
+    // Renewed: calls succeed again on the same connection.
+    write_license(&path, now() + 90 * DAY);
+    assert_eq!(monitor.check_now().await.state, LicenseState::Valid);
+    assert!(client.check(check()).await.is_ok());
+}
