@@ -5,7 +5,9 @@
 //! mounted file named by `IOSETU_LICENSE_FILE`. A [`LicenseMonitor`] verifies it, re-checks
 //! it on a timer, warns before expiry, keeps serving through a grace period, then marks
 //! the service as refusing new requests; it detects a clock set back, and reports all of
-//! it as [`LicenseEvent`]s through `tracing` and to subscribers.
+//! it as [`LicenseEvent`]s through `tracing` and to subscribers. [`LicenseLayer`] puts any
+//! tower HTTP service (axum, tonic) behind the verdict at the cost of one lock-free load
+//! per request, and [`HealthService`] answers `/health`.
 //!
 //! # Example
 //!
@@ -50,6 +52,8 @@
 //!   into a [`Verdict`] and the next instant it can change.
 //! * [`event`]: [`LicenseEvent`], its names, levels and attributes.
 //! * [`LicenseMonitor`]: the handle, and the checker task that is the verdict's only writer.
+//! * [`layer`]: [`LicenseLayer`] and [`License`], the middleware; see its docs for an
+//!   axum example. [`HealthService`] serves `/health`.
 //!
 //! # Features
 //!

@@ -21,7 +21,10 @@ use tonic_health::pb::health_client::HealthClient;
 const DAY: i64 = 86_400;
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn signer() -> LicenseSigner {
@@ -91,7 +94,10 @@ async fn axum_server_through_valid_grace_cut_off_and_renewal() {
     let health = fetch(addr, "/health").await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.content_type.as_deref(), Some("application/json"));
-    assert_eq!(health.body, r#"{"status":"healthy","license":{"valid":true,"grace_mode":false}}"#);
+    assert_eq!(
+        health.body,
+        r#"{"status":"healthy","license":{"valid":true,"grace_mode":false}}"#
+    );
 
     // Expired an hour ago: grace, still served.
     write_license(&path, now() - 3600);
@@ -100,7 +106,10 @@ async fn axum_server_through_valid_grace_cut_off_and_renewal() {
     assert_eq!((api.status, api.body.as_str()), (StatusCode::OK, "hello"));
     let health = fetch(addr, "/health").await;
     assert_eq!(health.status, StatusCode::OK);
-    assert_eq!(health.body, r#"{"status":"degraded","license":{"valid":false,"grace_mode":true}}"#);
+    assert_eq!(
+        health.body,
+        r#"{"status":"degraded","license":{"valid":false,"grace_mode":true}}"#
+    );
 
     // A license that expired ten days ago: grace is long over.
     write_license(&path, now() - 10 * DAY);
@@ -112,7 +121,10 @@ async fn axum_server_through_valid_grace_cut_off_and_renewal() {
     assert_eq!(body["error"], "license_expired");
     let health = fetch(addr, "/health").await;
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(health.body, r#"{"status":"unhealthy","license":{"valid":false,"grace_mode":true}}"#);
+    assert_eq!(
+        health.body,
+        r#"{"status":"unhealthy","license":{"valid":false,"grace_mode":true}}"#
+    );
 
     // Renewed in place: served again, no restart.
     write_license(&path, now() + 365 * DAY);
@@ -129,7 +141,9 @@ async fn tonic_health_behind_the_layer() {
     let monitor = monitor(&path).await;
 
     let (reporter, health_server) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tonic::transport::Server::builder()
