@@ -74,6 +74,7 @@ mod issue;
 mod key;
 pub mod layer;
 mod monitor;
+mod reload;
 pub mod source;
 pub mod token;
 pub mod verdict;
@@ -88,8 +89,8 @@ pub use issue::LicenseSigner;
 pub use key::{KeyError, PublicKey};
 pub use layer::{License, LicenseLayer, ResponseBody, ResponseFuture};
 pub use monitor::{
-    DEFAULT_CHECK_INTERVAL, DEFAULT_EXEMPT_PATHS, DEFAULT_GRACE_PERIOD, LicenseMonitor,
-    LicenseMonitorBuilder, StartError,
+    DEFAULT_CHECK_INTERVAL, DEFAULT_EXEMPT_PATHS, DEFAULT_FILE_POLL_INTERVAL, DEFAULT_GRACE_PERIOD,
+    LicenseMonitor, LicenseMonitorBuilder, StartError,
 };
 pub use source::LicenseSource;
 pub use token::{Claims, LicenseError, LicenseVerifier};

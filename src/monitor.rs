@@ -11,6 +11,9 @@ use crate::clock::{ClockAnomaly, SystemClock, TrustedTime};
 use crate::event::LicenseEvent;
 use crate::health::{Health, HealthService};
 use crate::layer::LicenseLayer;
+#[cfg(unix)]
+use crate::reload::Hangup;
+use crate::reload::{FileWatch, MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
 use crate::source::LicenseSource;
 use crate::token::{
     Claims, IAT_TOLERANCE_SECS, LicenseError, LicenseVerifier, NBF_LEEWAY_SECS, fingerprint,
@@ -24,6 +27,8 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 /// The paths that bypass the license gate unless configured otherwise.
 pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/health", "/metrics"];
+/// Default interval between polls of a license file (a backstop for the watch).
+pub const DEFAULT_FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How many events a subscriber may fall behind before it starts losing the oldest.
 const EVENT_CAPACITY: usize = 256;
 
@@ -66,6 +71,23 @@ pub(crate) struct Shared {
 
 enum Command {
     CheckNow(oneshot::Sender<Arc<Verdict>>),
+}
+
+/// What woke the checker.
+enum Wake {
+    Command(Command),
+    Trigger(Trigger),
+    Timer,
+}
+
+/// What a wake does.
+enum Mode {
+    /// Only time moved: sample the clocks and re-evaluate.
+    Transition,
+    /// A full check: re-read and re-verify the source, repeat the current alert.
+    Full,
+    /// The source changed since it was last judged: judge this read.
+    Changed(Result<String, LicenseError>),
 }
 
 impl LicenseMonitor {
@@ -165,6 +187,9 @@ pub struct LicenseMonitorBuilder {
     exempt_paths: Vec<String>,
     clock: Arc<dyn Clock>,
     fail_closed: bool,
+    watch_file: bool,
+    file_poll_interval: Option<Duration>,
+    reload_on_sighup: bool,
     events: broadcast::Sender<LicenseEvent>,
 }
 
@@ -183,6 +208,9 @@ impl LicenseMonitorBuilder {
                 .collect(),
             clock: Arc::new(SystemClock),
             fail_closed: false,
+            watch_file: true,
+            file_poll_interval: Some(DEFAULT_FILE_POLL_INTERVAL),
+            reload_on_sighup: false,
             events: broadcast::channel(EVENT_CAPACITY).0,
         }
     }
@@ -254,6 +282,30 @@ impl LicenseMonitorBuilder {
         self
     }
 
+    /// Whether a [`LicenseSource::File`] is watched for changes (default `true`): its
+    /// directory is watched, so a Kubernetes secret swap is seen within milliseconds.
+    /// Without a watch, the poll (see [`file_poll_interval`](Self::file_poll_interval))
+    /// still picks changes up.
+    pub fn watch_file(mut self, watch: bool) -> Self {
+        self.watch_file = watch;
+        self
+    }
+
+    /// How often a [`LicenseSource::File`] is compared with its last read, as a backstop
+    /// for the watch (default 2 s; `None` turns polling off). A poll reads at most 64 KiB
+    /// and verifies only when the bytes changed.
+    pub fn file_poll_interval(mut self, interval: Option<Duration>) -> Self {
+        self.file_poll_interval = interval;
+        self
+    }
+
+    /// On Unix, re-read the license when the process gets SIGHUP (default `false`).
+    /// Turning it on replaces SIGHUP's default action, which is to terminate the process.
+    pub fn reload_on_sighup(mut self, reload: bool) -> Self {
+        self.reload_on_sighup = reload;
+        self
+    }
+
     /// A receiver of every event, including those of the first check that `start` runs.
     pub fn subscribe(&self) -> broadcast::Receiver<LicenseEvent> {
         self.events.subscribe()
@@ -280,7 +332,39 @@ impl LicenseMonitorBuilder {
         if let Some(aud) = self.audience {
             verifier = verifier.audience(aud);
         }
+        let triggers =
+            Triggers {
+                watch: match (&self.source, self.watch_file) {
+                    (LicenseSource::File(path), true) => match FileWatch::new(path) {
+                        Ok(watch) => Some(watch),
+                        Err(e) => {
+                            // Not fatal: the poll still sees every change, only later.
+                            tracing::warn!(target: crate::event::TARGET, error = %e,
+                            "cannot watch the license file's directory; relying on polling");
+                            None
+                        }
+                    },
+                    _ => None,
+                },
+                #[cfg(unix)]
+                hangup: if self.reload_on_sighup {
+                    Some(Hangup::new().map_err(|_| {
+                        StartError::InvalidSetting("cannot install a SIGHUP handler")
+                    })?)
+                } else {
+                    None
+                },
+            };
+        #[cfg(not(unix))]
+        let _ = self.reload_on_sighup;
+        let file_poll_interval = match self.source {
+            LicenseSource::File(_) => self.file_poll_interval,
+            _ => None,
+        };
         let mut checker = Checker {
+            triggers,
+            file_poll_interval,
+            last_read: None,
             time: TrustedTime::new(self.clock.wall(), self.clock.monotonic()),
             verifier,
             source: self.source,
@@ -298,7 +382,7 @@ impl LicenseMonitorBuilder {
             checked_at: tokio::time::Instant::now(),
             events: self.events.clone(),
         };
-        let first = checker.check(true);
+        let first = checker.check(Mode::Full);
         let (commands, rx) = mpsc::channel(8);
         let shared = Arc::new(Shared {
             verdict: ArcSwap::new(first),
@@ -328,6 +412,10 @@ impl fmt::Debug for LicenseMonitorBuilder {
 
 /// The checker: reads, verifies, samples the clocks, evaluates, publishes, reports.
 struct Checker {
+    triggers: Triggers,
+    file_poll_interval: Option<Duration>,
+    /// The last read of the source, to tell a changed file from an unchanged one.
+    last_read: Option<Result<String, LicenseError>>,
     verifier: LicenseVerifier,
     source: LicenseSource,
     clock: Arc<dyn Clock>,
@@ -352,6 +440,7 @@ struct Checker {
 impl Checker {
     async fn run(mut self, shared: Weak<Shared>, mut commands: mpsc::Receiver<Command>) {
         let mut next_full = self.checked_at + self.check_interval;
+        let mut next_poll = self.file_poll_interval.map(|p| self.checked_at + p);
         loop {
             // Deadlines count from when the clocks were sampled, not from when this task
             // got to run: the two differ if the runtime was busy (or a paused test clock
@@ -362,17 +451,35 @@ impl Checker {
                 .as_ref()
                 .and_then(|e| e.next_change)
                 .and_then(|at| self.checked_at.checked_add(self.time.until(at)));
-            let wake = change.map_or(next_full, |change| change.min(next_full));
-            let command = tokio::select! {
+            let wake = [Some(next_full), change, next_poll]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_full);
+            let wake = tokio::select! {
                 command = commands.recv() => match command {
-                    Some(command) => Some(command),
+                    Some(command) => Wake::Command(command),
                     None => return, // every handle is gone
                 },
-                () = tokio::time::sleep_until(wake) => None,
+                trigger = self.triggers.next() => Wake::Trigger(trigger),
+                () = tokio::time::sleep_until(wake) => Wake::Timer,
             };
-            let full = command.is_some() || tokio::time::Instant::now() >= next_full;
-            let verdict = self.check(full);
-            if command.is_none() && full {
+            let now = tokio::time::Instant::now();
+            let mode = match &wake {
+                Wake::Command(_) | Wake::Trigger(Trigger::Hangup) => Mode::Full,
+                Wake::Timer if now >= next_full => Mode::Full,
+                Wake::Trigger(Trigger::FileChanged) => self.changed_read().await,
+                Wake::Timer if next_poll.is_some_and(|p| now >= p) => self.changed_read().await,
+                Wake::Timer => Mode::Transition,
+            };
+            if let Some(poll) = self.file_poll_interval
+                && next_poll.is_some_and(|p| now >= p)
+            {
+                next_poll = Some(now + poll);
+            }
+            let full = matches!(mode, Mode::Full);
+            let verdict = self.check(mode);
+            if full && matches!(wake, Wake::Timer) {
                 next_full = self.checked_at + self.check_interval;
             }
             let Some(shared) = shared.upgrade() else {
@@ -380,21 +487,48 @@ impl Checker {
             };
             shared.verdict.store(Arc::clone(&verdict));
             drop(shared);
-            if let Some(Command::CheckNow(reply)) = command {
+            if let Wake::Command(Command::CheckNow(reply)) = wake {
                 let _ = reply.send(verdict);
             }
         }
     }
 
-    /// One wake: sample the clocks, re-read the source on a full check, evaluate, and
-    /// report what changed. Returns the verdict to publish.
-    fn check(&mut self, full: bool) -> Arc<Verdict> {
+    /// Reads the source and, if it differs from the last read, waits until it stops
+    /// changing: a read may catch a file half-written (truncate and write) or a symlink
+    /// swap half-done, and such a transient state must not be judged.
+    async fn changed_read(&mut self) -> Mode {
+        let mut read = self.source.read();
+        if self.last_read.as_ref() == Some(&read) {
+            return Mode::Transition;
+        }
+        for _ in 0..MAX_SETTLE_ROUNDS {
+            tokio::time::sleep(SETTLE).await;
+            let again = self.source.read();
+            if again == read {
+                break;
+            }
+            read = again;
+        }
+        Mode::Changed(read)
+    }
+
+    /// One wake: sample the clocks, judge the source (read now on a full check, or as
+    /// read by a poll that saw it change), evaluate, and report what changed. Returns the
+    /// verdict to publish.
+    fn check(&mut self, mode: Mode) -> Arc<Verdict> {
         let mut events = Vec::new();
         self.checked_at = tokio::time::Instant::now();
         if let Some(anomaly) = self.time.sample(self.clock.wall(), self.clock.monotonic()) {
             self.on_clock_anomaly(anomaly, &mut events);
         }
-        let reloaded = full && self.read_source(&mut events);
+        let (full, reloaded) = match mode {
+            Mode::Transition => (false, false),
+            Mode::Full => {
+                let read = self.source.read();
+                (true, self.judge(read, &mut events))
+            }
+            Mode::Changed(read) => (false, self.judge(read, &mut events)),
+        };
         let now = self.time.now_secs();
         // Manipulation-grace clears once the wall clock agrees with trusted time again and
         // a valid license is in force.
@@ -442,11 +576,16 @@ impl Checker {
         }
     }
 
-    /// Reads and verifies the source. Returns whether a new license was put in force.
-    fn read_source(&mut self, events: &mut Vec<LicenseEvent>) -> bool {
+    /// Judges one read of the source. Returns whether a new license was put in force.
+    fn judge(
+        &mut self,
+        read: Result<String, LicenseError>,
+        events: &mut Vec<LicenseEvent>,
+    ) -> bool {
+        self.last_read = Some(read.clone());
         let source = self.source.describe();
         let kept_previous = self.license.is_some();
-        let token = match self.source.read() {
+        let token = match read {
             Ok(token) => token,
             Err(error) => {
                 events.push(match error {

@@ -2,6 +2,8 @@
 //!
 //! Nothing here sleeps for real: the test clock's wall side follows tokio's paused clock,
 //! and receiving an event lets the runtime jump straight to the checker's next wake.
+//! File sources here are reloaded with `check_now()`: the directory watch and the poll
+//! are real-time triggers, tested in `tests/reload.rs`.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,6 +67,8 @@ async fn one_license_through_its_whole_life() {
     let builder = LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::File(path.clone()))
+        .watch_file(false)
+        .file_poll_interval(None)
         .clock(clock.clone());
     let mut rx = builder.subscribe();
     let monitor = builder.start().await.unwrap();
@@ -238,6 +242,8 @@ async fn a_failing_source_keeps_the_last_valid_license_until_its_own_exp() {
     let builder = LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::File(path.clone()))
+        .watch_file(false)
+        .file_poll_interval(None)
         .clock(clock.clone());
     let mut rx = builder.subscribe();
     let monitor = builder.start().await.unwrap();
@@ -301,6 +307,8 @@ async fn swapping_an_expired_license_for_garbage_does_not_restart_grace() {
     let monitor = LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::File(path.clone()))
+        .watch_file(false)
+        .file_poll_interval(None)
         .clock(clock.clone())
         .start()
         .await
@@ -370,6 +378,8 @@ async fn a_not_yet_valid_license_is_refused_and_the_current_one_kept() {
     let monitor = LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::File(path.clone()))
+        .watch_file(false)
+        .file_poll_interval(None)
         .clock(clock.clone())
         .start()
         .await
