@@ -1,5 +1,6 @@
 //! Quick start: mint a development key and license in memory, start a monitor on a
-//! license file, and watch it verify, refuse a tampered file, and pick up a renewal.
+//! license file, and watch it verify, refuse a tampered file, and pick up a renewal by
+//! itself: the file's directory is watched, so each change is live in milliseconds.
 //!
 //! ```text
 //! cargo run --example quickstart
@@ -10,7 +11,12 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState};
+use std::time::{Duration, Instant};
+
+use iosetu_license::{
+    Claims, LicenseEvent, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState,
+};
+use tokio::sync::broadcast;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -87,8 +93,10 @@ async fn run() -> Result<(), String> {
     let mut payload: Vec<char> = rest.chars().collect();
     payload[10] = if payload[10] == 'A' { 'B' } else { 'A' };
     let tampered = format!("{header}.{}", payload.into_iter().collect::<String>());
+    let mut events = monitor.subscribe();
     std::fs::write(&path, tampered).map_err(|e| e.to_string())?;
-    let verdict = monitor.check_now().await;
+    picked_up(&mut events, "license.verification_failed").await?;
+    let verdict = monitor.verdict();
     println!(
         "verdict: {}, still the license that expires {}",
         verdict.state.as_str(),
@@ -102,11 +110,12 @@ async fn run() -> Result<(), String> {
         "a bad file keeps the last good license",
     )?;
 
-    println!("\n== the vendor issues a renewal; the file is replaced, no restart ==");
+    println!("\n== the vendor issues a renewal; the file is replaced ==");
     let mut renewal = Claims::new("Acme Corp", now + 365 * 86_400);
     renewal.iat = Some(now);
     std::fs::write(&path, signer.sign(&renewal)).map_err(|e| e.to_string())?;
-    let verdict = monitor.check_now().await;
+    picked_up(&mut events, "license.loaded").await?;
+    let verdict = monitor.verdict();
     println!(
         "verdict: {}, {} days left",
         verdict.state.as_str(),
@@ -119,12 +128,40 @@ async fn run() -> Result<(), String> {
 
     println!("\n== the file is deleted: still licensed until the license's own expiry ==");
     std::fs::remove_file(&path).map_err(|e| e.to_string())?;
-    let verdict = monitor.check_now().await;
+    picked_up(&mut events, "license.missing").await?;
+    let verdict = monitor.verdict();
     expect(
         verdict.state == LicenseState::Valid,
         "a deleted file keeps the license",
     )?;
     println!("verdict: {}", verdict.state.as_str());
+    Ok(())
+}
+
+/// Waits (at most 5 s) for the monitor to notice a file change by itself.
+async fn picked_up(
+    events: &mut broadcast::Receiver<LicenseEvent>,
+    name: &str,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(event) if event.name() == name => return Ok(()),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err("the monitor stopped".to_owned());
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .map_err(|_| format!("{name} did not come within 5 s"))??;
+    println!(
+        "(picked up by the file watch in {} ms, no check_now, no restart)",
+        started.elapsed().as_millis()
+    );
     Ok(())
 }
 
