@@ -76,7 +76,8 @@ impl Clock for SystemClock {
 /// A clock for tests, driven by tokio's paused time.
 ///
 /// Its monotonic side is [`tokio::time::Instant::now`], so `tokio::time::pause()` and
-/// `advance()` drive it. Its wall side is the `wall_at_start` given to [`TestClock::new`],
+/// `advance()` drive it, also when it is read from a thread outside the runtime it was
+/// created in. Its wall side is the `wall_at_start` given to [`TestClock::new`],
 /// plus the tokio time elapsed since then, plus an offset that only
 /// [`jump_wall`](TestClock::jump_wall) moves: that simulates someone setting the clock.
 /// Clones share their state.
@@ -106,6 +107,10 @@ struct TestClockInner {
     wall_at_start: SystemTime,
     origin: tokio::time::Instant,
     offset_secs: Mutex<i64>,
+    /// The runtime whose (paused) clock drives this one, for reads from other threads
+    /// (a metrics exporter's, say), where `tokio::time::Instant::now()` would otherwise
+    /// fall back to the real clock.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 #[cfg(feature = "test-util")]
@@ -117,6 +122,7 @@ impl TestClock {
                 wall_at_start,
                 origin: tokio::time::Instant::now(),
                 offset_secs: Mutex::new(0),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -150,7 +156,14 @@ impl Clock for TestClock {
     }
 
     fn monotonic(&self) -> Duration {
-        tokio::time::Instant::now().saturating_duration_since(self.inner.origin)
+        let now = match (&self.inner.runtime, tokio::runtime::Handle::try_current()) {
+            (Some(runtime), Err(_)) => {
+                let _in_runtime = runtime.enter();
+                tokio::time::Instant::now()
+            }
+            _ => tokio::time::Instant::now(),
+        };
+        now.saturating_duration_since(self.inner.origin)
     }
 }
 
@@ -288,6 +301,11 @@ impl TrustedTime {
         (behind > tolerance.as_nanos() as i128).then(|| ClockAnomaly::BackwardJump {
             seconds: -round_secs(behind),
         })
+    }
+
+    /// The monotonic reading of the last sample.
+    pub(crate) fn last_mono(&self) -> Duration {
+        self.last_mono
     }
 
     /// Trusted now, in nanoseconds since the epoch.

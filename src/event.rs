@@ -227,6 +227,16 @@ impl LicenseEvent {
         }
     }
 
+    /// A longer explanation where the product text gives one, else the message.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            LicenseEvent::TimeManipulationDetected { .. } => {
+                "System clock was set backward - this may indicate license bypass attempt"
+            }
+            _ => self.message(),
+        }
+    }
+
     /// The event's attributes, as the product text names them (`severity` included).
     pub fn attributes(&self) -> Vec<(&'static str, AttributeValue)> {
         use AttributeValue::{Bool, Float, Int, Str};
@@ -316,7 +326,10 @@ impl LicenseEvent {
     pub(crate) fn log(&self) {
         let event = self.name();
         let severity = self.severity().as_str();
-        let message = self.message();
+        // `msg` is the headline, as in the product's log examples; the formatted message
+        // (`message` in JSON output) repeats it, or explains it where the product does.
+        let msg = self.message();
+        let detail = self.detail();
         let level = self.level();
         let time = |t: &SystemTime| rfc3339(unix_seconds(*t));
         match self {
@@ -325,44 +338,45 @@ impl LicenseEvent {
                 expires_at,
                 customer,
                 ..
-            } => log_at!(level, event, severity, days_remaining = *days_remaining,
-                expires_at = %time(expires_at), customer = %customer, "{message}"),
+            } => log_at!(level, event, msg, severity, days_remaining = *days_remaining,
+                expires_at = %time(expires_at), customer = %customer, "{detail}"),
             LicenseEvent::GraceModeEntered {
                 reason,
                 grace_period_seconds,
                 grace_started_at,
                 grace_ends_at,
-            } => log_at!(level, event, severity, grace_period_seconds = *grace_period_seconds,
+            } => log_at!(level, event, msg, severity, grace_period_seconds = *grace_period_seconds,
                 reason = reason.code(), grace_started_at = %time(grace_started_at),
-                grace_ends_at = %time(grace_ends_at), "{message}"),
+                grace_ends_at = %time(grace_ends_at), "{detail}"),
             LicenseEvent::GraceModeExited {
                 customer,
                 expires_at,
-            } => log_at!(level, event, severity, customer = %customer,
-                expires_at = %time(expires_at), "{message}"),
+            } => log_at!(level, event, msg, severity, customer = %customer,
+                expires_at = %time(expires_at), "{detail}"),
             LicenseEvent::GracePeriodExpired {
                 reason,
                 grace_ends_at,
-            } => log_at!(level, event, severity, reason = reason.code(),
-                grace_ends_at = %time(grace_ends_at), "{message}"),
+            } => log_at!(level, event, msg, severity, reason = reason.code(),
+                grace_ends_at = %time(grace_ends_at), "{detail}"),
             LicenseEvent::TimeManipulationDetected {
                 wall_clock_jump_seconds,
             } => log_at!(
                 level,
                 event,
+                msg,
                 severity,
                 r#type = "backward_jump",
                 wall_clock_jump_seconds = *wall_clock_jump_seconds,
-                detail = "System clock was set backward - this may indicate license bypass attempt",
-                "{message}"
+                "{detail}"
             ),
             LicenseEvent::TimeDriftDetected { drift_seconds } => {
                 log_at!(
                     level,
                     event,
+                    msg,
                     severity,
                     drift_seconds = *drift_seconds,
-                    "{message}"
+                    "{detail}"
                 )
             }
             LicenseEvent::VerificationFailed {
@@ -374,16 +388,16 @@ impl LicenseEvent {
                 error,
                 source,
                 kept_previous,
-            } => log_at!(level, event, severity, reason = error.reason(), error = %error,
-                source = %source, kept_previous = *kept_previous, "{message}"),
+            } => log_at!(level, event, msg, severity, reason = error.reason(), error = %error,
+                source = %source, kept_previous = *kept_previous, "{detail}"),
             LicenseEvent::Loaded {
                 customer,
                 expires_at,
                 jti,
                 fingerprint,
-            } => log_at!(level, event, severity, customer = %customer,
+            } => log_at!(level, event, msg, severity, customer = %customer,
                 expires_at = %time(expires_at), jti = jti.as_deref(),
-                fingerprint = %fingerprint, "{message}"),
+                fingerprint = %fingerprint, "{detail}"),
         }
     }
 }

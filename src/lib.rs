@@ -73,7 +73,10 @@ mod health;
 mod issue;
 mod key;
 pub mod layer;
+pub mod metrics;
 mod monitor;
+#[cfg(feature = "otel")]
+mod otel;
 mod reload;
 pub mod source;
 pub mod token;
@@ -88,10 +91,15 @@ pub use health::{Health, HealthService, HealthStatus, LicenseHealth};
 pub use issue::LicenseSigner;
 pub use key::{KeyError, PublicKey};
 pub use layer::{License, LicenseLayer, ResponseBody, ResponseFuture};
+#[cfg(feature = "prometheus")]
+pub use metrics::MetricsService;
+pub use metrics::MetricsSnapshot;
 pub use monitor::{
     DEFAULT_CHECK_INTERVAL, DEFAULT_EXEMPT_PATHS, DEFAULT_FILE_POLL_INTERVAL, DEFAULT_GRACE_PERIOD,
     LicenseMonitor, LicenseMonitorBuilder, StartError,
 };
+#[cfg(feature = "otel")]
+pub use otel::OtelGauges;
 pub use source::LicenseSource;
 pub use token::{Claims, LicenseError, LicenseVerifier};
 pub use verdict::{ExpiryBand, GraceReason, LicenseState, Verdict};

@@ -11,6 +11,7 @@ use crate::clock::{ClockAnomaly, SystemClock, TrustedTime};
 use crate::event::LicenseEvent;
 use crate::health::{Health, HealthService};
 use crate::layer::LicenseLayer;
+use crate::metrics::{MetricsSnapshot, Stats};
 #[cfg(unix)]
 use crate::reload::Hangup;
 use crate::reload::{FileWatch, MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
@@ -64,6 +65,9 @@ pub struct LicenseMonitor {
 pub(crate) struct Shared {
     pub(crate) verdict: ArcSwap<Verdict>,
     pub(crate) exempt_paths: Box<[String]>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) grace_period: Duration,
+    pub(crate) stats: Arc<Stats>,
     events: broadcast::Sender<LicenseEvent>,
     // Dropping the last handle drops this sender, which is how the checker learns to stop.
     commands: mpsc::Sender<Command>,
@@ -141,6 +145,11 @@ impl LicenseMonitor {
         HealthService::new(self)
     }
 
+    /// The license's numbers now, as the metrics exporters publish them.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics()
+    }
+
     /// The paths that pass the gate whatever the verdict (exact match).
     pub fn exempt_paths(&self) -> &[String] {
         &self.shared.exempt_paths
@@ -191,6 +200,8 @@ pub struct LicenseMonitorBuilder {
     file_poll_interval: Option<Duration>,
     reload_on_sighup: bool,
     events: broadcast::Sender<LicenseEvent>,
+    #[cfg(feature = "otel")]
+    pub(crate) event_hook: Option<crate::otel::EventHook>,
 }
 
 impl LicenseMonitorBuilder {
@@ -212,6 +223,8 @@ impl LicenseMonitorBuilder {
             file_poll_interval: Some(DEFAULT_FILE_POLL_INTERVAL),
             reload_on_sighup: false,
             events: broadcast::channel(EVENT_CAPACITY).0,
+            #[cfg(feature = "otel")]
+            event_hook: None,
         }
     }
 
@@ -361,14 +374,18 @@ impl LicenseMonitorBuilder {
             LicenseSource::File(_) => self.file_poll_interval,
             _ => None,
         };
+        let stats = Arc::new(Stats::default());
         let mut checker = Checker {
+            stats: Arc::clone(&stats),
+            #[cfg(feature = "otel")]
+            event_hook: self.event_hook,
             triggers,
             file_poll_interval,
             last_read: None,
             time: TrustedTime::new(self.clock.wall(), self.clock.monotonic()),
             verifier,
             source: self.source,
-            clock: self.clock,
+            clock: Arc::clone(&self.clock),
             grace_period: self.grace_period,
             check_interval: self.check_interval,
             fail_closed: self.fail_closed,
@@ -387,6 +404,9 @@ impl LicenseMonitorBuilder {
         let shared = Arc::new(Shared {
             verdict: ArcSwap::new(first),
             exempt_paths: self.exempt_paths.into_boxed_slice(),
+            clock: self.clock,
+            grace_period: self.grace_period,
+            stats,
             events: self.events,
             commands,
         });
@@ -412,6 +432,9 @@ impl fmt::Debug for LicenseMonitorBuilder {
 
 /// The checker: reads, verifies, samples the clocks, evaluates, publishes, reports.
 struct Checker {
+    stats: Arc<Stats>,
+    #[cfg(feature = "otel")]
+    event_hook: Option<crate::otel::EventHook>,
     triggers: Triggers,
     file_poll_interval: Option<Duration>,
     /// The last read of the source, to tell a changed file from an unchanged one.
@@ -550,10 +573,17 @@ impl Checker {
         self.transition_events(&evaluation, full || reloaded, &mut events);
         self.grace_anchor = evaluation.grace_anchor;
         self.ever_valid |= evaluation.verdict.is_valid();
-        let verdict = Arc::new(evaluation.verdict.clone());
+        let mut verdict = evaluation.verdict.clone();
+        verdict.evaluated_mono = self.time.last_mono();
+        let verdict = Arc::new(verdict);
         self.last = Some(evaluation);
         for event in events {
             event.log();
+            self.stats.record_event(&event);
+            #[cfg(feature = "otel")]
+            if let Some(hook) = &self.event_hook {
+                hook(&event);
+            }
             // No receiver, or receivers lagging behind, never block or fail the checker.
             let _ = self.events.send(event);
         }
@@ -576,8 +606,21 @@ impl Checker {
         }
     }
 
-    /// Judges one read of the source. Returns whether a new license was put in force.
+    /// Judges one read of the source and counts it. Returns whether a new license was put
+    /// in force.
     fn judge(
+        &mut self,
+        read: Result<String, LicenseError>,
+        events: &mut Vec<LicenseEvent>,
+    ) -> bool {
+        let reloaded = self.judge_read(read, events);
+        // Every path through `judge_read` leaves `problem` set exactly when it refused.
+        self.stats
+            .record_check(self.problem.as_ref().map(LicenseError::reason));
+        reloaded
+    }
+
+    fn judge_read(
         &mut self,
         read: Result<String, LicenseError>,
         events: &mut Vec<LicenseEvent>,

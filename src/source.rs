@@ -125,7 +125,11 @@ fn read_file(path: &Path) -> Result<String, LicenseError> {
     let meta = file.metadata().map_err(|e| unreadable("cannot stat", &e))?;
     if !meta.is_file() {
         return Err(LicenseError::Unreadable {
-            detail: format!("{} is not a regular file", path.display()),
+            detail: format!(
+                "{} is not a regular file but {}",
+                path.display(),
+                kind_of(&meta.file_type())
+            ),
         });
     }
     if meta.len() > MAX_FILE_BYTES as u64 {
@@ -146,6 +150,28 @@ fn read_file(path: &Path) -> Result<String, LicenseError> {
     String::from_utf8(bytes).map_err(|_| LicenseError::Malformed {
         detail: format!("{} is not UTF-8 text", path.display()),
     })
+}
+
+/// What a non-regular file is, for the operator reading the error.
+fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_char_device() || file_type.is_block_device() {
+            return "a device";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
 }
 
 /// Opens for reading without blocking: opening a FIFO with no writer would otherwise
@@ -219,7 +245,9 @@ mod tests {
     #[test]
     fn devices_and_fifos_do_not_hang() {
         let zero = LicenseSource::File("/dev/zero".into());
-        assert_eq!(zero.read().unwrap_err().reason(), "unreadable");
+        let err = zero.read().unwrap_err();
+        assert_eq!(err.reason(), "unreadable");
+        assert!(err.to_string().contains("a device"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
@@ -231,6 +259,7 @@ mod tests {
         .unwrap();
         let err = LicenseSource::File(fifo).read().unwrap_err();
         assert_eq!(err.reason(), "unreadable");
+        assert!(err.to_string().contains("a FIFO"), "{err}");
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub struct Verdict {
     pub band: Option<ExpiryBand>,
     /// The trusted time this verdict was reached at.
     pub evaluated_at: SystemTime,
+    /// The clock's monotonic reading when the verdict was reached, so that readers (the
+    /// metrics) can tell trusted time since then without the wall clock.
+    pub(crate) evaluated_mono: Duration,
 }
 
 impl Verdict {
@@ -213,6 +216,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                 reason: None,
                 band,
                 evaluated_at,
+                evaluated_mono: Duration::ZERO,
             },
             grace_anchor: None,
             next_change: Some(next_change),
@@ -259,6 +263,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             reason: Some(reason),
             band: None,
             evaluated_at,
+            evaluated_mono: Duration::ZERO,
         },
         grace_anchor: Some(anchor),
         next_change,

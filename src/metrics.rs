@@ -1,0 +1,317 @@
+//! License metrics: one snapshot, computed at read time from the current verdict, that
+//! the Prometheus and OpenTelemetry exporters both render.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::clock::unix_seconds;
+use crate::event::LicenseEvent;
+use crate::monitor::Shared;
+use crate::verdict::LicenseState;
+
+/// The license's numbers at one instant, as the metrics exporters publish them.
+///
+/// Computed when read (a scrape, a collection), from the current verdict and the time
+/// elapsed since it was reached, so it is never stale between checks.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// 1 when a valid license is in force (`iosetu_license_valid`).
+    pub valid: bool,
+    /// 1 in grace and after it (`iosetu_license_grace_mode`), as `/health` reports it.
+    pub grace_mode: bool,
+    /// Days left before `exp`, fractional, negative after expiry; `None` without a
+    /// license (`iosetu_license_days_remaining`).
+    pub days_remaining: Option<f64>,
+    /// `exp` in seconds since the epoch (`iosetu_license_expiry_timestamp_seconds`).
+    pub expiry_timestamp_seconds: Option<f64>,
+    /// Seconds of grace left: the whole period while valid, what is left in grace, 0 once
+    /// cut off (`iosetu_license_grace_remaining_seconds`).
+    pub grace_remaining_seconds: f64,
+    /// How many times the license source was read and judged.
+    pub checks: u64,
+    /// Judgements that refused the license, by reason code.
+    pub check_failures: BTreeMap<&'static str, u64>,
+    /// Events emitted, by dotted name.
+    pub events: BTreeMap<&'static str, u64>,
+}
+
+/// Counters the checker keeps; scrapes read them. Never touched on the request path.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    checks: AtomicU64,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
+    events: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    pub(crate) fn record_check(&self, failure: Option<&'static str>) {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        if let Some(reason) = failure {
+            *lock(&self.failures).entry(reason).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn record_event(&self, event: &LicenseEvent) {
+        *lock(&self.events).entry(event.name()).or_default() += 1;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps hold plain counters: a panic elsewhere cannot leave them inconsistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn metrics(&self) -> MetricsSnapshot {
+        let verdict = self.verdict.load();
+        // Trusted time now: the verdict's, plus monotonic time since (never the wall
+        // clock, which may have been set back).
+        let since = self
+            .clock
+            .monotonic()
+            .checked_sub(verdict.evaluated_mono)
+            .unwrap_or(Duration::ZERO);
+        let now = unix_seconds(verdict.evaluated_at) as f64 + since.as_secs_f64();
+        let exp = verdict.claims.as_ref().map(|c| c.exp as f64);
+        let grace_remaining_seconds = match (verdict.state, verdict.grace_ends_at) {
+            (LicenseState::Valid, _) => self.grace_period.as_secs_f64(),
+            (LicenseState::Grace, Some(ends)) => (unix_seconds(ends) as f64 - now).max(0.0),
+            _ => 0.0,
+        };
+        MetricsSnapshot {
+            valid: verdict.state == LicenseState::Valid,
+            grace_mode: verdict.state != LicenseState::Valid,
+            days_remaining: exp.map(|exp| (exp - now) / 86_400.0),
+            expiry_timestamp_seconds: exp,
+            grace_remaining_seconds,
+            checks: self.stats.checks.load(Ordering::Relaxed),
+            check_failures: lock(&self.stats.failures).clone(),
+            events: lock(&self.stats.events).clone(),
+        }
+    }
+}
+
+#[cfg(feature = "prometheus")]
+pub use self::prometheus::MetricsService;
+
+#[cfg(feature = "prometheus")]
+mod prometheus {
+    use std::convert::Infallible;
+    use std::fmt;
+    use std::future::{Ready, ready};
+    use std::sync::{Arc, Weak};
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::registry::{Registry, Unit};
+    use tower_service::Service;
+
+    use super::MetricsSnapshot;
+    use crate::LicenseMonitor;
+    use crate::monitor::Shared;
+
+    /// Renders the snapshot at each scrape. Holds the monitor weakly: a registry that
+    /// outlives the monitor reports nothing rather than keeping the checker alive.
+    pub(crate) struct LicenseCollector(pub(crate) Weak<Shared>);
+
+    impl fmt::Debug for LicenseCollector {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("LicenseCollector").finish_non_exhaustive()
+        }
+    }
+
+    fn gauge(
+        encoder: &mut DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        value: f64,
+    ) -> fmt::Result {
+        encoder
+            .encode_descriptor(name, help, unit, MetricType::Gauge)?
+            .encode_gauge(&value)
+    }
+
+    impl Collector for LicenseCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+            let Some(shared) = self.0.upgrade() else {
+                return Ok(());
+            };
+            let m: MetricsSnapshot = shared.metrics();
+            drop(shared);
+            let flag = |b: bool| if b { 1.0 } else { 0.0 };
+            gauge(
+                &mut encoder,
+                "iosetu_license_valid",
+                "1 when a valid license is in force",
+                None,
+                flag(m.valid),
+            )?;
+            gauge(
+                &mut encoder,
+                "iosetu_license_grace_mode",
+                "1 while in grace or after it (no valid license)",
+                None,
+                flag(m.grace_mode),
+            )?;
+            if let Some(days) = m.days_remaining {
+                gauge(
+                    &mut encoder,
+                    "iosetu_license_days_remaining",
+                    "Days left before the license expires (negative after)",
+                    None,
+                    days,
+                )?;
+            }
+            if let Some(exp) = m.expiry_timestamp_seconds {
+                gauge(
+                    &mut encoder,
+                    "iosetu_license_expiry_timestamp",
+                    "When the license expires, seconds since the Unix epoch",
+                    Some(&Unit::Seconds),
+                    exp,
+                )?;
+            }
+            gauge(
+                &mut encoder,
+                "iosetu_license_grace_remaining",
+                "Seconds of grace left before new requests are refused",
+                Some(&Unit::Seconds),
+                m.grace_remaining_seconds,
+            )?;
+
+            let mut checks = encoder.encode_descriptor(
+                "iosetu_license_checks",
+                "License reads judged",
+                None,
+                MetricType::Counter,
+            )?;
+            checks.encode_counter::<NoLabelSet, _, u64>(&m.checks, None)?;
+
+            let mut failures = encoder.encode_descriptor(
+                "iosetu_license_check_failures",
+                "License reads refused, by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, count) in &m.check_failures {
+                failures
+                    .encode_family(&[("reason", *reason)])?
+                    .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+            }
+
+            let mut events = encoder.encode_descriptor(
+                "iosetu_license_events",
+                "License events emitted, by name",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, count) in &m.events {
+                events
+                    .encode_family(&[("event", *name)])?
+                    .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+            }
+            Ok(())
+        }
+    }
+
+    impl LicenseMonitor {
+        /// Registers the license metrics with an application's own registry. Values are
+        /// computed at each scrape.
+        #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+        pub fn register_metrics(&self, registry: &mut Registry) {
+            registry.register_collector(Box::new(LicenseCollector(Arc::downgrade(&self.shared))));
+        }
+
+        /// A ready `/metrics` service with the license metrics alone: same as
+        /// [`MetricsService::new`].
+        #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+        pub fn metrics_service(&self) -> MetricsService {
+            MetricsService::new(self)
+        }
+    }
+
+    /// A tower service answering `/metrics` in the Prometheus text format (0.0.4).
+    ///
+    /// Mount it with `route_service("/metrics", monitor.metrics_service())`. `/metrics`
+    /// is exempt from the license gate by default, so scrapes keep working after the
+    /// cut-off, which is exactly when they matter.
+    #[derive(Clone)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    pub struct MetricsService {
+        registry: Arc<Registry>,
+    }
+
+    impl MetricsService {
+        /// A service exposing `monitor`'s metrics.
+        pub fn new(monitor: &LicenseMonitor) -> Self {
+            let mut registry = Registry::default();
+            monitor.register_metrics(&mut registry);
+            Self::from_registry(Arc::new(registry))
+        }
+
+        /// A service exposing an application's registry (register the license metrics in
+        /// it with [`LicenseMonitor::register_metrics`]).
+        pub fn from_registry(registry: Arc<Registry>) -> Self {
+            Self { registry }
+        }
+
+        /// The rendered text and its content type.
+        pub fn render(&self) -> Result<String, fmt::Error> {
+            let mut text = String::new();
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
+            Ok(text)
+        }
+    }
+
+    impl<B> Service<Request<B>> for MetricsService {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: Request<B>) -> Self::Future {
+            let response = match self.render() {
+                Ok(text) => {
+                    let mut response = Response::new(Full::new(Bytes::from(text)));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(
+                            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                        ),
+                    );
+                    response
+                }
+                Err(_) => {
+                    let mut response =
+                        Response::new(Full::new(Bytes::from_static(b"metrics encoding failed\n")));
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                }
+            };
+            let mut response = response;
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            ready(Ok(response))
+        }
+    }
+
+    impl fmt::Debug for MetricsService {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("MetricsService").finish_non_exhaustive()
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! OpenTelemetry export (feature `otel`): events as log records, and the license gauges.
+//!
+//! Only the OpenTelemetry API crate is used: the application owns the SDK (its exporters,
+//! its resource, its batching) and hands this crate a logger provider and a meter.
+
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger, LoggerProvider, Severity};
+use opentelemetry::metrics::{Meter, ObservableGauge};
+use tracing::Level;
+
+use crate::event::{AttributeValue, LicenseEvent, TARGET};
+use crate::metrics::MetricsSnapshot;
+use crate::monitor::Shared;
+use crate::{LicenseMonitor, LicenseMonitorBuilder};
+
+/// Something the checker hands every event to, besides `tracing` and subscribers.
+pub(crate) type EventHook = Arc<dyn Fn(&LicenseEvent) + Send + Sync>;
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+impl LicenseMonitorBuilder {
+    /// Emits every [`LicenseEvent`] as an OpenTelemetry log record through `provider`:
+    /// `event_name` is the dotted name (`license.grace_mode_entered`, …), the attributes
+    /// are the event's own (`days_remaining`, `expires_at`, `customer`, `severity`, …), the
+    /// body is the log message and the severity number matches the log level.
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    pub fn otel_logger_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: LoggerProvider,
+        P::Logger: Send + Sync + 'static,
+    {
+        let logger = provider.logger_with_scope(scope());
+        self.event_hook = Some(Arc::new(move |event: &LicenseEvent| emit(&logger, event)));
+        self
+    }
+}
+
+fn emit<L: Logger>(logger: &L, event: &LicenseEvent) {
+    let level = event.level();
+    let severity = match level {
+        Level::ERROR => Severity::Error,
+        Level::WARN => Severity::Warn,
+        Level::INFO => Severity::Info,
+        _ => Severity::Debug,
+    };
+    if !logger.event_enabled(severity, TARGET, Some(event.name())) {
+        return;
+    }
+    let mut record = logger.create_log_record();
+    record.set_event_name(event.name());
+    record.set_target(TARGET);
+    record.set_timestamp(SystemTime::now());
+    record.set_severity_number(severity);
+    record.set_severity_text(level.as_str());
+    record.set_body(AnyValue::from(event.message()));
+    for (key, value) in event.attributes() {
+        let value = match value {
+            AttributeValue::Int(v) => AnyValue::Int(v),
+            AttributeValue::Float(v) => AnyValue::Double(v),
+            AttributeValue::Str(v) => AnyValue::String(v.into()),
+            AttributeValue::Bool(v) => AnyValue::Boolean(v),
+        };
+        record.add_attribute(key, value);
+    }
+    logger.emit(record);
+}
+
+/// The license gauges registered with a meter. They are read from the current verdict at
+/// each collection; keep this value as long as they should be reported.
+#[derive(Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub struct OtelGauges {
+    _valid: ObservableGauge<u64>,
+    _grace_mode: ObservableGauge<u64>,
+    _days_remaining: ObservableGauge<f64>,
+    _expiry_timestamp: ObservableGauge<f64>,
+    _grace_remaining: ObservableGauge<f64>,
+}
+
+impl LicenseMonitor {
+    /// Registers the license gauges with `meter`: `iosetu.license.valid`,
+    /// `iosetu.license.grace_mode`, `iosetu.license.days_remaining` (unit `d`),
+    /// `iosetu.license.expiry_timestamp` (unit `s`) and `iosetu.license.grace_remaining`
+    /// (unit `s`). The callbacks hold the monitor weakly.
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
+        let read = |f: fn(&MetricsSnapshot) -> Option<f64>| {
+            let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+            move || weak.upgrade().and_then(|shared| f(&shared.metrics()))
+        };
+        let flag = |f: fn(&MetricsSnapshot) -> bool| {
+            let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+            move || weak.upgrade().map(|shared| u64::from(f(&shared.metrics())))
+        };
+        let valid = flag(|m| m.valid);
+        let grace_mode = flag(|m| m.grace_mode);
+        let days = read(|m| m.days_remaining);
+        let expiry = read(|m| m.expiry_timestamp_seconds);
+        let grace = read(|m| Some(m.grace_remaining_seconds));
+        OtelGauges {
+            _valid: meter
+                .u64_observable_gauge("iosetu.license.valid")
+                .with_description("1 when a valid license is in force")
+                .with_unit("1")
+                .with_callback(move |o| valid().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _grace_mode: meter
+                .u64_observable_gauge("iosetu.license.grace_mode")
+                .with_description("1 while in grace or after it (no valid license)")
+                .with_unit("1")
+                .with_callback(move |o| grace_mode().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _days_remaining: meter
+                .f64_observable_gauge("iosetu.license.days_remaining")
+                .with_description("Days left before the license expires (negative after)")
+                .with_unit("d")
+                .with_callback(move |o| days().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _expiry_timestamp: meter
+                .f64_observable_gauge("iosetu.license.expiry_timestamp")
+                .with_description("When the license expires, seconds since the Unix epoch")
+                .with_unit("s")
+                .with_callback(move |o| expiry().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _grace_remaining: meter
+                .f64_observable_gauge("iosetu.license.grace_remaining")
+                .with_description("Seconds of grace left before new requests are refused")
+                .with_unit("s")
+                .with_callback(move |o| grace().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+        }
+    }
+}

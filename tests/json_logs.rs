@@ -1,0 +1,127 @@
+//! The JSON log lines, shaped like the product text's examples.
+//!
+//! Alone in its test binary: `tracing` caches per call site whether anyone listens, and
+//! tests on other threads without a subscriber would race with the scoped one here.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, TestClock};
+use serde_json::Value;
+
+const T0: u64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(T0)
+}
+
+fn signer() -> LicenseSigner {
+    LicenseSigner::from_seed([51; 32])
+}
+
+/// A `MakeWriter` that keeps everything written, to read the JSON lines back.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_log_lines_look_like_the_product_text() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let clock = TestClock::new(t0());
+    let exp = T0 as i64 + 25 * DAY + 3600;
+    let token = signer().sign(&Claims::new("YourCompany", exp));
+    let monitor = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(token.clone()))
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    clock.jump_wall(-7200);
+    monitor.check_now().await;
+
+    let lines = captured.lines();
+    let by_event = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} line in {lines:#?}"))
+            .clone()
+    };
+    let expiring = by_event("license.expiring_30d");
+    assert_eq!(expiring["level"], "WARN");
+    assert_eq!(expiring["msg"], "License expiring");
+    assert_eq!(expiring["days_remaining"], 25);
+    assert_eq!(expiring["expires_at"], "2027-02-09T09:00:00Z");
+    assert_eq!(expiring["customer"], "YourCompany");
+    assert_eq!(expiring["severity"], "warning");
+    assert_eq!(expiring["target"], "iosetu_license");
+
+    let jump = by_event("license.time_manipulation_detected");
+    assert_eq!(jump["level"], "ERROR");
+    assert_eq!(
+        jump["msg"],
+        "CRITICAL: Backward time jump detected - possible clock manipulation"
+    );
+    assert_eq!(
+        jump["message"],
+        "System clock was set backward - this may indicate license bypass attempt"
+    );
+    assert_eq!(jump["wall_clock_jump_seconds"], -7200);
+    assert_eq!(jump["type"], "backward_jump");
+
+    let grace = by_event("license.grace_mode_entered");
+    assert_eq!(grace["level"], "ERROR");
+    assert_eq!(grace["grace_period_seconds"], 86_400);
+    assert_eq!(grace["reason"], "clock_manipulation");
+
+    // Every line of ours names its event; none carries the token.
+    let (_, signature) = token.rsplit_once('.').unwrap();
+    for line in &lines {
+        if line["target"] == "iosetu_license" {
+            assert!(
+                line["event"].as_str().unwrap().starts_with("license."),
+                "{line}"
+            );
+        }
+        assert!(
+            !line.to_string().contains(signature),
+            "the token leaked: {line}"
+        );
+    }
+}
