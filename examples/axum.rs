@@ -5,7 +5,10 @@
 //! cargo run --example axum
 //! curl -i http://127.0.0.1:3000/api/hello
 //! curl -i http://127.0.0.1:3000/health
+//! curl http://127.0.0.1:3000/metrics
 //! ```
+//!
+//! Set `LOG_FORMAT=json` for JSON log lines, as a log pipeline would ingest them.
 //!
 //! The license is read the way a deployment provides it: `IOSETU_LICENSE_FILE` (a mounted
 //! file, renewed in place) or `IOSETU_LICENSE_KEY`. Stop it with Ctrl-C.
@@ -19,7 +22,11 @@ const PUBLIC_KEY: &str = include_str!("dev-keys/dev.pub.pem");
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_target(false).init();
+    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        tracing_subscriber::fmt().json().flatten_event(true).init();
+    } else {
+        tracing_subscriber::fmt().with_target(false).init();
+    }
 
     let monitor = LicenseMonitor::builder()
         .public_key(PublicKey::from_pem(PUBLIC_KEY)?)
@@ -39,8 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/api/hello", get(|| async { "hello, licensed world\n" }))
         .layer(monitor.layer())
-        // Routes added after the layer are not behind it.
-        .route_service("/health", monitor.health_service());
+        // Routes added after the layer are not behind it (and both are exempt anyway).
+        .route_service("/health", monitor.health_service())
+        .route_service("/metrics", monitor.metrics_service());
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -78,3 +78,53 @@ fn kubernetes_manifest_matches_the_code() {
     assert!(!liveness.is_badvalue(), "a liveness probe is declared");
     assert_ne!(liveness["httpGet"]["path"].as_str(), Some("/health"));
 }
+
+#[tokio::test]
+async fn alert_rules_only_use_metrics_the_service_exports() {
+    use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, MetricsService};
+    // A monitor with a license and one failed check, so every series exists.
+    let signer = LicenseSigner::from_seed([61; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    std::fs::write(&path, signer.sign(&Claims::new("Acme", 4_102_444_800))).unwrap();
+    let monitor = LicenseMonitor::builder()
+        .public_key(signer.public_key())
+        .source(LicenseSource::File(path.clone()))
+        .watch_file(false)
+        .file_poll_interval(None)
+        .start()
+        .await
+        .unwrap();
+    std::fs::write(&path, "garbage").unwrap();
+    monitor.check_now().await;
+    let exported = MetricsService::new(&monitor).render().unwrap();
+    let exported: Vec<&str> = exported
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus-rules.yaml"
+    ))
+    .unwrap();
+    let docs = YamlLoader::load_from_str(&rules).unwrap();
+    let mut checked = 0;
+    for group in docs[0]["groups"].as_vec().unwrap() {
+        for rule in group["rules"].as_vec().unwrap() {
+            let expr = rule["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("iosetu_license_") {
+                    assert!(
+                        exported.contains(&word),
+                        "rule {:?} uses {word}, which is not exported",
+                        rule["alert"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 5);
+}
