@@ -1,6 +1,7 @@
 //! [`LicenseMonitor`]: the handle, its builder, and the checker task behind it.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -63,6 +64,10 @@ pub struct LicenseMonitor {
 
 /// State every handle shares. Only the checker writes `verdict`.
 pub(crate) struct Shared {
+    /// Whether new requests are admitted: the one thing the request path reads. A plain
+    /// flag, published right after each verdict, so a request costs one relaxed load of a
+    /// cache line that only the checker ever writes (and only when the verdict changes).
+    pub(crate) admits: CacheLine<AtomicBool>,
     pub(crate) verdict: ArcSwap<Verdict>,
     pub(crate) exempt_paths: Box<[String]>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -71,6 +76,31 @@ pub(crate) struct Shared {
     events: broadcast::Sender<LicenseEvent>,
     // Dropping the last handle drops this sender, which is how the checker learns to stop.
     commands: mpsc::Sender<Command>,
+}
+
+/// Keeps a value alone on its cache line (128 bytes covers adjacent-line prefetching), so
+/// that writes to its neighbours (the verdict's pointer changes at every check) never
+/// evict it from the readers' caches.
+#[repr(align(128))]
+pub(crate) struct CacheLine<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl Shared {
+    /// Stores a new verdict (the checker is the only caller).
+    fn publish(&self, verdict: Arc<Verdict>) {
+        let admits = verdict.admits();
+        self.verdict.store(verdict);
+        // Written only when it changes, so readers' cache lines stay shared.
+        if self.admits.load(Ordering::Relaxed) != admits {
+            self.admits.store(admits, Ordering::Release);
+        }
+    }
 }
 
 enum Command {
@@ -402,6 +432,7 @@ impl LicenseMonitorBuilder {
         let first = checker.check(Mode::Full);
         let (commands, rx) = mpsc::channel(8);
         let shared = Arc::new(Shared {
+            admits: CacheLine(AtomicBool::new(first.admits())),
             verdict: ArcSwap::new(first),
             exempt_paths: self.exempt_paths.into_boxed_slice(),
             clock: self.clock,
@@ -508,7 +539,7 @@ impl Checker {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            shared.verdict.store(Arc::clone(&verdict));
+            shared.publish(Arc::clone(&verdict));
             drop(shared);
             if let Wake::Command(Command::CheckNow(reply)) = wake {
                 let _ = reply.send(verdict);

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -17,7 +18,8 @@ use crate::monitor::Shared;
 ///
 /// Built by [`LicenseLayer`]; see the [module docs](crate::layer) for an example.
 ///
-/// Each call does one lock-free load of the current verdict. While it admits (valid or in
+/// Each call does one relaxed load of an atomic flag the checker publishes with every
+/// verdict: no lock, no allocation, no clock read. While it admits (valid or in
 /// grace), the request goes to the inner service untouched. Once grace has expired, a new
 /// request is answered at once (503 with a JSON body, or gRPC UNAVAILABLE) and never reaches
 /// the inner service, except on the exempt paths (by default `/health` and `/metrics`).
@@ -79,9 +81,10 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The admitted path: one lock-free load and a branch. The guard is a temporary,
-        // dropped before the inner call and long before any await.
-        if self.shared.verdict.load().admits() {
+        // The admitted path: one relaxed atomic load and a branch. The checker publishes the
+        // flag with each verdict; a request that reads the old value a moment after a
+        // change is ordered before the change, which is all a cut-off promises.
+        if self.shared.admits.load(Ordering::Relaxed) {
             return ResponseFuture::inner(self.inner.call(request));
         }
         self.refused_or_exempt(request)
@@ -118,7 +121,7 @@ impl<S: fmt::Debug> fmt::Debug for License<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("License")
             .field("inner", &self.inner)
-            .field("admits", &self.shared.verdict.load().admits())
+            .field("admits", &self.shared.admits.load(Ordering::Relaxed))
             .finish()
     }
 }
