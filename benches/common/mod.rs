@@ -1,0 +1,156 @@
+//! What the benches share: monitors in each state, the services to compare, and a way to
+//! drive one request through a service without a runtime (every future here is ready).
+
+#![allow(dead_code, unreachable_pub)] // each bench uses its own part; `pub` for the benches that include it
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
+use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, Verdict};
+use tower::Service;
+
+pub type Req = Request<()>;
+pub type Res = Response<()>;
+
+#[derive(Clone, Copy, Debug)]
+pub enum State {
+    Valid,
+    Grace,
+    Rejecting,
+}
+
+/// A monitor in `state`, started on `runtime` (which keeps its idle checker).
+pub fn monitor(runtime: &tokio::runtime::Runtime, state: State) -> LicenseMonitor {
+    let signer = LicenseSigner::from_seed([77; 32]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = match state {
+        State::Valid => signer.sign(&Claims::new("Bench", now + 365 * 86_400)),
+        State::Grace | State::Rejecting => String::new(),
+    };
+    runtime
+        .block_on(
+            LicenseMonitor::builder()
+                .public_key(signer.public_key())
+                .source(LicenseSource::Static(token))
+                .fail_closed(matches!(state, State::Rejecting))
+                .start(),
+        )
+        .unwrap()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The inner service: answers at once, allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct Hello;
+
+impl Service<Req> for Hello {
+    type Response = Res;
+    type Error = Infallible;
+    type Future = Ready<Result<Res, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Req) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
+
+fn refused() -> Ready<Result<Res, Infallible>> {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    ready(Ok(response))
+}
+
+/// What a reader might write instead: the verdict behind an `RwLock`.
+#[derive(Clone)]
+pub struct RwLockGate(pub Arc<RwLock<Arc<Verdict>>>, pub Hello);
+
+impl Service<Req> for RwLockGate {
+    type Response = Res;
+    type Error = Infallible;
+    type Future = Ready<Result<Res, Infallible>>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.1.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        if self.0.read().unwrap().admits() {
+            self.1.call(req)
+        } else {
+            refused()
+        }
+    }
+}
+
+/// Or behind a `Mutex`.
+#[derive(Clone)]
+pub struct MutexGate(pub Arc<Mutex<Arc<Verdict>>>, pub Hello);
+
+impl Service<Req> for MutexGate {
+    type Response = Res;
+    type Error = Infallible;
+    type Future = Ready<Result<Res, Infallible>>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.1.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        if self.0.lock().unwrap().admits() {
+            self.1.call(req)
+        } else {
+            refused()
+        }
+    }
+}
+
+/// Or an `ArcSwap` load per request (what this crate did before publishing a flag).
+#[derive(Clone)]
+pub struct ArcSwapGate(pub Arc<ArcSwap<Verdict>>, pub Hello);
+
+impl Service<Req> for ArcSwapGate {
+    type Response = Res;
+    type Error = Infallible;
+    type Future = Ready<Result<Res, Infallible>>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.1.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        if self.0.load().admits() {
+            self.1.call(req)
+        } else {
+            refused()
+        }
+    }
+}
+
+/// One request through `service`: readiness, call, and the (ready) future polled once.
+#[inline]
+pub fn one_request<S>(service: &mut S) -> S::Response
+where
+    S: Service<Req>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the service is not ready"),
+    }
+    let future = pin!(service.call(Request::new(())));
+    match future.poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response,
+        _ => panic!("the future is not ready"),
+    }
+}

@@ -1,0 +1,76 @@
+//! Two threads sending requests through the gate while the checker publishes a new
+//! verdict every millisecond, against one thread alone: the per-thread cost should not
+//! move, because the request path writes no shared memory and the flag it reads sits on
+//! a cache line the checker writes only when admission changes.
+//!
+//! `cargo bench --bench contention`
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Hello, State, monitor, one_request};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::Layer;
+
+/// Runs `threads` threads of `iters` requests each; returns the slowest thread's time.
+fn run(monitor: &iosetu_license::LicenseMonitor, threads: usize, iters: u64) -> Duration {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let mut service = monitor.layer().layer(Hello);
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        black_box(one_request(&mut service));
+                    }
+                    started.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+fn contention(c: &mut Criterion) {
+    // The monitor lives on a runtime thread of its own, which also plays the writer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let rt = common::runtime();
+            let monitor = monitor(&rt, State::Valid);
+            tx.send(monitor.clone()).unwrap();
+            rt.block_on(async {
+                while !stop.load(Ordering::Relaxed) {
+                    // A full check: read, evaluate, store a new verdict.
+                    monitor.check_now().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+        })
+    };
+    let monitor = rx.recv().unwrap();
+
+    let mut group = c.benchmark_group("contention");
+    group.bench_function("1 thread, writer every 1 ms", |b| {
+        b.iter_custom(|iters| run(&monitor, 1, iters))
+    });
+    group.bench_function("2 threads, writer every 1 ms", |b| {
+        b.iter_custom(|iters| run(&monitor, 2, iters))
+    });
+    group.finish();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+}
+
+criterion_group!(benches, contention);
+criterion_main!(benches);

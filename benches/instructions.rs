@@ -1,0 +1,59 @@
+//! A fixed number of requests through one variant, for instruction counting with
+//! callgrind (see `benches/instructions.sh`): instructions, unlike nanoseconds, do not
+//! depend on what else the machine is doing.
+//!
+//! `instructions VARIANT N`, VARIANT one of bare, identity, valid, grace, rejecting.
+//! Run by `cargo bench` with no arguments, it does a short smoke run of each variant.
+
+mod common;
+
+use std::hint::black_box;
+
+use common::{Hello, State, monitor, one_request, runtime};
+use tower::Layer;
+use tower::layer::util::Identity;
+
+fn drive<S>(mut service: S, n: u64)
+where
+    S: tower::Service<common::Req>,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        black_box(one_request(black_box(&mut service)));
+    }
+}
+
+fn run(variant: &str, n: u64) {
+    let rt = runtime();
+    match variant {
+        "bare" => drive(Hello, n),
+        "identity" => drive(Identity::new().layer(Hello), n),
+        "valid" => drive(monitor(&rt, State::Valid).layer().layer(Hello), n),
+        "grace" => drive(monitor(&rt, State::Grace).layer().layer(Hello), n),
+        "rejecting" => drive(monitor(&rt, State::Rejecting).layer().layer(Hello), n),
+        other => {
+            eprintln!("unknown variant {other}: bare, identity, valid, grace, rejecting");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    match args.as_slice() {
+        [variant, n] => run(variant, n.parse().expect("N is a number")),
+        [] => {
+            for variant in ["bare", "identity", "valid", "grace", "rejecting"] {
+                run(variant, 1000);
+            }
+            println!("instructions: smoke run done; count with benches/instructions.sh");
+        }
+        _ => {
+            eprintln!("usage: instructions VARIANT N");
+            std::process::exit(2);
+        }
+    }
+}
