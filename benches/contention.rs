@@ -16,12 +16,19 @@ use common::{Hello, State, monitor, one_request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
 
-/// Runs `threads` threads of `iters` requests each; returns the slowest thread's time.
-fn run(monitor: &iosetu_license::LicenseMonitor, threads: usize, iters: u64) -> Duration {
+/// Runs `threads` threads of `iters` requests each through a service `make` builds;
+/// returns the slowest thread's time.
+fn run<S, F>(make: F, threads: usize, iters: u64) -> Duration
+where
+    F: Fn() -> S,
+    S: tower::Service<common::Req> + Send,
+    S::Error: std::fmt::Debug,
+    S::Response: Send,
+{
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let mut service = monitor.layer().layer(Hello);
+                let mut service = make();
                 scope.spawn(move || {
                     let started = Instant::now();
                     for _ in 0..iters {
@@ -61,11 +68,19 @@ fn contention(c: &mut Criterion) {
     let monitor = rx.recv().unwrap();
 
     let mut group = c.benchmark_group("contention");
-    group.bench_function("1 thread, writer every 1 ms", |b| {
-        b.iter_custom(|iters| run(&monitor, 1, iters))
+    // The control: no shared state at all. Whatever two threads lose here against one is
+    // the machine's, not the gate's.
+    group.bench_function("bare, 1 thread", |b| {
+        b.iter_custom(|iters| run(|| Hello, 1, iters))
     });
-    group.bench_function("2 threads, writer every 1 ms", |b| {
-        b.iter_custom(|iters| run(&monitor, 2, iters))
+    group.bench_function("bare, 2 threads", |b| {
+        b.iter_custom(|iters| run(|| Hello, 2, iters))
+    });
+    group.bench_function("layer, 1 thread, writer every 1 ms", |b| {
+        b.iter_custom(|iters| run(|| monitor.layer().layer(Hello), 1, iters))
+    });
+    group.bench_function("layer, 2 threads, writer every 1 ms", |b| {
+        b.iter_custom(|iters| run(|| monitor.layer().layer(Hello), 2, iters))
     });
     group.finish();
     stop.store(true, Ordering::Relaxed);

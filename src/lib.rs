@@ -60,6 +60,7 @@
 //! * `issue`: [`LicenseSigner`], to mint keys and licenses.
 //! * `test-util`: [`TestClock`] (driven by tokio's paused time) and `issue`.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
     not(test),
