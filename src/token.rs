@@ -447,25 +447,7 @@ impl LicenseVerifier {
     }
 
     pub(crate) fn verify_token(&self, token: &str) -> Result<Verified, LicenseError> {
-        let token = trim_token(token);
-        if token.is_empty() {
-            return Err(LicenseError::Missing {
-                detail: "the license is empty".into(),
-            });
-        }
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(LicenseError::TooLarge {
-                limit: MAX_TOKEN_BYTES,
-            });
-        }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(LicenseError::malformed(
-                "a license is three base64url parts joined by '.'",
-            ));
-        };
+        let (token, [header_b64, payload_b64, signature_b64]) = split(token)?;
         // The header first: an `alg: none` token is refused as such, whatever follows.
         let header = strict_object("header", &b64("header", header_b64)?)?;
         let kid = check_header(&header)?;
@@ -549,6 +531,52 @@ impl LicenseVerifier {
             }),
         }
     }
+}
+
+/// Trims a token and splits it into its three parts, refusing what is empty, too large or
+/// not three parts.
+fn split(token: &str) -> Result<(&str, [&str; 3]), LicenseError> {
+    let token = trim_token(token);
+    if token.is_empty() {
+        return Err(LicenseError::Missing {
+            detail: "the license is empty".into(),
+        });
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(LicenseError::TooLarge {
+            limit: MAX_TOKEN_BYTES,
+        });
+    }
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(header), Some(payload), Some(signature), None) => {
+            Ok((token, [header, payload, signature]))
+        }
+        _ => Err(LicenseError::malformed(
+            "a license is three base64url parts joined by '.'",
+        )),
+    }
+}
+
+/// A token's header and claims, decoded but **not verified**: for support tools that
+/// must show what a token says before (or without) trusting it. Never base a decision
+/// on it; [`LicenseVerifier::verify`] is the only way to trust a token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unverified {
+    /// The protected header, as sent.
+    pub header: Map<String, Value>,
+    /// The claims, as sent.
+    pub claims: Map<String, Value>,
+}
+
+/// Decodes a token without checking its signature (same shape, size and JSON rules as
+/// verification: one spelling, no duplicate keys). See [`Unverified`].
+pub fn decode_unverified(token: &str) -> Result<Unverified, LicenseError> {
+    let (_, [header, payload, _signature]) = split(token)?;
+    Ok(Unverified {
+        header: strict_object("header", &b64("header", header)?)?,
+        claims: strict_object("claims", &b64("payload", payload)?)?,
+    })
 }
 
 /// Makes sure jsonwebtoken has a crypto provider without relying on feature unification:

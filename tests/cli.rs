@@ -1,0 +1,315 @@
+//! The `iosetu-license` tool, run as a vendor would run it.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use iosetu_license::{
+    Claims, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState, PublicKey,
+};
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iosetu-license"))
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// keygen into `dir` with `kid`; returns (private, public) paths.
+fn keygen(dir: &Path, kid: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    cli()
+        .args(["keygen", "--out"])
+        .arg(dir)
+        .args(["--kid", kid])
+        .assert()
+        .success();
+    (
+        dir.join(format!("{kid}.key.pem")),
+        dir.join(format!("{kid}.pub.pem")),
+    )
+}
+
+#[tokio::test]
+async fn keygen_issue_verify_round_trip_and_the_monitor_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "2026-a");
+    let token = stdout(cli().args(["issue", "--key"]).arg(&private).args([
+        "--customer",
+        "Acme Corp",
+        "--valid-for",
+        "365d",
+        "--kid",
+        "2026-a",
+        "--feature",
+        "sso",
+        "--claim",
+        "seats=25",
+        "--claim",
+        "tier=gold",
+    ]));
+    let token = token.trim().to_owned();
+
+    let out = stdout(
+        cli()
+            .args(["verify", "--public-key"])
+            .arg(&public)
+            .args(["--kid", "2026-a", "--json", &token]),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["customer"], "Acme Corp");
+    assert_eq!(json["claims"]["seats"], 25);
+    assert_eq!(json["claims"]["tier"], "gold");
+    assert!(json["claims"]["jti"].as_str().unwrap().len() == 32);
+    assert!(json["claims"]["iat"].is_i64());
+
+    // What the tool issues, the monitor accepts (with the key under its kid).
+    let key = PublicKey::from_pem(&std::fs::read_to_string(&public).unwrap())
+        .unwrap()
+        .with_kid("2026-a");
+    let monitor = LicenseMonitor::builder()
+        .public_key(key)
+        .source(LicenseSource::Static(token))
+        .start()
+        .await
+        .unwrap();
+    let verdict = monitor.verdict();
+    assert_eq!(verdict.state, LicenseState::Valid);
+    let claims = verdict.claims.as_ref().unwrap();
+    assert_eq!(claims.customer, "Acme Corp");
+    assert!(claims.has_feature("sso"));
+    assert!(matches!(verdict.days_remaining(), Some(364..=365)));
+}
+
+#[test]
+fn a_tampered_token_is_a_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "k");
+    let token = stdout(cli().args(["issue", "--key"]).arg(&private).args([
+        "--customer",
+        "Acme",
+        "--valid-for",
+        "30d",
+    ]));
+    // One character of the payload changed.
+    let (header, rest) = token.trim().split_once('.').unwrap();
+    let mut payload: Vec<char> = rest.chars().collect();
+    payload[5] = if payload[5] == 'A' { 'B' } else { 'A' };
+    let tampered = format!("{header}.{}", payload.into_iter().collect::<String>());
+    cli()
+        .args(["verify", "--public-key"])
+        .arg(&public)
+        .arg(&tampered)
+        .assert()
+        .code(1)
+        .stdout(predicates::str::contains("bad_signature"));
+}
+
+#[test]
+fn an_expired_token_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "k");
+    // The tool refuses to issue an expired license, so sign one with the same key here.
+    let signer =
+        LicenseSigner::from_pkcs8_pem(&std::fs::read_to_string(&private).unwrap()).unwrap();
+    let expired = signer.sign(&Claims::new("Acme", 946_684_800));
+    let out = cli()
+        .args(["verify", "--json", "--public-key"])
+        .arg(&public)
+        .arg(&expired)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["reason"], "expired");
+    cli()
+        .args(["issue", "--key"])
+        .arg(&private)
+        .args(["--customer", "Acme", "--expires", "2001-01-01"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("already be expired"));
+}
+
+#[test]
+fn a_different_key_is_a_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, _) = keygen(dir.path(), "mine");
+    let (_, other_public) = keygen(dir.path(), "theirs");
+    let token = stdout(cli().args(["issue", "--key"]).arg(&private).args([
+        "--customer",
+        "Acme",
+        "--valid-for",
+        "30d",
+    ]));
+    cli()
+        .args(["verify", "--public-key"])
+        .arg(&other_public)
+        .arg(token.trim())
+        .assert()
+        .code(1)
+        .stdout(predicates::str::contains("bad_signature"));
+}
+
+#[test]
+fn missing_files_and_bad_usage_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli()
+        .args(["verify", "--public-key", "/nonexistent/key.pem", "x.y.z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/key.pem"));
+    assert!(!err.contains("panicked") && !err.contains("backtrace"));
+
+    cli()
+        .args(["issue", "--key"])
+        .arg(dir.path().join("missing.pem"))
+        .args(["--customer", "A", "--valid-for", "1d"])
+        .assert()
+        .code(2);
+    cli()
+        .args([
+            "verify",
+            "--public-key",
+            "/nonexistent",
+            "--file",
+            "/nonexistent/license.key",
+        ])
+        .assert()
+        .code(2);
+    cli().args(["issue", "--customer", "A"]).assert().code(2); // no --key, no expiry
+    cli()
+        .args(["timeline", "--file"])
+        .arg(dir.path().join("none"))
+        .assert()
+        .code(2);
+    cli().arg("frobnicate").assert().code(2);
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_and_the_private_key_is_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "k");
+    let before = std::fs::read(&private).unwrap();
+    cli()
+        .args(["keygen", "--kid", "k", "--out"])
+        .arg(dir.path())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--force"));
+    assert_eq!(
+        std::fs::read(&private).unwrap(),
+        before,
+        "the key was overwritten"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(&public).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
+    cli()
+        .args(["keygen", "--kid", "k", "--force", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    assert_ne!(std::fs::read(&private).unwrap(), before);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+#[test]
+fn inspect_labels_unverified_and_verifies_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "k");
+    let file = dir.path().join("license.key");
+    cli()
+        .args(["issue", "--key"])
+        .arg(&private)
+        .args(["--customer", "Acme", "--valid-for", "10d", "--out"])
+        .arg(&file)
+        .assert()
+        .success();
+    let out = stdout(cli().args(["inspect", "--file"]).arg(&file));
+    assert!(out.starts_with("UNVERIFIED"), "{out}");
+    assert!(out.contains("\"customer\": \"Acme\""));
+    assert!(out.contains("days remaining"));
+    let out = stdout(
+        cli()
+            .args(["inspect", "--public-key"])
+            .arg(&public)
+            .arg("--file")
+            .arg(&file),
+    );
+    assert!(out.starts_with("VERIFIED"), "{out}");
+    // From stdin too.
+    let token = std::fs::read_to_string(&file).unwrap();
+    let out = stdout(cli().args(["inspect", "-"]).write_stdin(token));
+    assert!(out.contains("\"alg\": \"EdDSA\""));
+}
+
+#[test]
+fn timeline_lists_each_alert_grace_and_cut_off_at_its_instant() {
+    // exp = 2100-01-01T00:00:00Z
+    let token = LicenseSigner::from_seed([1; 32]).sign(&Claims::new("Acme", 4_102_444_800));
+    let out = stdout(cli().args(["timeline", "--grace", "48h", &token]));
+    let line = |what: &str| {
+        out.lines()
+            .find(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("no {what} in\n{out}"))
+            .to_owned()
+    };
+    assert!(line("license.expiring_30d ").contains("2099-12-02T00:00:01Z"));
+    assert!(line("license.expiring_7d ").contains("2099-12-25T00:00:01Z"));
+    assert!(line("license.expiring_24h ").contains("2099-12-31T00:00:01Z"));
+    assert!(line("license.expiring_1h ").contains("2099-12-31T23:00:01Z"));
+    assert!(line("license.grace_mode_entered").contains("2100-01-01T00:00:00Z"));
+    assert!(line("license.grace_period_expired").contains("2100-01-03T00:00:00Z"));
+}
+
+#[test]
+fn issue_refuses_reserved_claims_and_never_prints_the_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, _) = keygen(dir.path(), "k");
+    let pem = std::fs::read_to_string(&private).unwrap();
+    let body = pem.lines().nth(1).unwrap().to_owned();
+    let out = cli()
+        .args(["issue", "--key"])
+        .arg(&private)
+        .args([
+            "--customer",
+            "Acme",
+            "--valid-for",
+            "1d",
+            "--claim",
+            "exp=1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains(&body));
+    }
+}
