@@ -303,6 +303,11 @@ impl TrustedTime {
         })
     }
 
+    /// The high-water mark in whole seconds (floored), for persisting.
+    pub(crate) fn high_water_secs(&self) -> i64 {
+        i64::try_from(self.high_water.div_euclid(NANOS)).unwrap_or(i64::MAX)
+    }
+
     /// The monotonic reading of the last sample.
     pub(crate) fn last_mono(&self) -> Duration {
         self.last_mono

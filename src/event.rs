@@ -19,6 +19,7 @@
 //! | `license.verification_failed` | ERROR | the license was refused (at each check until fixed) |
 //! | `license.missing` | ERROR | no license found (at each check until fixed) |
 //! | `license.loaded` | INFO | a new license verified and is now in force |
+//! | `license.state_invalid` | WARN | the state file is missing, unreadable or corrupt (start-up) |
 
 use std::time::SystemTime;
 
@@ -111,6 +112,14 @@ pub enum LicenseEvent {
         /// Whether an earlier valid license stays in force.
         kept_previous: bool,
     },
+    /// The state file (see `LicenseMonitorBuilder::state_file`) could not be used; the
+    /// monitor goes on without it.
+    StateInvalid {
+        /// `missing`, `unreadable` or `corrupt`.
+        reason: &'static str,
+        /// What was wrong, with the path.
+        detail: String,
+    },
     /// A new license is in force.
     Loaded {
         /// Its customer.
@@ -179,6 +188,7 @@ impl LicenseEvent {
             LicenseEvent::VerificationFailed { .. } => "license.verification_failed",
             LicenseEvent::Missing { .. } => "license.missing",
             LicenseEvent::Loaded { .. } => "license.loaded",
+            LicenseEvent::StateInvalid { .. } => "license.state_invalid",
         }
     }
 
@@ -189,7 +199,8 @@ impl LicenseEvent {
                 band: ExpiryBand::Days30 | ExpiryBand::Days7,
                 ..
             }
-            | LicenseEvent::TimeDriftDetected { .. } => Level::WARN,
+            | LicenseEvent::TimeDriftDetected { .. }
+            | LicenseEvent::StateInvalid { .. } => Level::WARN,
             LicenseEvent::GraceModeExited { .. } | LicenseEvent::Loaded { .. } => Level::INFO,
             _ => Level::ERROR,
         }
@@ -224,6 +235,9 @@ impl LicenseEvent {
             LicenseEvent::VerificationFailed { .. } => "License verification failed",
             LicenseEvent::Missing { .. } => "No license found",
             LicenseEvent::Loaded { .. } => "License loaded",
+            LicenseEvent::StateInvalid { .. } => {
+                "License state file unusable - continuing without it"
+            }
         }
     }
 
@@ -300,6 +314,10 @@ impl LicenseEvent {
                 ("error", Str(error.to_string())),
                 ("source", Str(source.clone())),
                 ("kept_previous", Bool(*kept_previous)),
+            ],
+            LicenseEvent::StateInvalid { reason, detail } => vec![
+                ("reason", Str((*reason).into())),
+                ("error", Str(detail.clone())),
             ],
             LicenseEvent::Loaded {
                 customer,
@@ -390,6 +408,9 @@ impl LicenseEvent {
                 kept_previous,
             } => log_at!(level, event, msg, severity, reason = error.reason(), error = %error,
                 source = %source, kept_previous = *kept_previous, "{detail}"),
+            LicenseEvent::StateInvalid { reason, detail } => {
+                log_at!(level, event, msg, severity, reason = *reason, error = %detail, "{detail}")
+            }
             LicenseEvent::Loaded {
                 customer,
                 expires_at,

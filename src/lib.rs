@@ -80,6 +80,7 @@ mod monitor;
 mod otel;
 mod reload;
 pub mod source;
+mod state;
 pub mod token;
 pub mod verdict;
 

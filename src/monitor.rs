@@ -1,6 +1,7 @@
 //! [`LicenseMonitor`]: the handle, its builder, and the checker task behind it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::clock::{ClockAnomaly, SystemClock, TrustedTime};
+use crate::clock::{ClockAnomaly, JUMP_THRESHOLD, SystemClock, TrustedTime};
 use crate::event::LicenseEvent;
 use crate::health::{Health, HealthService};
 use crate::layer::LicenseLayer;
@@ -17,6 +18,7 @@ use crate::metrics::{MetricsSnapshot, Stats};
 use crate::reload::Hangup;
 use crate::reload::{FileWatch, MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
 use crate::source::LicenseSource;
+use crate::state::PersistedState;
 use crate::token::{
     Claims, IAT_TOLERANCE_SECS, LicenseError, LicenseVerifier, NBF_LEEWAY_SECS, fingerprint,
 };
@@ -31,6 +33,8 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/health", "/metrics"];
 /// Default interval between polls of a license file (a backstop for the watch).
 pub const DEFAULT_FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the state file's high-water mark is brought up to date.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(60);
 /// How many events a subscriber may fall behind before it starts losing the oldest.
 const EVENT_CAPACITY: usize = 256;
 
@@ -229,6 +233,7 @@ pub struct LicenseMonitorBuilder {
     watch_file: bool,
     file_poll_interval: Option<Duration>,
     reload_on_sighup: bool,
+    state_file: Option<PathBuf>,
     events: broadcast::Sender<LicenseEvent>,
     #[cfg(feature = "otel")]
     pub(crate) event_hook: Option<crate::otel::EventHook>,
@@ -252,6 +257,7 @@ impl LicenseMonitorBuilder {
             watch_file: true,
             file_poll_interval: Some(DEFAULT_FILE_POLL_INTERVAL),
             reload_on_sighup: false,
+            state_file: None,
             events: broadcast::channel(EVENT_CAPACITY).0,
             #[cfg(feature = "otel")]
             event_hook: None,
@@ -349,6 +355,16 @@ impl LicenseMonitorBuilder {
         self
     }
 
+    /// Persists the grace anchor and the trusted-time high-water mark in `path`, so that
+    /// restarting the service neither starts a new grace period nor hides a clock that was
+    /// set back while it was down. Written atomically when the anchor changes and once a
+    /// minute otherwise. A missing, unreadable or corrupt file is reported
+    /// (`license.state_invalid`) and ignored; it never blocks start-up.
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+
     /// A receiver of every event, including those of the first check that `start` runs.
     pub fn subscribe(&self) -> broadcast::Receiver<LicenseEvent> {
         self.events.subscribe()
@@ -406,6 +422,10 @@ impl LicenseMonitorBuilder {
         };
         let stats = Arc::new(Stats::default());
         let mut checker = Checker {
+            state_path: self.state_file,
+            persisted: None,
+            persisted_at: tokio::time::Instant::now(),
+            startup_events: Vec::new(),
             stats: Arc::clone(&stats),
             #[cfg(feature = "otel")]
             event_hook: self.event_hook,
@@ -429,6 +449,7 @@ impl LicenseMonitorBuilder {
             checked_at: tokio::time::Instant::now(),
             events: self.events.clone(),
         };
+        checker.restore_state();
         let first = checker.check(Mode::Full);
         let (commands, rx) = mpsc::channel(8);
         let shared = Arc::new(Shared {
@@ -463,6 +484,12 @@ impl fmt::Debug for LicenseMonitorBuilder {
 
 /// The checker: reads, verifies, samples the clocks, evaluates, publishes, reports.
 struct Checker {
+    state_path: Option<PathBuf>,
+    /// What was last written to the state file, and when.
+    persisted: Option<PersistedState>,
+    persisted_at: tokio::time::Instant,
+    /// Events found before the first check (restoring the state), reported with it.
+    startup_events: Vec<LicenseEvent>,
     stats: Arc<Stats>,
     #[cfg(feature = "otel")]
     event_hook: Option<crate::otel::EventHook>,
@@ -505,7 +532,12 @@ impl Checker {
                 .as_ref()
                 .and_then(|e| e.next_change)
                 .and_then(|at| self.checked_at.checked_add(self.time.until(at)));
-            let wake = [Some(next_full), change, next_poll]
+            // With a state file, wake at least once a minute to keep its mark current.
+            let persist = self
+                .state_path
+                .as_ref()
+                .map(|_| self.checked_at + PERSIST_INTERVAL);
+            let wake = [Some(next_full), change, next_poll, persist]
                 .into_iter()
                 .flatten()
                 .min()
@@ -570,7 +602,7 @@ impl Checker {
     /// read by a poll that saw it change), evaluate, and report what changed. Returns the
     /// verdict to publish.
     fn check(&mut self, mode: Mode) -> Arc<Verdict> {
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.startup_events);
         self.checked_at = tokio::time::Instant::now();
         if let Some(anomaly) = self.time.sample(self.clock.wall(), self.clock.monotonic()) {
             self.on_clock_anomaly(anomaly, &mut events);
@@ -604,6 +636,7 @@ impl Checker {
         self.transition_events(&evaluation, full || reloaded, &mut events);
         self.grace_anchor = evaluation.grace_anchor;
         self.ever_valid |= evaluation.verdict.is_valid();
+        self.persist_state();
         let mut verdict = evaluation.verdict.clone();
         verdict.evaluated_mono = self.time.last_mono();
         let verdict = Arc::new(verdict);
@@ -619,6 +652,54 @@ impl Checker {
             let _ = self.events.send(event);
         }
         verdict
+    }
+
+    /// Applies the state file before the first check: the stored high-water mark is a
+    /// floor under trusted time (a wall clock more than 5 s below it was set back across
+    /// the restart), and a stored grace anchor stands.
+    fn restore_state(&mut self) {
+        let Some(path) = &self.state_path else { return };
+        match PersistedState::load(path) {
+            Ok(state) => {
+                self.persisted = Some(state);
+                self.grace_anchor = state.grace_anchor;
+                if let Some(anomaly) = self.time.raise_floor(state.high_water, JUMP_THRESHOLD) {
+                    let mut events = Vec::new();
+                    self.on_clock_anomaly(anomaly, &mut events);
+                    self.startup_events.extend(events);
+                }
+            }
+            Err(problem) => self.startup_events.push(LicenseEvent::StateInvalid {
+                reason: problem.reason,
+                detail: problem.detail,
+            }),
+        }
+    }
+
+    /// Writes the state file when the anchor changed, or the mark moved and a minute has
+    /// passed since the last write.
+    fn persist_state(&mut self) {
+        let Some(path) = &self.state_path else { return };
+        let state = PersistedState::new(self.time.high_water_secs(), self.grace_anchor);
+        let due = match &self.persisted {
+            None => true,
+            Some(last) => {
+                last.grace_anchor != state.grace_anchor
+                    || (last.high_water != state.high_water
+                        && self.checked_at >= self.persisted_at + PERSIST_INTERVAL)
+            }
+        };
+        if !due {
+            return;
+        }
+        match state.store(path) {
+            Ok(()) => {
+                self.persisted = Some(state);
+                self.persisted_at = self.checked_at;
+            }
+            Err(e) => tracing::warn!(target: crate::event::TARGET, path = %path.display(),
+                error = %e, "cannot write the license state file"),
+        }
     }
 
     fn on_clock_anomaly(&mut self, anomaly: ClockAnomaly, events: &mut Vec<LicenseEvent>) {
