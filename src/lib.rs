@@ -69,6 +69,9 @@
 
 pub mod clock;
 pub mod event;
+#[cfg(feature = "issue")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 #[cfg(feature = "issue")]
 mod issue;
