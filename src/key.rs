@@ -103,8 +103,14 @@ impl PublicKey {
         self.key.to_bytes()
     }
 
-    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
-        &self.key
+    /// Checks an Ed25519 `signature` over `message` strictly (RFC 8032 §5.1.7 with
+    /// `verify_strict`: a non-canonical S, a small-order R or a wrong length is refused).
+    /// This is the check every license token goes through.
+    pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
+        match ed25519_dalek::Signature::from_slice(signature) {
+            Ok(signature) => self.key.verify_strict(message, &signature).is_ok(),
+            Err(_) => false,
+        }
     }
 }
 

@@ -193,7 +193,16 @@ fn missing_files_and_bad_usage_exit_2_with_one_line() {
         .arg(dir.path().join("none"))
         .assert()
         .code(2);
-    cli().arg("frobnicate").assert().code(2);
+    for args in [
+        &["frobnicate"][..],
+        &["verify", "x.y.z"],
+        &["issue", "--customer", "A"],
+    ] {
+        let out = cli().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
 }
 
 #[test]

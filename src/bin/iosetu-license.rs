@@ -143,10 +143,18 @@ fn io(path: &Path, e: impl std::fmt::Display) -> Failure {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // clap prints help and version to stdout with exit 0, real errors with 2.
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: clap's own output, exit 0.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A usage error is one line, like every other error of this tool.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("iosetu-license: {first} (try --help)");
+            return ExitCode::from(2);
         }
     };
     match run(cli.command) {
