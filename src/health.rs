@@ -86,6 +86,21 @@ impl Health {
     }
 }
 
+/// A complete answer of the crate's own endpoints (`/health`, `/metrics`): never cached,
+/// since it describes the license at this instant.
+pub(crate) fn fixed_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// A tower service that answers every request with the monitor's [`Health`]: the JSON
 /// body, 200 (healthy, degraded) or 503 (unhealthy), `content-type: application/json` and
 /// `cache-control: no-store`.
@@ -108,12 +123,11 @@ impl HealthService {
 
     fn respond(&self) -> Response<Full<Bytes>> {
         let health = Health::from_verdict(&self.shared.verdict.load());
-        let mut response = Response::new(Full::new(Bytes::from(health.to_json())));
-        *response.status_mut() = health.http_status();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        fixed_response(
+            health.http_status(),
+            "application/json",
+            Bytes::from(health.to_json()),
+        )
     }
 }
 

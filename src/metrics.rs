@@ -106,7 +106,6 @@ mod prometheus {
     use std::task::{Context, Poll};
 
     use bytes::Bytes;
-    use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
     use http::{Request, Response, StatusCode};
     use http_body_util::Full;
     use prometheus_client::collector::Collector;
@@ -117,6 +116,7 @@ mod prometheus {
 
     use super::MetricsSnapshot;
     use crate::LicenseMonitor;
+    use crate::health::fixed_response;
     use crate::monitor::Shared;
 
     /// Renders the snapshot at each scrape. Holds the monitor weakly: a registry that
@@ -265,7 +265,7 @@ mod prometheus {
             Self { registry }
         }
 
-        /// The rendered text and its content type.
+        /// The rendered text (Prometheus text format 0.0.4).
         pub fn render(&self) -> Result<String, fmt::Error> {
             let mut text = String::new();
             prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
@@ -283,29 +283,18 @@ mod prometheus {
         }
 
         fn call(&mut self, _request: Request<B>) -> Self::Future {
-            let response = match self.render() {
-                Ok(text) => {
-                    let mut response = Response::new(Full::new(Bytes::from(text)));
-                    response.headers_mut().insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static(
-                            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-                        ),
-                    );
-                    response
-                }
-                Err(_) => {
-                    let mut response =
-                        Response::new(Full::new(Bytes::from_static(b"metrics encoding failed\n")));
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response
-                }
-            };
-            let mut response = response;
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            ready(Ok(response))
+            ready(Ok(match self.render() {
+                Ok(text) => fixed_response(
+                    StatusCode::OK,
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                    Bytes::from(text),
+                ),
+                Err(_) => fixed_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    Bytes::from_static(b"metrics encoding failed\n"),
+                ),
+            }))
         }
     }
 
