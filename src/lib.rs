@@ -57,8 +57,16 @@
 //!
 //! # Features
 //!
-//! * `issue`: [`LicenseSigner`], to mint keys and licenses.
-//! * `test-util`: [`TestClock`] (driven by tokio's paused time) and `issue`.
+//! * `issue`: `LicenseSigner`, to mint keys and licenses.
+//! * `test-util`: `TestClock` (driven by tokio's paused time) and `issue`.
+//! * `prometheus`: `LicenseMonitor::register_metrics` and `MetricsService`.
+//! * `otel`: events as OpenTelemetry log records
+//!   (`LicenseMonitorBuilder::otel_logger_provider`) and gauges
+//!   (`LicenseMonitor::register_otel_metrics`).
+//! * `cli`: the `iosetu-license` tool (keygen, issue, inspect, verify, timeline).
+//!
+//! None is on by default: the default build is the monitor, the layer, `/health` and the
+//! metrics snapshot ([`LicenseMonitor::metrics`]).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
