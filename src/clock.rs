@@ -1,15 +1,28 @@
 //! Clocks, and the trusted time the monitor judges licenses by.
 //!
 //! The wall clock can be set by whoever runs the service; a monotonic clock cannot. The
-//! monitor samples both at every wake and keeps a high-water mark that only advances by
-//! monotonic time, so that trusted time = max(wall, high-water mark):
+//! monitor samples both at every wake (at least once a minute) and judges licenses by
+//! *trusted now* = max(wall, mark, vendor floors):
 //!
-//! * the clock set back: the wall clock falls behind the high-water mark, trusted time
-//!   keeps going, and the jump is reported (`license.time_manipulation_detected`);
-//! * the clock set forward: trusted time follows the wall clock (a license can only look
-//!   *older*), the jump is reported as drift, and the high-water mark does not absorb it,
-//!   so correcting the clock afterwards recovers at once.
+//! * **The mark** is our own evidence: a high-water mark of this run that advances only by
+//!   monotonic time (absorbing small forward drift), and the mark stored in the state file
+//!   by an earlier run. A wall clock more than 5 s behind it, by one step or by many small
+//!   ones, was set back: `license.time_manipulation_detected`, and trusted time keeps going.
+//! * **Vendor floors** are other machines' clocks: the build time
+//!   ([`built_at`](crate::LicenseMonitorBuilder::built_at)) and a license's signed `iat`.
+//!   Real time is at least that, so a license is judged there; but the vendor's clock may be
+//!   the wrong one, so a wall behind a floor is reported as drift, never as manipulation,
+//!   and a floor never raises the mark.
+//! * **Provisional readings** (the first 15 minutes after the host booted, when NTP may not
+//!   have corrected the clock yet, see [`Clock::provisional`]) do not count as evidence: a
+//!   backward step that corrects one re-bases the mark (`license.time_drift_detected`,
+//!   `type: clock_corrected`), they are never persisted, and they alone never cut a
+//!   service off.
+//! * The clock set forward: trusted time follows the wall clock (a license can only look
+//!   *older*), the jump is reported as drift, and the mark does not absorb it, so
+//!   correcting the clock afterwards recovers at once.
 
+use std::borrow::Cow;
 #[cfg(feature = "test-util")]
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +34,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// direction, is reported.
 pub const JUMP_THRESHOLD: Duration = Duration::from_secs(5);
 
+/// How long after the host booted clock readings count as provisional: long enough for
+/// NTP (or chrony, or systemd-timesyncd) to step a clock that booted wrong.
+pub const BOOT_WINDOW: Duration = Duration::from_secs(15 * 60);
+
 /// A source of wall-clock and monotonic time.
 ///
 /// The monitor reads its clock only in the checker task, never on the request path.
@@ -30,6 +47,13 @@ pub trait Clock: Send + Sync + 'static {
     /// Time elapsed on a monotonic clock since an arbitrary fixed origin. It must never go
     /// backwards and should keep counting while the machine is suspended.
     fn monotonic(&self) -> Duration;
+    /// Whether the wall clock may not have been synchronized yet (the host booted moments
+    /// ago). Provisional readings are not trusted as evidence: a backward correction of
+    /// one is not manipulation, they are never persisted, and they alone never cut a
+    /// service off. Defaults to `false`.
+    fn provisional(&self) -> bool {
+        false
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -39,13 +63,18 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn monotonic(&self) -> Duration {
         (**self).monotonic()
     }
+    fn provisional(&self) -> bool {
+        (**self).provisional()
+    }
 }
 
 /// The operating system's clocks, the default.
 ///
 /// On Linux the monotonic side is `CLOCK_BOOTTIME`, which keeps counting through suspend,
-/// so a laptop or VM resumed after hours reads as neither drift nor manipulation. Elsewhere
-/// it is [`std::time::Instant`].
+/// so a laptop or VM resumed after hours reads as neither drift nor manipulation, and
+/// readings are [provisional](Clock::provisional) while `CLOCK_BOOTTIME` is below 15
+/// minutes. Elsewhere the monotonic side is [`std::time::Instant`] and no reading is
+/// provisional.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -71,6 +100,12 @@ impl Clock for SystemClock {
         static ORIGIN: OnceLock<Instant> = OnceLock::new();
         ORIGIN.get_or_init(Instant::now).elapsed()
     }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn provisional(&self) -> bool {
+        // CLOCK_BOOTTIME counts from boot, so it is the time since the host booted.
+        self.monotonic() < BOOT_WINDOW
+    }
 }
 
 /// A clock for tests, driven by tokio's paused time.
@@ -80,7 +115,9 @@ impl Clock for SystemClock {
 /// created in. Its wall side is the `wall_at_start` given to [`TestClock::new`],
 /// plus the tokio time elapsed since then, plus an offset that only
 /// [`jump_wall`](TestClock::jump_wall) moves: that simulates someone setting the clock.
-/// Clones share their state.
+/// [`suspend`](TestClock::suspend) moves both sides without tokio time, as a machine
+/// resumed from sleep sees it, and [`set_provisional`](TestClock::set_provisional)
+/// simulates a host that booted moments ago. Clones share their state.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -93,6 +130,8 @@ impl Clock for SystemClock {
 /// clock.jump_wall(-3600);
 /// assert_eq!(clock.wall(), UNIX_EPOCH + Duration::from_secs(1_000_000 + 10 - 3600));
 /// assert_eq!(clock.monotonic(), Duration::from_secs(10));
+/// clock.suspend(Duration::from_secs(100));
+/// assert_eq!(clock.monotonic(), Duration::from_secs(110));
 /// # }
 /// ```
 #[cfg(feature = "test-util")]
@@ -103,10 +142,20 @@ pub struct TestClock {
 }
 
 #[cfg(feature = "test-util")]
+#[derive(Default)]
+struct Offsets {
+    /// Seconds the wall clock alone was moved.
+    wall_secs: i64,
+    /// Time spent suspended: both clocks moved, tokio's did not.
+    suspended: Duration,
+    provisional: bool,
+}
+
+#[cfg(feature = "test-util")]
 struct TestClockInner {
     wall_at_start: SystemTime,
     origin: tokio::time::Instant,
-    offset_secs: Mutex<i64>,
+    offsets: Mutex<Offsets>,
     /// The runtime whose (paused) clock drives this one, for reads from other threads
     /// (a metrics exporter's, say), where `tokio::time::Instant::now()` would otherwise
     /// fall back to the real clock.
@@ -121,37 +170,50 @@ impl TestClock {
             inner: Arc::new(TestClockInner {
                 wall_at_start,
                 origin: tokio::time::Instant::now(),
-                offset_secs: Mutex::new(0),
+                offsets: Mutex::new(Offsets::default()),
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
 
+    fn offsets(&self) -> std::sync::MutexGuard<'_, Offsets> {
+        // Plain numbers: a panic elsewhere cannot leave them inconsistent.
+        self.inner
+            .offsets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Moves the wall clock alone by `seconds` (negative: backwards), as `date -s` would.
     pub fn jump_wall(&self, seconds: i64) {
-        let mut offset = self
-            .inner
-            .offset_secs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *offset = offset.saturating_add(seconds);
+        let mut offsets = self.offsets();
+        offsets.wall_secs = offsets.wall_secs.saturating_add(seconds);
+    }
+
+    /// Simulates a suspend of `duration`: the wall and monotonic sides both move ahead,
+    /// tokio's timers do not (as `CLOCK_MONOTONIC` stops while `CLOCK_BOOTTIME` counts).
+    pub fn suspend(&self, duration: Duration) {
+        let mut offsets = self.offsets();
+        offsets.suspended = offsets.suspended.saturating_add(duration);
+    }
+
+    /// Marks readings as [provisional](Clock::provisional) (the host booted moments ago)
+    /// or not.
+    pub fn set_provisional(&self, provisional: bool) {
+        self.offsets().provisional = provisional;
     }
 }
 
 #[cfg(feature = "test-util")]
 impl Clock for TestClock {
     fn wall(&self) -> SystemTime {
-        let offset = *self
-            .inner
-            .offset_secs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let base = self.inner.wall_at_start + self.monotonic();
+        let offset = self.offsets().wall_secs;
+        let base = add_saturating(self.inner.wall_at_start, self.monotonic());
         if offset >= 0 {
-            base + Duration::from_secs(offset as u64)
+            add_saturating(base, Duration::from_secs(offset as u64))
         } else {
             base.checked_sub(Duration::from_secs(offset.unsigned_abs()))
-                .unwrap_or(UNIX_EPOCH)
+                .unwrap_or(base)
         }
     }
 
@@ -163,7 +225,13 @@ impl Clock for TestClock {
             }
             _ => tokio::time::Instant::now(),
         };
+        let suspended = self.offsets().suspended;
         now.saturating_duration_since(self.inner.origin)
+            .saturating_add(suspended)
+    }
+
+    fn provisional(&self) -> bool {
+        self.offsets().provisional
     }
 }
 
@@ -171,9 +239,15 @@ impl Clock for TestClock {
 impl fmt::Debug for TestClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestClock")
-            .field("wall", &humantime::format_rfc3339(self.wall()))
+            .field("wall", &rfc3339(unix_seconds(self.wall())))
+            .field("provisional", &self.provisional())
             .finish()
     }
+}
+
+#[cfg(feature = "test-util")]
+fn add_saturating(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d).unwrap_or(t)
 }
 
 /// Seconds since the Unix epoch, floored; negative before 1970 (a clock can be set there).
@@ -184,9 +258,9 @@ pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
             let d = e.duration();
             let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
             if d.subsec_nanos() > 0 {
-                -secs - 1
+                secs.saturating_neg().saturating_sub(1)
             } else {
-                -secs
+                secs.saturating_neg()
             }
         }
     }
@@ -200,21 +274,93 @@ fn unix_nanos(t: SystemTime) -> i128 {
     }
 }
 
-/// The instant `secs` seconds after the epoch (before it when negative).
+/// The instant `secs` seconds after the epoch (before it when negative), saturating where
+/// the platform's `SystemTime` cannot represent it.
 pub(crate) fn from_unix_seconds(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    let far = Duration::from_secs(secs.unsigned_abs());
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(far)
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+        UNIX_EPOCH.checked_sub(far)
+    };
+    // Every platform we build for holds ±2^63 s; the fallback only avoids a panic.
+    t.unwrap_or(UNIX_EPOCH)
+}
+
+/// The earliest second [`rfc3339`] spells out (0000-01-01T00:00:00Z).
+pub(crate) const MIN_RFC3339: i64 = -62_167_219_200;
+/// The last second [`rfc3339`] spells out (9999-12-31T23:59:59Z).
+pub(crate) const MAX_RFC3339: i64 = 253_402_300_799;
+
+/// RFC 3339 (UTC, whole seconds) of `secs` since the epoch, clamped to the years 0000 to
+/// 9999 that the format can spell: never a panic, whatever the clock or a file says.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    let secs = secs.clamp(MIN_RFC3339, MAX_RFC3339);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// `text` with every control character (newlines included) escaped, so operator-supplied
+/// text (a path, an environment variable's value) cannot forge log lines.
+pub(crate) fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// One sample of a [`Clock`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Reading {
+    pub(crate) wall: SystemTime,
+    pub(crate) mono: Duration,
+    pub(crate) provisional: bool,
+}
+
+impl Reading {
+    pub(crate) fn of(clock: &dyn Clock) -> Self {
+        // Provisional first: a reading taken as the boot window closes counts as
+        // provisional, never the other way round.
+        let provisional = clock.provisional();
+        Self {
+            wall: clock.wall(),
+            mono: clock.monotonic(),
+            provisional,
+        }
     }
 }
 
 /// What one sample of the clocks found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum ClockAnomaly {
-    /// The wall clock fell more than the threshold behind trusted time.
+    /// The wall clock is more than the threshold behind our own evidence: it was set back
+    /// (in one step, or creeping back in small ones).
     BackwardJump {
-        /// How far the wall clock moved against monotonic time, in seconds (negative).
+        /// How far the wall clock is behind trusted time, in seconds (negative).
         seconds: i64,
     },
     /// The wall clock ran ahead of monotonic time by more than the threshold.
@@ -222,90 +368,152 @@ pub(crate) enum ClockAnomaly {
         /// By how much, in seconds.
         seconds: f64,
     },
+    /// A backward step corrected a provisional reading: the mark was re-based.
+    Corrected {
+        /// How far the mark moved back, in seconds (negative).
+        seconds: f64,
+    },
 }
 
-/// Trusted time: a high-water mark that advances only by monotonic time.
+/// Trusted time. Pure: fed readings, never reads a clock itself.
 #[derive(Debug, Clone)]
 pub(crate) struct TrustedTime {
     last_wall: i128,
     last_mono: Duration,
-    high_water: i128,
     wall: i128,
+    provisional: bool,
+    /// This run's high-water mark, provisional readings included.
+    mark: i128,
+    /// Our evidence from readings that were not provisional, and the stored mark: what
+    /// manipulation is judged against, and what is persisted.
+    firm: Option<i128>,
+    /// The wall clock is behind `firm`: a manipulation already reported.
+    behind: bool,
+    /// The vendor's build time.
+    build_floor: Option<i128>,
 }
 
 const THRESHOLD_NANOS: i128 = JUMP_THRESHOLD.as_nanos() as i128;
 const NANOS: i128 = 1_000_000_000;
 
 impl TrustedTime {
-    /// Starts tracking at the first sample.
-    pub(crate) fn new(wall: SystemTime, mono: Duration) -> Self {
-        let wall = unix_nanos(wall);
+    /// Starts tracking at the first reading.
+    pub(crate) fn new(reading: Reading) -> Self {
+        let wall = unix_nanos(reading.wall);
         Self {
             last_wall: wall,
-            last_mono: mono,
-            high_water: wall,
+            last_mono: reading.mono,
             wall,
+            provisional: reading.provisional,
+            mark: wall,
+            firm: (!reading.provisional).then_some(wall),
+            behind: false,
+            build_floor: None,
         }
     }
 
-    /// Takes a sample of both clocks and reports a jump, if any.
-    pub(crate) fn sample(&mut self, wall: SystemTime, mono: Duration) -> Option<ClockAnomaly> {
-        let wall = unix_nanos(wall);
+    /// Sets the vendor's build time as a floor under trusted time.
+    pub(crate) fn set_build_floor(&mut self, built_at: SystemTime) {
+        self.build_floor = Some(unix_nanos(built_at));
+    }
+
+    /// Takes a sample of both clocks and reports what it found, if anything.
+    pub(crate) fn sample(&mut self, reading: Reading) -> Option<ClockAnomaly> {
+        let wall = unix_nanos(reading.wall);
+        let provisional = reading.provisional;
+        self.provisional = provisional;
         // A monotonic clock that went backwards (a restored checkpoint, C6) gives no
         // information: re-baseline without judging.
-        let Some(mono_elapsed) = mono.checked_sub(self.last_mono) else {
+        let Some(elapsed) = reading.mono.checked_sub(self.last_mono) else {
             self.last_wall = wall;
-            self.last_mono = mono;
+            self.last_mono = reading.mono;
             self.wall = wall;
             return None;
         };
-        let mono_elapsed = mono_elapsed.as_nanos() as i128;
-        let skew = (wall - self.last_wall) - mono_elapsed;
-        let projected = self.high_water + mono_elapsed;
-        self.high_water = projected;
-        // Small forward differences (NTP slew, timer jitter) are absorbed so the mark stays
-        // close to real time; large ones are not, so a clock set far ahead and then
-        // corrected does not leave trusted time in the future.
-        if wall > projected && wall - projected <= THRESHOLD_NANOS {
-            self.high_water = wall;
-        }
+        let elapsed = elapsed.as_nanos() as i128;
+        let skew = (wall - self.last_wall) - elapsed;
         self.last_wall = wall;
-        self.last_mono = mono;
+        self.last_mono = reading.mono;
         self.wall = wall;
-        if skew < -THRESHOLD_NANOS && wall < self.high_water - THRESHOLD_NANOS {
-            Some(ClockAnomaly::BackwardJump {
-                seconds: round_secs(skew),
-            })
-        } else if skew > THRESHOLD_NANOS && wall > projected + THRESHOLD_NANOS {
+        self.mark += elapsed;
+        if let Some(firm) = &mut self.firm {
+            *firm += elapsed;
+        }
+        if wall >= self.mark - THRESHOLD_NANOS {
+            // Small forward differences (NTP slew, timer jitter) are absorbed so the mark
+            // stays close to real time; large ones are not, so a clock set far ahead and
+            // then corrected does not leave trusted time in the future.
+            let projected = self.mark;
+            if wall > projected && wall - projected <= THRESHOLD_NANOS {
+                self.mark = wall;
+            }
+            self.confirm(provisional);
+            self.behind = false;
             // (A forward step that lands back on trusted time is a correction, not drift.)
-            Some(ClockAnomaly::ForwardDrift {
-                seconds: (skew as f64 / NANOS as f64 * 10.0).round() / 10.0,
-            })
-        } else {
-            None
+            return (skew > THRESHOLD_NANOS && wall > projected + THRESHOLD_NANOS).then(|| {
+                ClockAnomaly::ForwardDrift {
+                    seconds: tenths(skew),
+                }
+            });
         }
-    }
-
-    /// Raises the high-water mark to a signed `iat` (or a persisted mark). Reports a
-    /// backward jump when the wall clock is more than `tolerance` before it.
-    pub(crate) fn raise_floor(
-        &mut self,
-        floor_secs: i64,
-        tolerance: Duration,
-    ) -> Option<ClockAnomaly> {
-        let floor = floor_secs as i128 * NANOS;
-        if floor > self.high_water {
-            self.high_water = floor;
+        let behind_firm = self.firm.is_some_and(|f| wall < f - THRESHOLD_NANOS);
+        if !behind_firm {
+            // Only provisional readings said time was further on: this step corrects them.
+            let old = self.mark;
+            self.mark = self.firm.map_or(wall, |f| f.max(wall));
+            self.confirm(provisional);
+            self.behind = false;
+            return Some(ClockAnomaly::Corrected {
+                seconds: tenths(self.mark - old),
+            });
         }
-        let behind = floor - self.wall;
-        (behind > tolerance.as_nanos() as i128).then(|| ClockAnomaly::BackwardJump {
-            seconds: -round_secs(behind),
+        if provisional {
+            // The clock may not be synchronized yet: trusted time holds our evidence, and
+            // the wall is judged once readings stop being provisional.
+            return None;
+        }
+        let first = !self.behind;
+        self.behind = true;
+        // Reported once when the wall first falls behind (one step, or the last of many
+        // small ones), and again for each further step back.
+        (first || skew < -THRESHOLD_NANOS).then(|| ClockAnomaly::BackwardJump {
+            seconds: round_secs(wall - self.now_nanos()),
         })
     }
 
-    /// The high-water mark in whole seconds (floored), for persisting.
-    pub(crate) fn high_water_secs(&self) -> i64 {
-        i64::try_from(self.high_water.div_euclid(NANOS)).unwrap_or(i64::MAX)
+    /// A reading that is not provisional and not behind the mark confirms the mark: from
+    /// then on, only provisional readings can have put the mark above `firm`.
+    fn confirm(&mut self, provisional: bool) {
+        if !provisional {
+            self.firm = Some(self.firm.map_or(self.mark, |f| f.max(self.mark)));
+        }
+    }
+
+    /// Applies the mark stored by an earlier run. Reports a manipulation when the wall
+    /// clock is more than the threshold behind it (a clock set back while the service was
+    /// down), unless the reading is provisional.
+    pub(crate) fn restore_mark(&mut self, stored_secs: i64) -> Option<ClockAnomaly> {
+        let stored = stored_secs as i128 * NANOS;
+        self.firm = Some(self.firm.map_or(stored, |f| f.max(stored)));
+        self.mark = self.mark.max(stored);
+        if self.wall < stored - THRESHOLD_NANOS && !self.provisional {
+            self.behind = true;
+            return Some(ClockAnomaly::BackwardJump {
+                seconds: round_secs(self.wall - stored),
+            });
+        }
+        None
+    }
+
+    /// The mark to persist, in whole seconds (floored): our firm evidence only, never a
+    /// provisional reading. `None` while there is none.
+    pub(crate) fn persistable_mark(&self) -> Option<i64> {
+        self.firm.map(secs_floor)
+    }
+
+    /// Whether the last reading was provisional.
+    pub(crate) fn provisional(&self) -> bool {
+        self.provisional
     }
 
     /// The monotonic reading of the last sample.
@@ -313,19 +521,40 @@ impl TrustedTime {
         self.last_mono
     }
 
-    /// Trusted now, in nanoseconds since the epoch.
-    pub(crate) fn now_nanos(&self) -> i128 {
-        self.wall.max(self.high_water)
+    /// The wall clock of the last sample, in whole seconds.
+    pub(crate) fn wall_secs(&self) -> i64 {
+        secs_floor(self.wall)
+    }
+
+    /// Trusted now, in nanoseconds since the epoch: max(wall, mark, build floor).
+    fn now_nanos(&self) -> i128 {
+        let now = self.wall.max(self.mark);
+        self.build_floor.map_or(now, |floor| now.max(floor))
     }
 
     /// Trusted now, in whole seconds since the epoch (floored).
     pub(crate) fn now_secs(&self) -> i64 {
-        i64::try_from(self.now_nanos().div_euclid(NANOS)).unwrap_or(i64::MAX)
+        secs_floor(self.now_nanos())
     }
 
-    /// Whether the wall clock agrees with trusted time (within the threshold).
+    /// Trusted now from evidence that is not provisional (the firm mark and the build
+    /// floor), if there is any.
+    pub(crate) fn firm_now_secs(&self) -> Option<i64> {
+        match (self.firm, self.build_floor) {
+            (None, None) => None,
+            (a, b) => a.max(b).map(secs_floor),
+        }
+    }
+
+    /// How far the wall clock is behind the build floor, in seconds, if it is.
+    pub(crate) fn behind_build_floor(&self) -> Option<f64> {
+        let floor = self.build_floor?;
+        (self.wall < floor).then(|| tenths(self.wall - floor))
+    }
+
+    /// Whether the wall clock agrees with our own evidence (within the threshold).
     pub(crate) fn wall_is_consistent(&self) -> bool {
-        self.high_water - self.wall <= THRESHOLD_NANOS
+        self.wall >= self.mark - THRESHOLD_NANOS
     }
 
     /// How long until trusted time reaches `secs`.
@@ -339,9 +568,19 @@ impl TrustedTime {
     }
 }
 
+fn secs_floor(nanos: i128) -> i64 {
+    let secs = nanos.div_euclid(NANOS);
+    i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX })
+}
+
 fn round_secs(nanos: i128) -> i64 {
     let rounded = (nanos + nanos.signum() * NANOS / 2) / NANOS;
     i64::try_from(rounded).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Seconds, rounded to a tenth.
+fn tenths(nanos: i128) -> f64 {
+    (nanos as f64 / NANOS as f64 * 10.0).round() / 10.0
 }
 
 #[cfg(test)]
@@ -351,8 +590,18 @@ mod tests {
     fn at(secs: i64) -> SystemTime {
         from_unix_seconds(secs)
     }
-    fn mono(secs: u64) -> Duration {
-        Duration::from_secs(secs)
+    fn read(wall: i64, mono: u64) -> Reading {
+        Reading {
+            wall: at(wall),
+            mono: Duration::from_secs(mono),
+            provisional: false,
+        }
+    }
+    fn early(wall: i64, mono: u64) -> Reading {
+        Reading {
+            provisional: true,
+            ..read(wall, mono)
+        }
     }
 
     #[test]
@@ -361,41 +610,100 @@ mod tests {
         assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_millis(1)), -1);
         assert_eq!(unix_seconds(at(-30)), -30);
         assert_eq!(from_unix_seconds(-30), UNIX_EPOCH - Duration::from_secs(30));
+        // Any i64 converts without a panic.
+        for secs in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            let _ = unix_seconds(from_unix_seconds(secs));
+        }
+    }
+
+    #[test]
+    fn rfc3339_spells_every_year_and_clamps_the_rest() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_773_151_200), "2026-03-10T14:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        // A clock set to 1965 (finding 1 of the trusted-time review).
+        assert_eq!(rfc3339(-157_766_400), "1965-01-01T00:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(MAX_RFC3339), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(MAX_RFC3339 + 86_400), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MIN), "0000-01-01T00:00:00Z");
+        // Agrees with humantime wherever humantime can format.
+        for secs in [1, 86_399, 4_102_444_800, 253_402_214_400, 1_000_000_007] {
+            assert_eq!(
+                rfc3339(secs),
+                humantime::format_rfc3339_seconds(at(secs)).to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("/etc/license.key"), "/etc/license.key");
+        assert_eq!(
+            escape_control("/x\nlicense.grace_mode_exited\r\t\u{1b}[0m"),
+            "/x\\nlicense.grace_mode_exited\\r\\t\\u{1b}[0m"
+        );
     }
 
     #[test]
     fn steady_clocks_report_nothing() {
-        let mut t = TrustedTime::new(at(1000), mono(0));
-        assert_eq!(t.sample(at(1100), mono(100)), None);
+        let mut t = TrustedTime::new(read(1000, 0));
+        assert_eq!(t.sample(read(1100, 100)), None);
         assert_eq!(t.now_secs(), 1100);
         // Small NTP corrections either way are tolerated (catalog C1).
-        assert_eq!(t.sample(at(1198), mono(200)), None);
+        assert_eq!(t.sample(read(1198, 200)), None);
         assert_eq!(t.now_secs(), 1200);
-        assert_eq!(t.sample(at(1304), mono(300)), None);
+        assert_eq!(t.sample(read(1304, 300)), None);
         assert_eq!(t.now_secs(), 1304);
     }
 
     #[test]
     fn backward_jump_is_detected_and_does_not_move_trusted_time() {
-        let mut t = TrustedTime::new(at(10_000), mono(0));
-        let anomaly = t.sample(at(10_060 - 7200), mono(60));
+        let mut t = TrustedTime::new(read(10_000, 0));
+        let anomaly = t.sample(read(10_060 - 7200, 60));
         assert_eq!(anomaly, Some(ClockAnomaly::BackwardJump { seconds: -7200 }));
         assert_eq!(t.now_secs(), 10_060);
         assert!(!t.wall_is_consistent());
-        // Later samples: trusted time keeps advancing with the monotonic clock.
-        assert_eq!(t.sample(at(10_120 - 7200), mono(120)), None);
+        // Later samples: trusted time keeps advancing with the monotonic clock, and the
+        // same manipulation is not reported again.
+        assert_eq!(t.sample(read(10_120 - 7200, 120)), None);
         assert_eq!(t.now_secs(), 10_120);
+        // A further step back is.
+        assert_eq!(
+            t.sample(read(10_180 - 9000, 180)),
+            Some(ClockAnomaly::BackwardJump { seconds: -9000 })
+        );
         // The clock is corrected: a step back to the truth is neither drift nor a jump.
-        assert_eq!(t.sample(at(10_180), mono(180)), None);
+        assert_eq!(t.sample(read(10_240, 240)), None);
         assert!(t.wall_is_consistent());
-        assert_eq!(t.now_secs(), 10_180);
+        assert_eq!(t.now_secs(), 10_240);
+    }
+
+    #[test]
+    fn a_creeping_rollback_is_reported_once_it_passes_the_threshold() {
+        // Finding 5: 4 s back every 2 s never makes one step larger than 5 s.
+        let mut t = TrustedTime::new(read(10_000, 0));
+        let mut found = Vec::new();
+        for i in 1..=1000u64 {
+            let wall = 10_000 + 2 * i as i64 - 4 * i as i64;
+            if let Some(a) = t.sample(read(wall, 2 * i)) {
+                found.push((i, a));
+            }
+        }
+        assert_eq!(
+            found,
+            vec![(2, ClockAnomaly::BackwardJump { seconds: -8 })],
+            "reported once, when 8 s behind"
+        );
+        assert_eq!(t.now_secs(), 12_000, "trusted time never went back");
     }
 
     #[test]
     fn forward_jump_is_drift_and_recovers_after_correction() {
-        let mut t = TrustedTime::new(at(10_000), mono(0));
+        let mut t = TrustedTime::new(read(10_000, 0));
         let year = 365 * 86_400;
-        let anomaly = t.sample(at(10_010 + year), mono(10));
+        let anomaly = t.sample(read(10_010 + year, 10));
         assert_eq!(
             anomaly,
             Some(ClockAnomaly::ForwardDrift {
@@ -405,44 +713,123 @@ mod tests {
         assert_eq!(t.now_secs(), 10_010 + year);
         // Corrected back to the truth: not manipulation (catalog C4), and trusted time is
         // real time again.
-        assert_eq!(t.sample(at(10_020), mono(20)), None);
+        assert_eq!(t.sample(read(10_020, 20)), None);
         assert_eq!(t.now_secs(), 10_020);
+        assert_eq!(t.persistable_mark(), Some(10_020));
     }
 
     #[test]
     fn drift_of_ten_seconds_is_reported_with_its_size() {
-        let mut t = TrustedTime::new(at(0), mono(0));
+        let mut t = TrustedTime::new(read(0, 0));
         assert_eq!(
-            t.sample(at(70), mono(60)),
+            t.sample(read(70, 60)),
             Some(ClockAnomaly::ForwardDrift { seconds: 10.0 })
         );
     }
 
     #[test]
     fn monotonic_going_backwards_rebaselines() {
-        let mut t = TrustedTime::new(at(1000), mono(500));
-        assert_eq!(t.sample(at(1010), mono(3)), None);
-        assert_eq!(t.sample(at(1020), mono(13)), None);
+        let mut t = TrustedTime::new(read(1000, 500));
+        assert_eq!(t.sample(read(1010, 3)), None);
+        assert_eq!(t.sample(read(1020, 13)), None);
         assert_eq!(t.now_secs(), 1020);
     }
 
     #[test]
-    fn iat_floor_raises_trusted_time_and_flags_far_behind_clocks() {
-        let mut t = TrustedTime::new(at(1000), mono(0));
-        assert_eq!(t.raise_floor(1200, Duration::from_secs(300)), None);
-        assert_eq!(t.now_secs(), 1200);
+    fn suspend_moves_both_clocks_and_is_nothing() {
+        // Catalog C5: BOOTTIME counts through the suspend, so wall and mono agree.
+        let mut t = TrustedTime::new(read(1000, 0));
+        assert_eq!(t.sample(read(1000 + 8 * 3600, 8 * 3600)), None);
+        assert_eq!(t.now_secs(), 1000 + 8 * 3600);
+    }
+
+    #[test]
+    fn a_clock_ahead_at_boot_corrected_by_ntp_is_a_correction() {
+        // Finding 3: started a year ahead while provisional, then corrected.
+        let year = 365 * 86_400;
+        let mut t = TrustedTime::new(early(10_000 + year, 30));
         assert_eq!(
-            t.raise_floor(5000, Duration::from_secs(300)),
+            t.persistable_mark(),
+            None,
+            "provisional marks are not persisted"
+        );
+        assert_eq!(t.sample(early(10_060 + year, 90)), None);
+        assert_eq!(
+            t.sample(early(10_120, 150)),
+            Some(ClockAnomaly::Corrected {
+                seconds: -(year as f64)
+            })
+        );
+        assert_eq!(t.now_secs(), 10_120);
+        assert!(t.wall_is_consistent());
+        // The window closes: readings confirm the corrected mark.
+        assert_eq!(t.sample(read(11_000, 1030)), None);
+        assert_eq!(t.persistable_mark(), Some(11_000));
+        // An RTC kept in local time (5 h 30 min ahead), corrected once not provisional:
+        // still a correction, as no firm reading ever saw the wrong time.
+        let mut t = TrustedTime::new(early(10_000 + 19_800, 10));
+        assert!(matches!(
+            t.sample(read(10_100, 110)),
+            Some(ClockAnomaly::Corrected { .. })
+        ));
+        assert_eq!(t.persistable_mark(), Some(10_100));
+    }
+
+    #[test]
+    fn a_provisional_step_back_below_firm_evidence_is_held_then_judged() {
+        let mut t = TrustedTime::new(early(10_000, 10));
+        assert_eq!(t.restore_mark(10_000), None);
+        // Set back 30 days in the boot window: trusted time holds the stored mark.
+        assert_eq!(t.sample(early(10_060 - 30 * 86_400, 70)), None);
+        assert_eq!(t.now_secs(), 10_060);
+        // The window closes with the wall still behind: manipulation.
+        assert_eq!(
+            t.sample(read(11_000 - 30 * 86_400, 1010)),
+            Some(ClockAnomaly::BackwardJump {
+                seconds: -30 * 86_400
+            })
+        );
+        assert_eq!(t.now_secs(), 11_000);
+    }
+
+    #[test]
+    fn a_stored_mark_ahead_of_the_wall_at_start_is_manipulation() {
+        let mut t = TrustedTime::new(read(5_000, 0));
+        assert_eq!(
+            t.restore_mark(9_000),
             Some(ClockAnomaly::BackwardJump { seconds: -4000 })
         );
-        assert_eq!(t.now_secs(), 5000);
+        assert_eq!(t.now_secs(), 9_000);
+        let mut ok = TrustedTime::new(read(9_003, 0));
+        assert_eq!(ok.restore_mark(9_000), None);
+    }
+
+    #[test]
+    fn the_build_floor_is_trusted_now_but_never_the_mark() {
+        let mut t = TrustedTime::new(read(1_000, 0));
+        t.set_build_floor(at(5_000));
+        assert_eq!(t.now_secs(), 5_000);
+        assert_eq!(t.behind_build_floor(), Some(-4000.0));
+        assert_eq!(t.persistable_mark(), Some(1_000));
+        assert_eq!(t.sample(read(1_060, 60)), None, "not manipulation");
+        assert!(t.wall_is_consistent());
+        assert_eq!(t.firm_now_secs(), Some(5_000));
     }
 
     #[test]
     fn pre_epoch_clock_does_not_panic() {
-        let mut t = TrustedTime::new(UNIX_EPOCH - Duration::from_secs(86_400), mono(0));
+        let mut t = TrustedTime::new(Reading {
+            wall: UNIX_EPOCH - Duration::from_secs(86_400),
+            mono: Duration::ZERO,
+            provisional: false,
+        });
         assert!(t.now_secs() < 0);
-        t.sample(UNIX_EPOCH - Duration::from_secs(86_000), mono(400));
+        t.sample(read(-86_000, 400));
         assert_eq!(t.until(10), Duration::from_secs(86_010));
+        // A stored mark at the limit of i64 is no reason to panic either.
+        let _ = t.restore_mark(i64::MAX);
+        let _ = t.restore_mark(i64::MIN);
+        let _ = t.until(i64::MIN);
+        let _ = t.until(i64::MAX);
     }
 }

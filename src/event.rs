@@ -15,7 +15,7 @@
 //! | `license.grace_mode_exited` | INFO | a valid license ended grace |
 //! | `license.grace_period_expired` | ERROR | grace ran out: new requests get 503 |
 //! | `license.time_manipulation_detected` | ERROR | the wall clock was set back more than 5 s |
-//! | `license.time_drift_detected` | WARN | the wall clock jumped ahead more than 5 s |
+//! | `license.time_drift_detected` | WARN | the wall clock jumped ahead more than 5 s, a provisional reading was corrected, or the wall is behind the build time or a license's `iat` (`type` says which) |
 //! | `license.verification_failed` | ERROR | the license was refused (at each check until fixed) |
 //! | `license.missing` | ERROR | no license found (at each check until fixed) |
 //! | `license.loaded` | INFO | a new license verified and is now in force |
@@ -25,8 +25,8 @@ use std::time::SystemTime;
 
 use tracing::Level;
 
-use crate::clock::unix_seconds;
-use crate::token::{LicenseError, rfc3339};
+use crate::clock::{escape_control, rfc3339, unix_seconds};
+use crate::token::LicenseError;
 use crate::verdict::{ExpiryBand, GraceReason};
 
 /// `tracing`'s macros need the level at compile time; this picks the macro at run time.
@@ -89,10 +89,14 @@ pub enum LicenseEvent {
         /// How far the wall clock moved against the monotonic clock, in seconds (negative).
         wall_clock_jump_seconds: i64,
     },
-    /// The wall clock jumped ahead of the monotonic clock.
+    /// The wall clock disagrees with other evidence in a way that is not manipulation:
+    /// it jumped ahead, a provisional reading was corrected, or it is behind a vendor's
+    /// floor (see [`DriftKind`]).
     TimeDriftDetected {
-        /// By how many seconds.
+        /// By how many seconds (negative: the wall clock is, or was, behind).
         drift_seconds: f64,
+        /// Which kind of drift (the `type` attribute).
+        kind: DriftKind,
     },
     /// The license was refused.
     VerificationFailed {
@@ -131,6 +135,40 @@ pub enum LicenseEvent {
         /// A short hash of the token, to tell tokens apart in logs without showing them.
         fingerprint: String,
     },
+}
+
+/// What to do about a `license.time_manipulation_detected` (its `action` attribute).
+const MANIPULATION_ACTION: &str = "set the system clock right (NTP): licenses are judged by \
+    trusted time meanwhile, and grace ends at the next check once the clock agrees; a state \
+    file, if configured, keeps trusted time across restarts";
+
+/// What a `license.time_drift_detected` reports (its `type` attribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DriftKind {
+    /// The wall clock ran ahead of the monotonic clock (`forward_jump`).
+    ForwardJump,
+    /// A backward step corrected a reading taken before the clock could have been
+    /// synchronized (the first minutes after boot): the mark was re-based
+    /// (`clock_corrected`).
+    ClockCorrected,
+    /// The wall clock reads before the vendor's build time (`behind_build_time`).
+    BehindBuildTime,
+    /// The wall clock reads more than 5 minutes before the license's signed `iat`
+    /// (`behind_issue_time`).
+    BehindIssueTime,
+}
+
+impl DriftKind {
+    /// The `type` attribute's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::ForwardJump => "forward_jump",
+            DriftKind::ClockCorrected => "clock_corrected",
+            DriftKind::BehindBuildTime => "behind_build_time",
+            DriftKind::BehindIssueTime => "behind_issue_time",
+        }
+    }
 }
 
 /// How serious an event is, as the `severity` attribute names it.
@@ -296,10 +334,15 @@ impl LicenseEvent {
             } => vec![
                 ("type", Str("backward_jump".into())),
                 ("wall_clock_jump_seconds", Int(*wall_clock_jump_seconds)),
+                ("action", Str(MANIPULATION_ACTION.into())),
             ],
-            LicenseEvent::TimeDriftDetected { drift_seconds } => {
-                vec![("drift_seconds", Float(*drift_seconds))]
-            }
+            LicenseEvent::TimeDriftDetected {
+                drift_seconds,
+                kind,
+            } => vec![
+                ("type", Str(kind.as_str().into())),
+                ("drift_seconds", Float(*drift_seconds)),
+            ],
             LicenseEvent::VerificationFailed {
                 error,
                 source,
@@ -350,6 +393,9 @@ impl LicenseEvent {
         let detail = self.detail();
         let level = self.level();
         let time = |t: &SystemTime| rfc3339(unix_seconds(*t));
+        // Text logs must not carry control characters from operator-supplied text (a path
+        // with a newline could forge a whole log line) or from a license's claims.
+        let esc = |text: &str| escape_control(text).into_owned();
         match self {
             LicenseEvent::Expiring {
                 days_remaining,
@@ -357,7 +403,7 @@ impl LicenseEvent {
                 customer,
                 ..
             } => log_at!(level, event, msg, severity, days_remaining = *days_remaining,
-                expires_at = %time(expires_at), customer = %customer, "{detail}"),
+                expires_at = %time(expires_at), customer = %esc(customer), "{detail}"),
             LicenseEvent::GraceModeEntered {
                 reason,
                 grace_period_seconds,
@@ -369,7 +415,7 @@ impl LicenseEvent {
             LicenseEvent::GraceModeExited {
                 customer,
                 expires_at,
-            } => log_at!(level, event, msg, severity, customer = %customer,
+            } => log_at!(level, event, msg, severity, customer = %esc(customer),
                 expires_at = %time(expires_at), "{detail}"),
             LicenseEvent::GracePeriodExpired {
                 reason,
@@ -385,14 +431,19 @@ impl LicenseEvent {
                 severity,
                 r#type = "backward_jump",
                 wall_clock_jump_seconds = *wall_clock_jump_seconds,
+                action = MANIPULATION_ACTION,
                 "{detail}"
             ),
-            LicenseEvent::TimeDriftDetected { drift_seconds } => {
+            LicenseEvent::TimeDriftDetected {
+                drift_seconds,
+                kind,
+            } => {
                 log_at!(
                     level,
                     event,
                     msg,
                     severity,
+                    r#type = kind.as_str(),
                     drift_seconds = *drift_seconds,
                     "{detail}"
                 )
@@ -406,18 +457,20 @@ impl LicenseEvent {
                 error,
                 source,
                 kept_previous,
-            } => log_at!(level, event, msg, severity, reason = error.reason(), error = %error,
-                source = %source, kept_previous = *kept_previous, "{detail}"),
+            } => {
+                log_at!(level, event, msg, severity, reason = error.reason(), error = %esc(&error.to_string()),
+                source = %esc(source), kept_previous = *kept_previous, "{detail}")
+            }
             LicenseEvent::StateInvalid { reason, detail } => {
-                log_at!(level, event, msg, severity, reason = *reason, error = %detail, "{detail}")
+                log_at!(level, event, msg, severity, reason = *reason, error = %esc(detail), "{}", esc(detail))
             }
             LicenseEvent::Loaded {
                 customer,
                 expires_at,
                 jti,
                 fingerprint,
-            } => log_at!(level, event, msg, severity, customer = %customer,
-                expires_at = %time(expires_at), jti = jti.as_deref(),
+            } => log_at!(level, event, msg, severity, customer = %esc(customer),
+                expires_at = %time(expires_at), jti = jti.as_deref().map(esc),
                 fingerprint = %fingerprint, "{detail}"),
         }
     }
@@ -470,11 +523,15 @@ mod tests {
 
         let drift = LicenseEvent::TimeDriftDetected {
             drift_seconds: 10.5,
+            kind: DriftKind::ForwardJump,
         };
         assert_eq!(drift.severity().as_str(), "warning");
         assert_eq!(
-            drift.attributes()[0],
-            ("drift_seconds", AttributeValue::Float(10.5))
+            drift.attributes()[..2],
+            [
+                ("type", AttributeValue::Str("forward_jump".into())),
+                ("drift_seconds", AttributeValue::Float(10.5))
+            ]
         );
 
         let exited = LicenseEvent::GraceModeExited {

@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Ready, ready};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use serde::Serialize;
 use tower_service::Service;
 
 use crate::LicenseMonitor;
-use crate::monitor::Shared;
+use crate::shared::View;
 use crate::verdict::{LicenseState, Verdict};
 
 /// The health body the product text specifies:
@@ -110,24 +109,36 @@ pub(crate) fn fixed_response(
 /// probe failing on the 503 would restart every pod into the same state.
 #[derive(Clone)]
 pub struct HealthService {
-    shared: Arc<Shared>,
+    view: View,
 }
 
 impl HealthService {
     /// A health service for `monitor`.
     pub fn new(monitor: &LicenseMonitor) -> Self {
         Self {
-            shared: Arc::clone(&monitor.shared),
+            view: monitor.view(),
         }
     }
 
     fn respond(&self) -> Response<Full<Bytes>> {
-        let health = Health::from_verdict(&self.shared.verdict.load());
+        let health = Health::from_verdict(&self.view.verdict());
         fixed_response(
             health.http_status(),
             "application/json",
             Bytes::from(health.to_json()),
         )
+    }
+}
+
+impl LicenseMonitor {
+    /// The current health, as `/health` reports it.
+    pub fn health(&self) -> Health {
+        Health::from_verdict(&self.view().verdict())
+    }
+
+    /// A tower service answering `/health`: same as [`HealthService::new`].
+    pub fn health_service(&self) -> HealthService {
+        HealthService::new(self)
     }
 }
 
@@ -148,7 +159,7 @@ impl<B> Service<Request<B>> for HealthService {
 impl fmt::Debug for HealthService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthService")
-            .field("health", &Health::from_verdict(&self.shared.verdict.load()))
+            .field("health", &Health::from_verdict(&self.view.verdict()))
             .finish()
     }
 }

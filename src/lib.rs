@@ -75,6 +75,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod checker;
 pub mod clock;
 pub mod event;
 #[cfg(feature = "issue")]
@@ -90,6 +91,7 @@ mod monitor;
 #[cfg(feature = "otel")]
 mod otel;
 mod reload;
+mod shared;
 pub mod source;
 mod state;
 pub mod token;
@@ -98,7 +100,7 @@ pub mod verdict;
 #[cfg(feature = "test-util")]
 pub use clock::TestClock;
 pub use clock::{Clock, SystemClock};
-pub use event::{AttributeValue, LicenseEvent, Severity};
+pub use event::{AttributeValue, DriftKind, LicenseEvent, Severity};
 pub use health::{Health, HealthService, HealthStatus, LicenseHealth};
 #[cfg(feature = "issue")]
 pub use issue::LicenseSigner;

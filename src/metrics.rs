@@ -2,13 +2,11 @@
 //! the Prometheus and OpenTelemetry exporters both render.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::LicenseMonitor;
 use crate::clock::unix_seconds;
-use crate::event::LicenseEvent;
-use crate::monitor::Shared;
+use crate::shared::View;
 use crate::verdict::LicenseState;
 
 /// The license's numbers at one instant, as the metrics exporters publish them.
@@ -38,59 +36,42 @@ pub struct MetricsSnapshot {
     pub events: BTreeMap<&'static str, u64>,
 }
 
-/// Counters the checker keeps; scrapes read them. Never touched on the request path.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    checks: AtomicU64,
-    failures: Mutex<BTreeMap<&'static str, u64>>,
-    events: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl Stats {
-    pub(crate) fn record_check(&self, failure: Option<&'static str>) {
-        self.checks.fetch_add(1, Ordering::Relaxed);
-        if let Some(reason) = failure {
-            *lock(&self.failures).entry(reason).or_default() += 1;
-        }
-    }
-
-    pub(crate) fn record_event(&self, event: &LicenseEvent) {
-        *lock(&self.events).entry(event.name()).or_default() += 1;
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The maps hold plain counters: a panic elsewhere cannot leave them inconsistent.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Shared {
-    pub(crate) fn metrics(&self) -> MetricsSnapshot {
-        let verdict = self.verdict.load();
+impl MetricsSnapshot {
+    /// The numbers now, read through `view`.
+    pub(crate) fn read(view: &View) -> Self {
+        let verdict = view.verdict();
         // Trusted time now: the verdict's, plus monotonic time since (never the wall
         // clock, which may have been set back).
-        let since = self
-            .clock
+        let since = view
+            .clock()
             .monotonic()
             .checked_sub(verdict.evaluated_mono)
             .unwrap_or(Duration::ZERO);
         let now = unix_seconds(verdict.evaluated_at) as f64 + since.as_secs_f64();
         let exp = verdict.claims.as_ref().map(|c| c.exp as f64);
         let grace_remaining_seconds = match (verdict.state, verdict.grace_ends_at) {
-            (LicenseState::Valid, _) => self.grace_period.as_secs_f64(),
+            (LicenseState::Valid, _) => view.grace_period().as_secs_f64(),
             (LicenseState::Grace, Some(ends)) => (unix_seconds(ends) as f64 - now).max(0.0),
             _ => 0.0,
         };
+        let stats = view.stats();
         MetricsSnapshot {
             valid: verdict.state == LicenseState::Valid,
             grace_mode: verdict.state != LicenseState::Valid,
             days_remaining: exp.map(|exp| (exp - now) / 86_400.0),
             expiry_timestamp_seconds: exp,
             grace_remaining_seconds,
-            checks: self.stats.checks.load(Ordering::Relaxed),
-            check_failures: lock(&self.stats.failures).clone(),
-            events: lock(&self.stats.events).clone(),
+            checks: stats.checks(),
+            check_failures: stats.failures(),
+            events: stats.events(),
         }
+    }
+}
+
+impl LicenseMonitor {
+    /// The license's numbers now, as the metrics exporters publish them.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot::read(&self.view())
     }
 }
 
@@ -102,7 +83,7 @@ mod prometheus {
     use std::convert::Infallible;
     use std::fmt;
     use std::future::{Ready, ready};
-    use std::sync::{Arc, Weak};
+    use std::sync::Arc;
     use std::task::{Context, Poll};
 
     use bytes::Bytes;
@@ -117,11 +98,11 @@ mod prometheus {
     use super::MetricsSnapshot;
     use crate::LicenseMonitor;
     use crate::health::fixed_response;
-    use crate::monitor::Shared;
+    use crate::shared::WeakView;
 
     /// Renders the snapshot at each scrape. Holds the monitor weakly: a registry that
     /// outlives the monitor reports nothing rather than keeping the checker alive.
-    pub(crate) struct LicenseCollector(pub(crate) Weak<Shared>);
+    pub(crate) struct LicenseCollector(pub(crate) WeakView);
 
     impl fmt::Debug for LicenseCollector {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -143,11 +124,11 @@ mod prometheus {
 
     impl Collector for LicenseCollector {
         fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
-            let Some(shared) = self.0.upgrade() else {
+            let Some(view) = self.0.upgrade() else {
                 return Ok(());
             };
-            let m: MetricsSnapshot = shared.metrics();
-            drop(shared);
+            let m = MetricsSnapshot::read(&view);
+            drop(view);
             let flag = |b: bool| if b { 1.0 } else { 0.0 };
             gauge(
                 &mut encoder,
@@ -229,7 +210,7 @@ mod prometheus {
         /// computed at each scrape.
         #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
         pub fn register_metrics(&self, registry: &mut Registry) {
-            registry.register_collector(Box::new(LicenseCollector(Arc::downgrade(&self.shared))));
+            registry.register_collector(Box::new(LicenseCollector(self.view().downgrade())));
         }
 
         /// A ready `/metrics` service with the license metrics alone: same as

@@ -2,27 +2,21 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::clock::{ClockAnomaly, JUMP_THRESHOLD, SystemClock, TrustedTime};
+use crate::checker::{Checker, Config};
+use crate::clock::SystemClock;
 use crate::event::LicenseEvent;
-use crate::health::{Health, HealthService};
-use crate::layer::LicenseLayer;
-use crate::metrics::{MetricsSnapshot, Stats};
 #[cfg(unix)]
 use crate::reload::Hangup;
-use crate::reload::{FileWatch, MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
+use crate::reload::{FileWatch, Triggers};
+use crate::shared::{Command, Parts, Shared, Stats, View};
 use crate::source::LicenseSource;
-use crate::state::PersistedState;
-use crate::token::{
-    Claims, IAT_TOLERANCE_SECS, LicenseError, LicenseVerifier, NBF_LEEWAY_SECS, fingerprint,
-};
-use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate};
+use crate::token::LicenseVerifier;
+use crate::verdict::Verdict;
 use crate::{Clock, PublicKey};
 
 /// Default interval between full checks (re-read and re-verify the source).
@@ -33,8 +27,6 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/health", "/metrics"];
 /// Default interval between polls of a license file (a backstop for the watch).
 pub const DEFAULT_FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// How often the state file's high-water mark is brought up to date.
-const PERSIST_INTERVAL: Duration = Duration::from_secs(60);
 /// How many events a subscriber may fall behind before it starts losing the oldest.
 const EVENT_CAPACITY: usize = 256;
 
@@ -66,68 +58,6 @@ pub struct LicenseMonitor {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// State every handle shares. Only the checker writes `verdict`.
-pub(crate) struct Shared {
-    /// Whether new requests are admitted: the one thing the request path reads. A plain
-    /// flag, published right after each verdict, so a request costs one relaxed load of a
-    /// cache line that only the checker ever writes (and only when the verdict changes).
-    pub(crate) admits: CacheLine<AtomicBool>,
-    pub(crate) verdict: ArcSwap<Verdict>,
-    pub(crate) exempt_paths: Box<[String]>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) grace_period: Duration,
-    pub(crate) stats: Arc<Stats>,
-    events: broadcast::Sender<LicenseEvent>,
-    // Dropping the last handle drops this sender, which is how the checker learns to stop.
-    commands: mpsc::Sender<Command>,
-}
-
-/// Keeps a value alone on its cache line (128 bytes covers adjacent-line prefetching), so
-/// that writes to its neighbours (the verdict's pointer changes at every check) never
-/// evict it from the readers' caches.
-#[repr(align(128))]
-pub(crate) struct CacheLine<T>(pub(crate) T);
-
-impl<T> std::ops::Deref for CacheLine<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl Shared {
-    /// Stores a new verdict (the checker is the only caller).
-    fn publish(&self, verdict: Arc<Verdict>) {
-        let admits = verdict.admits();
-        self.verdict.store(verdict);
-        // Written only when it changes, so readers' cache lines stay shared.
-        if self.admits.load(Ordering::Relaxed) != admits {
-            self.admits.store(admits, Ordering::Release);
-        }
-    }
-}
-
-enum Command {
-    CheckNow(oneshot::Sender<Arc<Verdict>>),
-}
-
-/// What woke the checker.
-enum Wake {
-    Command(Command),
-    Trigger(Trigger),
-    Timer,
-}
-
-/// What a wake does.
-enum Mode {
-    /// Only time moved: sample the clocks and re-evaluate.
-    Transition,
-    /// A full check: re-read and re-verify the source, repeat the current alert.
-    Full,
-    /// The source changed since it was last judged: judge this read.
-    Changed(Result<String, LicenseError>),
-}
-
 impl LicenseMonitor {
     /// Starts configuring a monitor.
     pub fn builder() -> LicenseMonitorBuilder {
@@ -136,12 +66,12 @@ impl LicenseMonitor {
 
     /// The current verdict.
     pub fn verdict(&self) -> Arc<Verdict> {
-        self.shared.verdict.load_full()
+        self.view().verdict_full()
     }
 
-    /// The current health, as `/health` reports it.
-    pub fn health(&self) -> Health {
-        Health::from_verdict(&self.shared.verdict.load())
+    /// The read-only handle the faces (layer, health, metrics) read through.
+    pub(crate) fn view(&self) -> View {
+        View::new(&self.shared)
     }
 
     /// A receiver of every event from now on. A receiver that falls more than 256 events
@@ -169,30 +99,15 @@ impl LicenseMonitor {
         self.verdict()
     }
 
-    /// A tower layer enforcing this monitor's verdict: same as [`LicenseLayer::new`].
-    pub fn layer(&self) -> LicenseLayer {
-        LicenseLayer::new(self)
-    }
-
-    /// A tower service answering `/health`: same as [`HealthService::new`].
-    pub fn health_service(&self) -> HealthService {
-        HealthService::new(self)
-    }
-
-    /// The license's numbers now, as the metrics exporters publish them.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.shared.metrics()
-    }
-
     /// The paths that pass the gate whatever the verdict (exact match).
     pub fn exempt_paths(&self) -> &[String] {
-        &self.shared.exempt_paths
+        self.shared.exempt_paths()
     }
 }
 
 impl fmt::Debug for LicenseMonitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = self.shared.verdict.load();
+        let verdict = self.view().verdict();
         f.debug_struct("LicenseMonitor")
             .field("state", &verdict.state)
             .field("expires_at", &verdict.expires_at)
@@ -229,6 +144,7 @@ pub struct LicenseMonitorBuilder {
     grace_period: Duration,
     exempt_paths: Vec<String>,
     clock: Arc<dyn Clock>,
+    built_at: Option<SystemTime>,
     fail_closed: bool,
     watch_file: bool,
     file_poll_interval: Option<Duration>,
@@ -253,6 +169,7 @@ impl LicenseMonitorBuilder {
                 .map(|p| (*p).to_owned())
                 .collect(),
             clock: Arc::new(SystemClock),
+            built_at: None,
             fail_closed: false,
             watch_file: true,
             file_poll_interval: Some(DEFAULT_FILE_POLL_INTERVAL),
@@ -320,6 +237,17 @@ impl LicenseMonitorBuilder {
     /// The clock to judge time by (default [`SystemClock`]).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The vendor's build time of this binary (from `build.rs` or `SOURCE_DATE_EPOCH`).
+    /// Real time cannot be before the binary was built, so it is a floor under trusted
+    /// time: a license that expired before the build is expired, whatever the clock says.
+    /// A wall clock behind it is reported as drift (`license.time_drift_detected`, `type:
+    /// behind_build_time`), never as manipulation: the build machine's clock may be the
+    /// wrong one.
+    pub fn built_at(mut self, built_at: SystemTime) -> Self {
+        self.built_at = Some(built_at);
         self
     }
 
@@ -416,52 +344,38 @@ impl LicenseMonitorBuilder {
             };
         #[cfg(not(unix))]
         let _ = self.reload_on_sighup;
-        let file_poll_interval = match self.source {
+        let file_poll_interval = match &self.source {
             LicenseSource::File(_) => self.file_poll_interval,
             _ => None,
         };
         let stats = Arc::new(Stats::default());
-        let mut checker = Checker {
-            state_path: self.state_file,
-            persisted: None,
-            persisted_at: tokio::time::Instant::now(),
-            startup_events: Vec::new(),
-            stats: Arc::clone(&stats),
-            #[cfg(feature = "otel")]
-            event_hook: self.event_hook,
-            triggers,
-            file_poll_interval,
-            last_read: None,
-            time: TrustedTime::new(self.clock.wall(), self.clock.monotonic()),
+        let mut checker = Checker::new(Config {
             verifier,
             source: self.source,
             clock: Arc::clone(&self.clock),
+            built_at: self.built_at,
             grace_period: self.grace_period,
             check_interval: self.check_interval,
             fail_closed: self.fail_closed,
-            license: None,
-            license_fingerprint: None,
-            problem: None,
-            grace_anchor: None,
-            manipulated_at: None,
-            ever_valid: false,
-            last: None,
-            checked_at: tokio::time::Instant::now(),
+            triggers,
+            file_poll_interval,
+            state_path: self.state_file,
+            stats: Arc::clone(&stats),
             events: self.events.clone(),
-        };
-        checker.restore_state();
-        let first = checker.check(Mode::Full);
+            #[cfg(feature = "otel")]
+            event_hook: self.event_hook,
+        });
+        let first = checker.first_check().await;
         let (commands, rx) = mpsc::channel(8);
-        let shared = Arc::new(Shared {
-            admits: CacheLine(AtomicBool::new(first.admits())),
-            verdict: ArcSwap::new(first),
-            exempt_paths: self.exempt_paths.into_boxed_slice(),
+        let shared = Arc::new(Shared::new(Parts {
+            first,
+            exempt_paths: self.exempt_paths,
             clock: self.clock,
             grace_period: self.grace_period,
             stats,
             events: self.events,
             commands,
-        });
+        }));
         runtime.spawn(checker.run(Arc::downgrade(&shared), rx));
         Ok(LicenseMonitor { shared })
     }
@@ -479,401 +393,6 @@ impl fmt::Debug for LicenseMonitorBuilder {
             .field("exempt_paths", &self.exempt_paths)
             .field("fail_closed", &self.fail_closed)
             .finish_non_exhaustive()
-    }
-}
-
-/// The checker: reads, verifies, samples the clocks, evaluates, publishes, reports.
-struct Checker {
-    state_path: Option<PathBuf>,
-    /// What was last written to the state file, and when.
-    persisted: Option<PersistedState>,
-    persisted_at: tokio::time::Instant,
-    /// Events found before the first check (restoring the state), reported with it.
-    startup_events: Vec<LicenseEvent>,
-    stats: Arc<Stats>,
-    #[cfg(feature = "otel")]
-    event_hook: Option<crate::otel::EventHook>,
-    triggers: Triggers,
-    file_poll_interval: Option<Duration>,
-    /// The last read of the source, to tell a changed file from an unchanged one.
-    last_read: Option<Result<String, LicenseError>>,
-    verifier: LicenseVerifier,
-    source: LicenseSource,
-    clock: Arc<dyn Clock>,
-    grace_period: Duration,
-    check_interval: Duration,
-    fail_closed: bool,
-    time: TrustedTime,
-    /// The license in force: the last token that verified.
-    license: Option<Arc<Claims>>,
-    license_fingerprint: Option<String>,
-    /// The last read's problem, while the source does not hold the license in force.
-    problem: Option<LicenseError>,
-    grace_anchor: Option<i64>,
-    manipulated_at: Option<i64>,
-    ever_valid: bool,
-    last: Option<Evaluation>,
-    /// The runtime's instant at the last clock sample.
-    checked_at: tokio::time::Instant,
-    events: broadcast::Sender<LicenseEvent>,
-}
-
-impl Checker {
-    async fn run(mut self, shared: Weak<Shared>, mut commands: mpsc::Receiver<Command>) {
-        let mut next_full = self.checked_at + self.check_interval;
-        let mut next_poll = self.file_poll_interval.map(|p| self.checked_at + p);
-        loop {
-            // Deadlines count from when the clocks were sampled, not from when this task
-            // got to run: the two differ if the runtime was busy (or a paused test clock
-            // jumped) in between. After a suspend or a long jump there is one wake at the
-            // new now, no replay of the missed ones.
-            let change = self
-                .last
-                .as_ref()
-                .and_then(|e| e.next_change)
-                .and_then(|at| self.checked_at.checked_add(self.time.until(at)));
-            // With a state file, wake at least once a minute to keep its mark current.
-            let persist = self
-                .state_path
-                .as_ref()
-                .map(|_| self.checked_at + PERSIST_INTERVAL);
-            let wake = [Some(next_full), change, next_poll, persist]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(next_full);
-            let wake = tokio::select! {
-                command = commands.recv() => match command {
-                    Some(command) => Wake::Command(command),
-                    None => return, // every handle is gone
-                },
-                trigger = self.triggers.next() => Wake::Trigger(trigger),
-                () = tokio::time::sleep_until(wake) => Wake::Timer,
-            };
-            let now = tokio::time::Instant::now();
-            let mode = match &wake {
-                Wake::Command(_) | Wake::Trigger(Trigger::Hangup) => Mode::Full,
-                Wake::Timer if now >= next_full => Mode::Full,
-                Wake::Trigger(Trigger::FileChanged) => self.changed_read().await,
-                Wake::Timer if next_poll.is_some_and(|p| now >= p) => self.changed_read().await,
-                Wake::Timer => Mode::Transition,
-            };
-            if let Some(poll) = self.file_poll_interval
-                && next_poll.is_some_and(|p| now >= p)
-            {
-                next_poll = Some(now + poll);
-            }
-            let full = matches!(mode, Mode::Full);
-            let verdict = self.check(mode);
-            if full && matches!(wake, Wake::Timer) {
-                next_full = self.checked_at + self.check_interval;
-            }
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            shared.publish(Arc::clone(&verdict));
-            drop(shared);
-            if let Wake::Command(Command::CheckNow(reply)) = wake {
-                let _ = reply.send(verdict);
-            }
-        }
-    }
-
-    /// Reads the source and, if it differs from the last read, waits until it stops
-    /// changing: a read may catch a file half-written (truncate and write) or a symlink
-    /// swap half-done, and such a transient state must not be judged.
-    async fn changed_read(&mut self) -> Mode {
-        let mut read = self.source.read();
-        if self.last_read.as_ref() == Some(&read) {
-            return Mode::Transition;
-        }
-        for _ in 0..MAX_SETTLE_ROUNDS {
-            tokio::time::sleep(SETTLE).await;
-            let again = self.source.read();
-            if again == read {
-                break;
-            }
-            read = again;
-        }
-        Mode::Changed(read)
-    }
-
-    /// One wake: sample the clocks, judge the source (read now on a full check, or as
-    /// read by a poll that saw it change), evaluate, and report what changed. Returns the
-    /// verdict to publish.
-    fn check(&mut self, mode: Mode) -> Arc<Verdict> {
-        let mut events = std::mem::take(&mut self.startup_events);
-        self.checked_at = tokio::time::Instant::now();
-        if let Some(anomaly) = self.time.sample(self.clock.wall(), self.clock.monotonic()) {
-            self.on_clock_anomaly(anomaly, &mut events);
-        }
-        let (full, reloaded) = match mode {
-            Mode::Transition => (false, false),
-            Mode::Full => {
-                let read = self.source.read();
-                (true, self.judge(read, &mut events))
-            }
-            Mode::Changed(read) => (false, self.judge(read, &mut events)),
-        };
-        let now = self.time.now_secs();
-        // Manipulation-grace clears once the wall clock agrees with trusted time again and
-        // a valid license is in force.
-        if self.manipulated_at.is_some()
-            && self.time.wall_is_consistent()
-            && self.license.as_ref().is_some_and(|l| now < l.exp)
-        {
-            self.manipulated_at = None;
-        }
-        let evaluation = evaluate(&Input {
-            license: self.license.as_ref(),
-            problem: self.problem.as_ref(),
-            now,
-            grace_anchor: self.grace_anchor,
-            manipulated_at: self.manipulated_at,
-            grace_period: i64::try_from(self.grace_period.as_secs()).unwrap_or(i64::MAX),
-            no_grace: self.fail_closed && !self.ever_valid,
-        });
-        self.transition_events(&evaluation, full || reloaded, &mut events);
-        self.grace_anchor = evaluation.grace_anchor;
-        self.ever_valid |= evaluation.verdict.is_valid();
-        self.persist_state();
-        let mut verdict = evaluation.verdict.clone();
-        verdict.evaluated_mono = self.time.last_mono();
-        let verdict = Arc::new(verdict);
-        self.last = Some(evaluation);
-        for event in events {
-            event.log();
-            self.stats.record_event(&event);
-            #[cfg(feature = "otel")]
-            if let Some(hook) = &self.event_hook {
-                hook(&event);
-            }
-            // No receiver, or receivers lagging behind, never block or fail the checker.
-            let _ = self.events.send(event);
-        }
-        verdict
-    }
-
-    /// Applies the state file before the first check: the stored high-water mark is a
-    /// floor under trusted time (a wall clock more than 5 s below it was set back across
-    /// the restart), and a stored grace anchor stands.
-    fn restore_state(&mut self) {
-        let Some(path) = &self.state_path else { return };
-        match PersistedState::load(path) {
-            Ok(state) => {
-                self.persisted = Some(state);
-                self.grace_anchor = state.grace_anchor;
-                if let Some(anomaly) = self.time.raise_floor(state.high_water, JUMP_THRESHOLD) {
-                    let mut events = Vec::new();
-                    self.on_clock_anomaly(anomaly, &mut events);
-                    self.startup_events.extend(events);
-                }
-            }
-            Err(problem) => self.startup_events.push(LicenseEvent::StateInvalid {
-                reason: problem.reason,
-                detail: problem.detail,
-            }),
-        }
-    }
-
-    /// Writes the state file when the anchor changed, or the mark moved and a minute has
-    /// passed since the last write.
-    fn persist_state(&mut self) {
-        let Some(path) = &self.state_path else { return };
-        let state = PersistedState::new(self.time.high_water_secs(), self.grace_anchor);
-        let due = match &self.persisted {
-            None => true,
-            Some(last) => {
-                last.grace_anchor != state.grace_anchor
-                    || (last.high_water != state.high_water
-                        && self.checked_at >= self.persisted_at + PERSIST_INTERVAL)
-            }
-        };
-        if !due {
-            return;
-        }
-        match state.store(path) {
-            Ok(()) => {
-                self.persisted = Some(state);
-                self.persisted_at = self.checked_at;
-            }
-            Err(e) => tracing::warn!(target: crate::event::TARGET, path = %path.display(),
-                error = %e, "cannot write the license state file"),
-        }
-    }
-
-    fn on_clock_anomaly(&mut self, anomaly: ClockAnomaly, events: &mut Vec<LicenseEvent>) {
-        match anomaly {
-            ClockAnomaly::BackwardJump { seconds } => {
-                self.manipulated_at.get_or_insert(self.time.now_secs());
-                events.push(LicenseEvent::TimeManipulationDetected {
-                    wall_clock_jump_seconds: seconds,
-                });
-            }
-            ClockAnomaly::ForwardDrift { seconds } => {
-                events.push(LicenseEvent::TimeDriftDetected {
-                    drift_seconds: seconds,
-                });
-            }
-        }
-    }
-
-    /// Judges one read of the source and counts it. Returns whether a new license was put
-    /// in force.
-    fn judge(
-        &mut self,
-        read: Result<String, LicenseError>,
-        events: &mut Vec<LicenseEvent>,
-    ) -> bool {
-        let reloaded = self.judge_read(read, events);
-        // Every path through `judge_read` leaves `problem` set exactly when it refused.
-        self.stats
-            .record_check(self.problem.as_ref().map(LicenseError::reason));
-        reloaded
-    }
-
-    fn judge_read(
-        &mut self,
-        read: Result<String, LicenseError>,
-        events: &mut Vec<LicenseEvent>,
-    ) -> bool {
-        self.last_read = Some(read.clone());
-        let source = self.source.describe();
-        let kept_previous = self.license.is_some();
-        let token = match read {
-            Ok(token) => token,
-            Err(error) => {
-                events.push(match error {
-                    LicenseError::Missing { .. } => LicenseEvent::Missing {
-                        error: error.clone(),
-                        source,
-                        kept_previous,
-                    },
-                    _ => LicenseEvent::VerificationFailed {
-                        error: error.clone(),
-                        source,
-                        kept_previous,
-                    },
-                });
-                self.problem = Some(error);
-                return false;
-            }
-        };
-        let print = fingerprint(&token);
-        if self.license_fingerprint.as_deref() == Some(print.as_str()) {
-            // The license in force, unchanged: nothing to verify again.
-            self.problem = None;
-            return false;
-        }
-        let refused = |error: LicenseError, events: &mut Vec<LicenseEvent>| {
-            events.push(LicenseEvent::VerificationFailed {
-                error: error.clone(),
-                source: source.clone(),
-                kept_previous,
-            });
-            error
-        };
-        let claims = match self.verifier.verify_token(&token) {
-            Ok(verified) => verified.claims,
-            Err(error) => {
-                self.problem = Some(refused(error, events));
-                return false;
-            }
-        };
-        if let Some(nbf) = claims.nbf
-            && nbf > self.time.now_secs().saturating_add(NBF_LEEWAY_SECS)
-        {
-            // Not in force yet: the current license (if any) stays until this one is.
-            self.problem = Some(refused(
-                LicenseError::NotYetValid { not_before: nbf },
-                events,
-            ));
-            return false;
-        }
-        if let Some(iat) = claims.iat
-            && let Some(anomaly) = self
-                .time
-                .raise_floor(iat, Duration::from_secs(IAT_TOLERANCE_SECS as u64))
-        {
-            // The signed issue time is ahead of our clock by more than the tolerance: the
-            // clock was set back before we could see it happen.
-            self.on_clock_anomaly(anomaly, events);
-        }
-        events.push(LicenseEvent::Loaded {
-            customer: claims.customer.clone(),
-            expires_at: claims.expires_at(),
-            jti: claims.jti.clone(),
-            fingerprint: print.clone(),
-        });
-        self.license = Some(Arc::new(claims));
-        self.license_fingerprint = Some(print);
-        self.problem = None;
-        true
-    }
-
-    /// The events for the change from the last evaluation to `new`.
-    fn transition_events(&self, new: &Evaluation, full: bool, events: &mut Vec<LicenseEvent>) {
-        let verdict = &new.verdict;
-        let previous = self.last.as_ref().map(|e| &e.verdict);
-        let was = previous.map(|v| v.state);
-        match (was, verdict.state) {
-            (Some(LicenseState::Grace | LicenseState::GraceExpired), LicenseState::Valid) => {
-                if let Some(claims) = &verdict.claims {
-                    events.push(LicenseEvent::GraceModeExited {
-                        customer: claims.customer.clone(),
-                        expires_at: claims.expires_at(),
-                    });
-                }
-            }
-            (
-                None | Some(LicenseState::Valid),
-                LicenseState::Grace | LicenseState::GraceExpired,
-            ) => {
-                events.push(self.grace_entered(verdict));
-                if verdict.state == LicenseState::GraceExpired {
-                    events.push(self.grace_expired(verdict));
-                }
-            }
-            (Some(LicenseState::Grace), LicenseState::GraceExpired) => {
-                events.push(self.grace_expired(verdict));
-            }
-            _ => {}
-        }
-        // An alert band fires when entered (only the innermost one when several are
-        // crossed at once) and again at each full check while in it.
-        if let (Some(band), Some(claims)) = (verdict.band, &verdict.claims) {
-            let entered = previous.is_none_or(|p| p.band != Some(band) || !p.is_valid());
-            if entered || full {
-                events.push(LicenseEvent::Expiring {
-                    band,
-                    days_remaining: verdict.days_remaining().unwrap_or(0),
-                    expires_at: claims.expires_at(),
-                    customer: claims.customer.clone(),
-                });
-            }
-        }
-    }
-
-    fn grace_entered(&self, verdict: &Verdict) -> LicenseEvent {
-        LicenseEvent::GraceModeEntered {
-            reason: verdict
-                .reason
-                .clone()
-                .unwrap_or(crate::GraceReason::Missing),
-            grace_period_seconds: self.grace_period.as_secs(),
-            grace_started_at: verdict.grace_started_at.unwrap_or(verdict.evaluated_at),
-            grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
-        }
-    }
-
-    fn grace_expired(&self, verdict: &Verdict) -> LicenseEvent {
-        LicenseEvent::GracePeriodExpired {
-            reason: verdict
-                .reason
-                .clone()
-                .unwrap_or(crate::GraceReason::Missing),
-            grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
-        }
     }
 }
 

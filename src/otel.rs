@@ -3,7 +3,7 @@
 //! Only the OpenTelemetry API crate is used: the application owns the SDK (its exporters,
 //! its resource, its batching) and hands this crate a logger provider and a meter.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use opentelemetry::InstrumentationScope;
@@ -13,7 +13,7 @@ use tracing::Level;
 
 use crate::event::{AttributeValue, LicenseEvent, TARGET};
 use crate::metrics::MetricsSnapshot;
-use crate::monitor::Shared;
+use crate::shared::WeakView;
 use crate::{LicenseMonitor, LicenseMonitorBuilder};
 
 /// Something the checker hands every event to, besides `tracing` and subscribers.
@@ -92,12 +92,18 @@ impl LicenseMonitor {
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
         let read = |f: fn(&MetricsSnapshot) -> Option<f64>| {
-            let weak: Weak<Shared> = Arc::downgrade(&self.shared);
-            move || weak.upgrade().and_then(|shared| f(&shared.metrics()))
+            let weak: WeakView = self.view().downgrade();
+            move || {
+                weak.upgrade()
+                    .and_then(|view| f(&MetricsSnapshot::read(&view)))
+            }
         };
         let flag = |f: fn(&MetricsSnapshot) -> bool| {
-            let weak: Weak<Shared> = Arc::downgrade(&self.shared);
-            move || weak.upgrade().map(|shared| u64::from(f(&shared.metrics())))
+            let weak: WeakView = self.view().downgrade();
+            move || {
+                weak.upgrade()
+                    .map(|view| u64::from(f(&MetricsSnapshot::read(&view))))
+            }
         };
         let valid = flag(|m| m.valid);
         let grace_mode = flag(|m| m.grace_mode);

@@ -1,9 +1,11 @@
 //! Where the license token comes from.
 
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::token::{LicenseError, MAX_TOKEN_BYTES, trim_token};
+use crate::clock::escape_control;
+use crate::token::{LicenseError, MAX_TOKEN_BYTES, fingerprint, trim_token};
 
 /// Files larger than this are refused without being read further (a Kubernetes Secret is
 /// at most 1 MiB; a license is a few hundred bytes).
@@ -25,7 +27,10 @@ pub const LICENSE_KEY_VAR: &str = "IOSETU_LICENSE_KEY";
 /// running container, so an [`Env`](LicenseSource::Env) license is renewed by a restart. A
 /// Secret mounted as a volume (without `subPath`, which kubelet never updates) is
 /// renewed in place.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` output never shows a [`Static`](LicenseSource::Static) token: only its
+/// length and fingerprint.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LicenseSource {
     /// The named environment variable holds the token.
@@ -48,11 +53,12 @@ impl LicenseSource {
     }
 
     /// A short description for logs: the variable's name or the file's path, never the
-    /// token.
+    /// token. Control characters (a newline in a path) are escaped, so the description
+    /// cannot forge log lines.
     pub fn describe(&self) -> String {
         match self {
-            LicenseSource::Env(name) => format!("env:{name}"),
-            LicenseSource::File(path) => format!("file:{}", path.display()),
+            LicenseSource::Env(name) => format!("env:{}", escape_control(name)),
+            LicenseSource::File(path) => format!("file:{}", shown(path)),
             LicenseSource::Static(_) => "static".to_owned(),
         }
     }
@@ -83,6 +89,26 @@ impl LicenseSource {
     }
 }
 
+impl fmt::Debug for LicenseSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LicenseSource::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            LicenseSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            LicenseSource::Static(token) => write!(
+                f,
+                "Static(<redacted: {} bytes, fingerprint {}>)",
+                token.len(),
+                fingerprint(token)
+            ),
+        }
+    }
+}
+
+/// A path as logs and errors show it: control characters escaped.
+pub(crate) fn shown(path: &Path) -> String {
+    escape_control(&path.display().to_string()).into_owned()
+}
+
 impl Default for LicenseSource {
     fn default() -> Self {
         Self::from_env()
@@ -92,7 +118,7 @@ impl Default for LicenseSource {
 fn read_env(name: &str) -> Result<String, LicenseError> {
     match std::env::var_os(name) {
         None => Err(LicenseError::Missing {
-            detail: format!("environment variable {name} is not set"),
+            detail: format!("environment variable {} is not set", escape_control(name)),
         }),
         Some(value) => {
             if value.len() > MAX_FILE_BYTES {
@@ -101,7 +127,7 @@ fn read_env(name: &str) -> Result<String, LicenseError> {
                 });
             }
             value.into_string().map_err(|_| LicenseError::Malformed {
-                detail: format!("environment variable {name} is not UTF-8"),
+                detail: format!("environment variable {} is not UTF-8", escape_control(name)),
             })
         }
     }
@@ -109,13 +135,13 @@ fn read_env(name: &str) -> Result<String, LicenseError> {
 
 fn read_file(path: &Path) -> Result<String, LicenseError> {
     let unreadable = |what: &str, e: &dyn std::fmt::Display| LicenseError::Unreadable {
-        detail: format!("{}: {what}: {e}", path.display()),
+        detail: format!("{}: {what}: {e}", shown(path)),
     };
     let file = match open_nonblocking(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(LicenseError::Missing {
-                detail: format!("{} does not exist", path.display()),
+                detail: format!("{} does not exist", shown(path)),
             });
         }
         Err(e) => return Err(unreadable("cannot open", &e)),
@@ -127,7 +153,7 @@ fn read_file(path: &Path) -> Result<String, LicenseError> {
         return Err(LicenseError::Unreadable {
             detail: format!(
                 "{} is not a regular file but {}",
-                path.display(),
+                shown(path),
                 kind_of(&meta.file_type())
             ),
         });
@@ -148,12 +174,12 @@ fn read_file(path: &Path) -> Result<String, LicenseError> {
         });
     }
     String::from_utf8(bytes).map_err(|_| LicenseError::Malformed {
-        detail: format!("{} is not UTF-8 text", path.display()),
+        detail: format!("{} is not UTF-8 text", shown(path)),
     })
 }
 
 /// What a non-regular file is, for the operator reading the error.
-fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+pub(crate) fn kind_of(file_type: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
@@ -176,7 +202,7 @@ fn kind_of(file_type: &std::fs::FileType) -> &'static str {
 
 /// Opens for reading without blocking: opening a FIFO with no writer would otherwise
 /// hang the checker forever.
-fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -263,8 +289,35 @@ mod tests {
     }
 
     #[test]
-    fn describe_never_shows_the_token() {
+    fn describe_and_debug_never_show_the_token() {
         assert_eq!(LicenseSource::Static("secret".into()).describe(), "static");
         assert_eq!(LicenseSource::Env("X".into()).describe(), "env:X");
+        // Finding 8: `{:?}` printed the token.
+        let token = "eyJhbGciOiJFZERTQSJ9.eyJjdXN0b21lciI6ImEifQ.c2ln";
+        let debug = format!("{:?}", LicenseSource::Static(token.into()));
+        assert!(!debug.contains("eyJ"), "{debug}");
+        assert_eq!(
+            debug,
+            format!(
+                "Static(<redacted: 48 bytes, fingerprint {}>)",
+                fingerprint(token)
+            )
+        );
+        assert_eq!(
+            format!("{:?}", LicenseSource::File("/a\nb".into())),
+            "File(\"/a\\nb\")"
+        );
+    }
+
+    #[test]
+    fn paths_with_control_characters_are_escaped_in_descriptions_and_errors() {
+        // Finding 8: a path with a newline forged a whole log line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x\nlicense.grace_mode_exited msg=\"fake\"");
+        let source = LicenseSource::File(path);
+        assert!(!source.describe().contains('\n'), "{}", source.describe());
+        assert!(source.describe().contains("x\\nlicense.grace_mode_exited"));
+        let err = source.read().unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
     }
 }

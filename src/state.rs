@@ -7,10 +7,14 @@
 //! `iat` as a floor under time). A missing, unreadable or corrupt file is reported and
 //! ignored: it never blocks start-up.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use crate::clock::{MAX_RFC3339, MIN_RFC3339};
+use crate::source::{kind_of, open_nonblocking, shown};
 
 /// What is kept across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,73 +49,115 @@ impl PersistedState {
         }
     }
 
-    /// Reads the state file.
+    /// Reads the state file: one non-blocking open (a FIFO swapped in cannot hang it), the
+    /// checks made on that open file (so a swap between a check and the read cannot slip
+    /// anything past them), and a bounded read.
     pub(crate) fn load(path: &Path) -> Result<Self, StateProblem> {
+        let shown = shown(path);
         let problem = |reason, detail: String| StateProblem { reason, detail };
-        let meta = match std::fs::metadata(path) {
-            Ok(meta) => meta,
+        let file = match open_nonblocking(path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(problem(
-                    "missing",
-                    format!("{} does not exist", path.display()),
-                ));
+                return Err(problem("missing", format!("{shown} does not exist")));
             }
-            Err(e) => return Err(problem("unreadable", format!("{}: {e}", path.display()))),
+            Err(e) => return Err(problem("unreadable", format!("{shown}: {e}"))),
         };
-        if !meta.is_file() || meta.len() > MAX_STATE_BYTES {
+        let meta = file
+            .metadata()
+            .map_err(|e| problem("unreadable", format!("{shown}: {e}")))?;
+        if !meta.is_file() {
             return Err(problem(
                 "corrupt",
                 format!(
-                    "{} is not a state file (not a small regular file)",
-                    path.display()
+                    "{shown} is not a state file but {}",
+                    kind_of(&meta.file_type())
                 ),
             ));
         }
-        let bytes = std::fs::read(path)
-            .map_err(|e| problem("unreadable", format!("{}: {e}", path.display())))?;
+        let mut bytes = Vec::new();
+        // The file may grow between the stat and the read: the read is bounded regardless.
+        file.take(MAX_STATE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| problem("unreadable", format!("{shown}: {e}")))?;
+        if bytes.len() as u64 > MAX_STATE_BYTES {
+            return Err(problem(
+                "corrupt",
+                format!("{shown} is not a state file (over {MAX_STATE_BYTES} bytes)"),
+            ));
+        }
         let state: Self = serde_json::from_slice(&bytes)
-            .map_err(|e| problem("corrupt", format!("{}: {e}", path.display())))?;
+            .map_err(|e| problem("corrupt", format!("{shown}: {e}")))?;
         if state.version != VERSION {
             return Err(problem(
                 "corrupt",
-                format!("{}: unknown version {}", path.display(), state.version),
+                format!("{shown}: unknown version {}", state.version),
             ));
         }
-        let in_range = |v: i64| (0..=crate::token::MAX_NUMERIC_DATE).contains(&v);
+        // Years 0000 to 9999: what a clock can plausibly read. Anything else is not ours
+        // (every later computation saturates, so this is about meaning, not safety).
+        let in_range = |v: i64| (MIN_RFC3339..=MAX_RFC3339).contains(&v);
         if !in_range(state.high_water) || state.grace_anchor.is_some_and(|a| !in_range(a)) {
-            return Err(problem(
-                "corrupt",
-                format!("{}: values out of range", path.display()),
-            ));
+            return Err(problem("corrupt", format!("{shown}: values out of range")));
         }
         Ok(state)
     }
 
-    /// Writes the state atomically: a temporary file in the same directory, flushed to
-    /// disk, then renamed over the old one, so a crash leaves the old state or the new,
-    /// never half of one.
+    /// Writes the state atomically: a new temporary file in the same directory, created
+    /// exclusively under a unique name (so it never follows a symlink planted there, and
+    /// two writers never share one), flushed to disk, then renamed over the old one, so a
+    /// crash leaves the old state or the new, never half of one.
     pub(crate) fn store(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = temp_path(path);
-        let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            serde_json::to_writer(&mut file, self).map_err(std::io::Error::other)?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        let mut json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        let mut last_error = None;
+        for _ in 0..8 {
+            let tmp = temp_path(path);
+            let mut file = match create_new(&tmp) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    last_error = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let result = file
+                .write_all(&json)
+                .and_then(|()| file.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, path));
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            return result;
         }
-        result
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("no unique temporary name")))
     }
 }
 
+/// Creates `path` only if nothing (not even a dangling symlink) is there, without
+/// following a symlink, readable and writable by the owner alone.
+fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    options.open(path)
+}
+
+/// A temporary name beside `path`, unique to this process, this call and this instant.
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.{n}.{nanos:08x}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 
@@ -127,14 +173,18 @@ mod tests {
         let state = PersistedState::new(1_800_000_000, Some(1_799_000_000));
         state.store(&path).unwrap();
         assert_eq!(PersistedState::load(&path).unwrap(), state);
-        assert!(!temp_path(&path).exists());
+        // No temporary is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         for bad in [
             "",
             "{",
             r#"{"version":1,"high_water":"x","grace_anchor":null}"#,
             r#"{"version":2,"high_water":1,"grace_anchor":null}"#,
-            r#"{"version":1,"high_water":-5,"grace_anchor":null}"#,
+            r#"{"version":1,"high_water":-62167219201,"grace_anchor":null}"#,
+            r#"{"version":1,"high_water":9223372036854775807,"grace_anchor":null}"#,
+            r#"{"version":1,"high_water":1,"grace_anchor":-9223372036854775808}"#,
+            r#"{"version":1,"high_water":1e300,"grace_anchor":null}"#,
             r#"{"version":1,"high_water":1,"grace_anchor":null,"extra":1}"#,
         ] {
             std::fs::write(&path, bad).unwrap();
@@ -149,5 +199,59 @@ mod tests {
         let as_dir = dir.path().join("d");
         std::fs::create_dir(&as_dir).unwrap();
         assert_eq!(PersistedState::load(&as_dir).unwrap_err().reason, "corrupt");
+    }
+
+    #[test]
+    fn the_limits_of_the_range_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // Finding 1: an anchor near year 9999 panicked once grace was added to it.
+        for (mark, anchor) in [
+            (MAX_RFC3339, Some(MAX_RFC3339)),
+            (MIN_RFC3339, None),
+            (-5, Some(-5)),
+        ] {
+            let state = PersistedState::new(mark, anchor);
+            state.store(&path).unwrap();
+            assert_eq!(PersistedState::load(&path).unwrap(), state);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_the_path_is_refused_without_blocking() {
+        // Finding 2: a FIFO swapped in between a check and the read hung `start()`.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("state.json");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let problem = PersistedState::load(&fifo).unwrap_err();
+        assert_eq!(problem.reason, "corrupt");
+        assert!(problem.detail.contains("a FIFO"), "{}", problem.detail);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writing_never_follows_a_symlink_planted_at_a_temporary_name() {
+        // Finding 2: `state.json.tmp -> license.key` overwrote the license with state JSON.
+        let dir = tempfile::tempdir().unwrap();
+        let license = dir.path().join("license.key");
+        std::fs::write(&license, "the license").unwrap();
+        let path = dir.path().join("state.json");
+        std::os::unix::fs::symlink(&license, dir.path().join("state.json.tmp")).unwrap();
+        std::os::unix::fs::symlink(&license, dir.path().join(".state.json.tmp")).unwrap();
+        let state = PersistedState::new(1_800_000_000, None);
+        state.store(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&license).unwrap(), "the license");
+        assert_eq!(PersistedState::load(&path).unwrap(), state);
+        // And the exclusive create itself refuses a symlink, dangling or not.
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&license, &planted).unwrap();
+        assert!(create_new(&planted).is_err());
+        assert_eq!(std::fs::read_to_string(&license).unwrap(), "the license");
     }
 }

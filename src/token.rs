@@ -670,9 +670,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn rfc3339(secs: i64) -> String {
-    humantime::format_rfc3339_seconds(crate::clock::from_unix_seconds(secs)).to_string()
-}
+pub(crate) use crate::clock::rfc3339;
 
 /// A JSON value parsed with duplicate object keys refused at every depth. serde_json keeps
 /// the last duplicate silently, which lets `{"tier":"basic","tier":"enterprise"}` mean

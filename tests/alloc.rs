@@ -13,6 +13,8 @@ use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response};
 use iosetu_license::{LicenseMonitor, LicenseSigner, LicenseSource};
+
+mod common;
 use tower::{Layer, Service};
 
 struct Counting;
@@ -95,6 +97,7 @@ fn monitor(rt: &tokio::runtime::Runtime, licensed: bool) -> LicenseMonitor {
             .public_key(signer.public_key())
             .source(LicenseSource::Static(token))
             .fail_closed(!licensed)
+            .clock(common::SettledClock)
             .start(),
     )
     .unwrap()

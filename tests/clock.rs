@@ -1,49 +1,31 @@
 //! Clock manipulation and drift, through the whole monitor (attack catalog C rows).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use iosetu_license::{
-    Claims, Clock, GraceReason, LicenseEvent, LicenseMonitor, LicenseSigner, LicenseSource,
+    Claims, Clock, DriftKind, GraceReason, LicenseEvent, LicenseMonitor, LicenseSource,
     LicenseState, TestClock,
 };
 use tokio::sync::broadcast;
 
-const T0: u64 = 1_800_000_000;
-const DAY: i64 = 86_400;
-const HOUR: i64 = 3_600;
-
-fn t0() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(T0)
-}
-
-fn secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn signer() -> LicenseSigner {
-    LicenseSigner::from_seed([5; 32])
-}
+mod common;
+use common::{DAY, HOUR, T0, drain, secs, signer, t0};
 
 async fn start(
     clock: &TestClock,
     claims: Claims,
 ) -> (LicenseMonitor, broadcast::Receiver<LicenseEvent>) {
-    let builder = LicenseMonitor::builder()
-        .public_key(signer().public_key())
-        .source(LicenseSource::Static(signer().sign(&claims)))
-        .clock(clock.clone());
-    let rx = builder.subscribe();
-    (builder.start().await.unwrap(), rx)
-}
-
-fn drain(rx: &mut broadcast::Receiver<LicenseEvent>) -> Vec<LicenseEvent> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    common::start(common::builder(
+        clock,
+        LicenseSource::Static(signer().sign(&claims)),
+    ))
+    .await
 }
 
 #[tokio::test(start_paused = true)]
 async fn clock_set_back_two_hours_is_manipulation_and_grace() {
     let clock = TestClock::new(t0());
-    let exp = T0 as i64 + 3 * HOUR;
+    let exp = T0 + 3 * HOUR;
     let (monitor, mut rx) = start(&clock, Claims::new("Acme", exp)).await;
     drain(&mut rx);
     tokio::time::advance(Duration::from_secs(600)).await;
@@ -69,15 +51,15 @@ async fn clock_set_back_two_hours_is_manipulation_and_grace() {
     assert_eq!(verdict.state, LicenseState::Grace);
     assert_eq!(verdict.reason, Some(GraceReason::ClockManipulation));
     // Trusted time did not go back with the wall clock.
-    assert_eq!(secs(verdict.evaluated_at), T0 as i64 + 600);
-    assert_eq!(secs(verdict.grace_started_at.unwrap()), T0 as i64 + 600);
+    assert_eq!(secs(verdict.evaluated_at), T0 + 600);
+    assert_eq!(secs(verdict.grace_started_at.unwrap()), T0 + 600);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_license_still_expires_at_its_real_time_with_the_clock_set_back() {
     // Catalog C2: `date -s "-30 days"` while valid, exp = T + 1 h.
     let clock = TestClock::new(t0());
-    let exp = T0 as i64 + HOUR;
+    let exp = T0 + HOUR;
     let (monitor, mut rx) = start(&clock, Claims::new("Acme", exp)).await;
     drain(&mut rx);
     clock.jump_wall(-30 * DAY);
@@ -110,7 +92,7 @@ async fn a_license_still_expires_at_its_real_time_with_the_clock_set_back() {
 #[tokio::test(start_paused = true)]
 async fn with_the_clock_kept_back_the_cut_off_comes_a_grace_period_after_detection() {
     let clock = TestClock::new(t0());
-    let exp = T0 as i64 + HOUR;
+    let exp = T0 + HOUR;
     let (monitor, mut rx) = start(&clock, Claims::new("Acme", exp)).await;
     drain(&mut rx);
     clock.jump_wall(-30 * DAY);
@@ -126,13 +108,13 @@ async fn with_the_clock_kept_back_the_cut_off_comes_a_grace_period_after_detecti
     }
     let verdict = monitor.verdict();
     assert_eq!(verdict.state, LicenseState::GraceExpired);
-    assert_eq!(secs(verdict.evaluated_at), T0 as i64 + 600 + DAY);
+    assert_eq!(secs(verdict.evaluated_at), T0 + 600 + DAY);
 }
 
 #[tokio::test(start_paused = true)]
 async fn ten_seconds_ahead_is_only_a_drift_warning() {
     let clock = TestClock::new(t0());
-    let (monitor, mut rx) = start(&clock, Claims::new("Acme", T0 as i64 + 90 * DAY)).await;
+    let (monitor, mut rx) = start(&clock, Claims::new("Acme", T0 + 90 * DAY)).await;
     drain(&mut rx);
     tokio::time::advance(Duration::from_secs(60)).await;
     clock.jump_wall(10);
@@ -143,7 +125,8 @@ async fn ten_seconds_ahead_is_only_a_drift_warning() {
     assert_eq!(
         events[0],
         LicenseEvent::TimeDriftDetected {
-            drift_seconds: 10.0
+            drift_seconds: 10.0,
+            kind: DriftKind::ForwardJump,
         }
     );
     assert_eq!(verdict.state, LicenseState::Valid);
@@ -153,7 +136,7 @@ async fn ten_seconds_ahead_is_only_a_drift_warning() {
 async fn small_steps_are_tolerated() {
     // Catalog C1: NTP steps of a few seconds are not manipulation.
     let clock = TestClock::new(t0());
-    let (monitor, mut rx) = start(&clock, Claims::new("Acme", T0 as i64 + 90 * DAY)).await;
+    let (monitor, mut rx) = start(&clock, Claims::new("Acme", T0 + 90 * DAY)).await;
     drain(&mut rx);
     for step in [-2, 3, -4, 5, -5] {
         tokio::time::advance(Duration::from_secs(30)).await;
@@ -165,35 +148,39 @@ async fn small_steps_are_tolerated() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_clock_far_behind_a_signed_iat_is_manipulation() {
-    // The license was issued "in the future" of this clock: it was set back before the
-    // service started, where no jump could be seen.
+async fn a_clock_far_behind_a_signed_iat_is_drift_and_the_license_is_judged_at_it() {
+    // The license was issued "in the future" of this clock. Either this clock was set back
+    // before the service started, or the vendor's was ahead: the floor takes away any
+    // gain, so it is reported as drift, never as manipulation (DESIGN "Trusted time").
     let clock = TestClock::new(t0());
-    let mut claims = Claims::new("Acme", T0 as i64 + 365 * DAY);
-    claims.iat = Some(T0 as i64 + 10 * DAY);
+    let mut claims = Claims::new("Acme", T0 + 12 * DAY);
+    claims.iat = Some(T0 + 10 * DAY);
     let (monitor, mut rx) = start(&clock, claims).await;
     let events = drain(&mut rx);
-    let jump = events
-        .iter()
-        .find(|e| e.name() == "license.time_manipulation_detected")
-        .unwrap_or_else(|| panic!("{events:?}"));
     assert_eq!(
-        jump,
-        &LicenseEvent::TimeManipulationDetected {
-            wall_clock_jump_seconds: -10 * DAY
+        common::find(&events, "license.time_drift_detected"),
+        &LicenseEvent::TimeDriftDetected {
+            drift_seconds: (-10 * DAY) as f64,
+            kind: DriftKind::BehindIssueTime,
         }
     );
+    assert!(
+        !common::names(&events).contains(&"license.time_manipulation_detected"),
+        "{events:?}"
+    );
     let verdict = monitor.verdict();
-    assert_eq!(verdict.reason, Some(GraceReason::ClockManipulation));
-    // Trusted time is at least the issue time.
-    assert!(secs(verdict.evaluated_at) >= T0 as i64 + 10 * DAY);
+    assert_eq!(verdict.state, LicenseState::Valid);
+    // Judged at the issue time (less its five minutes of tolerance): two days left, not
+    // twelve, so the 7-day alert is the one in force.
+    assert_eq!(secs(verdict.evaluated_at), T0 + 10 * DAY - 300);
+    assert_eq!(verdict.band, Some(iosetu_license::ExpiryBand::Days7));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_iat_a_little_ahead_is_tolerated() {
     let clock = TestClock::new(t0());
-    let mut claims = Claims::new("Acme", T0 as i64 + 365 * DAY);
-    claims.iat = Some(T0 as i64 + 120); // issuer's clock two minutes ahead
+    let mut claims = Claims::new("Acme", T0 + 365 * DAY);
+    claims.iat = Some(T0 + 120); // issuer's clock two minutes ahead
     let (monitor, mut rx) = start(&clock, claims).await;
     let names: Vec<_> = drain(&mut rx).iter().map(LicenseEvent::name).collect();
     assert_eq!(names, ["license.loaded"]);

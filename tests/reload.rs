@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
 use http::{Request, Response, StatusCode};
 use iosetu_license::{
     Claims, LicenseEvent, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState,
@@ -88,6 +90,7 @@ async fn start(path: &Path, watch: bool) -> (LicenseMonitor, broadcast::Receiver
     let builder = LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::File(path.to_path_buf()))
+        .clock(common::SettledClock)
         .watch_file(watch);
     let rx = builder.subscribe();
     (builder.start().await.unwrap(), rx)
@@ -352,6 +355,7 @@ async fn five_hundred_swaps_under_load_never_mix_two_licenses() {
     let monitor = LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::File(path.clone()))
+        .clock(common::SettledClock)
         .watch_file(false)
         .file_poll_interval(None)
         .start()

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod common;
+
 use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
@@ -39,6 +41,7 @@ async fn monitor(path: &Path) -> LicenseMonitor {
     LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::File(path.to_path_buf()))
+        .clock(common::SettledClock)
         .start()
         .await
         .unwrap()

@@ -1,13 +1,12 @@
 //! [`LicenseLayer`].
 
 use std::fmt;
-use std::sync::Arc;
 
 use tower_layer::Layer;
 
 use super::service::License;
 use crate::LicenseMonitor;
-use crate::monitor::Shared;
+use crate::shared::View;
 
 /// A tower [`Layer`] that wraps services in [`License`].
 ///
@@ -16,14 +15,14 @@ use crate::monitor::Shared;
 #[derive(Clone)]
 #[must_use]
 pub struct LicenseLayer {
-    shared: Arc<Shared>,
+    view: View,
 }
 
 impl LicenseLayer {
-    /// A layer judging requests by `monitor`'s verdict.
+    /// A layer judging requests by `monitor`'s verdict (same as [`LicenseMonitor::layer`]).
     pub fn new(monitor: &LicenseMonitor) -> Self {
         Self {
-            shared: Arc::clone(&monitor.shared),
+            view: monitor.view(),
         }
     }
 }
@@ -32,19 +31,21 @@ impl<S> Layer<S> for LicenseLayer {
     type Service = License<S>;
 
     fn layer(&self, inner: S) -> License<S> {
-        License::new(
-            inner,
-            &LicenseMonitor {
-                shared: Arc::clone(&self.shared),
-            },
-        )
+        License::from_view(inner, self.view.clone())
     }
 }
 
 impl fmt::Debug for LicenseLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LicenseLayer")
-            .field("exempt_paths", &self.shared.exempt_paths)
+            .field("exempt_paths", &self.view.exempt_paths())
             .finish()
+    }
+}
+
+impl LicenseMonitor {
+    /// A tower layer enforcing this monitor's verdict: same as [`LicenseLayer::new`].
+    pub fn layer(&self) -> LicenseLayer {
+        LicenseLayer::new(self)
     }
 }

@@ -1,8 +1,6 @@
 //! [`License`]: the middleware service.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -12,7 +10,7 @@ use super::future::ResponseFuture;
 use super::layer::LicenseLayer;
 use super::rejection::Rejection;
 use crate::LicenseMonitor;
-use crate::monitor::Shared;
+use crate::shared::View;
 
 /// Middleware that refuses new requests once the license's grace period is over.
 ///
@@ -33,7 +31,7 @@ use crate::monitor::Shared;
 /// released when the service is dropped; it is never leaked.
 pub struct License<S> {
     inner: S,
-    shared: Arc<Shared>,
+    view: View,
 }
 
 impl<S> License<S> {
@@ -41,8 +39,12 @@ impl<S> License<S> {
     pub fn new(inner: S, monitor: &LicenseMonitor) -> Self {
         Self {
             inner,
-            shared: Arc::clone(&monitor.shared),
+            view: monitor.view(),
         }
+    }
+
+    pub(crate) fn from_view(inner: S, view: View) -> Self {
+        Self { inner, view }
     }
 
     /// A [`LicenseLayer`] for `monitor`, to wrap services with.
@@ -84,7 +86,7 @@ where
         // The admitted path: one relaxed atomic load and a branch. The checker publishes the
         // flag with each verdict; a request that reads the old value a moment after a
         // change is ordered before the change, which is all a cut-off promises.
-        if self.shared.admits.load(Ordering::Relaxed) {
+        if self.view.admits() {
             return ResponseFuture::inner(self.inner.call(request));
         }
         self.refused_or_exempt(request)
@@ -101,7 +103,7 @@ impl<S> License<S> {
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
         let path = request.uri().path();
-        if self.shared.exempt_paths.iter().any(|p| p == path) {
+        if self.view.exempt_paths().iter().any(|p| p == path) {
             return ResponseFuture::inner(self.inner.call(request));
         }
         ResponseFuture::rejected(Rejection::for_request(request.headers()))
@@ -112,7 +114,7 @@ impl<S: Clone> Clone for License<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            view: self.view.clone(),
         }
     }
 }
@@ -121,7 +123,7 @@ impl<S: fmt::Debug> fmt::Debug for License<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("License")
             .field("inner", &self.inner)
-            .field("admits", &self.shared.admits.load(Ordering::Relaxed))
+            .field("admits", &self.view.admits())
             .finish()
     }
 }

@@ -1,0 +1,184 @@
+//! What every handle shares, written only by the checker, and the read-only [`View`] that
+//! the faces (the layer, `/health`, the metrics exporters) read it through. The faces
+//! import this module, never the monitor's; the monitor imports none of them.
+
+use std::collections::BTreeMap;
+#[cfg(any(feature = "otel", feature = "prometheus"))]
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::Clock;
+use crate::event::LicenseEvent;
+use crate::verdict::Verdict;
+
+/// State every handle shares. Only the checker writes it.
+pub(crate) struct Shared {
+    /// Whether new requests are admitted: the one thing the request path reads. A plain
+    /// flag, published right after each verdict, so a request costs one relaxed load of a
+    /// cache line that only the checker ever writes (and only when the verdict changes).
+    admits: CacheLine<AtomicBool>,
+    verdict: ArcSwap<Verdict>,
+    exempt_paths: Box<[String]>,
+    clock: Arc<dyn Clock>,
+    grace_period: Duration,
+    stats: Arc<Stats>,
+    pub(crate) events: broadcast::Sender<LicenseEvent>,
+    // Dropping the last handle drops this sender, which is how the checker learns to stop.
+    pub(crate) commands: mpsc::Sender<Command>,
+}
+
+/// What a handle can ask of the checker.
+pub(crate) enum Command {
+    /// Re-read and re-evaluate now; reply with the verdict.
+    CheckNow(oneshot::Sender<Arc<Verdict>>),
+}
+
+/// Keeps a value alone on its cache line (128 bytes covers adjacent-line prefetching), so
+/// that writes to its neighbours (the verdict's pointer changes at every check) never
+/// evict it from the readers' caches.
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+/// Everything `Shared` is made of.
+pub(crate) struct Parts {
+    pub(crate) first: Arc<Verdict>,
+    pub(crate) exempt_paths: Vec<String>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) grace_period: Duration,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) events: broadcast::Sender<LicenseEvent>,
+    pub(crate) commands: mpsc::Sender<Command>,
+}
+
+impl Shared {
+    pub(crate) fn new(parts: Parts) -> Self {
+        Self {
+            admits: CacheLine(AtomicBool::new(parts.first.admits())),
+            verdict: ArcSwap::new(parts.first),
+            exempt_paths: parts.exempt_paths.into_boxed_slice(),
+            clock: parts.clock,
+            grace_period: parts.grace_period,
+            stats: parts.stats,
+            events: parts.events,
+            commands: parts.commands,
+        }
+    }
+
+    pub(crate) fn exempt_paths(&self) -> &[String] {
+        &self.exempt_paths
+    }
+
+    /// Stores a new verdict (the checker is the only caller).
+    pub(crate) fn publish(&self, verdict: Arc<Verdict>) {
+        let admits = verdict.admits();
+        self.verdict.store(verdict);
+        // Written only when it changes, so readers' cache lines stay shared.
+        if self.admits.0.load(Ordering::Relaxed) != admits {
+            self.admits.0.store(admits, Ordering::Release);
+        }
+    }
+}
+
+/// A read-only handle on the shared state. It counts as a handle: while one exists, the
+/// checker keeps running (a router holding only a layer stays enforced).
+#[derive(Clone)]
+pub(crate) struct View(Arc<Shared>);
+
+impl View {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        Self(Arc::clone(shared))
+    }
+
+    /// Whether new requests are admitted: one relaxed load, the whole request path.
+    #[inline]
+    pub(crate) fn admits(&self) -> bool {
+        self.0.admits.0.load(Ordering::Relaxed)
+    }
+
+    /// The current verdict, borrowed (cheapest; do not hold across an `.await`).
+    pub(crate) fn verdict(&self) -> Guard<Arc<Verdict>> {
+        self.0.verdict.load()
+    }
+
+    /// The current verdict, owned.
+    pub(crate) fn verdict_full(&self) -> Arc<Verdict> {
+        self.0.verdict.load_full()
+    }
+
+    pub(crate) fn exempt_paths(&self) -> &[String] {
+        &self.0.exempt_paths
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.0.clock
+    }
+
+    pub(crate) fn grace_period(&self) -> Duration {
+        self.0.grace_period
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.0.stats
+    }
+
+    /// A weak view, for callbacks (metrics collectors) that must not keep the monitor alive.
+    #[cfg(any(feature = "otel", feature = "prometheus"))]
+    pub(crate) fn downgrade(&self) -> WeakView {
+        WeakView(Arc::downgrade(&self.0))
+    }
+}
+
+/// A [`View`] that does not keep the monitor alive.
+#[cfg(any(feature = "otel", feature = "prometheus"))]
+#[derive(Clone)]
+pub(crate) struct WeakView(Weak<Shared>);
+
+#[cfg(any(feature = "otel", feature = "prometheus"))]
+impl WeakView {
+    pub(crate) fn upgrade(&self) -> Option<View> {
+        self.0.upgrade().map(View)
+    }
+}
+
+/// Counters the checker keeps; scrapes read them. Never touched on the request path.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    checks: AtomicU64,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
+    events: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    pub(crate) fn record_check(&self, failure: Option<&'static str>) {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        if let Some(reason) = failure {
+            *lock(&self.failures).entry(reason).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn record_event(&self, event: &LicenseEvent) {
+        *lock(&self.events).entry(event.name()).or_default() += 1;
+    }
+
+    pub(crate) fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn failures(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.failures).clone()
+    }
+
+    pub(crate) fn events(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.events).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps hold plain counters: a panic elsewhere cannot leave them inconsistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,96 @@
+//! Helpers the integration tests share: a fixed start instant, a signer, a monitor on a
+//! test clock, and event collection. Each test binary uses a part of it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use iosetu_license::{
+    Clock, LicenseEvent, LicenseMonitor, LicenseMonitorBuilder, LicenseSigner, LicenseSource,
+    SystemClock, TestClock,
+};
+use tokio::sync::broadcast;
+
+/// The tests' "now" at start: 2027-01-15T08:00:00Z.
+pub const T0: i64 = 1_800_000_000;
+pub const MINUTE: i64 = 60;
+pub const HOUR: i64 = 3_600;
+pub const DAY: i64 = 86_400;
+
+/// `secs` seconds since the epoch (before it when negative).
+pub fn at(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+pub fn t0() -> SystemTime {
+    at(T0)
+}
+
+/// Whole seconds since the epoch (negative before it).
+pub fn secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+pub fn signer() -> LicenseSigner {
+    LicenseSigner::from_seed([5; 32])
+}
+
+/// A builder for `source`, judged on `clock`, trusting [`signer`]'s key.
+pub fn builder(clock: &TestClock, source: LicenseSource) -> LicenseMonitorBuilder {
+    LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(source)
+        .clock(clock.clone())
+}
+
+/// Starts `builder`, with a receiver that also holds the first check's events.
+pub async fn start(
+    builder: LicenseMonitorBuilder,
+) -> (LicenseMonitor, broadcast::Receiver<LicenseEvent>) {
+    let rx = builder.subscribe();
+    (builder.start().await.expect("start"), rx)
+}
+
+/// Every event received so far.
+pub fn drain(rx: &mut broadcast::Receiver<LicenseEvent>) -> Vec<LicenseEvent> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+pub fn names(events: &[LicenseEvent]) -> Vec<&'static str> {
+    events.iter().map(LicenseEvent::name).collect()
+}
+
+/// The first event named `name`; panics with every event otherwise.
+pub fn find<'a>(events: &'a [LicenseEvent], name: &str) -> &'a LicenseEvent {
+    events
+        .iter()
+        .find(|e| e.name() == name)
+        .unwrap_or_else(|| panic!("no {name} in {:?}", names(events)))
+}
+
+/// The system's clocks, never [provisional](Clock::provisional): for tests in real time
+/// whose outcome must not depend on how long ago the machine booted (in its first 15
+/// minutes `SystemClock` holds a cut-off as grace).
+#[derive(Debug, Clone, Copy)]
+pub struct SettledClock;
+
+impl Clock for SettledClock {
+    fn wall(&self) -> SystemTime {
+        SystemClock.wall()
+    }
+    fn monotonic(&self) -> Duration {
+        SystemClock.monotonic()
+    }
+}
+
+/// Lets paused time run for `secs` seconds, waking every timer due on the way (the
+/// checker's included) in order, as real time would.
+pub async fn run_for(secs: i64) {
+    tokio::time::sleep(Duration::from_secs(secs as u64)).await;
+}
