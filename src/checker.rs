@@ -209,11 +209,18 @@ impl Checker {
                 .as_ref()
                 .and_then(|e| e.next_change)
                 .and_then(|at| self.checked_at.checked_add(self.time.until(at)));
-            // With a state file, wake at least once a minute to keep its mark current.
-            let persist = self
-                .state_path
-                .as_ref()
-                .map(|_| later(self.checked_at, PERSIST_INTERVAL));
+            // With a state file, wake a minute after each write to keep its mark current:
+            // a restart then finds a mark at most a minute old.
+            let persist = self.state_path.as_ref().map(|_| {
+                let due = later(self.persisted_at, PERSIST_INTERVAL);
+                if due > self.checked_at {
+                    due
+                } else {
+                    // Nothing was written (no firm mark yet, or the disk failed): retry in
+                    // a minute, never in a busy loop.
+                    later(self.checked_at, PERSIST_INTERVAL)
+                }
+            });
             let cap = later(self.checked_at, MAX_SLEEP);
             let wake = [Some(next_full), change, next_poll, persist, Some(cap)]
                 .into_iter()
@@ -331,6 +338,13 @@ impl Checker {
         // set ahead and corrected) must not leave a grace period that ends later.
         self.grace_anchor = self.grace_anchor.map(|a| a.min(now));
         self.manipulated_at = self.manipulated_at.map(|m| m.min(now));
+        if self.grace_anchor.is_none() {
+            // A grace period that starts now starts at hard evidence: a reading not yet
+            // confirmed (provisional, or the first after a restart) may be a clock set
+            // ahead, and an anchor taken from it would outlast the clock's correction.
+            // (While a valid license is in force the core drops the anchor again.)
+            self.grace_anchor = self.time.hard_now_secs().map(|h| h.min(now));
+        }
         // Manipulation-grace clears once the wall clock agrees with trusted time again and
         // a valid license is in force.
         if self.manipulated_at.is_some()
@@ -446,19 +460,29 @@ impl Checker {
     }
 
     /// Writes the state file when the anchor changed, or the mark moved and a minute has
-    /// passed since the last write. Nothing is written while readings are provisional: a
-    /// clock that may be wrong must not leave its mark (or an anchor it set) for later.
+    /// passed since the last write. Only firm evidence is written: the mark never holds a
+    /// provisional reading, and while readings are provisional an anchor is written only
+    /// if firm evidence backs it (an expired license's own `exp`, say), so a clock that may
+    /// be wrong leaves nothing for later that a restart could gain from.
     async fn persist_state(&mut self) {
         let Some(path) = self.state_path.clone() else {
             return;
         };
-        if self.time.provisional() {
-            return;
-        }
         let Some(mark) = self.time.persistable_mark() else {
             return;
         };
-        let state = PersistedState::new(mark, self.grace_anchor);
+        let anchor = match self.grace_anchor {
+            Some(anchor) if self.time.provisional() => {
+                let backed = self.time.firm_now_secs().is_some_and(|firm| anchor <= firm);
+                if backed {
+                    Some(anchor)
+                } else {
+                    self.persisted.and_then(|p| p.grace_anchor)
+                }
+            }
+            anchor => anchor,
+        };
+        let state = PersistedState::new(mark, anchor);
         let due = match &self.persisted {
             None => true,
             Some(last) => {
@@ -490,7 +514,9 @@ impl Checker {
     fn on_clock_anomaly(&mut self, anomaly: ClockAnomaly, events: &mut Vec<LicenseEvent>) {
         match anomaly {
             ClockAnomaly::BackwardJump { seconds } => {
-                self.manipulated_at.get_or_insert(self.time.now_secs());
+                let now = self.time.now_secs();
+                let at = self.time.hard_now_secs().map_or(now, |h| h.min(now));
+                self.manipulated_at.get_or_insert(at);
                 events.push(LicenseEvent::TimeManipulationDetected {
                     wall_clock_jump_seconds: seconds,
                 });

@@ -376,18 +376,30 @@ pub(crate) enum ClockAnomaly {
 }
 
 /// Trusted time. Pure: fed readings, never reads a clock itself.
+///
+/// Evidence comes in three strengths. The *stored* mark (an earlier run's, projected by
+/// monotonic time since) is hard. This run's *mark* (readings that were not provisional,
+/// advanced by monotonic time, absorbing small forward drift) is hard too, except for a
+/// while after its first reading when a stored mark exists: that first reading may be a
+/// clock still wrong after boot, or real time gone by while the service was down, and
+/// nothing offline tells the two apart, so until it is confirmed a step back that lands
+/// at or above the stored mark is a correction. Provisional readings are no evidence.
+/// Manipulation is the wall more than the threshold behind hard evidence.
 #[derive(Debug, Clone)]
 pub(crate) struct TrustedTime {
     last_wall: i128,
     last_mono: Duration,
     wall: i128,
     provisional: bool,
-    /// This run's high-water mark, provisional readings included.
-    mark: i128,
-    /// Our evidence from readings that were not provisional, and the stored mark: what
-    /// manipulation is judged against, and what is persisted.
-    firm: Option<i128>,
-    /// The wall clock is behind `firm`: a manipulation already reported.
+    /// This run's high-water mark, from readings that were not provisional.
+    mark: Option<i128>,
+    /// The stored mark, projected by monotonic time since it was restored.
+    stored: Option<i128>,
+    /// `mark` is not confirmed (see above) until a firm reading at or after this monotonic
+    /// reading agrees with it: confirmation needs a reading, not only time, so a
+    /// correction seen late (the checker slept, the machine was suspended) still counts.
+    soft_until: Option<Duration>,
+    /// The wall clock is behind hard evidence: a manipulation already reported.
     behind: bool,
     /// The vendor's build time.
     build_floor: Option<i128>,
@@ -395,6 +407,15 @@ pub(crate) struct TrustedTime {
 
 const THRESHOLD_NANOS: i128 = JUMP_THRESHOLD.as_nanos() as i128;
 const NANOS: i128 = 1_000_000_000;
+/// How long the first reading of a run stays unconfirmed when a stored mark exists.
+const CONFIRM_AFTER: Duration = BOOT_WINDOW;
+
+fn max_opt(a: Option<i128>, b: Option<i128>) -> Option<i128> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 impl TrustedTime {
     /// Starts tracking at the first reading.
@@ -405,8 +426,9 @@ impl TrustedTime {
             last_mono: reading.mono,
             wall,
             provisional: reading.provisional,
-            mark: wall,
-            firm: (!reading.provisional).then_some(wall),
+            mark: (!reading.provisional).then_some(wall),
+            stored: None,
+            soft_until: None,
             behind: false,
             build_floor: None,
         }
@@ -417,17 +439,32 @@ impl TrustedTime {
         self.build_floor = Some(unix_nanos(built_at));
     }
 
+    /// Hard evidence: the stored mark, and this run's mark once confirmed.
+    fn hard(&self) -> Option<i128> {
+        let confirmed = match self.soft_until {
+            Some(_) => None,
+            None => self.mark,
+        };
+        max_opt(self.stored, confirmed)
+    }
+
+    /// All of our own evidence.
+    fn evidence(&self) -> Option<i128> {
+        max_opt(self.mark, self.stored)
+    }
+
     /// Takes a sample of both clocks and reports what it found, if anything.
     pub(crate) fn sample(&mut self, reading: Reading) -> Option<ClockAnomaly> {
         let wall = unix_nanos(reading.wall);
-        let provisional = reading.provisional;
-        self.provisional = provisional;
+        let was_provisional = self.provisional;
+        self.provisional = reading.provisional;
         // A monotonic clock that went backwards (a restored checkpoint, C6) gives no
         // information: re-baseline without judging.
         let Some(elapsed) = reading.mono.checked_sub(self.last_mono) else {
             self.last_wall = wall;
             self.last_mono = reading.mono;
             self.wall = wall;
+            self.soft_until = None;
             return None;
         };
         let elapsed = elapsed.as_nanos() as i128;
@@ -435,58 +472,73 @@ impl TrustedTime {
         self.last_wall = wall;
         self.last_mono = reading.mono;
         self.wall = wall;
-        self.mark += elapsed;
-        if let Some(firm) = &mut self.firm {
-            *firm += elapsed;
+        for evidence in [&mut self.mark, &mut self.stored].into_iter().flatten() {
+            *evidence += elapsed;
         }
-        if wall >= self.mark - THRESHOLD_NANOS {
+        let hard_behind = self.hard().is_some_and(|h| wall < h - THRESHOLD_NANOS);
+        let corrected = || ClockAnomaly::Corrected {
+            seconds: tenths(skew),
+        };
+        if reading.provisional {
+            // No evidence either way: judged against hard evidence once readings are
+            // firm. A step back meanwhile is NTP correcting a clock that booted wrong.
+            return (!hard_behind && skew < -THRESHOLD_NANOS).then(corrected);
+        }
+        let Some(mark) = self.mark else {
+            // The first firm reading of this run.
+            self.mark = Some(wall);
+            if self.stored.is_some() {
+                self.soft_until = Some(reading.mono.saturating_add(CONFIRM_AFTER));
+            }
+            return self
+                .judge_behind(hard_behind, skew)
+                .or_else(|| (was_provisional && skew < -THRESHOLD_NANOS).then(corrected));
+        };
+        if wall >= mark - THRESHOLD_NANOS {
             // Small forward differences (NTP slew, timer jitter) are absorbed so the mark
             // stays close to real time; large ones are not, so a clock set far ahead and
             // then corrected does not leave trusted time in the future.
-            let projected = self.mark;
-            if wall > projected && wall - projected <= THRESHOLD_NANOS {
-                self.mark = wall;
+            if wall > mark && wall - mark <= THRESHOLD_NANOS {
+                self.mark = Some(wall);
             }
-            self.confirm(provisional);
-            self.behind = false;
+            if self.soft_until.is_some_and(|until| reading.mono >= until) {
+                self.soft_until = None;
+            }
+            if !hard_behind {
+                self.behind = false;
+            }
             // (A forward step that lands back on trusted time is a correction, not drift.)
-            return (skew > THRESHOLD_NANOS && wall > projected + THRESHOLD_NANOS).then(|| {
-                ClockAnomaly::ForwardDrift {
+            if skew > THRESHOLD_NANOS && wall > mark + THRESHOLD_NANOS {
+                return Some(ClockAnomaly::ForwardDrift {
                     seconds: tenths(skew),
-                }
-            });
+                });
+            }
+            return self.judge_behind(hard_behind, skew);
         }
-        let behind_firm = self.firm.is_some_and(|f| wall < f - THRESHOLD_NANOS);
-        if !behind_firm {
-            // Only provisional readings said time was further on: this step corrects them.
-            let old = self.mark;
-            self.mark = self.firm.map_or(wall, |f| f.max(wall));
-            self.confirm(provisional);
+        if !hard_behind {
+            // Only unconfirmed evidence said time was further on: this step corrects it.
+            let rebased = self.hard().map_or(wall, |h| h.max(wall));
+            self.mark = Some(rebased);
             self.behind = false;
             return Some(ClockAnomaly::Corrected {
-                seconds: tenths(self.mark - old),
+                seconds: tenths(rebased - mark),
             });
         }
-        if provisional {
-            // The clock may not be synchronized yet: trusted time holds our evidence, and
-            // the wall is judged once readings stop being provisional.
+        self.judge_behind(true, skew)
+    }
+
+    /// Reports the wall behind hard evidence: once when it first falls behind (in one
+    /// step, or the last of many small ones), and again for each further step back.
+    fn judge_behind(&mut self, hard_behind: bool, skew: i128) -> Option<ClockAnomaly> {
+        if !hard_behind {
+            self.behind = false;
             return None;
         }
         let first = !self.behind;
         self.behind = true;
-        // Reported once when the wall first falls behind (one step, or the last of many
-        // small ones), and again for each further step back.
         (first || skew < -THRESHOLD_NANOS).then(|| ClockAnomaly::BackwardJump {
-            seconds: round_secs(wall - self.now_nanos()),
+            seconds: round_secs(self.wall - self.now_nanos()),
         })
-    }
-
-    /// A reading that is not provisional and not behind the mark confirms the mark: from
-    /// then on, only provisional readings can have put the mark above `firm`.
-    fn confirm(&mut self, provisional: bool) {
-        if !provisional {
-            self.firm = Some(self.firm.map_or(self.mark, |f| f.max(self.mark)));
-        }
     }
 
     /// Applies the mark stored by an earlier run. Reports a manipulation when the wall
@@ -494,21 +546,23 @@ impl TrustedTime {
     /// down), unless the reading is provisional.
     pub(crate) fn restore_mark(&mut self, stored_secs: i64) -> Option<ClockAnomaly> {
         let stored = stored_secs as i128 * NANOS;
-        self.firm = Some(self.firm.map_or(stored, |f| f.max(stored)));
-        self.mark = self.mark.max(stored);
-        if self.wall < stored - THRESHOLD_NANOS && !self.provisional {
-            self.behind = true;
-            return Some(ClockAnomaly::BackwardJump {
-                seconds: round_secs(self.wall - stored),
-            });
+        self.stored = Some(self.stored.map_or(stored, |s| s.max(stored)));
+        if self.mark.is_some() {
+            self.soft_until = Some(self.last_mono.saturating_add(CONFIRM_AFTER));
         }
-        None
+        if self.provisional || self.wall >= stored - THRESHOLD_NANOS {
+            return None;
+        }
+        self.behind = true;
+        Some(ClockAnomaly::BackwardJump {
+            seconds: round_secs(self.wall - stored),
+        })
     }
 
-    /// The mark to persist, in whole seconds (floored): our firm evidence only, never a
-    /// provisional reading. `None` while there is none.
+    /// The mark to persist, in whole seconds (floored): hard evidence only, never a
+    /// provisional or unconfirmed reading. `None` while there is none.
     pub(crate) fn persistable_mark(&self) -> Option<i64> {
-        self.firm.map(secs_floor)
+        self.hard().map(secs_floor)
     }
 
     /// Whether the last reading was provisional.
@@ -526,9 +580,9 @@ impl TrustedTime {
         secs_floor(self.wall)
     }
 
-    /// Trusted now, in nanoseconds since the epoch: max(wall, mark, build floor).
+    /// Trusted now, in nanoseconds since the epoch: max(wall, our evidence, build floor).
     fn now_nanos(&self) -> i128 {
-        let now = self.wall.max(self.mark);
+        let now = max_opt(Some(self.wall), self.evidence()).unwrap_or(self.wall);
         self.build_floor.map_or(now, |floor| now.max(floor))
     }
 
@@ -537,13 +591,16 @@ impl TrustedTime {
         secs_floor(self.now_nanos())
     }
 
-    /// Trusted now from evidence that is not provisional (the firm mark and the build
-    /// floor), if there is any.
+    /// Trusted now from evidence that is not provisional (our marks and the build floor),
+    /// if there is any.
     pub(crate) fn firm_now_secs(&self) -> Option<i64> {
-        match (self.firm, self.build_floor) {
-            (None, None) => None,
-            (a, b) => a.max(b).map(secs_floor),
-        }
+        max_opt(self.evidence(), self.build_floor).map(secs_floor)
+    }
+
+    /// Trusted now from hard evidence alone (the stored mark, this run's mark once
+    /// confirmed, the build floor), if there is any.
+    pub(crate) fn hard_now_secs(&self) -> Option<i64> {
+        max_opt(self.hard(), self.build_floor).map(secs_floor)
     }
 
     /// How far the wall clock is behind the build floor, in seconds, if it is.
@@ -554,7 +611,8 @@ impl TrustedTime {
 
     /// Whether the wall clock agrees with our own evidence (within the threshold).
     pub(crate) fn wall_is_consistent(&self) -> bool {
-        self.wall >= self.mark - THRESHOLD_NANOS
+        self.evidence()
+            .is_none_or(|e| self.wall >= e - THRESHOLD_NANOS)
     }
 
     /// How long until trusted time reaches `secs`.
@@ -790,6 +848,36 @@ mod tests {
             })
         );
         assert_eq!(t.now_secs(), 11_000);
+    }
+
+    #[test]
+    fn a_first_reading_still_ahead_is_unconfirmed_for_a_while() {
+        // The boot window closes with the clock still 10 s ahead; NTP fixes it minutes
+        // later. With a stored mark, that first firm reading is not yet hard evidence.
+        let mut t = TrustedTime::new(early(10_000, 10));
+        assert_eq!(t.restore_mark(10_000), None);
+        assert_eq!(t.sample(read(10_910, 900)), None);
+        assert_eq!(
+            t.persistable_mark(),
+            Some(10_890),
+            "the stored mark, not the wall"
+        );
+        assert_eq!(
+            t.sample(read(11_000, 1000)),
+            Some(ClockAnomaly::Corrected { seconds: -10.0 })
+        );
+        assert!(t.wall_is_consistent());
+        // Confirmed after 15 minutes: from then on, a step back is manipulation.
+        assert_eq!(t.sample(read(12_000, 2000)), None);
+        assert_eq!(t.persistable_mark(), Some(12_000));
+        assert_eq!(
+            t.sample(read(12_050, 2060)),
+            Some(ClockAnomaly::BackwardJump { seconds: -10 })
+        );
+        // But never below the stored mark, confirmed or not.
+        let mut t = TrustedTime::new(read(9_000, 0));
+        assert!(t.restore_mark(10_000).is_some());
+        assert_eq!(t.now_secs(), 10_000);
     }
 
     #[test]
