@@ -77,7 +77,7 @@ enum Step {
     /// `check_now` (SIGHUP) this many times.
     Storm(u8),
     /// Tampering: `date -s` by this many seconds.
-    WallStep(i64),
+    SetWall(i64),
     /// Tampering: the wall moves `step` seconds every `every` seconds, `times` times.
     Creep { step: i64, every: u64, times: u32 },
 }
@@ -110,7 +110,7 @@ fn ordinary() -> impl Strategy<Value = Step> {
 fn any_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => ordinary(),
-        3 => (-60 * DAY..60 * DAY).prop_map(Step::WallStep),
+        3 => (-60 * DAY..60 * DAY).prop_map(Step::SetWall),
         1 => (-6i64..=-1, 1u64..=60, 1u32..200)
             .prop_map(|(step, every, times)| Step::Creep { step, every, times }),
         1 => (-365 * DAY..365 * DAY).prop_map(|rtc| Step::Reboot { rtc, correct_after: None }),
@@ -330,7 +330,7 @@ impl World {
                     self.monitor().check_now().await;
                 }
             }
-            Step::WallStep(secs) => {
+            Step::SetWall(secs) => {
                 self.set_offset(self.offset + secs);
                 self.run(1).await;
             }
