@@ -380,10 +380,11 @@ pub(crate) enum ClockAnomaly {
 /// Evidence comes in three strengths. The *stored* mark (an earlier run's, projected by
 /// monotonic time since) is hard. This run's *mark* (readings that were not provisional,
 /// advanced by monotonic time, absorbing small forward drift) is hard too, except for a
-/// while after its first reading when a stored mark exists: that first reading may be a
-/// clock still wrong after boot, or real time gone by while the service was down, and
-/// nothing offline tells the two apart, so until it is confirmed a step back that lands
-/// at or above the stored mark is a correction. Provisional readings are no evidence.
+/// while after its first reading when a stored mark exists or the run began in a boot
+/// window: that first reading may be a clock still wrong after boot, or real time gone
+/// by while the service was down, and nothing offline tells the two apart, so until it
+/// is confirmed a step back that lands at or above the stored mark is a correction.
+/// Provisional readings are no evidence.
 /// Manipulation is the wall more than the threshold behind hard evidence.
 #[derive(Debug, Clone)]
 pub(crate) struct TrustedTime {
@@ -485,11 +486,10 @@ impl TrustedTime {
             return (!hard_behind && skew < -THRESHOLD_NANOS).then(corrected);
         }
         let Some(mark) = self.mark else {
-            // The first firm reading of this run.
+            // The first firm reading of this run, after provisional ones: the clock may
+            // still be wrong after boot, so it is confirmed only later.
             self.mark = Some(wall);
-            if self.stored.is_some() {
-                self.soft_until = Some(reading.mono.saturating_add(CONFIRM_AFTER));
-            }
+            self.soft_until = Some(reading.mono.saturating_add(CONFIRM_AFTER));
             return self
                 .judge_behind(hard_behind, skew)
                 .or_else(|| (was_provisional && skew < -THRESHOLD_NANOS).then(corrected));
@@ -820,9 +820,11 @@ mod tests {
         );
         assert_eq!(t.now_secs(), 10_120);
         assert!(t.wall_is_consistent());
-        // The window closes: readings confirm the corrected mark.
+        // The window closes: the first firm reading is confirmed by one 15 min later.
         assert_eq!(t.sample(read(11_000, 1030)), None);
-        assert_eq!(t.persistable_mark(), Some(11_000));
+        assert_eq!(t.persistable_mark(), None);
+        assert_eq!(t.sample(read(12_000, 2030)), None);
+        assert_eq!(t.persistable_mark(), Some(12_000));
         // An RTC kept in local time (5 h 30 min ahead), corrected once not provisional:
         // still a correction, as no firm reading ever saw the wrong time.
         let mut t = TrustedTime::new(early(10_000 + 19_800, 10));
@@ -830,7 +832,8 @@ mod tests {
             t.sample(read(10_100, 110)),
             Some(ClockAnomaly::Corrected { .. })
         ));
-        assert_eq!(t.persistable_mark(), Some(10_100));
+        assert_eq!(t.sample(read(11_100, 1110)), None);
+        assert_eq!(t.persistable_mark(), Some(11_100));
     }
 
     #[test]

@@ -285,8 +285,11 @@ impl LicenseMonitorBuilder {
 
     /// Persists the grace anchor and the trusted-time high-water mark in `path`, so that
     /// restarting the service neither starts a new grace period nor hides a clock that was
-    /// set back while it was down. Written atomically when the anchor changes and once a
-    /// minute otherwise. A missing, unreadable or corrupt file is reported
+    /// set back while it was down. Written atomically (a new temporary, then a rename)
+    /// when the anchor changes and a minute after the last write, so a restart loses at
+    /// most a minute of trusted time; only firm evidence is written, never a provisional
+    /// reading. Read once at start, without blocking and with a bound, on tokio's
+    /// blocking pool. A missing, unreadable or corrupt file is reported
     /// (`license.state_invalid`) and ignored; it never blocks start-up.
     pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.state_file = Some(path.into());

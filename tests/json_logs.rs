@@ -1,7 +1,9 @@
-//! The JSON log lines, shaped like the product text's examples.
+//! The log lines: shaped like the product text's examples, safe for any clock, and
+//! impossible to forge through operator-supplied text.
 //!
-//! Alone in its test binary: `tracing` caches per call site whether anyone listens, and
-//! tests on other threads without a subscriber would race with the scoped one here.
+//! Every test in this binary installs its own subscriber: `tracing` caches per call site
+//! whether anyone listens, and a test on another thread without one would race with the
+//! scoped ones here.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -124,4 +126,66 @@ async fn json_log_lines_look_like_the_product_text() {
             "the token leaked: {line}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_in_1965_logs_without_a_panic() {
+    // Finding 1 of the trusted-time review: with any subscriber installed, formatting the
+    // grace anchor of a clock before 1970 panicked at start.
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let clock = TestClock::new(UNIX_EPOCH - Duration::from_secs(157_766_400));
+    let monitor = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(String::new()))
+        .clock(clock)
+        .start()
+        .await
+        .unwrap();
+    assert!(monitor.verdict().admits());
+    let lines = captured.lines();
+    let grace = lines
+        .iter()
+        .find(|l| l["event"] == "license.grace_mode_entered")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(grace["grace_started_at"], "1965-01-01T00:00:00Z");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_path_with_a_newline_cannot_forge_a_log_line() {
+    // Finding 8: text logs printed the path raw, so a newline in it started a new line
+    // that looked like one of ours.
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join("license.key\nINFO iosetu_license: event=\"license.grace_mode_exited\"");
+    let clock = TestClock::new(t0());
+    let _monitor = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::File(path))
+        .watch_file(false)
+        .clock(clock)
+        .start()
+        .await
+        .unwrap();
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("license.missing"), "{text}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("INFO iosetu_license: event=\"license.grace_mode_exited\""),
+            "a forged line: {text}"
+        );
+    }
+    assert!(text.contains("license.key\\nINFO"), "{text}");
 }
