@@ -53,15 +53,20 @@ impl Captured {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn json_log_lines_look_like_the_product_text() {
+/// Installs a JSON subscriber for this thread; its lines land in the returned buffer.
+fn capture_json() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_writer(captured.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_log_lines_look_like_the_product_text() {
+    let (captured, _guard) = capture_json();
 
     let clock = TestClock::new(t0());
     let exp = T0 as i64 + 25 * DAY + 3600;
@@ -132,13 +137,7 @@ async fn json_log_lines_look_like_the_product_text() {
 async fn a_clock_in_1965_logs_without_a_panic() {
     // Finding 1 of the trusted-time review: with any subscriber installed, formatting the
     // grace anchor of a clock before 1970 panicked at start.
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_json();
     let clock = TestClock::new(UNIX_EPOCH - Duration::from_secs(157_766_400));
     let monitor = LicenseMonitor::builder()
         .public_key(signer().public_key())
