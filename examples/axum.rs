@@ -46,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/api/hello", get(|| async { "hello, licensed world\n" }))
         .layer(monitor.layer())
-        // Routes added after the layer are not behind it (and both are exempt anyway).
+        // Routes added after the layer are not behind it: probes and scrapes keep
+        // answering after the cut-off. (Nothing is exempt by default: see exempt_path.)
         .route_service("/health", monitor.health_service())
         .route_service("/metrics", monitor.metrics_service());
 

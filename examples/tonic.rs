@@ -8,7 +8,10 @@
 //! ```
 //!
 //! After the grace period every call fails with `UNAVAILABLE` and a message naming the
-//! license. Stop it with Ctrl-C.
+//! license, except `grpc.health.v1.Health/Check`: one tonic layer wraps every service,
+//! so the probe's path is exempted explicitly (nothing is exempt by default), and a
+//! Kubernetes gRPC probe keeps answering. `Health/Watch` stays behind the license.
+//! Stop it with Ctrl-C.
 
 use iosetu_license::{LicenseMonitor, LicenseSource, LicenseState, PublicKey};
 use tonic_health::ServingStatus;
@@ -23,6 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let monitor = LicenseMonitor::builder()
         .public_key(PublicKey::from_pem(PUBLIC_KEY)?)
         .source(LicenseSource::from_env())
+        // The layer below wraps every gRPC service: let the health probe through.
+        .exempt_path("/grpc.health.v1.Health/Check")
         .start()
         .await?;
     if monitor.verdict().state != LicenseState::Valid {

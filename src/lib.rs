@@ -110,8 +110,8 @@ pub use layer::{License, LicenseLayer, ResponseBody, ResponseFuture};
 pub use metrics::MetricsService;
 pub use metrics::MetricsSnapshot;
 pub use monitor::{
-    DEFAULT_CHECK_INTERVAL, DEFAULT_EXEMPT_PATHS, DEFAULT_FILE_POLL_INTERVAL, DEFAULT_GRACE_PERIOD,
-    LicenseMonitor, LicenseMonitorBuilder, StartError,
+    DEFAULT_CHECK_INTERVAL, DEFAULT_FILE_POLL_INTERVAL, DEFAULT_GRACE_PERIOD, LicenseMonitor,
+    LicenseMonitorBuilder, StartError,
 };
 #[cfg(feature = "otel")]
 pub use otel::OtelGauges;

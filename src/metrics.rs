@@ -223,8 +223,8 @@ mod prometheus {
 
     /// A tower service answering `/metrics` in the Prometheus text format (0.0.4).
     ///
-    /// Mount it with `route_service("/metrics", monitor.metrics_service())`. `/metrics`
-    /// is exempt from the license gate by default, so scrapes keep working after the
+    /// Mount it outside the license layer, e.g. axum's `.route_service("/metrics",
+    /// monitor.metrics_service())` after `.layer(..)`, so scrapes keep working after the
     /// cut-off, which is exactly when they matter.
     #[derive(Clone)]
     #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]

@@ -23,8 +23,6 @@ use crate::{Clock, PublicKey};
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 /// Default grace period.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
-/// The paths that bypass the license gate unless configured otherwise.
-pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/health", "/metrics"];
 /// Default interval between polls of a license file (a backstop for the watch).
 pub const DEFAULT_FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How many events a subscriber may fall behind before it starts losing the oldest.
@@ -164,10 +162,7 @@ impl LicenseMonitorBuilder {
             audience: None,
             check_interval: DEFAULT_CHECK_INTERVAL,
             grace_period: DEFAULT_GRACE_PERIOD,
-            exempt_paths: DEFAULT_EXEMPT_PATHS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
+            exempt_paths: Vec::new(),
             clock: Arc::new(SystemClock),
             built_at: None,
             fail_closed: false,
@@ -218,8 +213,22 @@ impl LicenseMonitorBuilder {
         self
     }
 
-    /// Adds a path that always passes the gate (exact match). `/health` and `/metrics`
-    /// are exempt by default.
+    /// Adds a path that always passes the gate; none pass by default.
+    ///
+    /// The match is exact, on the path *the layer sees*: after any router rewriting, and
+    /// whatever handler would answer it. Two traps follow, and both are why nothing is
+    /// exempt by default:
+    ///
+    /// * a protected fallback answers every path nothing else is mounted at, so an exempt
+    ///   `/metrics` with no `/metrics` route serves the fallback to anyone after the
+    ///   cut-off;
+    /// * axum's `Router::nest("/api", api.layer(..))` strips the prefix before the layer
+    ///   sees the request, so an exempt `/health` also exempts `/api/health`.
+    ///
+    /// With axum, mount `/health` and `/metrics` outside the layer instead
+    /// (`.route_service(..)` after `.layer(..)`). Use this for setups where one layer
+    /// wraps everything, e.g. tonic's `Server::builder().layer(..)` and the gRPC health
+    /// service's `/grpc.health.v1.Health/Check`.
     pub fn exempt_path(mut self, path: impl Into<String>) -> Self {
         let path = path.into();
         if !self.exempt_paths.contains(&path) {
@@ -228,7 +237,7 @@ impl LicenseMonitorBuilder {
         self
     }
 
-    /// Removes every exempt path, the defaults included.
+    /// Removes every exempt path added so far.
     pub fn clear_exempt_paths(mut self) -> Self {
         self.exempt_paths.clear();
         self

@@ -1,6 +1,5 @@
 //! The deployment files say what the code does: same variable, same path, same probe.
 
-use iosetu_license::DEFAULT_EXEMPT_PATHS;
 use iosetu_license::source::LICENSE_FILE_VAR;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -67,13 +66,16 @@ fn kubernetes_manifest_matches_the_code() {
         "the license must not be mounted with subPath"
     );
 
-    // Readiness on /health, which the layer leaves open after the cut-off; liveness
-    // anywhere but /health.
+    // Readiness on /health, which the examples mount outside the layer so that it answers
+    // after the cut-off; liveness anywhere but /health.
     let readiness = container["readinessProbe"]["httpGet"]["path"]
         .as_str()
         .unwrap();
     assert_eq!(readiness, "/health");
-    assert!(DEFAULT_EXEMPT_PATHS.contains(&readiness));
+    let example = std::fs::read_to_string("examples/axum.rs").unwrap();
+    let layer_at = example.find(".layer(").unwrap();
+    let health_at = example.find(r#".route_service("/health""#).unwrap();
+    assert!(health_at > layer_at, "/health is mounted outside the layer");
     let liveness = &container["livenessProbe"];
     assert!(!liveness.is_badvalue(), "a liveness probe is declared");
     assert_ne!(liveness["httpGet"]["path"].as_str(), Some("/health"));

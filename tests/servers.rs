@@ -179,3 +179,77 @@ async fn tonic_health_behind_the_layer() {
     assert_eq!(monitor.check_now().await.state, LicenseState::Valid);
     assert!(client.check(check()).await.is_ok());
 }
+
+/// After the cut-off, serves `app` and returns what `paths` answer.
+async fn statuses_after_cut_off(
+    app: impl FnOnce(&LicenseMonitor) -> Router,
+    paths: &[&str],
+) -> Vec<StatusCode> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license(&path, now() - 10 * DAY);
+    let monitor = monitor(&path).await;
+    assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
+    let app = app(&monitor);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut statuses = Vec::new();
+    for path in paths {
+        statuses.push(fetch(addr, path).await.status);
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_protected_fallback_is_not_served_for_metrics_after_the_cut_off() {
+    // Before: `/metrics` was exempt by default, and with nothing mounted there the
+    // protected fallback answered it, after the cut-off, for anyone.
+    let statuses = statuses_after_cut_off(
+        |monitor| {
+            Router::new()
+                .route("/api/hello", get(|| async { "hello" }))
+                .fallback(|| async { "the protected fallback" })
+                .layer(monitor.layer())
+                .route_service("/health", monitor.health_service())
+        },
+        &["/metrics", "/anything", "/api/hello", "/health"],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
+            // Mounted outside the layer: it reports the cut-off, it is not bypassed.
+            StatusCode::SERVICE_UNAVAILABLE,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_nested_router_does_not_exempt_its_own_health_route() {
+    // Before: axum strips `/api` before the nested layer sees the request, so
+    // `GET /api/health` reached a protected handler as `/health`, which was exempt.
+    let statuses = statuses_after_cut_off(
+        |monitor| {
+            let api = Router::new()
+                .route("/health", get(|| async { "a protected handler" }))
+                .route("/orders", get(|| async { "orders" }))
+                .layer(monitor.layer());
+            Router::new()
+                .nest("/api", api)
+                .route_service("/health", monitor.health_service())
+        },
+        &["/api/health", "/api/orders"],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+    );
+}

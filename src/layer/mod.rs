@@ -30,7 +30,7 @@
 //! let app: Router = Router::new()
 //!     .route("/api/orders", get(|| async { "orders" }))
 //!     .layer(LicenseLayer::new(&monitor))
-//!     // Added after the layer, so not behind it (and exempt anyway).
+//!     // Added after the layer, so not behind it: probes answer after the cut-off.
 //!     .route_service("/health", monitor.health_service());
 //! # let _ = app;
 //! # Ok(()) }

@@ -20,7 +20,8 @@ use crate::shared::View;
 /// verdict: no lock, no allocation, no clock read. While it admits (valid or in
 /// grace), the request goes to the inner service untouched. Once grace has expired, a new
 /// request is answered at once (503 with a JSON body, or gRPC UNAVAILABLE) and never reaches
-/// the inner service, except on the exempt paths (by default `/health` and `/metrics`).
+/// the inner service, except on the exempt paths (none by default; see
+/// [`LicenseMonitorBuilder::exempt_path`](crate::LicenseMonitorBuilder::exempt_path)).
 ///
 /// # Readiness
 ///
