@@ -39,6 +39,7 @@ pub(crate) struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) built_at: Option<std::time::SystemTime>,
     pub(crate) grace_period: Duration,
+    pub(crate) drain_period: Duration,
     pub(crate) check_interval: Duration,
     pub(crate) fail_closed: bool,
     pub(crate) triggers: Triggers,
@@ -123,9 +124,13 @@ pub(crate) struct Checker {
     source: LicenseSource,
     clock: Arc<dyn Clock>,
     grace_period: Duration,
+    drain_period: Duration,
     check_interval: Duration,
     fail_closed: bool,
     time: TrustedTime,
+    /// While cut off: when (trusted seconds) the drain period ends, and whether it has.
+    drain_ends: Option<i64>,
+    drained: bool,
     /// The license in force: the last token that verified.
     license: Option<Arc<Claims>>,
     license_fingerprint: Option<String>,
@@ -168,6 +173,9 @@ impl Checker {
             source: config.source,
             clock: config.clock,
             grace_period: config.grace_period,
+            drain_period: config.drain_period,
+            drain_ends: None,
+            drained: false,
             check_interval: config.check_interval,
             fail_closed: config.fail_closed,
             time,
@@ -187,13 +195,14 @@ impl Checker {
         }
     }
 
-    /// Restores the state file and runs the first full check: what `start` awaits.
-    pub(crate) async fn first_check(&mut self) -> Arc<Verdict> {
+    /// Restores the state file and runs the first full check: what `start` awaits. Returns
+    /// the verdict and whether a drain period is already over.
+    pub(crate) async fn first_check(&mut self) -> (Arc<Verdict>, bool) {
         self.restore_state().await;
         let read = self.read_source().await;
         let verdict = self.check(Mode::Full(read)).await;
         self.persist_state().await;
-        verdict
+        (verdict, self.drained)
     }
 
     pub(crate) async fn run(mut self, shared: Weak<Shared>, mut commands: mpsc::Receiver<Command>) {
@@ -222,11 +231,22 @@ impl Checker {
                 }
             });
             let cap = later(self.checked_at, MAX_SLEEP);
-            let wake = [Some(next_full), change, next_poll, persist, Some(cap)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(cap);
+            let drain = self
+                .drain_ends
+                .filter(|_| !self.drained)
+                .and_then(|at| self.checked_at.checked_add(self.time.until(at)));
+            let wake = [
+                Some(next_full),
+                change,
+                next_poll,
+                persist,
+                Some(cap),
+                drain,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(cap);
             let wake = tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => Wake::Command(command),
@@ -258,7 +278,7 @@ impl Checker {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            shared.publish(Arc::clone(&verdict));
+            shared.publish(Arc::clone(&verdict), self.drained);
             drop(shared);
             // After publishing (a slow disk delays the state file, never the verdict) and
             // before answering `check_now` (whose caller may restart next).
@@ -368,6 +388,19 @@ impl Checker {
             }
         }
         self.transition_events(&evaluation, full || reloaded, &mut events);
+        // Responses admitted before a cut-off get the drain period, counted from the
+        // cut-off (the end of grace), then end; a valid license or grace again stops it.
+        self.drain_ends = (evaluation.verdict.state == LicenseState::GraceExpired).then(|| {
+            let cut = evaluation
+                .verdict
+                .grace_ends_at
+                .map_or(now, crate::clock::unix_seconds);
+            let period = i64::try_from(self.drain_period.as_secs()).unwrap_or(i64::MAX);
+            cut.saturating_add(period)
+        });
+        self.drained = self
+            .drain_ends
+            .is_some_and(|ends| self.time.now_secs() >= ends);
         self.grace_anchor = evaluation.grace_anchor;
         self.ever_valid |= evaluation.verdict.is_valid();
         let mut verdict = evaluation.verdict.clone();

@@ -105,13 +105,13 @@ pub use health::{Health, HealthService, HealthStatus, LicenseHealth};
 #[cfg(feature = "issue")]
 pub use issue::LicenseSigner;
 pub use key::{KeyError, PublicKey};
-pub use layer::{License, LicenseLayer, ResponseBody, ResponseFuture};
+pub use layer::{Drained, License, LicenseLayer, ResponseBody, ResponseFuture};
 #[cfg(feature = "prometheus")]
 pub use metrics::MetricsService;
 pub use metrics::MetricsSnapshot;
 pub use monitor::{
-    DEFAULT_CHECK_INTERVAL, DEFAULT_FILE_POLL_INTERVAL, DEFAULT_GRACE_PERIOD, LicenseMonitor,
-    LicenseMonitorBuilder, StartError,
+    DEFAULT_CHECK_INTERVAL, DEFAULT_DRAIN_PERIOD, DEFAULT_FILE_POLL_INTERVAL, DEFAULT_GRACE_PERIOD,
+    LicenseMonitor, LicenseMonitorBuilder, StartError,
 };
 #[cfg(feature = "otel")]
 pub use otel::OtelGauges;

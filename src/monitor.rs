@@ -23,6 +23,8 @@ use crate::{Clock, PublicKey};
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 /// Default grace period.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+/// Default drain period: how long responses admitted before a cut-off keep running.
+pub const DEFAULT_DRAIN_PERIOD: Duration = Duration::from_secs(60);
 /// Default interval between polls of a license file (a backstop for the watch).
 pub const DEFAULT_FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How many events a subscriber may fall behind before it starts losing the oldest.
@@ -140,6 +142,7 @@ pub struct LicenseMonitorBuilder {
     audience: Option<String>,
     check_interval: Duration,
     grace_period: Duration,
+    drain_period: Duration,
     exempt_paths: Vec<String>,
     clock: Arc<dyn Clock>,
     built_at: Option<SystemTime>,
@@ -162,6 +165,7 @@ impl LicenseMonitorBuilder {
             audience: None,
             check_interval: DEFAULT_CHECK_INTERVAL,
             grace_period: DEFAULT_GRACE_PERIOD,
+            drain_period: DEFAULT_DRAIN_PERIOD,
             exempt_paths: Vec::new(),
             clock: Arc::new(SystemClock),
             built_at: None,
@@ -210,6 +214,21 @@ impl LicenseMonitorBuilder {
     /// How long requests are still served without a valid license (default 24 h).
     pub fn grace_period(mut self, period: Duration) -> Self {
         self.grace_period = period;
+        self
+    }
+
+    /// How long responses admitted before the cut-off keep running after it (default
+    /// 60 s). Then a body still streaming ends (a gRPC response with `grpc-status: 14`
+    /// trailers, any other with a body error, so the client sees a truncated response,
+    /// never a clean end), and a request whose response has not started is answered with
+    /// the rejection, its inner future dropped. A long-lived stream (SSE, gRPC streaming, a
+    /// slow download) opened before the cut-off therefore cannot carry the service on past
+    /// it. A license renewed meanwhile stops the drain: nothing is cut. Requests to exempt
+    /// paths made after the cut-off are never cut; one made before it was admitted like
+    /// any other (the admitted path does not look at the path) and is drained like any
+    /// other.
+    pub fn drain_period(mut self, period: Duration) -> Self {
+        self.drain_period = period;
         self
     }
 
@@ -367,6 +386,7 @@ impl LicenseMonitorBuilder {
             clock: Arc::clone(&self.clock),
             built_at: self.built_at,
             grace_period: self.grace_period,
+            drain_period: self.drain_period,
             check_interval: self.check_interval,
             fail_closed: self.fail_closed,
             triggers,
@@ -377,10 +397,11 @@ impl LicenseMonitorBuilder {
             #[cfg(feature = "otel")]
             event_hook: self.event_hook,
         });
-        let first = checker.first_check().await;
+        let (first, first_drained) = checker.first_check().await;
         let (commands, rx) = mpsc::channel(8);
         let shared = Arc::new(Shared::new(Parts {
             first,
+            first_drained,
             exempt_paths: self.exempt_paths,
             clock: self.clock,
             grace_period: self.grace_period,

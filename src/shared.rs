@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use crate::Clock;
 use crate::event::LicenseEvent;
@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     /// flag, published right after each verdict, so a request costs one relaxed load of a
     /// cache line that only the checker ever writes (and only when the verdict changes).
     admits: CacheLine<AtomicBool>,
+    /// Whether responses admitted before a cut-off must end now; see [`Drain`].
+    drain: &'static Drain,
     verdict: ArcSwap<Verdict>,
     exempt_paths: Box<[String]>,
     clock: Arc<dyn Clock>,
@@ -30,6 +32,52 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<LicenseEvent>,
     // Dropping the last handle drops this sender, which is how the checker learns to stop.
     pub(crate) commands: mpsc::Sender<Command>,
+}
+
+/// Tells responses still running that the drain period after a cut-off is over, and
+/// wakes those that wait for their inner body or future.
+///
+/// Every admitted response holds a `&'static Drain`, never a reference count: cloning an
+/// `Arc` per request would write to a cache line every core shares, on the path that must
+/// cost one load. So each monitor leaks one `Drain` (a flag and a `Notify`, a few dozen
+/// bytes): responses may outlive the monitor, and they can never read freed memory.
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    over: CacheLine<AtomicBool>,
+    notify: Notify,
+}
+
+impl Drain {
+    fn leak() -> &'static Drain {
+        Box::leak(Box::default())
+    }
+
+    /// Whether responses must end now: one relaxed load, per poll of an admitted
+    /// response's future or body.
+    #[inline]
+    pub(crate) fn is_over(&self) -> bool {
+        self.over.0.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is over, ordered after the registration of a waiter (see `waiter`).
+    pub(crate) fn is_over_acquire(&self) -> bool {
+        self.over.0.load(Ordering::Acquire)
+    }
+
+    /// A future that completes when the drain is over. Created before checking
+    /// `is_over_acquire`, it cannot miss the notification.
+    pub(crate) fn waiter(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    fn set(&self, over: bool) {
+        if self.over.0.load(Ordering::Relaxed) != over {
+            self.over.0.store(over, Ordering::Release);
+            if over {
+                self.notify.notify_waiters();
+            }
+        }
+    }
 }
 
 /// What a handle can ask of the checker.
@@ -42,11 +90,13 @@ pub(crate) enum Command {
 /// that writes to its neighbours (the verdict's pointer changes at every check) never
 /// evict it from the readers' caches.
 #[repr(align(128))]
+#[derive(Debug, Default)]
 struct CacheLine<T>(T);
 
 /// Everything `Shared` is made of.
 pub(crate) struct Parts {
     pub(crate) first: Arc<Verdict>,
+    pub(crate) first_drained: bool,
     pub(crate) exempt_paths: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) grace_period: Duration,
@@ -57,8 +107,11 @@ pub(crate) struct Parts {
 
 impl Shared {
     pub(crate) fn new(parts: Parts) -> Self {
+        let drain = Drain::leak();
+        drain.set(parts.first_drained);
         Self {
             admits: CacheLine(AtomicBool::new(parts.first.admits())),
+            drain,
             verdict: ArcSwap::new(parts.first),
             exempt_paths: parts.exempt_paths.into_boxed_slice(),
             clock: parts.clock,
@@ -73,14 +126,16 @@ impl Shared {
         &self.exempt_paths
     }
 
-    /// Stores a new verdict (the checker is the only caller).
-    pub(crate) fn publish(&self, verdict: Arc<Verdict>) {
+    /// Stores a new verdict, and whether the drain period after a cut-off is over (the
+    /// checker is the only caller).
+    pub(crate) fn publish(&self, verdict: Arc<Verdict>, drained: bool) {
         let admits = verdict.admits();
         self.verdict.store(verdict);
         // Written only when it changes, so readers' cache lines stay shared.
         if self.admits.0.load(Ordering::Relaxed) != admits {
             self.admits.0.store(admits, Ordering::Release);
         }
+        self.drain.set(drained && !admits);
     }
 }
 
@@ -112,6 +167,12 @@ impl View {
 
     pub(crate) fn exempt_paths(&self) -> &[String] {
         &self.0.exempt_paths
+    }
+
+    /// The drain switch admitted responses watch.
+    #[inline]
+    pub(crate) fn drain(&self) -> &'static Drain {
+        self.0.drain
     }
 
     pub(crate) fn clock(&self) -> &dyn Clock {

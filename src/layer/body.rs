@@ -1,18 +1,46 @@
 //! The response body of [`License`](super::License).
 
+use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::futures::Notified;
+
+use super::future::wait_for_drain;
+use super::rejection::GRPC_MESSAGE;
+use crate::shared::Drain;
+
+/// The error type of [`ResponseBody`]: the inner body's error, boxed, or [`Drained`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error a response body ends with when the drain period after a cut-off is over
+/// and it was still streaming (plain HTTP; gRPC responses end with `grpc-status: 14`
+/// trailers instead). hyper then aborts the response: on HTTP/1.1 the connection closes
+/// mid-body, on HTTP/2 the stream is reset, so the client never mistakes it for a
+/// complete response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drained;
+
+impl fmt::Display for Drained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the license's drain period after the cut-off is over: response ended")
+    }
+}
+
+impl std::error::Error for Drained {}
 
 pin_project! {
     /// The body of a response from [`License`](super::License): the inner service's body
     /// when the request was admitted, or the fixed body of a rejection.
     ///
     /// Both axum's `Router::layer` and tonic's `Server::builder().layer` accept it: its
-    /// data is [`Bytes`] and its error is the inner body's.
+    /// data is [`Bytes`] and its error a [`BoxError`]. An admitted body still streaming
+    /// at the end of the drain period after a cut-off ends there (see [`Drained`]).
     #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
@@ -24,15 +52,31 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind<B> {
-        Inner { #[pin] body: B },
+        Inner {
+            #[pin]
+            body: B,
+            drain: Option<&'static Drain>,
+            // Boxed (once, for a body that goes pending) so that the body stays `Unpin`
+            // when the inner body is.
+            waiter: Option<Pin<Box<Notified<'static>>>>,
+            grpc: bool,
+        },
         Full { data: Option<Bytes> },
+        // Cut at the end of the drain period: the trailers (gRPC) or nothing is left.
+        Cut { trailers: Option<HeaderMap> },
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
+    #[inline]
+    pub(crate) fn inner(body: B, drain: Option<&'static Drain>, grpc: bool) -> Self {
         Self {
-            kind: Kind::Inner { body },
+            kind: Kind::Inner {
+                body,
+                drain,
+                waiter: None,
+                grpc,
+            },
         }
     }
 
@@ -54,36 +98,87 @@ impl<B> Default for ResponseBody<B> {
     }
 }
 
+/// The trailers a gRPC stream cut at the end of the drain period ends with.
+fn grpc_unavailable() -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", HeaderValue::from_static("14"));
+    trailers.insert("grpc-message", HeaderValue::from_static(GRPC_MESSAGE));
+    trailers
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut kind = self.project().kind;
+        let grpc = match kind.as_mut().project() {
+            KindProj::Inner {
+                body,
+                drain,
+                waiter,
+                grpc,
+            } => {
+                let (drain, grpc) = (*drain, *grpc);
+                // One relaxed load per frame while the drain is not over.
+                if !drain.is_some_and(Drain::is_over) {
+                    match body.poll_frame(cx) {
+                        Poll::Ready(frame) => {
+                            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+                        }
+                        Poll::Pending => match drain {
+                            None => return Poll::Pending,
+                            Some(drain) => {
+                                let waiter = waiter.get_or_insert_with(|| Box::pin(drain.waiter()));
+                                if !wait_for_drain(drain, waiter.as_mut(), cx) {
+                                    return Poll::Pending;
+                                }
+                            }
+                        },
+                    }
+                }
+                grpc
+            }
+            KindProj::Full { data } => {
+                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
+            }
+            KindProj::Cut { trailers } => {
+                return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+        };
+        // The drain period is over: the inner body is dropped, and the stream ends as a
+        // failure the client cannot mistake for a complete response.
+        kind.set(Kind::Cut { trailers: None });
+        if grpc {
+            Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable()))))
+        } else {
+            Poll::Ready(Some(Err(Box::new(Drained))))
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Inner { body, .. } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
+            Kind::Cut { trailers } => trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
+            Kind::Inner { body, .. } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            Kind::Cut { .. } => SizeHint::default(),
         }
     }
 }
@@ -112,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn inner_body_passes_through() {
-        let body = ResponseBody::inner(Full::new(Bytes::from_static(b"hello")));
+        let body = ResponseBody::inner(Full::new(Bytes::from_static(b"hello")), None, false);
         assert_eq!(body.size_hint().exact(), Some(5));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
     }

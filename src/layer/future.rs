@@ -6,16 +6,20 @@ use std::task::{Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
+use tokio::sync::futures::Notified;
 
 use super::body::ResponseBody;
 use super::rejection::Rejection;
+use crate::shared::Drain;
 
 pin_project! {
     /// The future returned by [`License`](super::License): the inner service's future for
     /// an admitted request, or a ready rejection.
     ///
-    /// An admitted request's future is the inner service's own, so it runs to completion
-    /// whatever the license does meanwhile: the cut-off applies to new requests only.
+    /// An admitted request's future runs to completion whatever the license does
+    /// meanwhile, unless it has not answered by the end of the drain period after a
+    /// cut-off: then it is dropped and the request gets the rejection
+    /// ([`drain_period`](crate::LicenseMonitorBuilder::drain_period)).
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -27,15 +31,31 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind<F> {
-        Inner { #[pin] future: F },
+        Inner {
+            #[pin]
+            future: F,
+            // `None` for exempt paths, which are never cut.
+            drain: Option<&'static Drain>,
+            // Registered only once the inner future is pending, so that the end of the
+            // drain period wakes it.
+            #[pin]
+            waiter: Option<Notified<'static>>,
+            grpc: bool,
+        },
         Rejected { rejection: Option<Rejection> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F) -> Self {
+    #[inline]
+    pub(crate) fn inner(future: F, drain: Option<&'static Drain>, grpc: bool) -> Self {
         Self {
-            kind: Kind::Inner { future },
+            kind: Kind::Inner {
+                future,
+                drain,
+                waiter: None,
+                grpc,
+            },
         }
     }
 
@@ -54,16 +74,69 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(ResponseBody::inner))),
+        let mut kind = self.project().kind;
+        let cut = match kind.as_mut().project() {
+            KindProj::Inner {
+                future,
+                drain,
+                mut waiter,
+                grpc,
+            } => {
+                let (drain, grpc) = (*drain, *grpc);
+                if !drain.is_some_and(Drain::is_over) {
+                    match future.poll(cx) {
+                        Poll::Ready(result) => {
+                            return Poll::Ready(result.map(|response| {
+                                response.map(|body| ResponseBody::inner(body, drain, grpc))
+                            }));
+                        }
+                        Poll::Pending => match drain {
+                            None => return Poll::Pending,
+                            Some(drain) => {
+                                if waiter.is_none() {
+                                    // Created before `wait_for_drain` checks the flag, so
+                                    // a notification in between is not missed.
+                                    waiter.set(Some(drain.waiter()));
+                                }
+                                if let Some(waiter) = waiter.as_pin_mut()
+                                    && !wait_for_drain(drain, waiter, cx)
+                                {
+                                    return Poll::Pending;
+                                }
+                            }
+                        },
+                    }
+                }
+                if grpc {
+                    Rejection::Grpc
+                } else {
+                    Rejection::Http
+                }
+            }
             KindProj::Rejected { rejection } => {
                 // Polled again after completion: answer again rather than panic.
                 let rejection = rejection.take().unwrap_or(Rejection::Http);
-                Poll::Ready(Ok(rejection.into_response()))
+                return Poll::Ready(Ok(rejection.into_response()));
             }
-        }
+        };
+        // The drain period is over and the response has not started: drop the inner
+        // future (its work stops here) and answer as a new request would be.
+        kind.set(Kind::Rejected { rejection: None });
+        Poll::Ready(Ok(cut.into_response()))
     }
+}
+
+/// Registers `cx` to be woken when the drain period ends; returns whether it has ended
+/// already. `waiter` must have been created before this call (it then cannot miss a
+/// notification sent after the flag was read). Called only after the inner future or
+/// body returned `Pending`: a response that is ready costs nothing here.
+#[cold]
+pub(crate) fn wait_for_drain(
+    drain: &'static Drain,
+    waiter: Pin<&mut Notified<'static>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    drain.is_over_acquire() || waiter.poll(cx).is_ready()
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response, Version};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
@@ -88,7 +88,10 @@ where
         // flag with each verdict; a request that reads the old value a moment after a
         // change is ordered before the change, which is all a cut-off promises.
         if self.view.admits() {
-            return ResponseFuture::inner(self.inner.call(request));
+            // gRPC needs HTTP/2: only then is the content type looked at (a cut at the end
+            // of a drain period answers gRPC with trailers, anything else with an error).
+            let grpc = request.version() == Version::HTTP_2 && is_grpc(request.headers());
+            return ResponseFuture::inner(self.inner.call(request), Some(self.view.drain()), grpc);
         }
         self.refused_or_exempt(request)
     }
@@ -105,10 +108,16 @@ impl<S> License<S> {
     {
         let path = request.uri().path();
         if self.view.exempt_paths().iter().any(|p| p == path) {
-            return ResponseFuture::inner(self.inner.call(request));
+            // Exempt paths are never cut, by the drain either.
+            return ResponseFuture::inner(self.inner.call(request), None, false);
         }
         ResponseFuture::rejected(Rejection::for_request(request.headers()))
     }
+}
+
+#[cold]
+fn is_grpc(headers: &HeaderMap) -> bool {
+    Rejection::for_request(headers) == Rejection::Grpc
 }
 
 impl<S: Clone> Clone for License<S> {

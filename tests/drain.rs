@@ -1,0 +1,221 @@
+//! Draining, in paused time: a response admitted before the cut-off gets the drain period
+//! and no more. A stream still open then ends (an error for HTTP, `grpc-status: 14`
+//! trailers for gRPC), a response not started is answered with the rejection and its inner
+//! future dropped, and a renewal during the drain period stops it.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use iosetu_license::{
+    Claims, LicenseMonitor, LicenseSource, LicenseState, ResponseBody, TestClock,
+};
+use tokio::sync::{mpsc, oneshot};
+use tower::{Layer, Service, ServiceExt};
+
+mod common;
+use common::{DAY, HOUR, T0, builder, run_for, signer, t0};
+
+/// A body whose frames the test sends, one at a time: an SSE stream, a gRPC stream or a
+/// slow download, as far as the layer can tell.
+struct Stream(mpsc::Receiver<Bytes>);
+
+impl Body for Stream {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d))))
+    }
+}
+
+/// A service that answers each request with a [`Stream`] and hands the test its sender.
+fn streaming(
+    senders: mpsc::UnboundedSender<mpsc::Sender<Bytes>>,
+) -> impl Service<
+    Request<()>,
+    Response = Response<Stream>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Response<Stream>, Infallible>>,
+> + Clone {
+    tower::service_fn(move |_request: Request<()>| {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = senders.send(tx);
+        std::future::ready(Ok::<_, Infallible>(Response::new(Stream(rx))))
+    })
+}
+
+/// No license, one hour of grace from T0, the default 60 s drain period.
+async fn monitor(clock: &TestClock) -> LicenseMonitor {
+    builder(clock, LicenseSource::Static(String::new()))
+        .grace_period(Duration::from_secs(HOUR as u64))
+        .exempt_path("/ready")
+        .start()
+        .await
+        .unwrap()
+}
+
+fn grpc_request() -> Request<()> {
+    Request::builder()
+        .version(Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap()
+}
+
+async fn open(
+    monitor: &LicenseMonitor,
+    request: Request<()>,
+) -> (ResponseBody<Stream>, mpsc::Sender<Bytes>) {
+    let (senders, mut rx) = mpsc::unbounded_channel();
+    let response = monitor
+        .layer()
+        .layer(streaming(senders))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    (response.into_body(), rx.recv().await.unwrap())
+}
+
+/// How a body cut by the drain ends, as `next` shows it.
+const DRAINED: &str = "error:the license's drain period after the cut-off is over: response ended";
+
+/// The next frame, as text: `data:…`, `trailers:…`, `error:…`, or `end`.
+async fn next(body: &mut ResponseBody<Stream>) -> String {
+    match body.frame().await {
+        None => "end".into(),
+        Some(Err(e)) => format!("error:{e}"),
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => format!("data:{}", String::from_utf8_lossy(&data)),
+            Err(frame) => format!("trailers:{:?}", frame.into_trailers().unwrap()),
+        },
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_open_at_the_cut_off_ends_with_an_error_after_the_drain_period() {
+    let clock = TestClock::new(t0());
+    let monitor = monitor(&clock).await;
+    run_for(HOUR - 10).await;
+    let (mut body, tx) = open(&monitor, Request::new(())).await;
+    tx.send(Bytes::from_static(b"before")).await.unwrap();
+    assert_eq!(next(&mut body).await, "data:before");
+
+    // The cut-off: new requests are refused, the open stream carries on for the drain
+    // period.
+    run_for(10 + 30).await;
+    assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
+    tx.send(Bytes::from_static(b"draining")).await.unwrap();
+    assert_eq!(next(&mut body).await, "data:draining");
+
+    // Idle when the drain period ends: it is woken and ends, as a failure.
+    let ended = tokio::spawn(async move { (next(&mut body).await, body) });
+    run_for(31).await;
+    let (frame, body) = ended.await.unwrap();
+    assert_eq!(frame, DRAINED);
+    assert!(body.is_end_stream());
+    // The stream's producer sees the stream is gone.
+    assert!(tx.send(Bytes::from_static(b"after")).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_stream_is_cut_at_the_next_frame_after_the_drain_period() {
+    let clock = TestClock::new(t0());
+    let monitor = monitor(&clock).await;
+    run_for(HOUR - 10).await;
+    let (mut body, tx) = open(&monitor, Request::new(())).await;
+    run_for(10 + 61).await;
+    // A frame is ready, but the drain period is over: it is not delivered.
+    tx.send(Bytes::from_static(b"too late")).await.unwrap();
+    assert_eq!(next(&mut body).await, DRAINED);
+    assert_eq!(next(&mut body).await, "end");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_stream_ends_with_unavailable_trailers() {
+    let clock = TestClock::new(t0());
+    let monitor = monitor(&clock).await;
+    run_for(HOUR - 10).await;
+    let (mut body, _tx) = open(&monitor, grpc_request()).await;
+    let ended = tokio::spawn(async move { next(&mut body).await });
+    run_for(10 + 61).await;
+    let frame = ended.await.unwrap();
+    assert!(frame.starts_with("trailers:"), "{frame}");
+    assert!(frame.contains(r#""grpc-status": "14""#), "{frame}");
+    assert!(frame.contains("license"), "{frame}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_not_started_by_the_end_of_the_drain_is_refused_and_dropped() {
+    let clock = TestClock::new(t0());
+    let monitor = monitor(&clock).await;
+    run_for(HOUR - 10).await;
+    let (dropped_tx, dropped) = oneshot::channel::<()>();
+    let mut dropped_tx = Some(dropped_tx);
+    let slow = tower::service_fn(move |_request: Request<()>| {
+        let guard = dropped_tx.take();
+        async move {
+            // Never answers; dropping the future drops `guard`.
+            std::future::pending::<()>().await;
+            drop(guard);
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }
+    });
+    let service = monitor.layer().layer(slow);
+    let response = tokio::spawn(service.oneshot(Request::new(())));
+    run_for(10 + 30).await;
+    assert!(
+        !response.is_finished(),
+        "admitted: it runs during the drain period"
+    );
+    run_for(31).await;
+    let response = response.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(dropped.await.is_err(), "the inner future was dropped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_during_the_drain_period_stops_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    std::fs::write(&path, "").unwrap();
+    let clock = TestClock::new(t0());
+    let monitor = builder(&clock, LicenseSource::File(path.clone()))
+        .grace_period(Duration::from_secs(HOUR as u64))
+        .watch_file(false)
+        .file_poll_interval(None)
+        .start()
+        .await
+        .unwrap();
+    run_for(HOUR - 10).await;
+    let (mut body, tx) = open(&monitor, Request::new(())).await;
+    run_for(10 + 30).await;
+    assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
+    std::fs::write(&path, signer().sign(&Claims::new("Acme", T0 + 90 * DAY))).unwrap();
+    assert_eq!(monitor.check_now().await.state, LicenseState::Valid);
+    run_for(HOUR).await;
+    tx.send(Bytes::from_static(b"still here")).await.unwrap();
+    assert_eq!(next(&mut body).await, "data:still here");
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_on_exempt_paths_opened_after_the_cut_off_are_never_cut() {
+    // (One opened before the cut-off was admitted like any other request, without a look
+    // at its path, and is drained like any other: see `drain_period`.)
+    let clock = TestClock::new(t0());
+    let monitor = monitor(&clock).await;
+    run_for(HOUR + 1).await;
+    assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
+    let (mut body, tx) = open(&monitor, Request::get("/ready").body(()).unwrap()).await;
+    run_for(HOUR).await;
+    tx.send(Bytes::from_static(b"probe")).await.unwrap();
+    assert_eq!(next(&mut body).await, "data:probe");
+}
