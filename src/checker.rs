@@ -128,8 +128,9 @@ pub(crate) struct Checker {
     check_interval: Duration,
     fail_closed: bool,
     time: TrustedTime,
-    /// While cut off: when (trusted seconds) the drain period ends, and whether it has.
-    drain_ends: Option<i64>,
+    /// While cut off: when the drain period ends (running time from the check that
+    /// published the cut-off), and whether it has.
+    drain_ends: Option<Instant>,
     drained: bool,
     /// The license in force: the last token that verified.
     license: Option<Arc<Claims>>,
@@ -231,10 +232,7 @@ impl Checker {
                 }
             });
             let cap = later(self.checked_at, MAX_SLEEP);
-            let drain = self
-                .drain_ends
-                .filter(|_| !self.drained)
-                .and_then(|at| self.checked_at.checked_add(self.time.until(at)));
+            let drain = self.drain_ends.filter(|_| !self.drained);
             let wake = [
                 Some(next_full),
                 change,
@@ -388,19 +386,15 @@ impl Checker {
             }
         }
         self.transition_events(&evaluation, full || reloaded, &mut events);
-        // Responses admitted before a cut-off get the drain period, counted from the
-        // cut-off (the end of grace), then end; a valid license or grace again stops it.
-        self.drain_ends = (evaluation.verdict.state == LicenseState::GraceExpired).then(|| {
-            let cut = evaluation
-                .verdict
-                .grace_ends_at
-                .map_or(now, crate::clock::unix_seconds);
-            let period = i64::try_from(self.drain_period.as_secs()).unwrap_or(i64::MAX);
-            cut.saturating_add(period)
-        });
-        self.drained = self
-            .drain_ends
-            .is_some_and(|ends| self.time.now_secs() >= ends);
+        // Responses admitted before a cut-off get the drain period, counted from the check
+        // that published the cut-off (at the end of grace's exact second, or when an
+        // expired license was loaded), then end; a valid license or grace again stops it.
+        self.drain_ends = match (evaluation.verdict.state, self.drain_ends) {
+            (LicenseState::GraceExpired, Some(ends)) => Some(ends),
+            (LicenseState::GraceExpired, None) => Some(later(self.checked_at, self.drain_period)),
+            _ => None,
+        };
+        self.drained = self.drain_ends.is_some_and(|ends| self.checked_at >= ends);
         self.grace_anchor = evaluation.grace_anchor;
         self.ever_valid |= evaluation.verdict.is_valid();
         let mut verdict = evaluation.verdict.clone();

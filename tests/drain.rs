@@ -4,13 +4,11 @@
 //! future dropped, and a renewal during the drain period stops it.
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
-use http_body::{Body, Frame};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use iosetu_license::{
     Claims, LicenseMonitor, LicenseSource, LicenseState, ResponseBody, TestClock,
@@ -19,36 +17,21 @@ use tokio::sync::{mpsc, oneshot};
 use tower::{Layer, Service, ServiceExt};
 
 mod common;
-use common::{DAY, HOUR, T0, builder, run_for, signer, t0};
+use common::{ChannelBody, DAY, HOUR, T0, builder, run_for, signer, t0};
 
-/// A body whose frames the test sends, one at a time: an SSE stream, a gRPC stream or a
-/// slow download, as far as the layer can tell.
-struct Stream(mpsc::Receiver<Bytes>);
-
-impl Body for Stream {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d))))
-    }
-}
-
-/// A service that answers each request with a [`Stream`] and hands the test its sender.
+/// A service that answers each request with a [`ChannelBody`] and hands the test its sender.
 fn streaming(
     senders: mpsc::UnboundedSender<mpsc::Sender<Bytes>>,
 ) -> impl Service<
     Request<()>,
-    Response = Response<Stream>,
+    Response = Response<ChannelBody>,
     Error = Infallible,
-    Future = std::future::Ready<Result<Response<Stream>, Infallible>>,
+    Future = std::future::Ready<Result<Response<ChannelBody>, Infallible>>,
 > + Clone {
     tower::service_fn(move |_request: Request<()>| {
         let (tx, rx) = mpsc::channel(1);
         let _ = senders.send(tx);
-        std::future::ready(Ok::<_, Infallible>(Response::new(Stream(rx))))
+        std::future::ready(Ok::<_, Infallible>(Response::new(ChannelBody(rx))))
     })
 }
 
@@ -73,7 +56,7 @@ fn grpc_request() -> Request<()> {
 async fn open(
     monitor: &LicenseMonitor,
     request: Request<()>,
-) -> (ResponseBody<Stream>, mpsc::Sender<Bytes>) {
+) -> (ResponseBody<ChannelBody>, mpsc::Sender<Bytes>) {
     let (senders, mut rx) = mpsc::unbounded_channel();
     let response = monitor
         .layer()
@@ -89,7 +72,7 @@ async fn open(
 const DRAINED: &str = "error:the license's drain period after the cut-off is over: response ended";
 
 /// The next frame, as text: `data:…`, `trailers:…`, `error:…`, or `end`.
-async fn next(body: &mut ResponseBody<Stream>) -> String {
+async fn next(body: &mut ResponseBody<ChannelBody>) -> String {
     match body.frame().await {
         None => "end".into(),
         Some(Err(e)) => format!("error:{e}"),

@@ -253,3 +253,118 @@ async fn a_nested_router_does_not_exempt_its_own_health_route() {
         ]
     );
 }
+
+/// A monitor on the license file at `path` whose drain period is `drain`.
+async fn draining_monitor(path: &Path, drain: std::time::Duration) -> LicenseMonitor {
+    LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::File(path.to_path_buf()))
+        .clock(common::SettledClock)
+        .drain_period(drain)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_axum_stream_open_at_the_cut_off_is_cut_after_the_drain_period() {
+    // Before: a stream opened the minute before expiry carried on for ever. The drain
+    // period is short here because this runs in real time, over real sockets.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license(&path, now() + 90 * DAY);
+    let monitor = draining_monitor(&path, std::time::Duration::from_millis(300)).await;
+    let (senders, mut streams) = tokio::sync::mpsc::unbounded_channel();
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move || {
+                let senders = senders.clone();
+                async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+                    senders.send(tx).unwrap();
+                    axum::body::Body::new(common::ChannelBody(rx))
+                }
+            }),
+        )
+        .layer(monitor.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let request = Request::get(format!("http://{addr}/events"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let tx = streams.recv().await.unwrap();
+    let mut next_data = async || {
+        let frame = body.frame().await.unwrap().unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    };
+    tx.send(Bytes::from_static(b"data: one\n\n")).await.unwrap();
+    assert_eq!(next_data().await, "data: one\n\n");
+
+    // The cut-off: new requests are refused, the open stream is drained.
+    write_license(&path, now() - 10 * DAY);
+    assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
+    assert_eq!(
+        fetch(addr, "/events").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    tx.send(Bytes::from_static(b"data: two\n\n")).await.unwrap();
+    assert_eq!(next_data().await, "data: two\n\n");
+
+    // Idle at the end of the drain period: the server aborts the response, and the
+    // client sees a truncated body, never a clean end.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("the stream was cut");
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_tonic_server_stream_open_at_the_cut_off_ends_unavailable() {
+    // gRPC health's Watch is a server-streaming RPC that stays open.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license(&path, now() + 90 * DAY);
+    let monitor = draining_monitor(&path, std::time::Duration::from_millis(300)).await;
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder()
+        .layer(monitor.layer())
+        .add_service(health_server)
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(async move { server.await.unwrap() });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let mut stream = client
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    write_license(&path, now() - 10 * DAY);
+    assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream was ended");
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("license"), "{}", status.message());
+}

@@ -2,7 +2,13 @@
 //! test clock, and event collection. Each test binary uses a part of it.
 #![allow(dead_code, unreachable_pub)]
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
 
 use iosetu_license::{
     Clock, LicenseEvent, LicenseMonitor, LicenseMonitorBuilder, LicenseSigner, LicenseSource,
@@ -93,4 +99,19 @@ impl Clock for SettledClock {
 /// checker's included) in order, as real time would.
 pub async fn run_for(secs: i64) {
     tokio::time::sleep(Duration::from_secs(secs as u64)).await;
+}
+
+/// A response body whose frames a test sends one at a time: an SSE stream, a gRPC
+/// stream or a slow download, as far as the layer can tell.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d))))
+    }
 }
