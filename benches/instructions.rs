@@ -2,14 +2,15 @@
 //! callgrind (see `benches/instructions.sh`): instructions, unlike nanoseconds, do not
 //! depend on what else the machine is doing.
 //!
-//! `instructions VARIANT N`, VARIANT one of bare, identity, valid, grace, rejecting.
+//! `instructions VARIANT N`, VARIANT one of bare, identity, valid, grace, rejecting,
+//! stream-identity, stream-valid (a response of 100 frames, read to the end).
 //! Run by `cargo bench` with no arguments, it does a short smoke run of each variant.
 
 mod common;
 
 use std::hint::black_box;
 
-use common::{Hello, State, monitor, one_request, runtime};
+use common::{Hello, State, Streamer, monitor, one_request, one_streamed_request, runtime};
 use tower::Layer;
 use tower::layer::util::Identity;
 
@@ -23,6 +24,28 @@ where
     }
 }
 
+fn drive_streams<S, B>(mut service: S, n: u64)
+where
+    S: tower::Service<common::Req, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        black_box(one_streamed_request(black_box(&mut service)));
+    }
+}
+
+const VARIANTS: [&str; 7] = [
+    "bare",
+    "identity",
+    "valid",
+    "grace",
+    "rejecting",
+    "stream-identity",
+    "stream-valid",
+];
+
 fn run(variant: &str, n: u64) {
     let rt = runtime();
     match variant {
@@ -31,8 +54,10 @@ fn run(variant: &str, n: u64) {
         "valid" => drive(monitor(&rt, State::Valid).layer().layer(Hello), n),
         "grace" => drive(monitor(&rt, State::Grace).layer().layer(Hello), n),
         "rejecting" => drive(monitor(&rt, State::Rejecting).layer().layer(Hello), n),
+        "stream-identity" => drive_streams(Identity::new().layer(Streamer), n),
+        "stream-valid" => drive_streams(monitor(&rt, State::Valid).layer().layer(Streamer), n),
         other => {
-            eprintln!("unknown variant {other}: bare, identity, valid, grace, rejecting");
+            eprintln!("unknown variant {other}: one of {VARIANTS:?}");
             std::process::exit(2);
         }
     }
@@ -46,7 +71,7 @@ fn main() {
     match args.as_slice() {
         [variant, n] => run(variant, n.parse().expect("N is a number")),
         [] => {
-            for variant in ["bare", "identity", "valid", "grace", "rejecting"] {
+            for variant in VARIANTS {
                 run(variant, 1000);
             }
             println!("instructions: smoke run done; count with benches/instructions.sh");

@@ -19,12 +19,21 @@ ir() { # variant iterations -> total instructions
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-printf '%-10s %14s %18s\n' variant "instr/request" "vs identity"
-base=""
-for variant in bare identity valid grace rejecting; do
-  a=$(ir "$variant" "$n"); b=$(ir "$variant" $((2 * n)))
-  per=$(( (b - a) / n ))
-  [ "$variant" = identity ] && base=$per
-  if [ -n "$base" ]; then delta=$(( per - base )); else delta="-"; fi
-  printf '%-10s %14s %18s\n' "$variant" "$per" "$delta"
+printf '%-16s %14s %18s\n' variant "instr/request" "vs identity"
+declare -A per
+for variant in bare identity valid grace rejecting stream-identity stream-valid; do
+  m=$n; [[ $variant == stream-* ]] && m=$((n / 10))
+  a=$(ir "$variant" "$m"); b=$(ir "$variant" $((2 * m)))
+  per[$variant]=$(( (b - a) / m ))
+  case $variant in
+    stream-*) delta=$(( per[$variant] - per[stream-identity] )) ;;
+    bare) delta="-" ;;
+    *) delta=$(( per[$variant] - per[identity] )) ;;
+  esac
+  printf '%-16s %14s %18s\n' "$variant" "${per[$variant]}" "$delta"
+done
+# Per frame of a 100-frame body: what the stream adds to the same request, over 100.
+for x in identity valid; do
+  frame=$(( (per[stream-$x] - per[$x]) ))
+  printf 'per frame, %-9s %d.%02d\n' "$x:" $((frame / 100)) $((frame % 100))
 done

@@ -154,3 +154,70 @@ where
         _ => panic!("the future is not ready"),
     }
 }
+
+/// How many frames a streamed response has.
+pub const FRAMES: u32 = 100;
+
+/// A response body of [`FRAMES`] one-byte frames, all ready at once.
+pub struct Frames(u32);
+
+impl http_body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+    #[inline]
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        if self.0 == 0 {
+            return Poll::Ready(None);
+        }
+        self.0 -= 1;
+        Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"x",
+        )))))
+    }
+}
+
+/// A service whose every response streams [`FRAMES`] frames.
+#[derive(Clone, Copy, Debug)]
+pub struct Streamer;
+
+impl Service<Req> for Streamer {
+    type Response = Response<Frames>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Frames>, Infallible>>;
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    #[inline]
+    fn call(&mut self, _req: Req) -> Self::Future {
+        std::future::ready(Ok(Response::new(Frames(FRAMES))))
+    }
+}
+
+/// One request through `service`, its body read to the end; returns the frames read.
+#[inline]
+pub fn one_streamed_request<S, B>(service: &mut S) -> u32
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = one_request(service);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut body = pin!(response.into_body());
+    let mut frames = 0;
+    loop {
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                std::hint::black_box(frame);
+                frames += 1;
+            }
+            Poll::Ready(None) => return frames,
+            _ => panic!("the body is not ready"),
+        }
+    }
+}

@@ -14,8 +14,39 @@ use super::future::wait_for_drain;
 use super::rejection::GRPC_MESSAGE;
 use crate::shared::Drain;
 
-/// The error type of [`ResponseBody`]: the inner body's error, boxed, or [`Drained`].
+/// A boxed error, what hyper, axum and tonic take a body's error as.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error type of [`ResponseBody`]: the inner body's own error, or [`Drained`].
+///
+/// A plain enum rather than a box, so that an admitted frame passes through without a
+/// conversion. It turns into a [`BoxError`] (what hyper, axum and tonic ask for) with
+/// `Into`.
+#[derive(Debug)]
+pub enum BodyError<E> {
+    /// The inner body failed.
+    Inner(E),
+    /// The drain period after a cut-off is over.
+    Drained(Drained),
+}
+
+impl<E: fmt::Display> fmt::Display for BodyError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Inner(e) => e.fmt(f),
+            BodyError::Drained(d) => d.fmt(f),
+        }
+    }
+}
+
+impl<E: Into<BoxError>> From<BodyError<E>> for BoxError {
+    fn from(error: BodyError<E>) -> Self {
+        match error {
+            BodyError::Inner(e) => e.into(),
+            BodyError::Drained(d) => Box::new(d),
+        }
+    }
+}
 
 /// The error a response body ends with when the drain period after a cut-off is over
 /// and it was still streaming (plain HTTP; gRPC responses end with `grpc-status: 14`
@@ -39,7 +70,8 @@ pin_project! {
     /// when the request was admitted, or the fixed body of a rejection.
     ///
     /// Both axum's `Router::layer` and tonic's `Server::builder().layer` accept it: its
-    /// data is [`Bytes`] and its error a [`BoxError`]. An admitted body still streaming
+    /// data is [`Bytes`] and its error a [`BodyError`], which converts into a
+    /// [`BoxError`]. An admitted body still streaming
     /// at the end of the drain period after a cut-off ends there (see [`Drained`]).
     #[derive(Debug)]
     pub struct ResponseBody<B> {
@@ -61,9 +93,8 @@ pin_project! {
             waiter: Option<Pin<Box<Notified<'static>>>>,
             grpc: bool,
         },
+        // Also what is left of a body cut at the end of the drain period (nothing).
         Full { data: Option<Bytes> },
-        // Cut at the end of the drain period: the trailers (gRPC) or nothing is left.
-        Cut { trailers: Option<HeaderMap> },
     }
 }
 
@@ -98,6 +129,48 @@ impl<B> Default for ResponseBody<B> {
     }
 }
 
+/// What `poll_frame` returns.
+type PolledFrame<E> = Poll<Option<Result<Frame<Bytes>, BodyError<E>>>>;
+
+/// Everything but an admitted frame: a fixed body, a pending body registering for the
+/// end of the drain period, and the cut itself. Out of line, so that the admitted path
+/// stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn poll_slow<B: Body<Data = Bytes>>(
+    mut kind: Pin<&mut Kind<B>>,
+    cx: &mut Context<'_>,
+) -> PolledFrame<B::Error> {
+    let grpc = match kind.as_mut().project() {
+        KindProj::Inner {
+            drain,
+            waiter,
+            grpc,
+            ..
+        } => {
+            // (The inner body was pending, or the drain is over.)
+            if let Some(drain) = *drain
+                && !drain.is_over_acquire()
+            {
+                let waiter = waiter.get_or_insert_with(|| Box::pin(drain.waiter()));
+                if !wait_for_drain(drain, waiter.as_mut(), cx) {
+                    return Poll::Pending;
+                }
+            }
+            *grpc
+        }
+        KindProj::Full { data } => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+    };
+    // The drain period is over: the inner body is dropped, and the stream ends as a
+    // failure the client cannot mistake for a complete response.
+    kind.set(Kind::Full { data: None });
+    if grpc {
+        Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable()))))
+    } else {
+        Poll::Ready(Some(Err(BodyError::Drained(Drained))))
+    }
+}
+
 /// The trailers a gRPC stream cut at the end of the drain period ends with.
 fn grpc_unavailable() -> HeaderMap {
     let mut trailers = HeaderMap::with_capacity(2);
@@ -109,66 +182,36 @@ fn grpc_unavailable() -> HeaderMap {
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = BodyError<B::Error>;
 
-    #[inline]
+    #[inline(always)]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut kind = self.project().kind;
-        let grpc = match kind.as_mut().project() {
-            KindProj::Inner {
-                body,
-                drain,
-                waiter,
-                grpc,
-            } => {
-                let (drain, grpc) = (*drain, *grpc);
-                // One relaxed load per frame while the drain is not over.
-                if !drain.is_some_and(Drain::is_over) {
-                    match body.poll_frame(cx) {
-                        Poll::Ready(frame) => {
-                            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-                        }
-                        Poll::Pending => match drain {
-                            None => return Poll::Pending,
-                            Some(drain) => {
-                                let waiter = waiter.get_or_insert_with(|| Box::pin(drain.waiter()));
-                                if !wait_for_drain(drain, waiter.as_mut(), cx) {
-                                    return Poll::Pending;
-                                }
-                            }
-                        },
+        if let KindProj::Inner { body, drain, .. } = kind.as_mut().project() {
+            // The admitted path: one relaxed load per frame, then the inner body's frame.
+            let drain = *drain;
+            if !drain.is_some_and(Drain::is_over) {
+                match body.poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        return Poll::Ready(frame.map(|f| f.map_err(BodyError::Inner)));
                     }
+                    Poll::Pending if drain.is_none() => return Poll::Pending,
+                    Poll::Pending => {}
                 }
-                grpc
             }
-            KindProj::Full { data } => {
-                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
-            }
-            KindProj::Cut { trailers } => {
-                return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
-            }
-        };
-        // The drain period is over: the inner body is dropped, and the stream ends as a
-        // failure the client cannot mistake for a complete response.
-        kind.set(Kind::Cut { trailers: None });
-        if grpc {
-            Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable()))))
-        } else {
-            Poll::Ready(Some(Err(Box::new(Drained))))
         }
+        poll_slow(kind, cx)
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body, .. } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
-            Kind::Cut { trailers } => trailers.is_none(),
         }
     }
 
@@ -178,7 +221,6 @@ where
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Cut { .. } => SizeHint::default(),
         }
     }
 }

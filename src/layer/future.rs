@@ -74,7 +74,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
         let cut = match kind.as_mut().project() {

@@ -43,7 +43,7 @@ mod layer;
 mod rejection;
 mod service;
 
-pub use body::{BoxError, Drained, ResponseBody};
+pub use body::{BodyError, BoxError, Drained, ResponseBody};
 pub use future::ResponseFuture;
 pub use layer::LicenseLayer;
 pub use service::License;
