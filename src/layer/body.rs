@@ -197,9 +197,11 @@ where
             let drain = *drain;
             if !drain.is_some_and(Drain::is_over) {
                 match body.poll_frame(cx) {
-                    Poll::Ready(frame) => {
-                        return Poll::Ready(frame.map(|f| f.map_err(BodyError::Inner)));
+                    Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Some(Err(BodyError::Inner(e))));
                     }
+                    Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Pending if drain.is_none() => return Poll::Pending,
                     Poll::Pending => {}
                 }
