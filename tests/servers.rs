@@ -136,13 +136,9 @@ async fn axum_server_through_valid_grace_cut_off_and_renewal() {
     assert_eq!((api.status, api.body.as_str()), (StatusCode::OK, "hello"));
 }
 
-#[tokio::test]
-async fn tonic_health_behind_the_layer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("license.key");
-    write_license(&path, now() + 90 * DAY);
-    let monitor = monitor(&path).await;
-
+/// The standard gRPC health service behind `monitor`'s layer on 127.0.0.1, reporting
+/// SERVING, and a client connected to it.
+async fn serve_tonic(monitor: &LicenseMonitor) -> HealthClient<tonic::transport::Channel> {
     let (reporter, health_server) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::Serving)
@@ -154,13 +150,22 @@ async fn tonic_health_behind_the_layer() {
         .add_service(health_server)
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     tokio::spawn(async move { server.await.unwrap() });
-
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = HealthClient::new(channel);
+    HealthClient::new(channel)
+}
+
+#[tokio::test]
+async fn tonic_health_behind_the_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license(&path, now() + 90 * DAY);
+    let monitor = monitor(&path).await;
+
+    let mut client = serve_tonic(&monitor).await;
     let check = || HealthCheckRequest {
         service: String::new(),
     };
@@ -332,23 +337,7 @@ async fn a_tonic_server_stream_open_at_the_cut_off_ends_unavailable() {
     let path = dir.path().join("license.key");
     write_license(&path, now() + 90 * DAY);
     let monitor = draining_monitor(&path, std::time::Duration::from_millis(300)).await;
-    let (reporter, health_server) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tonic::transport::Server::builder()
-        .layer(monitor.layer())
-        .add_service(health_server)
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
-    tokio::spawn(async move { server.await.unwrap() });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
+    let mut client = serve_tonic(&monitor).await;
     let mut stream = client
         .watch(HealthCheckRequest {
             service: String::new(),
