@@ -18,6 +18,9 @@
 //! 3. *Reported*: a wall clock behind true time by more than that bound plus 10 s, for 60
 //!    s of running time, outside a boot window, is reported: the verdict's reason is
 //!    `clock_manipulation`.
+//! 4. *No alert floods*: expiry alerts fire when a band is entered and repeat at most once
+//!    per check interval, whatever `check_now` storms came in between, and a subscriber
+//!    loses nothing.
 //!
 //! Half the cases keep a state file; restarts without one, or that delete it, are out of
 //! scope for invariants 2 and 3 (DESIGN). 2,000 cases run in
@@ -126,6 +129,25 @@ fn schedule() -> impl Strategy<Value = (bool, Vec<Step>)> {
     ]
 }
 
+/// What one run of the monitor has reported, for invariant 4.
+#[derive(Debug)]
+struct Alerts {
+    started: tokio::time::Instant,
+    expiring: u64,
+    /// Events after which an alert band may be entered afresh.
+    fresh: u64,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            expiring: 0,
+            fresh: 0,
+        }
+    }
+}
+
 /// The simulated host, process and operator, with what the oracle knows.
 struct World {
     _dir: tempfile::TempDir,
@@ -151,6 +173,9 @@ struct World {
     behind_since: Option<tokio::time::Instant>,
     /// Restarts and reboots so far: each may lose up to a minute of trusted time.
     restarts: i64,
+    /// The running monitor's events, and the alert counts the oracle keeps for it.
+    events: Option<tokio::sync::broadcast::Receiver<iosetu_license::LicenseEvent>>,
+    alerts: Alerts,
     /// Whether the monitor keeps a state file. Without one, a restart is a fresh start
     /// (DESIGN: out of reach offline), so invariants 2 and 3 hold until the first.
     with_state: bool,
@@ -185,6 +210,11 @@ impl World {
         if self.with_state {
             builder = builder.state_file(&self.state);
         }
+        self.events = Some(builder.subscribe());
+        self.alerts = Alerts {
+            started: tokio::time::Instant::now(),
+            ..Alerts::default()
+        };
         self.monitor = Some(builder.start().await.expect("start"));
     }
 
@@ -397,6 +427,34 @@ impl World {
             );
         }
 
+        // 4. Alerts do not flood: each expiry alert fires when its band is entered (at most
+        // four bands, afresh after each license loaded or grace exited) and repeats at most
+        // once per check interval (one hour), whatever storms of check_now came in between.
+        if let Some(events) = &mut self.events {
+            loop {
+                match events.try_recv() {
+                    Ok(event) => match event.name() {
+                        "license.loaded" | "license.grace_mode_exited" => self.alerts.fresh += 1,
+                        name if name.starts_with("license.expiring_") => self.alerts.expiring += 1,
+                        _ => {}
+                    },
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                        prop_assert!(false, "a subscriber lost {} events", n);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let hours = running.duration_since(self.alerts.started).as_secs() / HOUR as u64;
+            let bound = 4 * (self.alerts.fresh + 1) + hours + 1;
+            prop_assert!(
+                self.alerts.expiring <= bound,
+                "{} expiry alerts in {} h of this run (bound {})",
+                self.alerts.expiring,
+                hours,
+                bound
+            );
+        }
+
         // 3. A wall clock kept behind is reported.
         if in_scope && !provisional && self.offset < -(self.allowed_lag() + 10) {
             let since = *self.behind_since.get_or_insert(running);
@@ -443,6 +501,8 @@ fn run_case(honest: bool, with_state: bool, steps: &[Step]) -> Result<(), TestCa
             resumed_at: None,
             behind_since: None,
             restarts: 0,
+            events: None,
+            alerts: Alerts::default(),
             with_state,
         };
         world.write(Lic::Valid);
