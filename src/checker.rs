@@ -138,6 +138,8 @@ pub(crate) struct Checker {
     /// The last read's problem, while the source does not hold the license in force.
     problem: Option<LicenseError>,
     grace_anchor: Option<i64>,
+    /// The grace anchor was set while trusted now rested on an unconfirmed reading.
+    anchor_soft: bool,
     manipulated_at: Option<i64>,
     ever_valid: bool,
     last: Option<Evaluation>,
@@ -184,6 +186,7 @@ impl Checker {
             license_fingerprint: None,
             problem: None,
             grace_anchor: None,
+            anchor_soft: false,
             manipulated_at: None,
             ever_valid: false,
             last: None,
@@ -356,13 +359,11 @@ impl Checker {
         // set ahead and corrected) must not leave a grace period that ends later.
         self.grace_anchor = self.grace_anchor.map(|a| a.min(now));
         self.manipulated_at = self.manipulated_at.map(|m| m.min(now));
-        if self.grace_anchor.is_none() {
-            // A grace period that starts now starts at hard evidence: a reading not yet
-            // confirmed (provisional, or the first after a restart) may be a clock set
-            // ahead, and an anchor taken from it would outlast the clock's correction.
-            // (While a valid license is in force the core drops the anchor again.)
-            self.grace_anchor = self.time.hard_now_secs().map(|h| h.min(now));
-        }
+        // A grace period that starts now, while trusted now rests on a reading not yet
+        // confirmed (provisional, or the first after a restart), is marked: if that reading
+        // turns out to be ahead, the correction moves the anchor back with it (see
+        // `on_clock_anomaly`), so a clock set ahead cannot stretch grace.
+        let fresh_anchor = self.grace_anchor.is_none();
         // Manipulation-grace clears once the wall clock agrees with trusted time again and
         // a valid license is in force.
         if self.manipulated_at.is_some()
@@ -395,6 +396,13 @@ impl Checker {
             _ => None,
         };
         self.drained = self.drain_ends.is_some_and(|ends| self.checked_at >= ends);
+        if fresh_anchor && evaluation.grace_anchor.is_some() {
+            // (Only an anchor taken from the reading itself; an expired license's is its
+            // own signed `exp`.)
+            self.anchor_soft = self.time.unconfirmed() && evaluation.grace_anchor == Some(now);
+        } else if !self.time.unconfirmed() || evaluation.grace_anchor.is_none() {
+            self.anchor_soft = false;
+        }
         self.grace_anchor = evaluation.grace_anchor;
         self.ever_valid |= evaluation.verdict.is_valid();
         let mut verdict = evaluation.verdict.clone();
@@ -555,6 +563,12 @@ impl Checker {
                 });
             }
             ClockAnomaly::Corrected { seconds } => {
+                if self.anchor_soft {
+                    // The anchor was taken from the reading just corrected: move it back
+                    // with it (never forward).
+                    let back = (seconds.min(0.0) as i64).max(i64::MIN / 2);
+                    self.grace_anchor = self.grace_anchor.map(|a| a.saturating_add(back));
+                }
                 events.push(LicenseEvent::TimeDriftDetected {
                     drift_seconds: seconds,
                     kind: DriftKind::ClockCorrected,

@@ -565,6 +565,12 @@ impl TrustedTime {
         self.hard().map(secs_floor)
     }
 
+    /// Whether trusted now may rest on a reading not yet confirmed (provisional, or a
+    /// run's first firm reading within its confirmation period).
+    pub(crate) fn unconfirmed(&self) -> bool {
+        self.provisional || self.soft_until.is_some()
+    }
+
     /// Whether the last reading was provisional.
     pub(crate) fn provisional(&self) -> bool {
         self.provisional

@@ -348,3 +348,50 @@ async fn a_build_time_after_expiry_means_expired_whatever_the_clock_says() {
     ));
     assert!(!names(&events).contains(&"license.time_manipulation_detected"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_after_long_downtime_without_a_license_still_gets_its_grace() {
+    // The stored mark is two days old: real time has gone by while the service was down.
+    // A grace period that starts now starts now, not at the old mark.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let clock = TestClock::new(t0());
+    let license = source(&Claims::new("Acme", T0 + 90 * DAY));
+    let (first, _rx) = start(builder(&clock, license).state_file(&state)).await;
+    drop(first);
+    advance(2 * DAY).await;
+    let (monitor, _rx) =
+        start(builder(&clock, LicenseSource::Static(String::new())).state_file(&state)).await;
+    let verdict = monitor.verdict();
+    assert_eq!(verdict.state, LicenseState::Grace, "{verdict:?}");
+    assert_eq!(secs(verdict.grace_started_at.unwrap()), T0 + 2 * DAY);
+    advance(DAY + MINUTE).await;
+    assert!(!monitor.check_now().await.admits());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_set_ahead_before_a_restart_does_not_stretch_grace() {
+    // The tamperer's side of the test above: the clock set 30 days ahead, the service
+    // restarted without a license (grace anchored at the wrong now), the clock put back.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let clock = TestClock::new(t0());
+    let license = source(&Claims::new("Acme", T0 + 90 * DAY));
+    let (first, _rx) = start(builder(&clock, license).state_file(&state)).await;
+    drop(first);
+    clock.jump_wall(30 * DAY);
+    let (monitor, _rx) =
+        start(builder(&clock, LicenseSource::Static(String::new())).state_file(&state)).await;
+    assert_eq!(monitor.verdict().state, LicenseState::Grace);
+    advance(MINUTE).await;
+    clock.jump_wall(-30 * DAY);
+    monitor.check_now().await;
+    // Grace runs from the real restart, not from thirty days on (nor from the correction,
+    // a minute later).
+    advance(DAY - 30).await;
+    assert!(
+        !monitor.check_now().await.admits(),
+        "{:?}",
+        monitor.verdict()
+    );
+}
