@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use iosetu_license::{
-    Claims, DriftKind, GraceReason, LicenseEvent, LicenseSource, LicenseState, TestClock,
+    Claims, DriftKind, GraceReason, LicenseEvent, LicenseMonitor, LicenseSource, LicenseState,
+    TestClock,
 };
 
 mod common;
@@ -349,19 +350,31 @@ async fn a_build_time_after_expiry_means_expired_whatever_the_clock_says() {
     assert!(!names(&events).contains(&"license.time_manipulation_detected"));
 }
 
+/// A run with a valid license that leaves its state file in the returned directory.
+async fn licensed_run_with_state() -> (TestClock, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(t0());
+    let license = source(&Claims::new("Acme", T0 + 90 * DAY));
+    let (first, _rx) =
+        start(builder(&clock, license).state_file(dir.path().join("state.json"))).await;
+    drop(first);
+    (clock, dir)
+}
+
+/// The service started again on that state file, with no license.
+async fn restart_without_license(clock: &TestClock, dir: &tempfile::TempDir) -> LicenseMonitor {
+    let builder = builder(clock, LicenseSource::Static(String::new()))
+        .state_file(dir.path().join("state.json"));
+    start(builder).await.0
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_restart_after_long_downtime_without_a_license_still_gets_its_grace() {
     // The stored mark is two days old: real time has gone by while the service was down.
     // A grace period that starts now starts now, not at the old mark.
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.json");
-    let clock = TestClock::new(t0());
-    let license = source(&Claims::new("Acme", T0 + 90 * DAY));
-    let (first, _rx) = start(builder(&clock, license).state_file(&state)).await;
-    drop(first);
+    let (clock, dir) = licensed_run_with_state().await;
     advance(2 * DAY).await;
-    let (monitor, _rx) =
-        start(builder(&clock, LicenseSource::Static(String::new())).state_file(&state)).await;
+    let monitor = restart_without_license(&clock, &dir).await;
     let verdict = monitor.verdict();
     assert_eq!(verdict.state, LicenseState::Grace, "{verdict:?}");
     assert_eq!(secs(verdict.grace_started_at.unwrap()), T0 + 2 * DAY);
@@ -373,15 +386,9 @@ async fn a_restart_after_long_downtime_without_a_license_still_gets_its_grace() 
 async fn a_clock_set_ahead_before_a_restart_does_not_stretch_grace() {
     // The tamperer's side of the test above: the clock set 30 days ahead, the service
     // restarted without a license (grace anchored at the wrong now), the clock put back.
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.json");
-    let clock = TestClock::new(t0());
-    let license = source(&Claims::new("Acme", T0 + 90 * DAY));
-    let (first, _rx) = start(builder(&clock, license).state_file(&state)).await;
-    drop(first);
+    let (clock, dir) = licensed_run_with_state().await;
     clock.jump_wall(30 * DAY);
-    let (monitor, _rx) =
-        start(builder(&clock, LicenseSource::Static(String::new())).state_file(&state)).await;
+    let monitor = restart_without_license(&clock, &dir).await;
     assert_eq!(monitor.verdict().state, LicenseState::Grace);
     advance(MINUTE).await;
     clock.jump_wall(-30 * DAY);
