@@ -94,7 +94,8 @@ pin_project! {
             grpc: bool,
         },
         // Also what is left of a body cut at the end of the drain period (nothing).
-        Full { data: Option<Bytes> },
+        // A static slice, empty once sent: nothing to drop, and the smallest variant.
+        Full { data: &'static [u8] },
     }
 }
 
@@ -111,12 +112,10 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    /// A body of fixed bytes (`Bytes::from_static` does not allocate).
-    pub(crate) fn full(data: Bytes) -> Self {
+    /// A body of fixed bytes.
+    pub(crate) fn full(data: &'static [u8]) -> Self {
         Self {
-            kind: Kind::Full {
-                data: (!data.is_empty()).then_some(data),
-            },
+            kind: Kind::Full { data },
         }
     }
 }
@@ -125,7 +124,7 @@ impl<B> Default for ResponseBody<B> {
     /// An empty body: the end of the stream from the start, so hyper sends a gRPC
     /// rejection's headers with END_STREAM (a trailers-only response).
     fn default() -> Self {
-        Self::full(Bytes::new())
+        Self::full(&[])
     }
 }
 
@@ -159,11 +158,16 @@ fn poll_slow<B: Body<Data = Bytes>>(
             }
             *grpc
         }
-        KindProj::Full { data } => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        KindProj::Full { data } => {
+            let data = std::mem::take(data);
+            return Poll::Ready(
+                (!data.is_empty()).then(|| Ok(Frame::data(Bytes::from_static(data)))),
+            );
+        }
     };
     // The drain period is over: the inner body is dropped, and the stream ends as a
     // failure the client cannot mistake for a complete response.
-    kind.set(Kind::Full { data: None });
+    kind.set(Kind::Full { data: &[] });
     if grpc {
         Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable()))))
     } else {
@@ -213,16 +217,14 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body, .. } => body.is_end_stream(),
-            Kind::Full { data } => data.is_none(),
+            Kind::Full { data } => data.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body, .. } => body.size_hint(),
-            Kind::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Full { data } => SizeHint::with_exact(data.len() as u64),
         }
     }
 }
@@ -234,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_body_yields_its_bytes_once() {
-        let body: ResponseBody<Full<Bytes>> = ResponseBody::full(Bytes::from_static(b"{}"));
+        let body: ResponseBody<Full<Bytes>> = ResponseBody::full(b"{}");
         assert!(!body.is_end_stream());
         assert_eq!(body.size_hint().exact(), Some(2));
         let collected = body.collect().await.unwrap().to_bytes();

@@ -1,6 +1,5 @@
 //! The ready-made answers to a refused request.
 
-use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
@@ -41,8 +40,7 @@ impl Rejection {
     pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
         match self {
             Rejection::Http => {
-                let mut response =
-                    Response::new(ResponseBody::full(Bytes::from_static(HTTP_BODY.as_bytes())));
+                let mut response = Response::new(ResponseBody::full(HTTP_BODY.as_bytes()));
                 *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

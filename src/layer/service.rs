@@ -3,7 +3,7 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, Request, Response, Version};
+use http::{Request, Response, Version};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
@@ -88,16 +88,32 @@ where
         // flag with each verdict; a request that reads the old value a moment after a
         // change is ordered before the change, which is all a cut-off promises.
         if self.view.admits() {
-            // gRPC needs HTTP/2: only then is the content type looked at (a cut at the end
-            // of a drain period answers gRPC with trailers, anything else with an error).
-            let grpc = request.version() == Version::HTTP_2 && is_grpc(request.headers());
-            return ResponseFuture::inner(self.inner.call(request), Some(self.view.drain()), grpc);
+            // gRPC needs HTTP/2: only then are the headers looked at (a cut at the end of a
+            // drain period answers gRPC with trailers, anything else with an error). Out
+            // of line, so that no reference to the request escapes on this path and the
+            // compiler can hand it to the inner service without a copy.
+            if request.version() == Version::HTTP_2 {
+                return self.admitted_h2(request);
+            }
+            return ResponseFuture::inner(self.inner.call(request), Some(self.view.drain()), false);
         }
         self.refused_or_exempt(request)
     }
 }
 
 impl<S> License<S> {
+    #[inline(never)]
+    fn admitted_h2<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        let grpc = Rejection::for_request(request.headers()) == Rejection::Grpc;
+        ResponseFuture::inner(self.inner.call(request), Some(self.view.drain()), grpc)
+    }
+
     #[cold]
     fn refused_or_exempt<ReqBody, ResBody>(
         &mut self,
@@ -113,11 +129,6 @@ impl<S> License<S> {
         }
         ResponseFuture::rejected(Rejection::for_request(request.headers()))
     }
-}
-
-#[cold]
-fn is_grpc(headers: &HeaderMap) -> bool {
-    Rejection::for_request(headers) == Rejection::Grpc
 }
 
 impl<S: Clone> Clone for License<S> {
