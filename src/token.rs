@@ -9,15 +9,17 @@
 //! 3. key selection by `kid`, then a **strict** Ed25519 check (`verify_strict`: small-order
 //!    and non-canonical signatures are refused) with `ed25519-dalek`;
 //! 4. claims: strict JSON, `customer` and `exp` required, NumericDates must be integers;
-//! 5. a second pass through `jsonwebtoken` pinned to EdDSA with its own `exp`/`nbf` checks
-//!    turned off: it re-checks the algorithm, `crit`, the issuer and the audience.
+//!    then the issuer and audience, when the verifier is configured with them.
+//!
+//! The signature is checked once. No JWT library's crypto backend is involved, so nothing
+//! here installs or needs a process-global provider (an application's own jsonwebtoken
+//! setup is left alone), and no RSA or NIST-curve code is linked.
 //!
 //! `exp` and `nbf` are never judged here against the system clock: the monitor judges them
 //! against trusted time (see [`Claims::check_at`]).
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Once;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -459,13 +461,16 @@ impl LicenseVerifier {
         }
         // The signing input is the ASCII of the first two parts as they were sent.
         let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        let key = candidates
+        // The one signature check: strict, by ed25519-dalek.
+        if !candidates
             .iter()
-            .find(|k| k.verify_signature(signing_input, &signature_bytes))
-            .ok_or(LicenseError::BadSignature)?;
+            .any(|k| k.verify_signature(signing_input, &signature_bytes))
+        {
+            return Err(LicenseError::BadSignature);
+        }
 
         let claims = Claims::from_json(strict_object("claims", &payload_bytes)?)?;
-        self.second_opinion(token, key)?;
+        self.check_issuer_audience(&claims)?;
         Ok(Verified { claims })
     }
 
@@ -486,46 +491,31 @@ impl LicenseVerifier {
         Ok(anonymous)
     }
 
-    /// Re-checks the token with jsonwebtoken, pinned to EdDSA, with the key that verified
-    /// it. Its `exp`/`nbf` checks are off (they would read the system clock); what it adds
-    /// is the issuer and audience checks and its own `crit` handling.
-    fn second_opinion(&self, token: &str, key: &PublicKey) -> Result<(), LicenseError> {
-        use jsonwebtoken::errors::ErrorKind;
-        ensure_crypto_provider();
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.leeway = 0;
-        let mut required = vec!["exp"];
-        validation.validate_aud = false;
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
-            required.push("iss");
-        }
-        if let Some(aud) = &self.audience {
-            validation.set_audience(&[aud]);
-            validation.validate_aud = true;
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
-        // Raw 32 bytes: `from_ed_der` takes the bare key, not SPKI DER. The key is
-        // already known to be 32 bytes and not weak, so the backend cannot panic on it.
-        let decoding_key = jsonwebtoken::DecodingKey::from_ed_der(&key.to_bytes());
-        match jsonwebtoken::decode::<Value>(token, &decoding_key, &validation) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.kind() {
-                ErrorKind::InvalidIssuer => LicenseError::WrongIssuer,
-                ErrorKind::InvalidAudience => LicenseError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(c) => {
-                    LicenseError::MissingClaim { claim: c.clone() }
+    /// The issuer and audience the verifier was configured with, checked against claims
+    /// that are already verified.
+    fn check_issuer_audience(&self, claims: &Claims) -> Result<(), LicenseError> {
+        if let Some(expected) = &self.issuer {
+            match &claims.iss {
+                None => {
+                    return Err(LicenseError::MissingClaim {
+                        claim: "iss".into(),
+                    });
                 }
-                ErrorKind::InvalidSignature => LicenseError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    LicenseError::UnsupportedAlgorithm { alg: "?".into() }
-                }
-                other => LicenseError::malformed(format!("refused by the JWT decoder: {other:?}")),
-            }),
+                Some(iss) if iss == expected => {}
+                Some(_) => return Err(LicenseError::WrongIssuer),
+            }
         }
+        if let Some(expected) = &self.audience {
+            if claims.aud.is_empty() {
+                return Err(LicenseError::MissingClaim {
+                    claim: "aud".into(),
+                });
+            }
+            if !claims.aud.iter().any(|aud| aud == expected) {
+                return Err(LicenseError::WrongAudience);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -573,20 +563,6 @@ pub fn decode_unverified(token: &str) -> Result<Unverified, LicenseError> {
         header: strict_object("header", &b64("header", header)?)?,
         claims: strict_object("claims", &b64("payload", payload)?)?,
     })
-}
-
-/// Makes sure jsonwebtoken has a crypto provider without relying on feature unification:
-/// with both backends (or neither) enabled somewhere in the graph it would panic at the
-/// first decode. An application that installed its own provider keeps it; the signature
-/// was already verified strictly by this crate either way.
-fn ensure_crypto_provider() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
-            // Err means another thread installed one first: that one is used.
-            let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
-        }
-    });
 }
 
 /// Trims ASCII whitespace and a leading UTF-8 BOM, as secret files and env values carry
