@@ -137,6 +137,8 @@ pub(crate) struct Checker {
     license_fingerprint: Option<String>,
     /// The last read's problem, while the source does not hold the license in force.
     problem: Option<LicenseError>,
+    /// How many reads in a row had a problem (for `license.recovered`).
+    failed_reads: u64,
     grace_anchor: Option<i64>,
     /// The grace anchor was set while trusted now rested on an unconfirmed reading.
     anchor_soft: bool,
@@ -185,6 +187,7 @@ impl Checker {
             license: None,
             license_fingerprint: None,
             problem: None,
+            failed_reads: 0,
             grace_anchor: None,
             anchor_soft: false,
             manipulated_at: None,
@@ -584,10 +587,28 @@ impl Checker {
         read: Result<String, LicenseError>,
         events: &mut Vec<LicenseEvent>,
     ) -> bool {
+        let before = self.problem.as_ref().map(LicenseError::reason);
+        let first = events.len();
         let reloaded = self.judge_read(read, events);
         // Every path through `judge_read` leaves `problem` set exactly when it refused.
-        self.stats
-            .record_check(self.problem.as_ref().map(LicenseError::reason));
+        let after = self.problem.as_ref().map(LicenseError::reason);
+        match (before, after) {
+            (Some(previous_reason), None) => {
+                // Before the read's own events: the fix, then what it brought in.
+                events.insert(
+                    first,
+                    LicenseEvent::Recovered {
+                        previous_reason,
+                        failed_checks: self.failed_reads,
+                        source: self.source.describe(),
+                    },
+                );
+                self.failed_reads = 0;
+            }
+            (_, Some(_)) => self.failed_reads = self.failed_reads.saturating_add(1),
+            (None, None) => {}
+        }
+        self.stats.record_check(after);
         reloaded
     }
 

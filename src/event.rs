@@ -18,6 +18,7 @@
 //! | `license.time_drift_detected` | WARN | the wall clock jumped ahead more than 5 s, a provisional reading was corrected, or the wall is behind the build time or a license's `iat` (`type` says which) |
 //! | `license.verification_failed` | ERROR | the license was refused (at each check until fixed) |
 //! | `license.missing` | ERROR | no license found (at each check until fixed) |
+//! | `license.recovered` | INFO | the source reads good again after failed reads (once) |
 //! | `license.loaded` | INFO | a new license verified and is now in force |
 //! | `license.state_invalid` | WARN | the state file is missing, unreadable or corrupt (start-up) |
 
@@ -116,6 +117,16 @@ pub enum LicenseEvent {
         /// Whether an earlier valid license stays in force.
         kept_previous: bool,
     },
+    /// The source reads good again after one or more failed reads (missing, unreadable
+    /// or refused): what the operator did fixed it.
+    Recovered {
+        /// The reason code of the last failed read.
+        previous_reason: &'static str,
+        /// How many reads in a row had failed.
+        failed_checks: u64,
+        /// Where the license was read.
+        source: String,
+    },
     /// The state file (see `LicenseMonitorBuilder::state_file`) could not be used; the
     /// monitor goes on without it.
     StateInvalid {
@@ -209,6 +220,25 @@ pub enum AttributeValue {
 }
 
 impl LicenseEvent {
+    /// Every dotted event [`name`](LicenseEvent::name), for exporters that publish a
+    /// series per event from the start.
+    pub const NAMES: [&'static str; 14] = [
+        "license.expiring_30d",
+        "license.expiring_7d",
+        "license.expiring_24h",
+        "license.expiring_1h",
+        "license.grace_mode_entered",
+        "license.grace_mode_exited",
+        "license.grace_period_expired",
+        "license.time_manipulation_detected",
+        "license.time_drift_detected",
+        "license.verification_failed",
+        "license.missing",
+        "license.recovered",
+        "license.loaded",
+        "license.state_invalid",
+    ];
+
     /// The dotted event name, e.g. `license.grace_mode_entered`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -226,6 +256,7 @@ impl LicenseEvent {
             LicenseEvent::VerificationFailed { .. } => "license.verification_failed",
             LicenseEvent::Missing { .. } => "license.missing",
             LicenseEvent::Loaded { .. } => "license.loaded",
+            LicenseEvent::Recovered { .. } => "license.recovered",
             LicenseEvent::StateInvalid { .. } => "license.state_invalid",
         }
     }
@@ -239,7 +270,9 @@ impl LicenseEvent {
             }
             | LicenseEvent::TimeDriftDetected { .. }
             | LicenseEvent::StateInvalid { .. } => Level::WARN,
-            LicenseEvent::GraceModeExited { .. } | LicenseEvent::Loaded { .. } => Level::INFO,
+            LicenseEvent::GraceModeExited { .. }
+            | LicenseEvent::Loaded { .. }
+            | LicenseEvent::Recovered { .. } => Level::INFO,
             _ => Level::ERROR,
         }
     }
@@ -273,6 +306,7 @@ impl LicenseEvent {
             LicenseEvent::VerificationFailed { .. } => "License verification failed",
             LicenseEvent::Missing { .. } => "No license found",
             LicenseEvent::Loaded { .. } => "License loaded",
+            LicenseEvent::Recovered { .. } => "License source reads good again",
             LicenseEvent::StateInvalid { .. } => {
                 "License state file unusable - continuing without it"
             }
@@ -357,6 +391,18 @@ impl LicenseEvent {
                 ("error", Str(error.to_string())),
                 ("source", Str(source.clone())),
                 ("kept_previous", Bool(*kept_previous)),
+            ],
+            LicenseEvent::Recovered {
+                previous_reason,
+                failed_checks,
+                source,
+            } => vec![
+                ("previous_reason", Str((*previous_reason).into())),
+                (
+                    "failed_checks",
+                    Int(i64::try_from(*failed_checks).unwrap_or(i64::MAX)),
+                ),
+                ("source", Str(source.clone())),
             ],
             LicenseEvent::StateInvalid { reason, detail } => vec![
                 ("reason", Str((*reason).into())),
@@ -461,6 +507,12 @@ impl LicenseEvent {
                 log_at!(level, event, msg, severity, reason = error.reason(), error = %esc(&error.to_string()),
                 source = %esc(source), kept_previous = *kept_previous, "{detail}")
             }
+            LicenseEvent::Recovered {
+                previous_reason,
+                failed_checks,
+                source,
+            } => log_at!(level, event, msg, severity, previous_reason = *previous_reason,
+                failed_checks = *failed_checks, source = %esc(source), "{detail}"),
             LicenseEvent::StateInvalid { reason, detail } => {
                 log_at!(level, event, msg, severity, reason = *reason, error = %esc(detail), "{}", esc(detail))
             }
@@ -539,6 +591,88 @@ mod tests {
             expires_at: at,
         };
         assert_eq!(exited.severity().as_str(), "info");
+    }
+
+    #[test]
+    fn names_lists_every_event_once() {
+        let at = UNIX_EPOCH;
+        let expiring = |band| LicenseEvent::Expiring {
+            band,
+            days_remaining: 0,
+            expires_at: at,
+            customer: String::new(),
+        };
+        let every = [
+            expiring(ExpiryBand::Days30),
+            expiring(ExpiryBand::Days7),
+            expiring(ExpiryBand::Hours24),
+            expiring(ExpiryBand::Hour1),
+            LicenseEvent::GraceModeEntered {
+                reason: GraceReason::Expired,
+                grace_period_seconds: 0,
+                grace_started_at: at,
+                grace_ends_at: at,
+            },
+            LicenseEvent::GraceModeExited {
+                customer: String::new(),
+                expires_at: at,
+            },
+            LicenseEvent::GracePeriodExpired {
+                reason: GraceReason::Expired,
+                grace_ends_at: at,
+            },
+            LicenseEvent::TimeManipulationDetected {
+                wall_clock_jump_seconds: 0,
+            },
+            LicenseEvent::TimeDriftDetected {
+                drift_seconds: 0.0,
+                kind: DriftKind::ForwardJump,
+            },
+            LicenseEvent::VerificationFailed {
+                error: LicenseError::BadSignature,
+                source: String::new(),
+                kept_previous: false,
+            },
+            LicenseEvent::Missing {
+                error: LicenseError::BadSignature,
+                source: String::new(),
+                kept_previous: false,
+            },
+            LicenseEvent::Recovered {
+                previous_reason: "missing",
+                failed_checks: 1,
+                source: String::new(),
+            },
+            LicenseEvent::Loaded {
+                customer: String::new(),
+                expires_at: at,
+                jti: None,
+                fingerprint: String::new(),
+            },
+            LicenseEvent::StateInvalid {
+                reason: "missing",
+                detail: String::new(),
+            },
+        ];
+        // A new variant fails to compile here until it is listed above and in NAMES.
+        for e in &every {
+            match e {
+                LicenseEvent::Expiring { .. }
+                | LicenseEvent::GraceModeEntered { .. }
+                | LicenseEvent::GraceModeExited { .. }
+                | LicenseEvent::GracePeriodExpired { .. }
+                | LicenseEvent::TimeManipulationDetected { .. }
+                | LicenseEvent::TimeDriftDetected { .. }
+                | LicenseEvent::VerificationFailed { .. }
+                | LicenseEvent::Missing { .. }
+                | LicenseEvent::Recovered { .. }
+                | LicenseEvent::Loaded { .. }
+                | LicenseEvent::StateInvalid { .. } => {}
+            }
+        }
+        let names: Vec<&str> = every.iter().map(LicenseEvent::name).collect();
+        assert_eq!(names, LicenseEvent::NAMES);
+        assert_eq!(every[11].level(), Level::INFO);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::LicenseMonitor;
 use crate::clock::unix_seconds;
 use crate::shared::View;
-use crate::verdict::LicenseState;
+use crate::verdict::{GraceReason, LicenseState};
 
 /// The license's numbers at one instant, as the metrics exporters publish them.
 ///
@@ -34,6 +34,14 @@ pub struct MetricsSnapshot {
     pub check_failures: BTreeMap<&'static str, u64>,
     /// Events emitted, by dotted name.
     pub events: BTreeMap<&'static str, u64>,
+    /// The reason code the last read of the source was refused with, or `None` when it
+    /// read good (`iosetu_license_check_failing{reason}`: 1 for this reason, 0 for every
+    /// other). A state, so an alert on it fires on the first failed read and clears at
+    /// the first good one.
+    pub check_failing: Option<&'static str>,
+    /// 1 while the wall clock is judged set back and the service is in grace for it
+    /// (`iosetu_license_clock_manipulated`); 0 again once the clock agrees.
+    pub clock_manipulated: bool,
 }
 
 impl MetricsSnapshot {
@@ -64,6 +72,8 @@ impl MetricsSnapshot {
             checks: stats.checks(),
             check_failures: stats.failures(),
             events: stats.events(),
+            check_failing: stats.failing(),
+            clock_manipulated: verdict.reason == Some(GraceReason::ClockManipulation),
         }
     }
 }
@@ -169,6 +179,25 @@ mod prometheus {
                 Some(&Unit::Seconds),
                 m.grace_remaining_seconds,
             )?;
+
+            gauge(
+                &mut encoder,
+                "iosetu_license_clock_manipulated",
+                "1 while the wall clock is judged set back (the service is in grace for it)",
+                None,
+                flag(m.clock_manipulated),
+            )?;
+            let mut failing = encoder.encode_descriptor(
+                "iosetu_license_check_failing",
+                "1 for the reason the last license read was refused with; 0 for the others",
+                None,
+                MetricType::Gauge,
+            )?;
+            for reason in crate::LicenseError::REASONS {
+                failing
+                    .encode_family(&[("reason", reason)])?
+                    .encode_gauge(&flag(m.check_failing == Some(reason)))?;
+            }
 
             let mut checks = encoder.encode_descriptor(
                 "iosetu_license_checks",

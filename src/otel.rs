@@ -82,6 +82,8 @@ pub struct OtelGauges {
     _days_remaining: ObservableGauge<f64>,
     _expiry_timestamp: ObservableGauge<f64>,
     _grace_remaining: ObservableGauge<f64>,
+    _clock_manipulated: ObservableGauge<u64>,
+    _check_failing: ObservableGauge<u64>,
 }
 
 impl LicenseMonitor {
@@ -110,6 +112,14 @@ impl LicenseMonitor {
         let days = read(|m| m.days_remaining);
         let expiry = read(|m| m.expiry_timestamp_seconds);
         let grace = read(|m| Some(m.grace_remaining_seconds));
+        let manipulated = flag(|m| m.clock_manipulated);
+        let failing = {
+            let weak: WeakView = self.view().downgrade();
+            move || {
+                weak.upgrade()
+                    .map(|view| MetricsSnapshot::read(&view).check_failing)
+            }
+        };
         OtelGauges {
             _valid: meter
                 .u64_observable_gauge("iosetu.license.valid")
@@ -140,6 +150,33 @@ impl LicenseMonitor {
                 .with_description("Seconds of grace left before new requests are refused")
                 .with_unit("s")
                 .with_callback(move |o| grace().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _clock_manipulated: meter
+                .u64_observable_gauge("iosetu.license.clock_manipulated")
+                .with_description(
+                    "1 while the wall clock is judged set back (the service is in grace for it)",
+                )
+                .with_unit("1")
+                .with_callback(move |o| manipulated().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            // One point per reason code, from the first collection: 1 for the reason the
+            // last read was refused with, 0 for the others.
+            _check_failing: meter
+                .u64_observable_gauge("iosetu.license.check_failing")
+                .with_description(
+                    "1 for the reason the last license read was refused with; 0 for the others",
+                )
+                .with_unit("1")
+                .with_callback(move |o| {
+                    if let Some(failing) = failing() {
+                        for reason in crate::LicenseError::REASONS {
+                            o.observe(
+                                u64::from(failing == Some(reason)),
+                                &[opentelemetry::KeyValue::new("reason", reason)],
+                            );
+                        }
+                    }
+                })
                 .build(),
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use crate::Clock;
 use crate::event::LicenseEvent;
+use crate::token::LicenseError;
 use crate::verdict::Verdict;
 
 /// State every handle shares. Only the checker writes it.
@@ -207,11 +208,29 @@ impl WeakView {
 }
 
 /// Counters the checker keeps; scrapes read them. Never touched on the request path.
-#[derive(Debug, Default)]
+///
+/// Every reason code and event name is counted from 0 at start, so that each labelled
+/// series exists from the first scrape: a counter that first appears at 1 reads as no
+/// increase to Prometheus, and an alert on it misses the first failure.
+#[derive(Debug)]
 pub(crate) struct Stats {
     checks: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     events: Mutex<BTreeMap<&'static str, u64>>,
+    /// The reason the last read was refused, or `None` when it was good.
+    failing: Mutex<Option<&'static str>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        let zeros = |keys: &[&'static str]| keys.iter().map(|k| (*k, 0)).collect();
+        Self {
+            checks: AtomicU64::new(0),
+            failures: Mutex::new(zeros(&LicenseError::REASONS)),
+            events: Mutex::new(zeros(&LicenseEvent::NAMES)),
+            failing: Mutex::new(None),
+        }
+    }
 }
 
 impl Stats {
@@ -220,6 +239,7 @@ impl Stats {
         if let Some(reason) = failure {
             *lock(&self.failures).entry(reason).or_default() += 1;
         }
+        *lock(&self.failing) = failure;
     }
 
     pub(crate) fn record_event(&self, event: &LicenseEvent) {
@@ -236,6 +256,10 @@ impl Stats {
 
     pub(crate) fn events(&self) -> BTreeMap<&'static str, u64> {
         lock(&self.events).clone()
+    }
+
+    pub(crate) fn failing(&self) -> Option<&'static str> {
+        *lock(&self.failing)
     }
 }
 

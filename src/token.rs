@@ -161,6 +161,26 @@ impl LicenseError {
         }
     }
 
+    /// Every [`reason`](LicenseError::reason) code, for exporters that publish a series
+    /// per reason from the start.
+    pub const REASONS: [&'static str; 15] = [
+        "missing",
+        "unreadable",
+        "too_large",
+        "malformed",
+        "unsupported_algorithm",
+        "unsupported_header",
+        "unknown_key_id",
+        "bad_signature",
+        "missing_claim",
+        "invalid_claim",
+        "not_yet_valid",
+        "expired",
+        "wrong_issuer",
+        "wrong_audience",
+        "issued_in_future",
+    ];
+
     fn malformed(detail: impl Into<String>) -> Self {
         LicenseError::Malformed {
             detail: detail.into(),
@@ -727,6 +747,53 @@ mod tests {
 
     fn parse(text: &str) -> Result<Map<String, Value>, LicenseError> {
         strict_object("claims", text.as_bytes())
+    }
+
+    #[test]
+    fn reasons_lists_every_code_once() {
+        let s = String::new;
+        let every = [
+            LicenseError::Missing { detail: s() },
+            LicenseError::Unreadable { detail: s() },
+            LicenseError::TooLarge { limit: 1 },
+            LicenseError::Malformed { detail: s() },
+            LicenseError::UnsupportedAlgorithm { alg: s() },
+            LicenseError::UnsupportedHeader { param: s() },
+            LicenseError::UnknownKeyId { kid: s() },
+            LicenseError::BadSignature,
+            LicenseError::MissingClaim { claim: s() },
+            LicenseError::InvalidClaim {
+                claim: s(),
+                detail: s(),
+            },
+            LicenseError::NotYetValid { not_before: 0 },
+            LicenseError::Expired { expired_at: 0 },
+            LicenseError::WrongIssuer,
+            LicenseError::WrongAudience,
+            LicenseError::IssuedInFuture { issued_at: 0 },
+        ];
+        // A new variant fails to compile here until it is listed above and in REASONS.
+        for e in &every {
+            match e {
+                LicenseError::Missing { .. }
+                | LicenseError::Unreadable { .. }
+                | LicenseError::TooLarge { .. }
+                | LicenseError::Malformed { .. }
+                | LicenseError::UnsupportedAlgorithm { .. }
+                | LicenseError::UnsupportedHeader { .. }
+                | LicenseError::UnknownKeyId { .. }
+                | LicenseError::BadSignature
+                | LicenseError::MissingClaim { .. }
+                | LicenseError::InvalidClaim { .. }
+                | LicenseError::NotYetValid { .. }
+                | LicenseError::Expired { .. }
+                | LicenseError::WrongIssuer
+                | LicenseError::WrongAudience
+                | LicenseError::IssuedInFuture { .. } => {}
+            }
+        }
+        let codes: Vec<&str> = every.iter().map(LicenseError::reason).collect();
+        assert_eq!(codes, LicenseError::REASONS);
     }
 
     #[test]

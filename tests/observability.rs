@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iosetu_license::{
-    Claims, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState, MetricsService, TestClock,
+    Claims, LicenseError, LicenseEvent, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState,
+    MetricsService, TestClock,
 };
 use opentelemetry::logs::{AnyValue, Severity};
 use opentelemetry::metrics::MeterProvider as _;
@@ -139,6 +140,32 @@ fn gauges(exporter: &InMemoryMetricExporter) -> HashMap<String, (f64, String)> {
     out
 }
 
+/// The `iosetu.license.check_failing` points of the last collection, by reason.
+fn failing_points(exporter: &InMemoryMetricExporter) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for resource in exporter.get_finished_metrics().unwrap() {
+        for scope in resource.scope_metrics() {
+            for metric in scope.metrics() {
+                if let (
+                    "iosetu.license.check_failing",
+                    AggregatedMetrics::U64(MetricData::Gauge(g)),
+                ) = (metric.name(), metric.data())
+                {
+                    for point in g.data_points() {
+                        let reason = point
+                            .attributes()
+                            .find(|kv| kv.key.as_str() == "reason")
+                            .map(|kv| kv.value.to_string())
+                            .unwrap();
+                        out.insert(reason, point.value());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(start_paused = true)]
 async fn opentelemetry_gauges_follow_the_verdict() {
     let exporter = InMemoryMetricExporter::default();
@@ -171,6 +198,10 @@ async fn opentelemetry_gauges_follow_the_verdict() {
         (exp as f64, "s".into())
     );
     assert_eq!(g["iosetu.license.grace_remaining"], (86_400.0, "s".into()));
+    assert_eq!(g["iosetu.license.clock_manipulated"].0, 0.0);
+    let failing = failing_points(&exporter);
+    assert_eq!(failing.len(), LicenseError::REASONS.len());
+    assert!(failing.values().all(|v| *v == 0));
 
     // Half a day into grace: the values are computed at collection time.
     exporter.reset();
@@ -301,23 +332,65 @@ async fn prometheus_text_has_every_gauge_and_counter() {
         assert_eq!(types[gauge], "gauge");
     }
     assert_eq!(types["iosetu_license_checks_total"], "counter");
-    let failures = &samples["iosetu_license_check_failures_total"];
+    // Every reason and every event has its series, at 0 until it happens.
+    let by_label = |name: &str, label: &str| -> HashMap<String, f64> {
+        samples[name]
+            .iter()
+            .map(|s| {
+                assert_eq!(s.labels.len(), 1, "{name}: {:?}", s.labels);
+                assert_eq!(s.labels[0].0, label);
+                (s.labels[0].1.clone(), s.value)
+            })
+            .collect()
+    };
+    let expect = |keys: &[&str], hot: &[(&str, f64)]| -> HashMap<String, f64> {
+        keys.iter()
+            .map(|k| {
+                let v = hot.iter().find(|(h, _)| h == k).map_or(0.0, |(_, v)| *v);
+                ((*k).to_owned(), v)
+            })
+            .collect()
+    };
     assert_eq!(
-        failures,
-        &vec![Sample {
-            labels: vec![("reason".into(), "malformed".into())],
-            value: 1.0
-        }]
+        by_label("iosetu_license_check_failures_total", "reason"),
+        expect(&LicenseError::REASONS, &[("malformed", 1.0)])
     );
-    let events = &samples["iosetu_license_events_total"];
-    let loaded = events
+    assert_eq!(
+        by_label("iosetu_license_check_failing", "reason"),
+        expect(&LicenseError::REASONS, &[("malformed", 1.0)])
+    );
+    assert_eq!(types["iosetu_license_check_failing"], "gauge");
+    assert_eq!(
+        by_label("iosetu_license_events_total", "event"),
+        expect(
+            &LicenseEvent::NAMES,
+            &[
+                ("license.loaded", 1.0),
+                ("license.expiring_7d", 1.0),
+                ("license.verification_failed", 1.0)
+            ]
+        )
+    );
+    assert_eq!(one("iosetu_license_clock_manipulated"), 0.0);
+
+    // The fix: the failing state clears at the first good read, and says so once.
+    std::fs::write(&path, signer().sign(&Claims::new("Acme", exp))).unwrap();
+    monitor.check_now().await;
+    let (_, samples) = parse_prometheus(&MetricsService::new(&monitor).render().unwrap());
+    assert!(
+        samples["iosetu_license_check_failing"]
+            .iter()
+            .all(|s| s.value == 0.0)
+    );
+    let recovered = samples["iosetu_license_events_total"]
         .iter()
-        .find(|s| s.labels == vec![("event".into(), "license.loaded".into())])
+        .find(|s| s.labels == vec![("event".into(), "license.recovered".into())])
         .unwrap();
-    assert_eq!(loaded.value, 1.0);
+    assert_eq!(recovered.value, 1.0);
 
     // Computed at scrape time: two and a half days later, without a check in between.
     tokio::time::advance(Duration::from_secs((2 * DAY + DAY / 2) as u64)).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
     let (_, samples) = parse_prometheus(&MetricsService::new(&monitor).render().unwrap());
     assert!((samples["iosetu_license_days_remaining"][0].value - 0.5).abs() < 1e-6);
 }
