@@ -296,6 +296,21 @@ fn timeline_lists_each_alert_grace_and_cut_off_at_its_instant() {
     assert!(line("license.expiring_1h ").contains("2099-12-31T23:00:01Z"));
     assert!(line("license.grace_mode_entered").contains("2100-01-01T00:00:00Z"));
     assert!(line("license.grace_period_expired").contains("2100-01-03T00:00:00Z"));
+    // "From now" to the second: the 1 s after each band's start shows.
+    let from_now = |what: &str| line(what).rsplit(' ').next().unwrap().to_owned();
+    for what in ["license.expiring_30d ", "license.grace_mode_entered"] {
+        let last = from_now(what);
+        assert!(
+            last.len() == 3 && last.ends_with('s') && last[..2].parse::<u8>().is_ok(),
+            "{what}: {}",
+            line(what)
+        );
+    }
+    let seconds = |what: &str| from_now(what)[..2].parse::<i64>().unwrap();
+    assert_eq!(
+        (seconds("license.expiring_30d ") - seconds("license.grace_mode_entered")).rem_euclid(60),
+        1
+    );
 }
 
 #[test]
@@ -321,4 +336,104 @@ fn issue_refuses_reserved_claims_and_never_prints_the_private_key() {
     for stream in [&out.stdout, &out.stderr] {
         assert!(!String::from_utf8_lossy(stream).contains(&body));
     }
+}
+
+/// Every `--option` a message names exists in `issue --help`.
+fn options_exist(message: &str, help: &str) {
+    for word in message.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+        if let Some(option) = word.strip_prefix("--")
+            && !option.is_empty()
+            && option != "help"
+        {
+            assert!(
+                help.contains(&format!("--{option}")),
+                "{message:?} names --{option}, which `issue` does not have"
+            );
+        }
+    }
+}
+
+#[test]
+fn newcomer_errors_name_what_is_missing_and_only_options_that_exist() {
+    let help = stdout(cli().args(["issue", "--help"]));
+    let one_line_error = |args: &[&str]| {
+        let out = cli().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        err
+    };
+    // No --key and no expiry: both are named, and both ways to give an expiry.
+    let err = one_line_error(&["issue", "--customer", "A"]);
+    for named in ["--key", "--expires", "--valid-for"] {
+        assert!(err.contains(named), "{err}");
+    }
+    options_exist(&err, &help);
+    let err = one_line_error(&["issue", "--key", "k.pem", "--valid-for", "1d"]);
+    assert!(err.contains("--customer"), "{err}");
+    let err = one_line_error(&["verify", "x.y.z"]);
+    assert!(err.contains("--public-key"), "{err}");
+
+    // A reserved claim says what to do instead, naming only real options, and is
+    // reported before the (absent) key file is read.
+    for claim in [
+        "customer", "exp", "nbf", "iss", "aud", "features", "iat", "jti", "sub",
+    ] {
+        let err = one_line_error(&[
+            "issue",
+            "--key",
+            "/nonexistent/k.pem",
+            "--customer",
+            "A",
+            "--valid-for",
+            "1d",
+            "--claim",
+            &format!("{claim}=1"),
+        ]);
+        assert!(err.contains(&format!("--claim {claim}=")), "{err}");
+        assert!(!err.contains("dedicated option"), "{err}");
+        assert!(!err.contains("nonexistent"), "{err}");
+        options_exist(&err, &help);
+    }
+}
+
+#[test]
+fn allow_past_issues_an_expired_license_for_support_clearly_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "k");
+    let issue = |extra: &[&str]| {
+        cli()
+            .args(["issue", "--key"])
+            .arg(&private)
+            .args(["--customer", "Support", "--expires", "2001-01-01"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Without the flag: refused, and the message says how to do it on purpose.
+    let refused = issue(&[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        err.contains("already be expired") && err.contains("--allow-past"),
+        "{err}"
+    );
+
+    let issued = issue(&["--allow-past"]);
+    assert!(issued.status.success());
+    let warning = String::from_utf8(issued.stderr).unwrap();
+    assert!(
+        warning.contains("warning") && warning.contains("2001-01-01T00:00:00Z"),
+        "{warning}"
+    );
+    let token = String::from_utf8(issued.stdout).unwrap();
+    let out = cli()
+        .args(["verify", "--json", "--public-key"])
+        .arg(&public)
+        .arg(token.trim())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["reason"], "expired");
 }

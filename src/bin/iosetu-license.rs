@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use iosetu_license::token::decode_unverified;
 use iosetu_license::{Claims, ExpiryBand, LicenseSigner, LicenseVerifier, PublicKey};
 use serde_json::{Value, json};
@@ -77,6 +77,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("expiry").required(true).args(["expires", "valid_for"])))]
 struct IssueArgs {
     /// The private key (PKCS#8 PEM) from `keygen`.
     #[arg(long)]
@@ -85,7 +86,7 @@ struct IssueArgs {
     #[arg(long)]
     customer: String,
     /// Expiry: RFC 3339 (`2027-03-10T19:30:00Z`) or a date (`2027-03-10`, midnight UTC).
-    #[arg(long, value_parser = parse_date, conflicts_with = "valid_for", required_unless_present = "valid_for")]
+    #[arg(long, value_parser = parse_date)]
     expires: Option<SystemTime>,
     /// Validity from now, e.g. `365d`, `12h`.
     #[arg(long, value_parser = parse_duration)]
@@ -111,6 +112,10 @@ struct IssueArgs {
     /// Write the token to this file instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// FOR SUPPORT AND TESTS: allow an expiry in the past, to issue an already-expired
+    /// license (to see grace and the cut-off on a test system). Never ship one.
+    #[arg(long)]
+    allow_past: bool,
 }
 
 #[derive(Args)]
@@ -149,11 +154,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // A usage error is one line, like every other error of this tool.
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("iosetu-license: {first} (try --help)");
+            // A usage error is one line, like every other error of this tool, and keeps
+            // what clap lists below its first line (the missing arguments, say).
+            eprintln!(
+                "iosetu-license: {} (try --help)",
+                one_line(&e.render().to_string())
+            );
             return ExitCode::from(2);
         }
     };
@@ -163,6 +169,23 @@ fn main() -> ExitCode {
             eprintln!("iosetu-license: {}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// Clap's error as one line: its first line, then the items it lists under it, up to
+/// the blank line before the usage.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first).trim_end();
+    let items: Vec<&str> = lines
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    if items.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first} {}", items.join(", "))
     }
 }
 
@@ -252,6 +275,12 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 fn issue(args: IssueArgs) -> Result<(), Failure> {
+    // Usage first: a wrong option is reported before any file is touched.
+    for (name, _) in &args.claims {
+        if let Some(instead) = reserved_claim(name) {
+            return Err(usage(format!("--claim {name}=…: {instead}")));
+        }
+    }
     let pem = std::fs::read_to_string(&args.key).map_err(|e| io(&args.key, e))?;
     let mut signer = LicenseSigner::from_pkcs8_pem(&pem)
         .map_err(|e| usage(format!("{}: {e}", args.key.display())))?;
@@ -265,7 +294,18 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
         (None, None) => return Err(usage("--expires or --valid-for is required")),
     };
     if expires <= now {
-        return Err(usage("the license would already be expired"));
+        if !args.allow_past {
+            return Err(usage(format!(
+                "the license would already be expired ({}); for a support or test license \
+                 that is expired on purpose, add --allow-past",
+                rfc3339(unix(expires))
+            )));
+        }
+        eprintln!(
+            "iosetu-license: warning: --allow-past: this license expired at {}; it is for \
+             support and tests, never for a customer",
+            rfc3339(unix(expires))
+        );
     }
     if args.customer.trim().is_empty() {
         return Err(usage("--customer cannot be empty"));
@@ -279,17 +319,8 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
     let mut jti = [0u8; 16];
     getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
     claims.jti = Some(jti.iter().map(|b| format!("{b:02x}")).collect());
-    const RESERVED: [&str; 9] = [
-        "customer", "exp", "iat", "nbf", "iss", "aud", "jti", "features", "sub",
-    ];
-    for (name, value) in args.claims {
-        if RESERVED.contains(&name.as_str()) {
-            return Err(usage(format!(
-                "--claim {name}=…: use the dedicated option for `{name}`"
-            )));
-        }
-        claims.extra.insert(name, value);
-    }
+    // (Reserved names were refused before the key was read.)
+    claims.extra.extend(args.claims);
     let token = signer.sign(&claims);
     match args.out {
         Some(path) => {
@@ -299,6 +330,22 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
         None => println!("{token}"),
     }
     Ok(())
+}
+
+/// What to do instead of `--claim name=…` for a claim the tool sets itself.
+fn reserved_claim(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "customer" => "use --customer",
+        "exp" => "use --expires or --valid-for",
+        "nbf" => "use --not-before",
+        "iss" => "use --iss",
+        "aud" => "use --aud",
+        "features" => "use --feature, once per feature",
+        "iat" => "`iat` is always the time of issue, set by the tool",
+        "jti" => "`jti` is always a fresh random id, set by the tool",
+        "sub" => "the licensee goes in --customer; `sub` is not used",
+        _ => return None,
+    })
 }
 
 fn read_token(input: &TokenInput) -> Result<String, Failure> {
@@ -461,10 +508,14 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
 }
 
 fn relative(secs: i64) -> String {
-    let (sign, s) = if secs < 0 { ("-", -secs) } else { ("+", secs) };
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    let (sign, s) = if secs < 0 {
+        ("-", secs.unsigned_abs())
+    } else {
+        ("+", secs.unsigned_abs())
+    };
+    let (d, h, m, sec) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60, s % 60);
     let when = if secs < 0 { " (past)" } else { "" };
-    format!("{sign}{d}d {h:02}h {m:02}m{when}")
+    format!("{sign}{d}d {h:02}h {m:02}m {sec:02}s{when}")
 }
 
 fn rfc3339(secs: i64) -> String {
