@@ -134,6 +134,9 @@ impl Clock for SystemClock {
 /// assert_eq!(clock.monotonic(), Duration::from_secs(110));
 /// # }
 /// ```
+///
+/// Needs the crate feature **`test-util`** (as a dev-dependency:
+/// `iosetu-license = { version = "…", features = ["test-util"] }`).
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 #[derive(Clone)]

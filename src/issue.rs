@@ -25,6 +25,9 @@ use crate::{Claims, KeyError, PublicKey};
 /// assert_eq!(claims.customer, "Acme Corp");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// Needs the crate feature **`issue`** (a vendor tool, or tests; a service that only
+/// verifies does not need it).
 #[derive(Clone)]
 #[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 pub struct LicenseSigner {

@@ -17,7 +17,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The vendor's side (normally the CLI): a key pair and a license valid for 90 days.
+//! // The vendor's side (normally the CLI; `LicenseSigner` needs feature `issue`): a key
+//! // pair and a license valid for 90 days.
 //! let signer = LicenseSigner::generate()?;
 //! let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
 //! let token = signer.sign(&Claims::new("Acme Corp", now + 90 * 86_400));
@@ -59,7 +60,8 @@
 //!
 //! * `issue`: `LicenseSigner`, to mint keys and licenses.
 //! * `test-util`: `TestClock` (driven by tokio's paused time) and `issue`.
-//! * `prometheus`: `LicenseMonitor::register_metrics` and `MetricsService`.
+//! * `prometheus`: `LicenseMonitor::register_metrics`, `LicenseMonitor::metrics_service`
+//!   and `MetricsService`.
 //! * `otel`: events as OpenTelemetry log records
 //!   (`LicenseMonitorBuilder::otel_logger_provider`) and gauges
 //!   (`LicenseMonitor::register_otel_metrics`).

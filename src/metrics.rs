@@ -235,6 +235,8 @@ mod prometheus {
     }
 
     impl LicenseMonitor {
+        /// Needs the crate feature **`prometheus`**.
+        ///
         /// Registers the license metrics with an application's own registry. Values are
         /// computed at each scrape.
         #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
@@ -242,6 +244,9 @@ mod prometheus {
             registry.register_collector(Box::new(LicenseCollector(self.view().downgrade())));
         }
 
+        /// Needs the crate feature **`prometheus`** (without it, this method does not
+        /// exist: `no method named metrics_service`).
+        ///
         /// A ready `/metrics` service with the license metrics alone: same as
         /// [`MetricsService::new`].
         #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
@@ -251,6 +256,7 @@ mod prometheus {
     }
 
     /// A tower service answering `/metrics` in the Prometheus text format (0.0.4).
+    /// Needs the crate feature **`prometheus`**.
     ///
     /// Mount it outside the license layer, e.g. axum's `.route_service("/metrics",
     /// monitor.metrics_service())` after `.layer(..)`, so scrapes keep working after the

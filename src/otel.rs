@@ -26,6 +26,8 @@ fn scope() -> InstrumentationScope {
 }
 
 impl LicenseMonitorBuilder {
+    /// Needs the crate feature **`otel`**.
+    ///
     /// Emits every [`LicenseEvent`] as an OpenTelemetry log record through `provider`:
     /// `event_name` is the dotted name (`license.grace_mode_entered`, …), the attributes
     /// are the event's own (`days_remaining`, `expires_at`, `customer`, `severity`, …), the
@@ -72,6 +74,8 @@ fn emit<L: Logger>(logger: &L, event: &LicenseEvent) {
     logger.emit(record);
 }
 
+/// Needs the crate feature **`otel`**.
+///
 /// The license gauges registered with a meter. They are read from the current verdict at
 /// each collection; keep this value as long as they should be reported.
 #[derive(Debug)]
@@ -87,10 +91,14 @@ pub struct OtelGauges {
 }
 
 impl LicenseMonitor {
+    /// Needs the crate feature **`otel`**.
+    ///
     /// Registers the license gauges with `meter`: `iosetu.license.valid`,
     /// `iosetu.license.grace_mode`, `iosetu.license.days_remaining` (unit `d`),
-    /// `iosetu.license.expiry_timestamp` (unit `s`) and `iosetu.license.grace_remaining`
-    /// (unit `s`). The callbacks hold the monitor weakly.
+    /// `iosetu.license.expiry_timestamp` (unit `s`), `iosetu.license.grace_remaining`
+    /// (unit `s`), `iosetu.license.clock_manipulated` and
+    /// `iosetu.license.check_failing{reason}` (one point per reason code, from the first
+    /// collection). The callbacks hold the monitor weakly.
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
         let read = |f: fn(&MetricsSnapshot) -> Option<f64>| {
