@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# What the library adds to a plain axum app: crates in the build, release binary size
+# (and stripped), and a clean release build's wall time. Builds two scratch apps in a
+# temporary directory, one without the library and one with it (default features, the
+# layer and /health), each from an empty target directory.
+#
+#   bash benches/weight.sh            # ~3 minutes on 2 cores; needs network for crates.io
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+app() { # name, extra dependency line, main.rs body
+  mkdir -p "$work/$1/src"
+  cat > "$work/$1/Cargo.toml" <<TOML
+[package]
+name = "$1"
+version = "0.1.0"
+edition = "2024"
+[dependencies]
+axum = "0.8.9"
+tokio = { version = "1.47", features = ["rt-multi-thread", "macros", "net"] }
+$2
+[workspace]
+TOML
+  printf '%s\n' "$3" > "$work/$1/src/main.rs"
+}
+
+app plain "" 'use axum::{Router, routing::get};
+#[tokio::main]
+async fn main() {
+    let app = Router::new().route("/", get(|| async { "hello" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        axum::serve(listener, app).await.unwrap();
+    }
+}'
+
+app licensed "iosetu-license = { path = \"$repo\" }" 'use axum::{Router, routing::get};
+use iosetu_license::{LicenseLayer, LicenseMonitor, LicenseSource, PublicKey};
+#[tokio::main]
+async fn main() {
+    let key = PublicKey::from_pem(include_str!("'"$repo"'/examples/dev-keys/dev.pub.pem")).unwrap();
+    let monitor = LicenseMonitor::builder()
+        .public_key(key)
+        .source(LicenseSource::Env("APP_LICENSE".into()))
+        .start()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(LicenseLayer::new(&monitor))
+        .route_service("/health", monitor.health_service());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        axum::serve(listener, app).await.unwrap();
+    }
+}'
+
+printf '%-10s %7s %12s %14s %10s\n' app crates "binary (B)" "stripped (B)" "build (s)"
+for name in plain licensed; do
+  cd "$work/$name"
+  cargo fetch -q
+  start=$(date +%s.%N)
+  cargo build --release -q
+  end=$(date +%s.%N)
+  crates=$(cargo tree -e normal --prefix none | sed 's/ (\*)$//' | sort -u | wc -l)
+  bin="target/release/$name"
+  cp "$bin" stripped && strip stripped
+  printf '%-10s %7d %12d %14d %10.0f\n' "$name" "$crates" "$(stat -c %s "$bin")" \
+    "$(stat -c %s stripped)" "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"
+done
