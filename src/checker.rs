@@ -2,6 +2,7 @@
 //! workers), samples the clocks, evaluates with the pure core, publishes, and reports what
 //! changed.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -15,11 +16,9 @@ use crate::clock::{ClockAnomaly, MIN_RFC3339, Reading, TrustedTime, escape_contr
 use crate::event::{DriftKind, LicenseEvent};
 use crate::reload::{MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
 use crate::shared::{Command, Shared, Stats};
-use crate::source::LicenseSource;
+use crate::source::{self, LicenseSource};
 use crate::state::PersistedState;
-use crate::token::{
-    Claims, IAT_TOLERANCE_SECS, LicenseError, LicenseVerifier, NBF_LEEWAY_SECS, fingerprint,
-};
+use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError, LicenseVerifier, fingerprint};
 use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate};
 
 /// How often the state file's mark is brought up to date.
@@ -132,9 +131,16 @@ pub(crate) struct Checker {
     /// published the cut-off), and whether it has.
     drain_ends: Option<Instant>,
     drained: bool,
-    /// The license in force: the last token that verified.
-    license: Option<Arc<Claims>>,
-    license_fingerprint: Option<String>,
+    /// The license set: every token of the last good read that verified (in force, held
+    /// for later, or expired), and each one's fingerprint in the same order.
+    set: Vec<Arc<Claims>>,
+    set_prints: Vec<String>,
+    /// The fingerprint of the last read's text, when all of it verified: an unchanged
+    /// source is not verified again.
+    text_print: Option<String>,
+    /// Tokens `license.loaded` has announced (by fingerprint), so that each is announced
+    /// once, when it comes into force.
+    announced: HashSet<String>,
     /// The last read's problem, while the source does not hold the license in force.
     problem: Option<LicenseError>,
     /// How many reads in a row had a problem (for `license.recovered`).
@@ -184,8 +190,10 @@ impl Checker {
             check_interval: config.check_interval,
             fail_closed: config.fail_closed,
             time,
-            license: None,
-            license_fingerprint: None,
+            set: Vec::new(),
+            set_prints: Vec::new(),
+            text_print: None,
+            announced: HashSet::new(),
             problem: None,
             failed_reads: 0,
             grace_anchor: None,
@@ -352,9 +360,10 @@ impl Checker {
         // A license's signed `iat` is a floor for judging that license (real time is at
         // least that, give or take the vendor's clock): it never raises the mark.
         let issue_floor = self
-            .license
-            .as_ref()
-            .and_then(|l| l.iat)
+            .set
+            .iter()
+            .filter_map(|l| l.iat)
+            .max()
             .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS));
         let now = issue_floor.map_or(self.time.now_secs(), |f| f.max(self.time.now_secs()));
         self.report_floors(issue_floor, &mut events);
@@ -371,7 +380,10 @@ impl Checker {
         // a valid license is in force.
         if self.manipulated_at.is_some()
             && self.time.wall_is_consistent()
-            && self.license.as_ref().is_some_and(|l| now < l.exp)
+            && self
+                .set
+                .iter()
+                .any(|l| l.nbf.is_none_or(|nbf| nbf <= now) && now < l.exp)
         {
             self.manipulated_at = None;
         }
@@ -389,6 +401,7 @@ impl Checker {
                 evaluation.next_change = None;
             }
         }
+        self.announce(&evaluation.verdict, &mut events);
         self.transition_events(&evaluation, full || reloaded, &mut events);
         // Responses admitted before a cut-off get the drain period, counted from the check
         // that published the cut-off (at the end of grace's exact second, or when an
@@ -427,7 +440,7 @@ impl Checker {
 
     fn input(&self, now: i64) -> Input<'_> {
         Input {
-            license: self.license.as_ref(),
+            licenses: &self.set,
             problem: self.problem.as_ref(),
             now,
             grace_anchor: self.grace_anchor,
@@ -619,9 +632,12 @@ impl Checker {
     ) -> bool {
         self.last_read = Some(read.clone());
         let source = self.source.describe();
-        let kept_previous = self.license.is_some();
-        let token = match read {
-            Ok(token) => token,
+        let kept_previous = !self.set.is_empty();
+        let text = match read.and_then(|text| {
+            source::tokens(&text)?;
+            Ok(text)
+        }) {
+            Ok(text) => text,
             Err(error) => {
                 events.push(match error {
                     LicenseError::Missing { .. } => LicenseEvent::Missing {
@@ -633,55 +649,102 @@ impl Checker {
                         error: error.clone(),
                         source,
                         kept_previous,
+                        line: None,
+                        fingerprint: None,
                     },
                 });
                 self.problem = Some(error);
                 return false;
             }
         };
-        let print = fingerprint(&token);
-        if self.license_fingerprint.as_deref() == Some(print.as_str()) {
-            // The license in force, unchanged: nothing to verify again.
+        let print = fingerprint(&text);
+        if self.text_print.as_deref() == Some(print.as_str()) {
+            // The set in force, unchanged and wholly good: nothing to verify again.
             self.problem = None;
             return false;
         }
-        let refused = |error: LicenseError, events: &mut Vec<LicenseEvent>| {
+        // Each token on its own; the first that verifies names the set's customer.
+        let mut good: Vec<(Arc<Claims>, String)> = Vec::new();
+        let mut refused: Vec<(usize, String, LicenseError)> = Vec::new();
+        for (line, token) in source::tokens(&text).unwrap_or_default() {
+            let token_print = fingerprint(token);
+            let verified = self
+                .verifier
+                .verify_token(token)
+                .and_then(|v| match good.first() {
+                    Some((first, _)) if first.customer != v.claims.customer => {
+                        Err(LicenseError::CustomerMismatch {
+                            expected: first.customer.clone(),
+                            found: v.claims.customer,
+                        })
+                    }
+                    _ => Ok(v.claims),
+                });
+            match verified {
+                Ok(claims) => good.push((Arc::new(claims), token_print)),
+                Err(error) => refused.push((line, token_print, error)),
+            }
+        }
+        let counts = !good.is_empty() || kept_previous;
+        for (line, token_print, error) in &refused {
             events.push(LicenseEvent::VerificationFailed {
                 error: error.clone(),
                 source: source.clone(),
-                kept_previous,
+                kept_previous: counts,
+                line: Some(*line),
+                fingerprint: Some(token_print.clone()),
             });
-            error
-        };
-        let claims = match self.verifier.verify_token(&token) {
-            Ok(verified) => verified.claims,
-            Err(error) => {
-                self.problem = Some(refused(error, events));
-                return false;
-            }
-        };
-        if let Some(nbf) = claims.nbf
-            && nbf > self.time.now_secs().saturating_add(NBF_LEEWAY_SECS)
-        {
-            // Not in force yet: the current license (if any) stays until this one is.
-            self.problem = Some(refused(
-                LicenseError::NotYetValid { not_before: nbf },
-                events,
-            ));
+        }
+        self.problem = refused.into_iter().next().map(|(_, _, error)| error);
+        if good.is_empty() {
+            // Wholly bad: the last good set stays.
             return false;
         }
-        events.push(LicenseEvent::Loaded {
-            customer: claims.customer.clone(),
-            expires_at: claims.expires_at(),
-            jti: claims.jti.clone(),
-            fingerprint: print.clone(),
-        });
-        self.license = Some(Arc::new(claims));
-        self.license_fingerprint = Some(print);
-        self.problem = None;
-        // A new license starts its own alert schedule.
-        self.alerted_at = None;
-        true
+        // A set of licenses held for later and nothing in force now, read while the last
+        // set had a license in force (the operator replaced this year's token with next
+        // year's instead of adding it): the license in force stays until its own end, as
+        // if both lines were there. It was verified, and it ends no later than it would
+        // have. (A set of expired licenses replaces the last one outright.)
+        let now = self.time.now_secs();
+        let in_force = |c: &Claims| c.nbf.is_none_or(|nbf| nbf <= now) && now < c.exp;
+        let held = |c: &Claims| c.nbf.is_some_and(|nbf| nbf > now) && c.nbf < Some(c.exp);
+        if !good.iter().any(|(c, _)| in_force(c)) && good.iter().any(|(c, _)| held(c)) {
+            let customer = good[0].0.customer.clone();
+            for (claims, token_print) in self.set.iter().zip(&self.set_prints) {
+                if in_force(claims)
+                    && claims.customer == customer
+                    && !good.iter().any(|(_, p)| p == token_print)
+                {
+                    good.push((Arc::clone(claims), token_print.clone()));
+                }
+            }
+        }
+        let prints: Vec<String> = good.iter().map(|(_, p)| p.clone()).collect();
+        let changed = prints != self.set_prints;
+        self.text_print = self.problem.is_none().then_some(print);
+        self.set = good.into_iter().map(|(c, _)| c).collect();
+        self.set_prints = prints;
+        self.announced.retain(|p| self.set_prints.contains(p));
+        changed
+    }
+
+    /// `license.loaded` for each license that is in force now and has not been
+    /// announced: a new one read now, or a held one whose `nbf` has come.
+    fn announce(&mut self, verdict: &Verdict, events: &mut Vec<LicenseEvent>) {
+        for claims in &verdict.licenses {
+            let Some(i) = self.set.iter().position(|c| Arc::ptr_eq(c, claims)) else {
+                continue;
+            };
+            let print = &self.set_prints[i];
+            if self.announced.insert(print.clone()) {
+                events.push(LicenseEvent::Loaded {
+                    customer: claims.customer.clone(),
+                    expires_at: claims.expires_at(),
+                    jti: claims.jti.clone(),
+                    fingerprint: print.clone(),
+                });
+            }
+        }
     }
 
     /// The events for the change from the last evaluation to `new`.
@@ -689,12 +752,22 @@ impl Checker {
         let verdict = &new.verdict;
         let previous = self.last.as_ref().map(|e| &e.verdict);
         let was = previous.map(|v| v.state);
+        if let Some(previous) = previous {
+            if let Some(changed) = entitlements_changed(previous, verdict) {
+                events.push(changed);
+            }
+            // A new end of coverage (a renewal, a license dropped) starts its own alert
+            // schedule.
+            if previous.expires_at != verdict.expires_at {
+                self.alerted_at = None;
+            }
+        }
         match (was, verdict.state) {
             (Some(LicenseState::Grace | LicenseState::GraceExpired), LicenseState::Valid) => {
-                if let Some(claims) = &verdict.claims {
+                if let (Some(claims), Some(expires_at)) = (&verdict.claims, verdict.expires_at) {
                     events.push(LicenseEvent::GraceModeExited {
                         customer: claims.customer.clone(),
-                        expires_at: claims.expires_at(),
+                        expires_at,
                     });
                 }
             }
@@ -715,7 +788,9 @@ impl Checker {
         // An alert band fires when entered (only the innermost one when several are
         // crossed at once), and repeats at a full check while in it, but at most once per
         // check interval whatever woke the checker: a SIGHUP storm is not an alert storm.
-        if let (Some(band), Some(claims)) = (verdict.band, &verdict.claims) {
+        if let (Some(band), Some(claims), Some(expires_at)) =
+            (verdict.band, &verdict.claims, verdict.expires_at)
+        {
             let entered = previous.is_none_or(|p| p.band != Some(band) || !p.is_valid());
             let due = self
                 .alerted_at
@@ -725,7 +800,7 @@ impl Checker {
                 events.push(LicenseEvent::Expiring {
                     band,
                     days_remaining: verdict.days_remaining().unwrap_or(0),
-                    expires_at: claims.expires_at(),
+                    expires_at,
                     customer: claims.customer.clone(),
                 });
             }
@@ -738,7 +813,12 @@ impl Checker {
                 .reason
                 .clone()
                 .unwrap_or(crate::GraceReason::Missing),
-            grace_period_seconds: self.grace_period.as_secs(),
+            // The period this grace really has: the vendor's signed one for an expired
+            // license that carries it, else the builder's.
+            grace_period_seconds: match (verdict.grace_started_at, verdict.grace_ends_at) {
+                (Some(start), Some(end)) => end.duration_since(start).map_or(0, |d| d.as_secs()),
+                _ => self.grace_period.as_secs(),
+            },
             grace_started_at: verdict.grace_started_at.unwrap_or(verdict.evaluated_at),
             grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
         }
@@ -753,6 +833,58 @@ impl Checker {
             grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
         }
     }
+}
+
+/// `license.entitlements_changed` between two verdicts, if the features or limits of the
+/// licenses in force differ (whatever the state: the cut-off itself changes nothing here).
+fn entitlements_changed(before: &Verdict, after: &Verdict) -> Option<LicenseEvent> {
+    fn of(v: &Verdict) -> (BTreeSet<&str>, BTreeMap<&str, u64>) {
+        let features = v
+            .licenses
+            .iter()
+            .flat_map(|c| c.features.iter().map(String::as_str))
+            .collect();
+        let mut limits = BTreeMap::new();
+        for (name, value) in v.licenses.iter().flat_map(|c| c.limits.iter()) {
+            let entry = limits.entry(name.as_str()).or_insert(*value);
+            *entry = (*entry).max(*value);
+        }
+        (features, limits)
+    }
+    let (old_features, old_limits) = of(before);
+    let (new_features, new_limits) = of(after);
+    let added: Vec<String> = new_features
+        .difference(&old_features)
+        .map(|f| (*f).to_owned())
+        .collect();
+    let removed: Vec<String> = old_features
+        .difference(&new_features)
+        .map(|f| (*f).to_owned())
+        .collect();
+    let names: BTreeSet<&str> = old_limits
+        .keys()
+        .chain(new_limits.keys())
+        .copied()
+        .collect();
+    let limits: Vec<(String, Option<u64>, Option<u64>)> = names
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                old_limits.get(name).copied(),
+                new_limits.get(name).copied(),
+            )
+        })
+        .filter(|(_, before, after)| before != after)
+        .map(|(name, before, after)| (name.to_owned(), before, after))
+        .collect();
+    (!added.is_empty() || !removed.is_empty() || !limits.is_empty()).then_some(
+        LicenseEvent::EntitlementsChanged {
+            added,
+            removed,
+            limits,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! | `license.verification_failed` | ERROR | the license was refused (at each check until fixed) |
 //! | `license.missing` | ERROR | no license found (at each check until fixed) |
 //! | `license.recovered` | INFO | the source reads good again after failed reads (once) |
-//! | `license.loaded` | INFO | a new license verified and is now in force |
+//! | `license.loaded` | INFO | a new license verified and is now in force (a held one: at its `nbf`) |
+//! | `license.entitlements_changed` | INFO | the features or limits in force changed |
 //! | `license.state_invalid` | WARN | the state file is missing, unreadable or corrupt (start-up) |
 
 use std::time::SystemTime;
@@ -99,14 +100,19 @@ pub enum LicenseEvent {
         /// Which kind of drift (the `type` attribute).
         kind: DriftKind,
     },
-    /// The license was refused.
+    /// The license (or one token of a license set) was refused.
     VerificationFailed {
         /// Why (its [`reason`](LicenseError::reason) is the stable code).
         error: LicenseError,
         /// Where it was read, e.g. `file:/etc/iosetu/license.key` (never the token).
         source: String,
-        /// Whether an earlier valid license stays in force.
+        /// Whether an earlier valid license stays in force (for a set: whether any
+        /// license of the set, or of the last good one, still counts).
         kept_previous: bool,
+        /// The token's line in the source (1-based), when the source was read.
+        line: Option<usize>,
+        /// A short hash of the refused token, to tell it apart without showing it.
+        fingerprint: Option<String>,
     },
     /// No license was found.
     Missing {
@@ -116,6 +122,15 @@ pub enum LicenseEvent {
         source: String,
         /// Whether an earlier valid license stays in force.
         kept_previous: bool,
+    },
+    /// A reload, or a license coming into force, changed the features or limits in force.
+    EntitlementsChanged {
+        /// Features now in force that were not (sorted).
+        added: Vec<String>,
+        /// Features no longer in force (sorted).
+        removed: Vec<String>,
+        /// Limits that changed: name, value before, value after (`None`: not set).
+        limits: Vec<(String, Option<u64>, Option<u64>)>,
     },
     /// The source reads good again after one or more failed reads (missing, unreadable
     /// or refused): what the operator did fixed it.
@@ -146,6 +161,16 @@ pub enum LicenseEvent {
         /// A short hash of the token, to tell tokens apart in logs without showing them.
         fingerprint: String,
     },
+}
+
+/// Changed limits as one attribute: `seats:10->25,nodes:->3` (empty side: not set).
+fn limit_changes(limits: &[(String, Option<u64>, Option<u64>)]) -> String {
+    let side = |v: &Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    limits
+        .iter()
+        .map(|(name, before, after)| format!("{name}:{}->{}", side(before), side(after)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What to do about a `license.time_manipulation_detected` (its `action` attribute).
@@ -222,7 +247,7 @@ pub enum AttributeValue {
 impl LicenseEvent {
     /// Every dotted event [`name`](LicenseEvent::name), for exporters that publish a
     /// series per event from the start.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "license.expiring_30d",
         "license.expiring_7d",
         "license.expiring_24h",
@@ -236,6 +261,7 @@ impl LicenseEvent {
         "license.missing",
         "license.recovered",
         "license.loaded",
+        "license.entitlements_changed",
         "license.state_invalid",
     ];
 
@@ -257,6 +283,7 @@ impl LicenseEvent {
             LicenseEvent::Missing { .. } => "license.missing",
             LicenseEvent::Loaded { .. } => "license.loaded",
             LicenseEvent::Recovered { .. } => "license.recovered",
+            LicenseEvent::EntitlementsChanged { .. } => "license.entitlements_changed",
             LicenseEvent::StateInvalid { .. } => "license.state_invalid",
         }
     }
@@ -272,7 +299,8 @@ impl LicenseEvent {
             | LicenseEvent::StateInvalid { .. } => Level::WARN,
             LicenseEvent::GraceModeExited { .. }
             | LicenseEvent::Loaded { .. }
-            | LicenseEvent::Recovered { .. } => Level::INFO,
+            | LicenseEvent::Recovered { .. }
+            | LicenseEvent::EntitlementsChanged { .. } => Level::INFO,
             _ => Level::ERROR,
         }
     }
@@ -307,6 +335,7 @@ impl LicenseEvent {
             LicenseEvent::Missing { .. } => "No license found",
             LicenseEvent::Loaded { .. } => "License loaded",
             LicenseEvent::Recovered { .. } => "License source reads good again",
+            LicenseEvent::EntitlementsChanged { .. } => "Licensed features or limits changed",
             LicenseEvent::StateInvalid { .. } => {
                 "License state file unusable - continuing without it"
             }
@@ -381,8 +410,24 @@ impl LicenseEvent {
                 error,
                 source,
                 kept_previous,
+                line,
+                fingerprint,
+            } => {
+                let mut v = vec![
+                    ("reason", Str(error.reason().into())),
+                    ("error", Str(error.to_string())),
+                    ("source", Str(source.clone())),
+                    ("kept_previous", Bool(*kept_previous)),
+                ];
+                if let Some(line) = line {
+                    v.push(("line", Int(i64::try_from(*line).unwrap_or(i64::MAX))));
+                }
+                if let Some(fingerprint) = fingerprint {
+                    v.push(("fingerprint", Str(fingerprint.clone())));
+                }
+                v
             }
-            | LicenseEvent::Missing {
+            LicenseEvent::Missing {
                 error,
                 source,
                 kept_previous,
@@ -391,6 +436,15 @@ impl LicenseEvent {
                 ("error", Str(error.to_string())),
                 ("source", Str(source.clone())),
                 ("kept_previous", Bool(*kept_previous)),
+            ],
+            LicenseEvent::EntitlementsChanged {
+                added,
+                removed,
+                limits,
+            } => vec![
+                ("added", Str(added.join(","))),
+                ("removed", Str(removed.join(","))),
+                ("limits", Str(limit_changes(limits))),
             ],
             LicenseEvent::Recovered {
                 previous_reason,
@@ -498,8 +552,14 @@ impl LicenseEvent {
                 error,
                 source,
                 kept_previous,
+                line,
+                fingerprint,
+            } => {
+                log_at!(level, event, msg, severity, reason = error.reason(), error = %esc(&error.to_string()),
+                source = %esc(source), kept_previous = *kept_previous, line = *line,
+                fingerprint = fingerprint.as_deref(), "{detail}")
             }
-            | LicenseEvent::Missing {
+            LicenseEvent::Missing {
                 error,
                 source,
                 kept_previous,
@@ -507,6 +567,13 @@ impl LicenseEvent {
                 log_at!(level, event, msg, severity, reason = error.reason(), error = %esc(&error.to_string()),
                 source = %esc(source), kept_previous = *kept_previous, "{detail}")
             }
+            LicenseEvent::EntitlementsChanged {
+                added,
+                removed,
+                limits,
+            } => log_at!(level, event, msg, severity, added = %esc(&added.join(",")),
+                removed = %esc(&removed.join(",")), limits = %esc(&limit_changes(limits)),
+                "{detail}"),
             LicenseEvent::Recovered {
                 previous_reason,
                 failed_checks,
@@ -632,6 +699,8 @@ mod tests {
                 error: LicenseError::BadSignature,
                 source: String::new(),
                 kept_previous: false,
+                line: Some(2),
+                fingerprint: None,
             },
             LicenseEvent::Missing {
                 error: LicenseError::BadSignature,
@@ -648,6 +717,11 @@ mod tests {
                 expires_at: at,
                 jti: None,
                 fingerprint: String::new(),
+            },
+            LicenseEvent::EntitlementsChanged {
+                added: vec!["sso".into()],
+                removed: Vec::new(),
+                limits: vec![("seats".into(), Some(10), Some(25))],
             },
             LicenseEvent::StateInvalid {
                 reason: "missing",
@@ -667,12 +741,21 @@ mod tests {
                 | LicenseEvent::Missing { .. }
                 | LicenseEvent::Recovered { .. }
                 | LicenseEvent::Loaded { .. }
+                | LicenseEvent::EntitlementsChanged { .. }
                 | LicenseEvent::StateInvalid { .. } => {}
             }
         }
         let names: Vec<&str> = every.iter().map(LicenseEvent::name).collect();
         assert_eq!(names, LicenseEvent::NAMES);
         assert_eq!(every[11].level(), Level::INFO);
+        assert_eq!(
+            every[13].attributes()[..3],
+            [
+                ("added", AttributeValue::Str("sso".into())),
+                ("removed", AttributeValue::Str(String::new())),
+                ("limits", AttributeValue::Str("seats:10->25".into())),
+            ]
+        );
     }
 
     #[test]
@@ -681,6 +764,8 @@ mod tests {
             error: LicenseError::BadSignature,
             source: "env:IOSETU_LICENSE_KEY".into(),
             kept_previous: true,
+            line: Some(2),
+            fingerprint: Some("0123456789abcdef".into()),
         };
         assert_eq!(e.name(), "license.verification_failed");
         assert!(

@@ -56,7 +56,8 @@ impl MetricsSnapshot {
             .checked_sub(verdict.evaluated_mono)
             .unwrap_or(Duration::ZERO);
         let now = unix_seconds(verdict.evaluated_at) as f64 + since.as_secs_f64();
-        let exp = verdict.claims.as_ref().map(|c| c.exp as f64);
+        // The end of coverage: with renewals installed ahead, later than any one `exp`.
+        let exp = verdict.expires_at.map(|t| unix_seconds(t) as f64);
         let grace_remaining_seconds = match (verdict.state, verdict.grace_ends_at) {
             (LicenseState::Valid, _) => view.grace_period().as_secs_f64(),
             (LicenseState::Grace, Some(ends)) => (unix_seconds(ends) as f64 - now).max(0.0),

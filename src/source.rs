@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::clock::escape_control;
-use crate::token::{LicenseError, MAX_TOKEN_BYTES, fingerprint, trim_token};
+use crate::token::{LicenseError, MAX_TOKENS, fingerprint, trim_token};
 
 /// Files larger than this are refused without being read further (a Kubernetes Secret is
 /// at most 1 MiB; a license is a few hundred bytes).
@@ -80,13 +80,37 @@ impl LicenseSource {
                 detail: format!("{} is empty", self.describe()),
             });
         }
-        if token.len() > MAX_TOKEN_BYTES {
+        if token.len() > MAX_FILE_BYTES {
             return Err(LicenseError::TooLarge {
-                limit: MAX_TOKEN_BYTES,
+                limit: MAX_FILE_BYTES,
             });
         }
         Ok(token.to_owned())
     }
+}
+
+/// The tokens of a license set: one per line, each trimmed, blank lines skipped, with
+/// its 1-based line number. More than [`MAX_TOKENS`] is
+/// [`TooManyTokens`](LicenseError::TooManyTokens) (reason `too_large`); no token at all
+/// is [`Missing`](LicenseError::Missing). Each token's own size limit
+/// ([`MAX_TOKEN_BYTES`](crate::token::MAX_TOKEN_BYTES)) is checked when it is verified.
+pub fn tokens(text: &str) -> Result<Vec<(usize, &str)>, LicenseError> {
+    let tokens: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, trim_token(line)))
+        .filter(|(_, token)| !token.is_empty())
+        .take(MAX_TOKENS + 1)
+        .collect();
+    if tokens.len() > MAX_TOKENS {
+        return Err(LicenseError::TooManyTokens { limit: MAX_TOKENS });
+    }
+    if tokens.is_empty() {
+        return Err(LicenseError::Missing {
+            detail: "the license source holds no token".into(),
+        });
+    }
+    Ok(tokens)
 }
 
 impl fmt::Debug for LicenseSource {
@@ -216,6 +240,7 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::MAX_TOKEN_BYTES;
 
     #[test]
     fn static_source_is_trimmed() {
@@ -232,11 +257,31 @@ mod tests {
     }
 
     #[test]
-    fn oversized_token_is_refused() {
-        let err = LicenseSource::Static("a".repeat(MAX_TOKEN_BYTES + 1))
+    fn an_oversized_source_is_refused() {
+        let err = LicenseSource::Static("a".repeat(crate::source::MAX_FILE_BYTES + 1))
             .read()
             .unwrap_err();
         assert_eq!(err.reason(), "too_large");
+    }
+
+    #[test]
+    fn a_set_is_one_token_per_line_with_its_line_number() {
+        let text = "\u{feff}a.b.c\r\n\n  d.e.f  \n\t\ng.h.i";
+        assert_eq!(
+            tokens(text).unwrap(),
+            vec![(1, "a.b.c"), (3, "d.e.f"), (5, "g.h.i")]
+        );
+        assert_eq!(tokens(" \n\n").unwrap_err().reason(), "missing");
+        let many = vec!["x.y.z"; MAX_TOKENS].join("\n");
+        assert_eq!(tokens(&many).unwrap().len(), MAX_TOKENS);
+        let err = tokens(&format!("{many}\nx.y.z")).unwrap_err();
+        assert_eq!(err.reason(), "too_large");
+        assert!(matches!(
+            err,
+            LicenseError::TooManyTokens { limit: MAX_TOKENS }
+        ));
+        // One token's own cap is the verifier's: 16 KiB.
+        const { assert!(MAX_TOKEN_BYTES < crate::source::MAX_FILE_BYTES) };
     }
 
     #[test]

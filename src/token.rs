@@ -18,7 +18,7 @@
 //! `exp` and `nbf` are never judged here against the system clock: the monitor judges them
 //! against trusted time (see [`Claims::check_at`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -38,9 +38,11 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// never overflow.
 pub(crate) const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
-/// How far `nbf` may lie in the future and still be accepted, for clock differences
-/// between the issuer and the service.
-pub const NBF_LEEWAY_SECS: i64 = 60;
+/// The largest signed grace period a license may carry (`grace_period_seconds`): 366 days.
+pub const MAX_GRACE_PERIOD_SECS: u64 = 366 * 86_400;
+
+/// The most tokens one source may hold (a license set, one token per line).
+pub const MAX_TOKENS: usize = 32;
 
 /// How far a license's `iat` may lie ahead of the wall clock before the clock counts as
 /// set back (DESIGN: "a wall clock more than 5 min before it").
@@ -71,6 +73,21 @@ pub enum LicenseError {
     TooLarge {
         /// The limit that was exceeded, in bytes.
         limit: usize,
+    },
+    /// The source holds more tokens than a license set may (reason `too_large`).
+    #[error("the license source holds more than {limit} tokens")]
+    TooManyTokens {
+        /// The cap ([`MAX_TOKENS`]).
+        limit: usize,
+    },
+    /// A token of a license set is for another customer than the set (the first token
+    /// that verified names it).
+    #[error("license is for {found:?}, not for the set's customer {expected:?}")]
+    CustomerMismatch {
+        /// The set's customer.
+        expected: String,
+        /// This token's customer.
+        found: String,
     },
     /// Not a well-formed compact JWS, or its JSON is not acceptable.
     #[error("license token is malformed: {detail}")]
@@ -145,7 +162,8 @@ impl LicenseError {
         match self {
             LicenseError::Missing { .. } => "missing",
             LicenseError::Unreadable { .. } => "unreadable",
-            LicenseError::TooLarge { .. } => "too_large",
+            LicenseError::TooLarge { .. } | LicenseError::TooManyTokens { .. } => "too_large",
+            LicenseError::CustomerMismatch { .. } => "customer_mismatch",
             LicenseError::Malformed { .. } => "malformed",
             LicenseError::UnsupportedAlgorithm { .. } => "unsupported_algorithm",
             LicenseError::UnsupportedHeader { .. } => "unsupported_header",
@@ -163,7 +181,7 @@ impl LicenseError {
 
     /// Every [`reason`](LicenseError::reason) code, for exporters that publish a series
     /// per reason from the start.
-    pub const REASONS: [&'static str; 15] = [
+    pub const REASONS: [&'static str; 16] = [
         "missing",
         "unreadable",
         "too_large",
@@ -179,6 +197,7 @@ impl LicenseError {
         "wrong_issuer",
         "wrong_audience",
         "issued_in_future",
+        "customer_mismatch",
     ];
 
     fn malformed(detail: impl Into<String>) -> Self {
@@ -218,6 +237,13 @@ pub struct Claims {
     pub jti: Option<String>,
     /// Feature flags the license grants (claim `features`; empty when absent).
     pub features: Vec<String>,
+    /// Numeric limits the license grants (claim `limits`, an object of name to
+    /// non-negative integer, e.g. `{"seats": 25}`; empty when absent).
+    pub limits: BTreeMap<String, u64>,
+    /// The vendor's grace period for this license, in seconds (claim
+    /// `grace_period_seconds`, 0 to 366 days): it overrides the builder's default when
+    /// this license's expiry starts grace (a trial gets 0).
+    pub grace_period_seconds: Option<u64>,
     /// Every other claim, as it was signed.
     pub extra: Map<String, Value>,
 }
@@ -234,6 +260,8 @@ impl Claims {
             aud: Vec::new(),
             jti: None,
             features: Vec::new(),
+            limits: BTreeMap::new(),
+            grace_period_seconds: None,
             extra: Map::new(),
         }
     }
@@ -248,8 +276,14 @@ impl Claims {
         self.features.iter().any(|f| f == feature)
     }
 
-    /// Judges the time claims at `now`: `exp` passed, `nbf` more than
-    /// [`NBF_LEEWAY_SECS`] ahead, or `iat` more than [`IAT_TOLERANCE_SECS`] ahead.
+    /// The license's limit `name`, if it sets one.
+    pub fn limit(&self, name: &str) -> Option<u64> {
+        self.limits.get(name).copied()
+    }
+
+    /// Judges the time claims at `now`: `exp` passed, `nbf` still ahead (a license comes
+    /// into force at its exact `nbf` second), or `iat` more than [`IAT_TOLERANCE_SECS`]
+    /// ahead.
     ///
     /// The monitor does not call this with the system clock but with trusted time; it is
     /// public for tools (a `verify` command) that judge a token at one instant.
@@ -261,7 +295,7 @@ impl Claims {
             return Err(LicenseError::IssuedInFuture { issued_at: iat });
         }
         if let Some(nbf) = self.nbf
-            && nbf > now.saturating_add(NBF_LEEWAY_SECS)
+            && nbf > now
         {
             return Err(LicenseError::NotYetValid { not_before: nbf });
         }
@@ -299,6 +333,20 @@ impl Claims {
                 map.insert(name.into(), Value::from(list.clone()));
             }
         }
+        if self.limits.is_empty() {
+            map.remove("limits");
+        } else {
+            let limits: Map<String, Value> = self
+                .limits
+                .iter()
+                .map(|(name, value)| (name.clone(), Value::from(*value)))
+                .collect();
+            map.insert("limits".into(), Value::Object(limits));
+        }
+        match self.grace_period_seconds {
+            Some(v) => map.insert("grace_period_seconds".into(), Value::from(v)),
+            None => map.remove("grace_period_seconds"),
+        };
         map
     }
 
@@ -345,6 +393,37 @@ impl Claims {
                 ));
             }
         };
+        let limits = match map.remove("limits") {
+            None => BTreeMap::new(),
+            Some(Value::Object(entries)) => entries
+                .into_iter()
+                .map(|(name, value)| match value.as_u64() {
+                    Some(v) if !name.is_empty() => Ok((name, v)),
+                    _ => Err(LicenseError::invalid_claim(
+                        "limits",
+                        "must map names to non-negative integers",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(LicenseError::invalid_claim(
+                    "limits",
+                    "must be an object of name to non-negative integer",
+                ));
+            }
+        };
+        let grace_period_seconds = match map.remove("grace_period_seconds") {
+            None => None,
+            Some(value) => match value.as_u64() {
+                Some(v) if v <= MAX_GRACE_PERIOD_SECS => Some(v),
+                _ => {
+                    return Err(LicenseError::invalid_claim(
+                        "grace_period_seconds",
+                        "must be an integer number of seconds from 0 to 366 days",
+                    ));
+                }
+            },
+        };
         Ok(Self {
             customer,
             exp,
@@ -354,6 +433,8 @@ impl Claims {
             aud,
             jti,
             features,
+            limits,
+            grace_period_seconds,
             extra: map,
         })
     }
@@ -771,6 +852,11 @@ mod tests {
             LicenseError::WrongIssuer,
             LicenseError::WrongAudience,
             LicenseError::IssuedInFuture { issued_at: 0 },
+            LicenseError::TooManyTokens { limit: 1 },
+            LicenseError::CustomerMismatch {
+                expected: s(),
+                found: s(),
+            },
         ];
         // A new variant fails to compile here until it is listed above and in REASONS.
         for e in &every {
@@ -789,11 +875,20 @@ mod tests {
                 | LicenseError::Expired { .. }
                 | LicenseError::WrongIssuer
                 | LicenseError::WrongAudience
-                | LicenseError::IssuedInFuture { .. } => {}
+                | LicenseError::IssuedInFuture { .. }
+                | LicenseError::TooManyTokens { .. }
+                | LicenseError::CustomerMismatch { .. } => {}
             }
         }
-        let codes: Vec<&str> = every.iter().map(LicenseError::reason).collect();
-        assert_eq!(codes, LicenseError::REASONS);
+        let mut codes: Vec<&str> = every.iter().map(LicenseError::reason).collect();
+        codes.dedup_by(|a, b| a == b);
+        codes.sort_unstable();
+        codes.dedup();
+        let mut listed = LicenseError::REASONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(codes, listed);
+        let unique: HashSet<&str> = LicenseError::REASONS.iter().copied().collect();
+        assert_eq!(unique.len(), LicenseError::REASONS.len());
     }
 
     #[test]
@@ -903,14 +998,16 @@ mod tests {
             c.check_at(at(1000)),
             Err(LicenseError::Expired { expired_at: 1000 })
         );
+        // In force from the exact `nbf` second.
         c.nbf = Some(600);
-        assert!(c.check_at(at(540)).is_ok());
-        assert_eq!(c.check_at(at(539)).unwrap_err().reason(), "not_yet_valid");
+        assert!(c.check_at(at(600)).is_ok());
+        assert_eq!(c.check_at(at(599)).unwrap_err().reason(), "not_yet_valid");
         c.iat = Some(900);
         assert_eq!(
             c.check_at(at(599)).unwrap_err().reason(),
             "issued_in_future"
         );
+        c.iat = None;
         assert!(c.check_at(at(600)).is_ok());
     }
 

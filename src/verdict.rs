@@ -115,10 +115,21 @@ impl ExpiryBand {
 pub struct Verdict {
     /// Valid, grace, or grace expired.
     pub state: LicenseState,
-    /// The claims of the license in force (also while in grace after it expired); `None`
-    /// when there is none. A refused token's claims never appear here.
+    /// The license in force that ends last (also while in grace after the set expired);
+    /// `None` when there is none. A refused token's claims never appear here. With one
+    /// license per source, simply that license.
     pub claims: Option<Arc<Claims>>,
-    /// When the license in force expires (or expired).
+    /// The licenses in force now: those whose `[nbf, exp)` window holds trusted now (in
+    /// grace after expiry, the ones in force at the last covered second). Their features
+    /// and limits are the service's ([`features`](Verdict::features),
+    /// [`limit`](Verdict::limit)) until the cut-off.
+    pub licenses: Vec<Arc<Claims>>,
+    /// Licenses held for later: verified, with an `nbf` still ahead. Each comes into force
+    /// at its exact `nbf` second, no check needed.
+    pub upcoming: Vec<Arc<Claims>>,
+    /// The end of coverage: the union of the licenses' windows that touch now ends here
+    /// (a renewal that starts before the current license ends extends it). Alerts count
+    /// down to it and grace starts there.
     pub expires_at: Option<SystemTime>,
     /// When the current grace period began (`None` while valid).
     pub grace_started_at: Option<SystemTime>,
@@ -126,7 +137,7 @@ pub struct Verdict {
     pub grace_ends_at: Option<SystemTime>,
     /// Why the service is in grace (`None` while valid).
     pub reason: Option<GraceReason>,
-    /// The innermost expiry alert band the license is in, while valid.
+    /// The innermost expiry alert band the coverage is in, while valid.
     pub band: Option<ExpiryBand>,
     /// The trusted time this verdict was reached at.
     pub evaluated_at: SystemTime,
@@ -147,19 +158,65 @@ impl Verdict {
         self.state == LicenseState::Valid
     }
 
-    /// Whole days left before `exp` at `evaluated_at` (negative once expired).
+    /// Whole days left before the end of coverage at `evaluated_at` (negative once
+    /// expired).
     pub fn days_remaining(&self) -> Option<i64> {
-        let claims = self.claims.as_ref()?;
+        let end = crate::clock::unix_seconds(self.expires_at?);
         let now = crate::clock::unix_seconds(self.evaluated_at);
-        Some((claims.exp - now).div_euclid(86_400))
+        Some((end - now).div_euclid(86_400))
+    }
+
+    /// The features of the licenses in force, sorted and without repeats: valid or in
+    /// grace, never after the cut-off.
+    pub fn features(&self) -> Vec<&str> {
+        if !self.admits() {
+            return Vec::new();
+        }
+        let mut features: Vec<&str> = self
+            .licenses
+            .iter()
+            .flat_map(|c| c.features.iter().map(String::as_str))
+            .collect();
+        features.sort_unstable();
+        features.dedup();
+        features
+    }
+
+    /// Whether a license in force grants `feature` (valid or in grace, never after the
+    /// cut-off).
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.admits() && self.licenses.iter().any(|c| c.has_feature(feature))
+    }
+
+    /// The limit `name`: the largest value among the licenses in force (valid or in
+    /// grace); `None` if none sets it, and after the cut-off.
+    pub fn limit(&self, name: &str) -> Option<u64> {
+        if !self.admits() {
+            return None;
+        }
+        self.licenses.iter().filter_map(|c| c.limit(name)).max()
+    }
+
+    /// Every limit in force, by name (the largest value of each), as [`limit`](Verdict::limit)
+    /// reads them.
+    pub fn limits(&self) -> std::collections::BTreeMap<&str, u64> {
+        let mut limits = std::collections::BTreeMap::new();
+        if self.admits() {
+            for (name, value) in self.licenses.iter().flat_map(|c| c.limits.iter()) {
+                let entry = limits.entry(name.as_str()).or_insert(*value);
+                *entry = (*entry).max(*value);
+            }
+        }
+        limits
     }
 }
 
 /// What the core needs to know; everything is a plain value.
 #[derive(Debug, Clone)]
 pub(crate) struct Input<'a> {
-    /// The license in force: the last token that verified (possibly expired).
-    pub(crate) license: Option<&'a Arc<Claims>>,
+    /// The license set: every token of the last good read that verified (in force, held
+    /// for later, or expired).
+    pub(crate) licenses: &'a [Arc<Claims>],
     /// The last problem reading the source, if the last read did not verify.
     pub(crate) problem: Option<&'a LicenseError>,
     /// Trusted now, in whole seconds since the epoch.
@@ -168,7 +225,7 @@ pub(crate) struct Input<'a> {
     pub(crate) grace_anchor: Option<i64>,
     /// When clock manipulation was detected, while it has not cleared.
     pub(crate) manipulated_at: Option<i64>,
-    /// The grace period, in seconds.
+    /// The builder's grace period, in seconds.
     pub(crate) grace_period: i64,
     /// No grace at all (fail-closed mode and no valid license since start).
     pub(crate) no_grace: bool,
@@ -185,32 +242,95 @@ pub(crate) struct Evaluation {
     pub(crate) next_change: Option<i64>,
 }
 
+/// A license's window `[start, end)`: from `nbf` (or the beginning of time) to `exp`.
+fn window(c: &Claims) -> (i64, i64) {
+    (c.nbf.unwrap_or(i64::MIN), c.exp)
+}
+
+fn in_force_at(c: &Claims, t: i64) -> bool {
+    let (start, end) = window(c);
+    start <= t && t < end
+}
+
+/// The end of the coverage that holds `t`: the union of windows, chained where one
+/// starts at or before the end of another, from the one holding `t`. `None` if no window
+/// holds `t`.
+fn coverage_end(licenses: &[Arc<Claims>], t: i64) -> Option<i64> {
+    let mut end = licenses
+        .iter()
+        .filter(|c| in_force_at(c, t))
+        .map(|c| c.exp)
+        .max()?;
+    // Each pass extends by every window that starts within the coverage so far; at most
+    // one pass per license.
+    loop {
+        let next = licenses
+            .iter()
+            .map(|c| window(c))
+            .filter(|&(start, e)| start <= end && e > end)
+            .map(|(_, e)| e)
+            .max();
+        match next {
+            Some(e) => end = e,
+            None => return Some(end),
+        }
+    }
+}
+
+/// The license in force that ends last (the first such in set order).
+fn ends_last(licenses: &[Arc<Claims>]) -> Option<Arc<Claims>> {
+    licenses
+        .iter()
+        .fold(None::<&Arc<Claims>>, |best, c| match best {
+            Some(b) if b.exp >= c.exp => Some(b),
+            _ => Some(c),
+        })
+        .cloned()
+}
+
 /// Judges the input. Pure: the same input always gives the same output.
 pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     let now = input.now;
     let evaluated_at = from_unix_seconds(now);
-    let license = input.license;
-    let expires_at = license.map(|c| c.expires_at());
+    let set = input.licenses;
+    let upcoming: Vec<Arc<Claims>> = set
+        .iter()
+        .filter(|c| window(c).0 > now && window(c).0 < c.exp)
+        .cloned()
+        .collect();
+    // A held license coming into force changes the licenses (and maybe the features) in
+    // force, and ends grace.
+    let next_start = upcoming.iter().filter_map(|c| c.nbf).min();
+    let in_force: Vec<Arc<Claims>> = set
+        .iter()
+        .filter(|c| in_force_at(c, now))
+        .cloned()
+        .collect();
 
-    if let Some(claims) = license
-        && now < claims.exp
+    if let Some(end) = coverage_end(set, now)
         && input.manipulated_at.is_none()
     {
-        let remaining = claims.exp - now;
+        let remaining = end - now;
         let band = ExpiryBand::for_remaining(remaining);
         // The next band edge still ahead; `remaining < threshold` first holds at
-        // exp - threshold + 1. After the last band, the next change is expiry itself.
+        // end - threshold + 1. After the last band, the next change is the end itself. A
+        // license in force ending inside the coverage, or a held one starting, changes
+        // the set in force.
         let next_change = ExpiryBand::ALL
             .iter()
-            .map(|b| claims.exp - b.threshold_secs() + 1)
+            .map(|b| end - b.threshold_secs() + 1)
+            .chain(in_force.iter().map(|c| c.exp))
+            .chain(next_start)
             .filter(|&edge| edge > now)
             .min()
-            .unwrap_or(claims.exp);
+            .unwrap_or(end);
         return Evaluation {
             verdict: Verdict {
                 state: LicenseState::Valid,
-                claims: Some(Arc::clone(claims)),
-                expires_at,
+                claims: ends_last(&in_force),
+                licenses: in_force,
+                upcoming,
+                expires_at: Some(from_unix_seconds(end)),
                 grace_started_at: None,
                 grace_ends_at: None,
                 reason: None,
@@ -223,15 +343,41 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
         };
     }
 
-    let expired_at = license.map(|c| c.exp).filter(|&exp| exp <= now);
+    // Not covered (or the clock is not trusted). The last coverage that ended, if any:
+    // its end is when the set expired, and the licenses in force at its last second are
+    // the expired set, whose features and signed grace apply.
+    let covered_now = coverage_end(set, now);
+    // (The coverage holding the last covered second ends at the latest `exp` not after
+    // now: had it run past now, now would be covered.)
+    let expired_at = match covered_now {
+        Some(_) => None,
+        None => set
+            .iter()
+            .filter(|c| window(c).0 < c.exp && c.exp <= now)
+            .map(|c| c.exp)
+            .max(),
+    };
+    let applying: Vec<Arc<Claims>> = match (covered_now, expired_at) {
+        (Some(_), _) => in_force,
+        (None, Some(end)) => set
+            .iter()
+            .filter(|c| in_force_at(c, end - 1))
+            .cloned()
+            .collect(),
+        (None, None) => Vec::new(),
+    };
     let reason = if input.manipulated_at.is_some() {
         GraceReason::ClockManipulation
     } else if expired_at.is_some() {
         GraceReason::Expired
     } else {
-        match input.problem {
-            Some(LicenseError::Missing { .. }) | None => GraceReason::Missing,
-            Some(other) => GraceReason::Invalid(other.clone()),
+        match (input.problem, next_start) {
+            (Some(LicenseError::Missing { .. }) | None, Some(not_before)) => {
+                // Only licenses held for later: in grace until the first comes into force.
+                GraceReason::Invalid(LicenseError::NotYetValid { not_before })
+            }
+            (Some(LicenseError::Missing { .. }) | None, None) => GraceReason::Missing,
+            (Some(other), _) => GraceReason::Invalid(other.clone()),
         }
     };
     // The anchor never moves later while no valid license is seen: an expired license
@@ -242,21 +388,43 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
         .flatten()
         .min()
         .unwrap_or(now);
+    // Expiry's grace is the vendor's, signed into the licenses that ended the coverage
+    // (the longest of theirs; the builder's for one that signs none). Any other reason
+    // gets the builder's.
     let period = if input.no_grace {
         0
+    } else if reason == GraceReason::Expired {
+        let ending: Vec<&Arc<Claims>> = applying
+            .iter()
+            .filter(|c| Some(c.exp) == expired_at)
+            .collect();
+        ending
+            .iter()
+            .map(|c| {
+                c.grace_period_seconds
+                    .map_or(input.grace_period, |g| i64::try_from(g).unwrap_or(i64::MAX))
+            })
+            .max()
+            .unwrap_or(input.grace_period)
     } else {
         input.grace_period
     };
     let ends = anchor.saturating_add(period);
     let (state, next_change) = if now >= ends {
-        (LicenseState::GraceExpired, None)
+        (LicenseState::GraceExpired, next_start)
     } else {
-        (LicenseState::Grace, Some(ends))
+        (
+            LicenseState::Grace,
+            Some(next_start.map_or(ends, |start| start.min(ends))),
+        )
     };
+    let expires_at = covered_now.or(expired_at).map(from_unix_seconds);
     Evaluation {
         verdict: Verdict {
             state,
-            claims: license.cloned(),
+            claims: ends_last(&applying),
+            licenses: applying,
+            upcoming,
             expires_at,
             grace_started_at: Some(from_unix_seconds(anchor)),
             grace_ends_at: Some(from_unix_seconds(ends)),
@@ -284,9 +452,9 @@ mod tests {
         Arc::new(Claims::new("acme", exp))
     }
 
-    fn input<'a>(license: Option<&'a Arc<Claims>>, now: i64) -> Input<'a> {
+    fn input<'a>(licenses: &'a [Arc<Claims>], now: i64) -> Input<'a> {
         Input {
-            license,
+            licenses,
             problem: None,
             now,
             grace_anchor: None,
@@ -297,7 +465,7 @@ mod tests {
     }
 
     fn at(license: &Arc<Claims>, now: i64) -> Evaluation {
-        evaluate(&input(Some(license), now))
+        evaluate(&input(std::slice::from_ref(license), now))
     }
 
     #[test]
@@ -365,7 +533,7 @@ mod tests {
 
     #[test]
     fn missing_license_anchors_at_first_sight_and_keeps_the_anchor() {
-        let first = evaluate(&input(None, 1_000));
+        let first = evaluate(&input(&[], 1_000));
         assert_eq!(first.verdict.state, LicenseState::Grace);
         assert_eq!(first.verdict.reason, Some(GraceReason::Missing));
         assert_eq!(first.grace_anchor, Some(1_000));
@@ -375,7 +543,7 @@ mod tests {
         let later = evaluate(&Input {
             problem: Some(&err),
             grace_anchor: first.grace_anchor,
-            ..input(None, 5_000)
+            ..input(&[], 5_000)
         });
         assert_eq!(
             later.grace_anchor,
@@ -397,7 +565,7 @@ mod tests {
         let lic = claims(EXP);
         let e = evaluate(&Input {
             grace_anchor: Some(EXP - 100),
-            ..input(Some(&lic), EXP + 10)
+            ..input(std::slice::from_ref(&lic), EXP + 10)
         });
         assert_eq!(e.grace_anchor, Some(EXP - 100));
     }
@@ -407,7 +575,7 @@ mod tests {
         let lic = claims(EXP);
         let e = evaluate(&Input {
             manipulated_at: Some(EXP - 10 * DAY),
-            ..input(Some(&lic), EXP - 10 * DAY + 5)
+            ..input(std::slice::from_ref(&lic), EXP - 10 * DAY + 5)
         });
         assert_eq!(e.verdict.state, LicenseState::Grace);
         assert_eq!(e.verdict.reason, Some(GraceReason::ClockManipulation));
@@ -419,7 +587,7 @@ mod tests {
     fn no_grace_cuts_off_at_once() {
         let e = evaluate(&Input {
             no_grace: true,
-            ..input(None, 1_000)
+            ..input(&[], 1_000)
         });
         assert_eq!(e.verdict.state, LicenseState::GraceExpired);
     }
@@ -477,7 +645,7 @@ mod tests {
             let lic = exp.map(claims);
             let err = LicenseError::BadSignature;
             let base = Input {
-                license: lic.as_ref(),
+                licenses: lic.as_slice(),
                 problem: problem.then_some(&err),
                 now,
                 grace_anchor: anchor.map(|a| a.min(now)),
@@ -501,7 +669,7 @@ mod tests {
             let lic = exp.map(claims);
             let err = LicenseError::BadSignature;
             let base = Input {
-                license: lic.as_ref(),
+                licenses: lic.as_slice(),
                 problem: problem.then_some(&err),
                 now,
                 grace_anchor: anchor.map(|a| a.min(now)),

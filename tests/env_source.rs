@@ -130,6 +130,24 @@ fn oversized_env_value_is_too_large() {
             &[(LICENSE_KEY_VAR, big.as_ref())],
         );
     }
+    // The variable may hold a license set (up to 64 KiB); one 17 KiB token is over a
+    // token's own 16 KiB cap, which verification enforces.
+    let text = LicenseSource::from_env().read().unwrap();
+    let err = iosetu_license::LicenseVerifier::new(vec![])
+        .verify(&text)
+        .unwrap_err();
+    assert_eq!(err.reason(), "too_large");
+}
+
+#[test]
+fn env_value_over_the_source_cap_is_too_large() {
+    if !is_child() {
+        let big = "a".repeat(65 * 1024);
+        return in_child(
+            "env_value_over_the_source_cap_is_too_large",
+            &[(LICENSE_KEY_VAR, big.as_ref())],
+        );
+    }
     let err = LicenseSource::from_env().read().unwrap_err();
     assert_eq!(err.reason(), "too_large");
 }
