@@ -571,3 +571,43 @@ fn weak_and_malformed_keys_are_refused_at_load() {
     // Non-canonical y >= p (all ones): not a usable point.
     assert!(PublicKey::from_bytes(&[0xff; 32]).is_err());
 }
+
+#[test]
+fn entitlement_and_grace_claims_of_the_wrong_type_are_invalid_claims() {
+    let with = |extra: &str| {
+        signed(
+            HEADER,
+            &format!(r#"{{"customer":"a","exp":4102444800,{extra}}}"#),
+        )
+    };
+    for extra in [
+        r#""features":"sso""#,
+        r#""features":["sso",1]"#,
+        r#""limits":[25]"#,
+        r#""limits":{"seats":-1}"#,
+        r#""limits":{"seats":2.5}"#,
+        r#""limits":{"seats":"25"}"#,
+        r#""limits":{"seats":null}"#,
+        r#""limits":{"":1}"#,
+        r#""limits":{"seats":18446744073709551616}"#,
+        r#""grace_period_seconds":-1"#,
+        r#""grace_period_seconds":1.5"#,
+        r#""grace_period_seconds":"7d""#,
+        r#""grace_period_seconds":31622401"#,
+        r#""grace_period_seconds":null"#,
+    ] {
+        assert_eq!(reason(&with(extra)), "invalid_claim", "{extra}");
+    }
+    let claims = verifier()
+        .verify(&with(
+            r#""features":["sso"],"limits":{"seats":25,"nodes":0},"grace_period_seconds":31622400"#,
+        ))
+        .unwrap();
+    assert!(claims.has_feature("sso"));
+    assert_eq!(claims.limit("seats"), Some(25));
+    assert_eq!(claims.limit("nodes"), Some(0));
+    assert_eq!(claims.grace_period_seconds, Some(366 * 86_400));
+    // And they survive signing and verifying again.
+    let again = verifier().verify(&rfc_signer().sign(&claims)).unwrap();
+    assert_eq!(again, claims);
+}
