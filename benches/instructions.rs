@@ -3,14 +3,18 @@
 //! depend on what else the machine is doing.
 //!
 //! `instructions VARIANT N`, VARIANT one of bare, identity, valid, grace, rejecting,
-//! stream-identity, stream-valid (a response of 100 frames, read to the end).
+//! feature (`RequireFeature`, the license grants it), stream-identity, stream-valid (a
+//! response of 100 frames, read to the end).
 //! Run by `cargo bench` with no arguments, it does a short smoke run of each variant.
 
 mod common;
 
 use std::hint::black_box;
 
-use common::{Hello, State, Streamer, monitor, one_request, one_streamed_request, runtime};
+use common::{
+    Hello, State, Streamer, monitor, one_request, one_request_as_served, one_streamed_request,
+    runtime,
+};
 use tower::Layer;
 use tower::layer::util::Identity;
 
@@ -21,6 +25,16 @@ where
 {
     for _ in 0..n {
         black_box(one_request(black_box(&mut service)));
+    }
+}
+
+fn drive_served<S>(mut service: S, n: u64)
+where
+    S: tower::Service<common::Req>,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        black_box(one_request_as_served(black_box(&mut service)));
     }
 }
 
@@ -36,12 +50,16 @@ where
     }
 }
 
-const VARIANTS: [&str; 7] = [
+const VARIANTS: [&str; 11] = [
     "bare",
     "identity",
     "valid",
     "grace",
     "rejecting",
+    "feature",
+    "served-identity",
+    "served-valid",
+    "served-feature",
     "stream-identity",
     "stream-valid",
 ];
@@ -54,6 +72,20 @@ fn run(variant: &str, n: u64) {
         "valid" => drive(monitor(&rt, State::Valid).layer().layer(Hello), n),
         "grace" => drive(monitor(&rt, State::Grace).layer().layer(Hello), n),
         "rejecting" => drive(monitor(&rt, State::Rejecting).layer().layer(Hello), n),
+        "feature" => drive(
+            monitor(&rt, State::Valid)
+                .require_feature("sso")
+                .layer(Hello),
+            n,
+        ),
+        "served-identity" => drive_served(Identity::new().layer(Hello), n),
+        "served-valid" => drive_served(monitor(&rt, State::Valid).layer().layer(Hello), n),
+        "served-feature" => drive_served(
+            monitor(&rt, State::Valid)
+                .require_feature("sso")
+                .layer(Hello),
+            n,
+        ),
         "stream-identity" => drive_streams(Identity::new().layer(Streamer), n),
         "stream-valid" => drive_streams(monitor(&rt, State::Valid).layer().layer(Streamer), n),
         other => {

@@ -107,7 +107,10 @@ pub use health::{Health, HealthService, HealthStatus, LicenseHealth};
 #[cfg(feature = "issue")]
 pub use issue::LicenseSigner;
 pub use key::{KeyError, PublicKey};
-pub use layer::{Drained, License, LicenseLayer, ResponseBody, ResponseFuture};
+pub use layer::{
+    Drained, License, LicenseLayer, RequireFeature, RequireFeatureLayer, ResponseBody,
+    ResponseFuture,
+};
 #[cfg(feature = "prometheus")]
 pub use metrics::MetricsService;
 pub use metrics::MetricsSnapshot;

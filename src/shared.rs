@@ -30,9 +30,38 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     grace_period: Duration,
     stats: Arc<Stats>,
+    /// One flag per feature a `RequireFeature` layer asks for, published with each
+    /// verdict like `admits`.
+    features: Mutex<Vec<Arc<FeatureGate>>>,
     pub(crate) events: broadcast::Sender<LicenseEvent>,
     // Dropping the last handle drops this sender, which is how the checker learns to stop.
     pub(crate) commands: mpsc::Sender<Command>,
+}
+
+/// Whether a feature is licensed now (in force, valid or in grace, and not cut off): what
+/// a `RequireFeature` request reads, one relaxed load, instead of looking the name up in
+/// the verdict.
+#[derive(Debug)]
+pub(crate) struct FeatureGate {
+    name: String,
+    on: CacheLine<AtomicBool>,
+}
+
+impl FeatureGate {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[inline]
+    pub(crate) fn is_on(&self) -> bool {
+        self.on.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, on: bool) {
+        if self.on.0.load(Ordering::Relaxed) != on {
+            self.on.0.store(on, Ordering::Release);
+        }
+    }
 }
 
 /// Tells responses still running that the drain period after a cut-off is over, and
@@ -118,6 +147,7 @@ impl Shared {
             clock: parts.clock,
             grace_period: parts.grace_period,
             stats: parts.stats,
+            features: Mutex::new(Vec::new()),
             events: parts.events,
             commands: parts.commands,
         }
@@ -137,6 +167,12 @@ impl Shared {
             self.admits.0.store(admits, Ordering::Release);
         }
         self.drain.set(drained && !admits);
+        // After the verdict is stored: a gate registered meanwhile read this verdict or
+        // is set here (both happen under the lock).
+        let verdict = self.verdict.load();
+        for gate in lock(&self.features).iter() {
+            gate.set(verdict.has_feature(&gate.name));
+        }
     }
 }
 
@@ -168,6 +204,20 @@ impl View {
 
     pub(crate) fn exempt_paths(&self) -> &[String] {
         &self.0.exempt_paths
+    }
+
+    /// The gate for `feature`, registered with the checker's publishing (one per name).
+    pub(crate) fn feature_gate(&self, feature: &str) -> Arc<FeatureGate> {
+        let mut gates = lock(&self.0.features);
+        if let Some(gate) = gates.iter().find(|g| g.name == feature) {
+            return Arc::clone(gate);
+        }
+        let gate = Arc::new(FeatureGate {
+            name: feature.to_owned(),
+            on: CacheLine(AtomicBool::new(self.verdict().has_feature(feature))),
+        });
+        gates.push(Arc::clone(&gate));
+        gate
     }
 
     /// The drain switch admitted responses watch.

@@ -4,13 +4,16 @@
 //! grace, requests pass through untouched; once grace has expired, new requests get
 //! `503 Service Unavailable` with a JSON body (`{"error":"license_expired",…}`), or, for
 //! gRPC requests (`content-type: application/grpc…`), a trailers-only response with
-//! `grpc-status: 14` (UNAVAILABLE). Requests already in flight finish normally. Exempt
-//! paths (`/health` and `/metrics` by default) always pass, so probes and scrapes keep
-//! answering after the cut-off.
+//! `grpc-status: 14` (UNAVAILABLE). Responses already admitted get the drain period, then
+//! end. Nothing is exempt by default: mount `/health` and `/metrics` outside the layer.
 //!
-//! The same layer works with axum's `Router::layer` and tonic's
-//! `Server::builder().layer`; its error type is the inner service's, so it never turns an
-//! infallible service fallible.
+//! [`RequireFeatureLayer`] (from [`LicenseMonitor::require_feature`](crate::LicenseMonitor::require_feature))
+//! does the same for one feature: 403 `feature_not_licensed` while no license in force
+//! grants it, so routes without it are a free tier and routes with it the paid one.
+//!
+//! Both work with axum's `Router::layer` and tonic's `Server::builder().layer`; the
+//! service's error type is the inner service's, so it never turns an infallible service
+//! fallible.
 //!
 //! # Example
 //!
@@ -37,6 +40,7 @@
 //! ```
 
 mod body;
+mod feature;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
@@ -44,6 +48,7 @@ mod rejection;
 mod service;
 
 pub use body::{BodyError, BoxError, Drained, ResponseBody};
+pub use feature::{RequireFeature, RequireFeatureLayer};
 pub use future::ResponseFuture;
 pub use layer::LicenseLayer;
 pub use service::License;

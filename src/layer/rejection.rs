@@ -1,6 +1,9 @@
 //! The ready-made answers to a refused request.
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use http::{HeaderMap, Response, StatusCode};
 
 use super::body::ResponseBody;
@@ -16,6 +19,9 @@ pub(crate) const GRPC_MESSAGE: &str =
 /// gRPC status code UNAVAILABLE.
 const GRPC_UNAVAILABLE: &str = "14";
 
+/// gRPC status code PERMISSION_DENIED.
+const GRPC_PERMISSION_DENIED: &str = "7";
+
 /// Which kind of refusal a request gets, chosen from its headers in `call`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejection {
@@ -23,6 +29,57 @@ pub(crate) enum Rejection {
     Http,
     /// A gRPC trailers-only response with status UNAVAILABLE.
     Grpc,
+    /// 403 with a JSON body naming the feature.
+    FeatureHttp(&'static FeatureText),
+    /// A gRPC trailers-only response with status PERMISSION_DENIED.
+    FeatureGrpc(&'static FeatureText),
+}
+
+/// The fixed texts of a feature's refusal, made once per feature name for the life of
+/// the process (a handful of names, each leaked once), so that refusing formats nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct FeatureText {
+    body: &'static str,
+    grpc_message: &'static str,
+}
+
+impl FeatureText {
+    pub(crate) fn of(feature: &str) -> &'static FeatureText {
+        static TEXTS: Mutex<BTreeMap<String, &'static FeatureText>> = Mutex::new(BTreeMap::new());
+        let mut texts = TEXTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(text) = texts.get(feature) {
+            return text;
+        }
+        let name = serde_json::Value::from(feature).to_string();
+        let body = format!(
+            r#"{{"error":"feature_not_licensed","feature":{name},"message":"The license for this service does not include the feature {}. Contact the vendor to add it."}}"#,
+            &name[1..name.len() - 1]
+        );
+        let message =
+            format!("The license for this service does not include the feature {feature}");
+        let text: &'static FeatureText = Box::leak(Box::new(FeatureText {
+            body: Box::leak(body.into_boxed_str()),
+            grpc_message: Box::leak(percent_encode(&message).into_boxed_str()),
+        }));
+        texts.insert(feature.to_owned(), text);
+        text
+    }
+}
+
+/// gRPC's `grpc-message` encoding: printable ASCII but `%` as is, every other byte as
+/// `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if (0x20..=0x7e).contains(&b) && b != b'%' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 impl Rejection {
@@ -47,19 +104,31 @@ impl Rejection {
                 headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
-            Rejection::Grpc => {
-                // Trailers-only: HTTP 200, the status in the headers, and an empty body
-                // that reports the end of the stream, so hyper sets END_STREAM on the
-                // HEADERS frame.
-                let mut response = Response::new(ResponseBody::default());
+            Rejection::Grpc => grpc_trailers_only(GRPC_UNAVAILABLE, GRPC_MESSAGE),
+            Rejection::FeatureHttp(text) => {
+                let mut response = Response::new(ResponseBody::full(text.body.as_bytes()));
+                *response.status_mut() = StatusCode::FORBIDDEN;
                 let headers = response.headers_mut();
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-                headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
-                headers.insert("grpc-message", HeaderValue::from_static(GRPC_MESSAGE));
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
+            }
+            Rejection::FeatureGrpc(text) => {
+                grpc_trailers_only(GRPC_PERMISSION_DENIED, text.grpc_message)
             }
         }
     }
+}
+
+/// A trailers-only gRPC answer: HTTP 200, the status in the headers, and an empty body
+/// that reports the end of the stream, so hyper sets END_STREAM on the HEADERS frame.
+fn grpc_trailers_only<B>(status: &'static str, message: &'static str) -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::default());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static(status));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
+    response
 }
 
 #[cfg(test)]
@@ -84,6 +153,19 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(HTTP_BODY).unwrap();
         assert_eq!(value["error"], "license_expired");
         assert_eq!(value["status"], "unhealthy");
+    }
+
+    #[test]
+    fn a_feature_refusal_names_the_feature_in_valid_json_and_a_valid_grpc_message() {
+        let text = FeatureText::of("sso \"x\" ü%");
+        let value: serde_json::Value = serde_json::from_str(text.body).unwrap();
+        assert_eq!(value["error"], "feature_not_licensed");
+        assert_eq!(value["feature"], "sso \"x\" ü%");
+        assert!(value["message"].as_str().unwrap().contains("sso"));
+        assert!(text.grpc_message.ends_with("sso \"x\" %C3%BC%25"));
+        assert!(HeaderValue::from_str(text.grpc_message).is_ok());
+        // Made once per name.
+        assert!(std::ptr::eq(text, FeatureText::of("sso \"x\" ü%")));
     }
 
     #[test]

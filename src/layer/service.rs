@@ -88,47 +88,61 @@ where
         // flag with each verdict; a request that reads the old value a moment after a
         // change is ordered before the change, which is all a cut-off promises.
         if self.view.admits() {
-            // gRPC needs HTTP/2: only then are the headers looked at (a cut at the end of a
-            // drain period answers gRPC with trailers, anything else with an error). Out
-            // of line, so that no reference to the request escapes on this path and the
-            // compiler can hand it to the inner service without a copy.
-            if request.version() == Version::HTTP_2 {
-                return self.admitted_h2(request);
-            }
-            return ResponseFuture::inner(self.inner.call(request), Some(self.view.drain()), false);
+            return admit(&mut self.inner, &self.view, request);
         }
-        self.refused_or_exempt(request)
+        refused_or_exempt(&mut self.inner, &self.view, request)
     }
 }
 
-impl<S> License<S> {
-    #[inline(never)]
-    fn admitted_h2<ReqBody, ResBody>(
-        &mut self,
-        request: Request<ReqBody>,
-    ) -> ResponseFuture<S::Future>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    {
-        let grpc = Rejection::for_request(request.headers()) == Rejection::Grpc;
-        ResponseFuture::inner(self.inner.call(request), Some(self.view.drain()), grpc)
+/// An admitted request: to the inner service, its response watched by the drain.
+#[inline(always)]
+pub(super) fn admit<S, ReqBody, ResBody>(
+    inner: &mut S,
+    view: &View,
+    request: Request<ReqBody>,
+) -> ResponseFuture<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    // gRPC needs HTTP/2: only then are the headers looked at (a cut at the end of a
+    // drain period answers gRPC with trailers, anything else with an error). Out of
+    // line, so that no reference to the request escapes on this path and the compiler
+    // can hand it to the inner service without a copy.
+    if request.version() == Version::HTTP_2 {
+        return admit_h2(inner, view, request);
     }
+    ResponseFuture::inner(inner.call(request), Some(view.drain()), false)
+}
 
-    #[cold]
-    fn refused_or_exempt<ReqBody, ResBody>(
-        &mut self,
-        request: Request<ReqBody>,
-    ) -> ResponseFuture<S::Future>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    {
-        let path = request.uri().path();
-        if self.view.exempt_paths().iter().any(|p| p == path) {
-            // Exempt paths are never cut, by the drain either.
-            return ResponseFuture::inner(self.inner.call(request), None, false);
-        }
-        ResponseFuture::rejected(Rejection::for_request(request.headers()))
+#[inline(never)]
+fn admit_h2<S, ReqBody, ResBody>(
+    inner: &mut S,
+    view: &View,
+    request: Request<ReqBody>,
+) -> ResponseFuture<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let grpc = Rejection::for_request(request.headers()) == Rejection::Grpc;
+    ResponseFuture::inner(inner.call(request), Some(view.drain()), grpc)
+}
+
+/// A request after the cut-off: the rejection, unless its path is exempt.
+#[cold]
+pub(super) fn refused_or_exempt<S, ReqBody, ResBody>(
+    inner: &mut S,
+    view: &View,
+    request: Request<ReqBody>,
+) -> ResponseFuture<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let path = request.uri().path();
+    if view.exempt_paths().iter().any(|p| p == path) {
+        // Exempt paths are never cut, by the drain either.
+        return ResponseFuture::inner(inner.call(request), None, false);
     }
+    ResponseFuture::rejected(Rejection::for_request(request.headers()))
 }
 
 impl<S: Clone> Clone for License<S> {
