@@ -88,7 +88,9 @@ where
 fn monitor(rt: &tokio::runtime::Runtime, licensed: bool) -> LicenseMonitor {
     let signer = LicenseSigner::from_seed([88; 32]);
     let token = if licensed {
-        signer.sign(&iosetu_license::Claims::new("Acme", 4_102_444_800))
+        let mut claims = iosetu_license::Claims::new("Acme", 4_102_444_800);
+        claims.features = vec!["sso".into()];
+        signer.sign(&claims)
     } else {
         String::new()
     };
@@ -127,6 +129,23 @@ fn the_request_path_allocates_nothing_of_its_own() {
     assert_eq!(
         with_layer, inner_only,
         "an admitted request allocated in the layer"
+    );
+
+    let mut paid = valid.require_feature("sso").layer(OneAllocation);
+    requests(&mut paid, 10);
+    let with_feature = allocations_during(|| requests(&mut paid, N));
+    assert_eq!(
+        with_feature, inner_only,
+        "an admitted request allocated in RequireFeature"
+    );
+    // A request refused for its feature allocates what its response takes, no more
+    // than a license refusal (its texts were made once, when the layer was).
+    let mut unlicensed = valid.require_feature("reports").layer(OneAllocation);
+    requests(&mut unlicensed, 10);
+    let not_licensed = allocations_during(|| requests(&mut unlicensed, N));
+    assert!(
+        not_licensed <= 2 * N as u64,
+        "{not_licensed} allocations for {N} feature refusals"
     );
 
     // A refused request never reaches the inner service; it allocates only what building

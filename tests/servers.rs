@@ -357,3 +357,98 @@ async fn a_tonic_server_stream_open_at_the_cut_off_ends_unavailable() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("license"), "{}", status.message());
 }
+
+fn write_license_with(path: &Path, exp: i64, features: &[&str]) {
+    let mut claims = Claims::new("Acme", exp);
+    claims.features = features.iter().map(|f| (*f).to_owned()).collect();
+    std::fs::write(path, signer().sign(&claims) + "\n").unwrap();
+}
+
+#[tokio::test]
+async fn axum_free_and_paid_tiers_through_upgrade_grace_and_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license_with(&path, now() + 90 * DAY, &["audit"]);
+    let monitor = monitor(&path).await;
+    let app = Router::new()
+        .route("/sso/login", get(|| async { "signed in" }))
+        .layer(monitor.require_feature("sso"))
+        .route("/", get(|| async { "home" }))
+        .route_service("/health", monitor.health_service());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // A license without the feature: the paid route says which feature is missing.
+    let paid = fetch(addr, "/sso/login").await;
+    assert_eq!(paid.status, StatusCode::FORBIDDEN);
+    assert_eq!(paid.content_type.as_deref(), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&paid.body).unwrap();
+    assert_eq!(body["error"], "feature_not_licensed");
+    assert_eq!(body["feature"], "sso");
+    assert!(body["message"].as_str().unwrap().contains("sso"));
+    assert_eq!(fetch(addr, "/").await.status, StatusCode::OK);
+
+    // An upgrade, no restart: the paid route opens.
+    write_license_with(&path, now() + 90 * DAY, &["audit", "sso"]);
+    assert!(monitor.check_now().await.has_feature("sso"));
+    let paid = fetch(addr, "/sso/login").await;
+    assert_eq!((paid.status, paid.body.as_str()), (StatusCode::OK, "signed in"));
+
+    // Expired an hour ago, in grace: the expired license had the feature, still served.
+    write_license_with(&path, now() - 3600, &["audit", "sso"]);
+    assert_eq!(monitor.check_now().await.state, LicenseState::Grace);
+    assert_eq!(fetch(addr, "/sso/login").await.status, StatusCode::OK);
+
+    // Cut off: the paid route answers as the license layer does; the free tier serves.
+    write_license_with(&path, now() - 10 * DAY, &["audit", "sso"]);
+    assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
+    let paid = fetch(addr, "/sso/login").await;
+    assert_eq!(paid.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(paid.body.contains("license_expired"), "{}", paid.body);
+    let free = fetch(addr, "/").await;
+    assert_eq!((free.status, free.body.as_str()), (StatusCode::OK, "home"));
+}
+
+#[tokio::test]
+async fn tonic_behind_require_feature_is_permission_denied_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license_with(&path, now() + 90 * DAY, &[]);
+    let monitor = monitor(&path).await;
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder()
+        .layer(monitor.require_feature("grpc-api"))
+        .add_service(health_server)
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(async move { server.await.unwrap() });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = || HealthCheckRequest {
+        service: String::new(),
+    };
+    let status = client.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("grpc-api"), "{}", status.message());
+
+    write_license_with(&path, now() + 90 * DAY, &["grpc-api"]);
+    assert!(monitor.check_now().await.has_feature("grpc-api"));
+    let reply = client.check(check()).await.unwrap();
+    assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
+
+    write_license_with(&path, now() - 10 * DAY, &["grpc-api"]);
+    assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
+    assert_eq!(
+        client.check(check()).await.unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
+}

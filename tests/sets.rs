@@ -372,3 +372,31 @@ async fn a_reload_that_changes_entitlements_says_what_changed() {
     monitor.check_now().await;
     assert!(!names(&drain(&mut rx)).contains(&"license.entitlements_changed"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn require_feature_opens_at_the_renewals_nbf_second_without_a_check() {
+    use tower::{Layer, ServiceExt};
+    let clock = TestClock::new(common::t0());
+    let mut upgrade = claims(T0 + 100 * DAY);
+    upgrade.nbf = Some(T0 + HOUR);
+    upgrade.features = vec!["sso".into()];
+    let source = LicenseSource::Static(set(&[token(&claims(T0 + 50 * DAY)), token(&upgrade)]));
+    let (monitor, _rx) = start(builder(&clock, source)).await;
+    let paid = monitor.require_feature("sso").layer(tower::service_fn(
+        |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(())) },
+    ));
+    macro_rules! status {
+        () => {
+            paid.clone()
+                .oneshot(http::Request::new(()))
+                .await
+                .unwrap()
+                .status()
+        };
+    }
+    assert_eq!(status!(), http::StatusCode::FORBIDDEN);
+    run_for(HOUR - 1).await;
+    assert_eq!(status!(), http::StatusCode::FORBIDDEN);
+    run_for(2).await;
+    assert_eq!(status!(), http::StatusCode::OK);
+}
