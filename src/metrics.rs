@@ -42,6 +42,13 @@ pub struct MetricsSnapshot {
     /// 1 while the wall clock is judged set back and the service is in grace for it
     /// (`iosetu_license_clock_manipulated`); 0 again once the clock agrees.
     pub clock_manipulated: bool,
+    /// The features in force (`iosetu_license_feature{feature}`, 1 each), with when each
+    /// stops being granted, seconds since the epoch
+    /// (`iosetu_license_feature_ends_timestamp_seconds{feature}`): earlier than the end of
+    /// coverage when a renewal installed ahead does not carry it.
+    pub features: BTreeMap<String, Option<f64>>,
+    /// The limits in force, the largest value of each (`iosetu_license_limit{name}`).
+    pub limits: BTreeMap<String, u64>,
 }
 
 impl MetricsSnapshot {
@@ -75,6 +82,19 @@ impl MetricsSnapshot {
             events: stats.events(),
             check_failing: stats.failing(),
             clock_manipulated: verdict.reason == Some(GraceReason::ClockManipulation),
+            features: verdict
+                .features()
+                .into_iter()
+                .map(|f| {
+                    let ends = verdict.feature_ends_at(f).map(|t| unix_seconds(t) as f64);
+                    (f.to_owned(), ends)
+                })
+                .collect(),
+            limits: verdict
+                .limits()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
         }
     }
 }
@@ -198,6 +218,41 @@ mod prometheus {
                 failing
                     .encode_family(&[("reason", reason)])?
                     .encode_gauge(&flag(m.check_failing == Some(reason)))?;
+            }
+
+            let mut features = encoder.encode_descriptor(
+                "iosetu_license_feature",
+                "1 for each feature a license in force grants",
+                None,
+                MetricType::Gauge,
+            )?;
+            for feature in m.features.keys() {
+                features
+                    .encode_family(&[("feature", feature.as_str())])?
+                    .encode_gauge(&1.0)?;
+            }
+            let mut ends = encoder.encode_descriptor(
+                "iosetu_license_feature_ends_timestamp",
+                "When each feature in force stops being granted, seconds since the Unix epoch",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for (feature, at) in &m.features {
+                if let Some(at) = at {
+                    ends.encode_family(&[("feature", feature.as_str())])?
+                        .encode_gauge(at)?;
+                }
+            }
+            let mut limits = encoder.encode_descriptor(
+                "iosetu_license_limit",
+                "Each limit in force (the largest value among the licenses in force)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, value) in &m.limits {
+                limits
+                    .encode_family(&[("name", name.as_str())])?
+                    .encode_gauge(&(*value as f64))?;
             }
 
             let mut checks = encoder.encode_descriptor(

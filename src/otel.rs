@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger, LoggerProvider, Severity};
 use opentelemetry::metrics::{Meter, ObservableGauge};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use tracing::Level;
 
 use crate::event::{AttributeValue, LicenseEvent, TARGET};
@@ -88,6 +88,9 @@ pub struct OtelGauges {
     _grace_remaining: ObservableGauge<f64>,
     _clock_manipulated: ObservableGauge<u64>,
     _check_failing: ObservableGauge<u64>,
+    _feature: ObservableGauge<u64>,
+    _feature_ends: ObservableGauge<f64>,
+    _limit: ObservableGauge<u64>,
 }
 
 impl LicenseMonitor {
@@ -96,9 +99,11 @@ impl LicenseMonitor {
     /// Registers the license gauges with `meter`: `iosetu.license.valid`,
     /// `iosetu.license.grace_mode`, `iosetu.license.days_remaining` (unit `d`),
     /// `iosetu.license.expiry_timestamp` (unit `s`), `iosetu.license.grace_remaining`
-    /// (unit `s`), `iosetu.license.clock_manipulated` and
+    /// (unit `s`), `iosetu.license.clock_manipulated`,
     /// `iosetu.license.check_failing{reason}` (one point per reason code, from the first
-    /// collection). The callbacks hold the monitor weakly.
+    /// collection), `iosetu.license.feature{feature}` (1 per feature in force),
+    /// `iosetu.license.feature_ends{feature}` (unit `s`) and `iosetu.license.limit{name}`.
+    /// The callbacks hold the monitor weakly.
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
         let read = |f: fn(&MetricsSnapshot) -> Option<f64>| {
@@ -121,6 +126,11 @@ impl LicenseMonitor {
         let expiry = read(|m| m.expiry_timestamp_seconds);
         let grace = read(|m| Some(m.grace_remaining_seconds));
         let manipulated = flag(|m| m.clock_manipulated);
+        let snapshot = || {
+            let weak: WeakView = self.view().downgrade();
+            move || weak.upgrade().map(|view| MetricsSnapshot::read(&view))
+        };
+        let (features, feature_ends, limits) = (snapshot(), snapshot(), snapshot());
         let failing = {
             let weak: WeakView = self.view().downgrade();
             move || {
@@ -180,9 +190,43 @@ impl LicenseMonitor {
                         for reason in crate::LicenseError::REASONS {
                             o.observe(
                                 u64::from(failing == Some(reason)),
-                                &[opentelemetry::KeyValue::new("reason", reason)],
+                                &[KeyValue::new("reason", reason)],
                             );
                         }
+                    }
+                })
+                .build(),
+            _feature: meter
+                .u64_observable_gauge("iosetu.license.feature")
+                .with_description("1 for each feature a license in force grants")
+                .with_unit("1")
+                .with_callback(move |o| {
+                    for feature in features().iter().flat_map(|m| m.features.keys()) {
+                        o.observe(1, &[KeyValue::new("feature", feature.clone())]);
+                    }
+                })
+                .build(),
+            _feature_ends: meter
+                .f64_observable_gauge("iosetu.license.feature_ends")
+                .with_description(
+                    "When each feature in force stops being granted, seconds since the Unix epoch",
+                )
+                .with_unit("s")
+                .with_callback(move |o| {
+                    for (feature, at) in feature_ends().iter().flat_map(|m| m.features.iter()) {
+                        if let Some(at) = at {
+                            o.observe(*at, &[KeyValue::new("feature", feature.clone())]);
+                        }
+                    }
+                })
+                .build(),
+            _limit: meter
+                .u64_observable_gauge("iosetu.license.limit")
+                .with_description("Each limit in force (the largest among the licenses in force)")
+                .with_unit("1")
+                .with_callback(move |o| {
+                    for (name, value) in limits().iter().flat_map(|m| m.limits.iter()) {
+                        o.observe(*value, &[KeyValue::new("name", name.clone())]);
                     }
                 })
                 .build(),

@@ -197,6 +197,29 @@ impl Verdict {
         self.licenses.iter().filter_map(|c| c.limit(name)).max()
     }
 
+    /// When `feature` stops being granted, if it is granted now: the end of the coverage
+    /// of the licenses (in force and held for later) that grant it. Earlier than
+    /// [`expires_at`](Verdict::expires_at) when a renewal installed ahead does not carry
+    /// the feature.
+    pub fn feature_ends_at(&self, feature: &str) -> Option<SystemTime> {
+        if !self.has_feature(feature) {
+            return None;
+        }
+        let granting: Vec<Arc<Claims>> = self
+            .licenses
+            .iter()
+            .chain(&self.upcoming)
+            .filter(|c| c.has_feature(feature))
+            .cloned()
+            .collect();
+        let now = crate::clock::unix_seconds(self.evaluated_at);
+        match coverage_end(&granting, now) {
+            Some(end) => Some(from_unix_seconds(end)),
+            // In grace after expiry: it went with the licenses, and goes at the cut-off.
+            None => self.grace_ends_at,
+        }
+    }
+
     /// Every limit in force, by name (the largest value of each), as [`limit`](Verdict::limit)
     /// reads them.
     pub fn limits(&self) -> std::collections::BTreeMap<&str, u64> {

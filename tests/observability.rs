@@ -422,3 +422,102 @@ async fn an_application_registry_gets_the_license_metrics() {
     // No license, no expiry: those gauges are absent rather than made up.
     assert!(!samples.contains_key("iosetu_license_days_remaining"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn features_and_limits_in_force_are_metrics_with_when_each_feature_ends() {
+    let clock = TestClock::new(t0());
+    let exp = T0 as i64 + 30 * DAY;
+    let mut current = Claims::new("Acme", exp);
+    current.features = vec!["sso".into(), "audit".into()];
+    current.limits.insert("seats".into(), 10);
+    // A renewal installed ahead, without "sso": that feature ends with this license.
+    let mut renewal = Claims::new("Acme", exp + 365 * DAY);
+    renewal.nbf = Some(exp - DAY);
+    renewal.features = vec!["audit".into()];
+    renewal.limits.insert("seats".into(), 25);
+    let monitor = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(format!(
+            "{}\n{}\n",
+            signer().sign(&current),
+            signer().sign(&renewal)
+        )))
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+
+    let (_, samples) = parse_prometheus(&MetricsService::new(&monitor).render().unwrap());
+    let by = |name: &str| -> HashMap<String, f64> {
+        samples
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .iter()
+            .map(|s| (s.labels[0].1.clone(), s.value))
+            .collect()
+    };
+    assert_eq!(
+        by("iosetu_license_feature"),
+        HashMap::from([("audit".into(), 1.0), ("sso".into(), 1.0)])
+    );
+    assert_eq!(
+        by("iosetu_license_feature_ends_timestamp_seconds"),
+        HashMap::from([
+            ("audit".into(), (exp + 365 * DAY) as f64),
+            ("sso".into(), exp as f64)
+        ])
+    );
+    assert_eq!(
+        by("iosetu_license_limit"),
+        HashMap::from([("seats".into(), 10.0)])
+    );
+    assert_eq!(
+        samples["iosetu_license_expiry_timestamp_seconds"][0].value,
+        (exp + 365 * DAY) as f64
+    );
+
+    // OpenTelemetry: the same numbers.
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let _gauges = monitor.register_otel_metrics(&provider.meter("test"));
+    provider.force_flush().unwrap();
+    let mut points: HashMap<(String, String), f64> = HashMap::new();
+    for resource in exporter.get_finished_metrics().unwrap() {
+        for scope in resource.scope_metrics() {
+            for metric in scope.metrics() {
+                let name = metric.name().to_owned();
+                let mut add = |attrs: Vec<String>, value: f64| {
+                    if let Some(label) = attrs.into_iter().next() {
+                        points.insert((name.clone(), label), value);
+                    }
+                };
+                match metric.data() {
+                    AggregatedMetrics::U64(MetricData::Gauge(g)) => {
+                        for p in g.data_points() {
+                            add(
+                                p.attributes().map(|kv| kv.value.to_string()).collect(),
+                                p.value() as f64,
+                            );
+                        }
+                    }
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => {
+                        for p in g.data_points() {
+                            add(
+                                p.attributes().map(|kv| kv.value.to_string()).collect(),
+                                p.value(),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let point = |name: &str, label: &str| points[&(name.to_owned(), label.to_owned())];
+    assert_eq!(point("iosetu.license.feature", "sso"), 1.0);
+    assert_eq!(point("iosetu.license.feature", "audit"), 1.0);
+    assert_eq!(point("iosetu.license.feature_ends", "sso"), exp as f64);
+    assert_eq!(point("iosetu.license.limit", "seats"), 10.0);
+}

@@ -393,7 +393,10 @@ async fn axum_free_and_paid_tiers_through_upgrade_grace_and_cut_off() {
     write_license_with(&path, now() + 90 * DAY, &["audit", "sso"]);
     assert!(monitor.check_now().await.has_feature("sso"));
     let paid = fetch(addr, "/sso/login").await;
-    assert_eq!((paid.status, paid.body.as_str()), (StatusCode::OK, "signed in"));
+    assert_eq!(
+        (paid.status, paid.body.as_str()),
+        (StatusCode::OK, "signed in")
+    );
 
     // Expired an hour ago, in grace: the expired license had the feature, still served.
     write_license_with(&path, now() - 3600, &["audit", "sso"]);
@@ -438,7 +441,11 @@ async fn tonic_behind_require_feature_is_permission_denied_without_it() {
     };
     let status = client.check(check()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert!(status.message().contains("grpc-api"), "{}", status.message());
+    assert!(
+        status.message().contains("grpc-api"),
+        "{}",
+        status.message()
+    );
 
     write_license_with(&path, now() + 90 * DAY, &["grpc-api"]);
     assert!(monitor.check_now().await.has_feature("grpc-api"));

@@ -382,9 +382,12 @@ async fn require_feature_opens_at_the_renewals_nbf_second_without_a_check() {
     upgrade.features = vec!["sso".into()];
     let source = LicenseSource::Static(set(&[token(&claims(T0 + 50 * DAY)), token(&upgrade)]));
     let (monitor, _rx) = start(builder(&clock, source)).await;
-    let paid = monitor.require_feature("sso").layer(tower::service_fn(
-        |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(())) },
-    ));
+    let paid =
+        monitor
+            .require_feature("sso")
+            .layer(tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            }));
     macro_rules! status {
         () => {
             paid.clone()
