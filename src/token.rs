@@ -656,6 +656,14 @@ pub struct Unverified {
     pub claims: Map<String, Value>,
 }
 
+impl Unverified {
+    /// The claims read by the verifier's rules (types, ranges, required claims), still
+    /// **unverified**: for tools that preview what a token would do (a timeline).
+    pub fn parse_claims(&self) -> Result<Claims, LicenseError> {
+        Claims::from_json(self.claims.clone())
+    }
+}
+
 /// Decodes a token without checking its signature (same shape, size and JSON rules as
 /// verification: one spelling, no duplicate keys). See [`Unverified`].
 pub fn decode_unverified(token: &str) -> Result<Unverified, LicenseError> {

@@ -265,6 +265,23 @@ pub(crate) struct Evaluation {
     pub(crate) next_change: Option<i64>,
 }
 
+/// What the monitor would decide at `at` for a license set, were trusted time `at` and
+/// the clock honest: coverage, alert band, grace (`default_grace` where a license signs
+/// none) and the cut-off. For tools that preview a set (the CLI's `timeline` and
+/// `verify`); the monitor itself also weighs its clock evidence and the grace it carried.
+pub fn judge(licenses: &[Arc<Claims>], at: SystemTime, default_grace: Duration) -> Verdict {
+    evaluate(&Input {
+        licenses,
+        problem: None,
+        now: crate::clock::unix_seconds(at),
+        grace_anchor: None,
+        manipulated_at: None,
+        grace_period: i64::try_from(default_grace.as_secs()).unwrap_or(i64::MAX),
+        no_grace: false,
+    })
+    .verdict
+}
+
 /// A license's window `[start, end)`: from `nbf` (or the beginning of time) to `exp`.
 fn window(c: &Claims) -> (i64, i64) {
     (c.nbf.unwrap_or(i64::MIN), c.exp)

@@ -437,3 +437,155 @@ fn allow_past_issues_an_expired_license_for_support_clearly_labelled() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["reason"], "expired");
 }
+
+#[test]
+fn sets_round_trip_issue_verify_inspect_and_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "k");
+    let issue = |extra: &[&str]| {
+        stdout(
+            cli()
+                .args(["issue", "--key"])
+                .arg(&private)
+                .args(["--customer", "Acme"])
+                .args(extra),
+        )
+    };
+    let current = issue(&[
+        "--valid-for",
+        "30d",
+        "--feature",
+        "sso",
+        "--limit",
+        "seats=10",
+        "--grace",
+        "7d",
+    ]);
+    // A renewal that starts before the current one ends, issued ahead.
+    let renewal = issue(&[
+        "--expires",
+        "2099-01-01",
+        "--not-before",
+        "2020-01-01T00:00:00Z",
+        "--feature",
+        "audit",
+        "--limit",
+        "seats=25",
+        "--grace",
+        "0s",
+    ]);
+    let path = dir.path().join("license.key");
+    std::fs::write(&path, format!("{current}{renewal}not-a-token\n")).unwrap();
+
+    // verify: valid now (line 3 is refused and reported; the others count).
+    let out = cli()
+        .args(["verify", "--json", "--public-key"])
+        .arg(&public)
+        .arg("--file")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["expires_at"], "2099-01-01T00:00:00Z");
+    assert_eq!(json["features"], serde_json::json!(["audit", "sso"]));
+    assert_eq!(json["limits"]["seats"], 25);
+    let tokens = json["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(tokens[2]["line"], 3);
+    assert_eq!(tokens[2]["reason"], "malformed");
+
+    // timeline: each window, the merged coverage, and the cut-off at the end of coverage
+    // plus the signed grace of the license that ends it (0 s here).
+    let out = stdout(cli().args(["timeline", "--file"]).arg(&path));
+    assert!(
+        out.contains("line 1:") && out.contains("grace 7d (signed)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("line 2: 2020-01-01T00:00:00Z to 2099-01-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(out.contains("line 3: skipped"), "{out}");
+    assert!(out.contains("coverage: - to 2099-01-01T00:00:00Z"), "{out}");
+    let line = |what: &str| {
+        out.lines()
+            .find(|l| l.starts_with(what))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(line("license.grace_mode_entered").contains("2099-01-01T00:00:00Z"));
+    assert!(line("license.grace_period_expired").contains("2099-01-01T00:00:00Z"));
+
+    // inspect: every line, and a refusal exits 1.
+    let out = cli()
+        .args(["inspect", "--public-key"])
+        .arg(&public)
+        .arg("--file")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.matches("VERIFIED: the signature is good").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("\"grace_period_seconds\": 604800"), "{text}");
+    assert!(text.contains("\"seats\": 10"), "{text}");
+
+    // A set with nothing in force now is not valid: held for later, or expired.
+    let mut held = Claims::new("Acme", 4_102_444_800);
+    held.nbf = Some(4_000_000_000);
+    let signer =
+        LicenseSigner::from_pkcs8_pem(&std::fs::read_to_string(&private).unwrap()).unwrap();
+    let only_later = format!(
+        "{}\n{}\n",
+        signer.sign(&held),
+        signer.sign(&Claims::new("Acme", 946_684_800))
+    );
+    let out = cli()
+        .args(["verify", "--json", "--public-key"])
+        .arg(&public)
+        .arg(&only_later)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["reason"], "not_yet_valid");
+}
+
+#[test]
+fn issue_refuses_bad_limits_and_graces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, _) = keygen(dir.path(), "k");
+    for extra in [
+        &["--limit", "seats=-1"][..],
+        &["--limit", "seats=2.5"],
+        &["--limit", "=3"],
+        &["--limit", "seats"],
+        &["--grace", "367d"],
+        &["--grace", "soon"],
+        &["--claim", "limits={}"],
+        &["--claim", "grace_period_seconds=5"],
+    ] {
+        let out = cli()
+            .args(["issue", "--key"])
+            .arg(&private)
+            .args(["--customer", "A", "--valid-for", "1d"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+    }
+}

@@ -9,6 +9,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
@@ -97,6 +98,15 @@ struct IssueArgs {
     /// A feature the license grants; repeatable.
     #[arg(long = "feature")]
     features: Vec<String>,
+    /// A numeric limit the license grants, `name=N` (N a non-negative integer), e.g.
+    /// `seats=25`; repeatable.
+    #[arg(long = "limit", value_parser = parse_limit)]
+    limits: Vec<(String, u64)>,
+    /// The vendor's grace period for this license, e.g. `7d` (a trial: `0s`), signed into
+    /// it (`grace_period_seconds`, at most 366 days); without it the service's default
+    /// applies.
+    #[arg(long, value_parser = parse_duration)]
+    grace: Option<Duration>,
     /// Any other claim, `name=value` (value parsed as JSON if it is JSON); repeatable.
     #[arg(long = "claim", value_parser = parse_claim)]
     claims: Vec<(String, Value)>,
@@ -126,6 +136,17 @@ struct TokenInput {
     /// Read the token from this file.
     #[arg(long)]
     file: Option<PathBuf>,
+}
+
+/// `println!` that never panics: when stdout is gone (`| head` stopped reading), the
+/// tool stops quietly with the shell's code for a broken pipe, 141.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
 }
 
 /// An error and the exit code it ends with.
@@ -216,16 +237,16 @@ fn keygen(out: &Path, kid: Option<String>, force: bool) -> Result<(), Failure> {
     let private_pem = signer.private_key_pem().map_err(|e| usage(e.to_string()))?;
     write_new(&private, private_pem.as_bytes(), 0o600, force)?;
     write_new(&public, signer.public_key_pem().as_bytes(), 0o644, force)?;
-    println!(
+    say!(
         "private key: {}  (keep it secret; it issues licenses)",
         private.display()
     );
-    println!(
+    say!(
         "public key:  {}  (compile into the service with include_str!)",
         public.display()
     );
     if let Some(kid) = kid {
-        println!(
+        say!(
             "register it with PublicKey::from_pem(..)?.with_kid({kid:?}) and issue with --kid {kid}"
         );
     }
@@ -316,6 +337,13 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
     claims.iss = args.iss;
     claims.aud = args.aud.into_iter().collect();
     claims.features = args.features;
+    claims.limits = args.limits.into_iter().collect();
+    if let Some(grace) = args.grace {
+        if grace.as_secs() > iosetu_license::token::MAX_GRACE_PERIOD_SECS {
+            return Err(usage("--grace is at most 366 days"));
+        }
+        claims.grace_period_seconds = Some(grace.as_secs());
+    }
     let mut jti = [0u8; 16];
     getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
     claims.jti = Some(jti.iter().map(|b| format!("{b:02x}")).collect());
@@ -327,7 +355,7 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
             std::fs::write(&path, format!("{token}\n")).map_err(|e| io(&path, e))?;
             eprintln!("license written to {}", path.display());
         }
-        None => println!("{token}"),
+        None => say!("{token}"),
     }
     Ok(())
 }
@@ -341,6 +369,8 @@ fn reserved_claim(name: &str) -> Option<&'static str> {
         "iss" => "use --iss",
         "aud" => "use --aud",
         "features" => "use --feature, once per feature",
+        "limits" => "use --limit name=N, once per limit",
+        "grace_period_seconds" => "use --grace (e.g. 7d)",
         "iat" => "`iat` is always the time of issue, set by the tool",
         "jti" => "`jti` is always a fresh random id, set by the tool",
         "sub" => "the licensee goes in --customer; `sub` is not used",
@@ -379,40 +409,96 @@ fn days_remaining(exp: i64) -> f64 {
     (exp - unix(SystemTime::now())) as f64 / 86_400.0
 }
 
-fn inspect(input: &TokenInput, public_key: Option<&Path>) -> Result<(), Failure> {
-    let token = read_token(input)?;
-    let decoded = decode_unverified(&token).map_err(|e| Failure {
+/// The tokens of a source's text, one per line, with their line numbers.
+fn tokens(text: &str) -> Result<Vec<(usize, &str)>, Failure> {
+    iosetu_license::source::tokens(text).map_err(|e| Failure {
         code: 1,
-        message: format!("{} ({})", e, e.reason()),
-    })?;
-    let verified = match public_key {
+        message: format!("{e} ({})", e.reason()),
+    })
+}
+
+fn inspect(input: &TokenInput, public_key: Option<&Path>) -> Result<(), Failure> {
+    let text = read_token(input)?;
+    let lines = tokens(&text)?;
+    let verifier = match public_key {
         None => None,
-        Some(path) => Some(LicenseVerifier::new(vec![load_key(path, None)?]).verify(&token)),
+        Some(path) => Some(LicenseVerifier::new(vec![load_key(path, None)?])),
     };
-    let label = match &verified {
-        None => "UNVERIFIED (no --public-key given): do not trust what follows".to_owned(),
-        Some(Ok(_)) => "VERIFIED: the signature is good".to_owned(),
-        Some(Err(e)) => format!("INVALID: {e} ({})", e.reason()),
-    };
-    println!("{label}");
-    let pretty =
-        |v: &serde_json::Map<String, Value>| serde_json::to_string_pretty(v).unwrap_or_default();
-    println!("header:\n{}", pretty(&decoded.header));
-    println!("claims:\n{}", pretty(&decoded.claims));
-    if let Some(exp) = decoded.claims.get("exp").and_then(Value::as_i64) {
-        println!(
-            "expires: {} ({:.1} days remaining)",
-            rfc3339(exp),
-            days_remaining(exp)
-        );
+    let mut invalid = 0;
+    for (n, (line, token)) in lines.iter().enumerate() {
+        if lines.len() > 1 {
+            if n > 0 {
+                say!();
+            }
+            say!("line {line}:");
+        }
+        let decoded = match decode_unverified(token) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                say!("MALFORMED: {e} ({})", e.reason());
+                invalid += 1;
+                continue;
+            }
+        };
+        let label = match verifier.as_ref().map(|v| v.verify(token)) {
+            None => "UNVERIFIED (no --public-key given): do not trust what follows".to_owned(),
+            Some(Ok(_)) => "VERIFIED: the signature is good".to_owned(),
+            Some(Err(e)) => {
+                invalid += 1;
+                format!("INVALID: {e} ({})", e.reason())
+            }
+        };
+        say!("{label}");
+        let pretty = |v: &serde_json::Map<String, Value>| {
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        };
+        say!("header:\n{}", pretty(&decoded.header));
+        say!("claims:\n{}", pretty(&decoded.claims));
+        if let Some(exp) = decoded.claims.get("exp").and_then(Value::as_i64) {
+            say!(
+                "expires: {} ({:.1} days remaining)",
+                rfc3339(exp),
+                days_remaining(exp)
+            );
+        }
     }
-    match verified {
-        Some(Err(_)) => Err(Failure {
+    if invalid > 0 {
+        return Err(Failure {
             code: 1,
-            message: "the license is not valid".to_owned(),
-        }),
-        _ => Ok(()),
+            message: format!("{invalid} of {} tokens are not valid", lines.len()),
+        });
     }
+    Ok(())
+}
+
+/// One line of a set, judged.
+struct Judged {
+    line: usize,
+    result: Result<Arc<Claims>, iosetu_license::LicenseError>,
+}
+
+/// Verifies each token of a set as the monitor does: alone, and all for the customer of
+/// the first that verifies.
+fn judge_set(verifier: &LicenseVerifier, lines: &[(usize, &str)]) -> Vec<Judged> {
+    let mut customer: Option<String> = None;
+    lines
+        .iter()
+        .map(|&(line, token)| {
+            let result = verifier.verify(token).and_then(|claims| match &customer {
+                Some(c) if *c != claims.customer => {
+                    Err(iosetu_license::LicenseError::CustomerMismatch {
+                        expected: c.clone(),
+                        found: claims.customer,
+                    })
+                }
+                _ => {
+                    customer.get_or_insert_with(|| claims.customer.clone());
+                    Ok(Arc::new(claims))
+                }
+            });
+            Judged { line, result }
+        })
+        .collect()
 }
 
 fn verify(
@@ -429,60 +515,207 @@ fn verify(
         .enumerate()
         .map(|(i, path)| load_key(path, kids.get(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let token = read_token(input)?;
-    let result = LicenseVerifier::new(keys)
-        .verify(&token)
-        .and_then(|claims| claims.check_at(SystemTime::now()).map(|()| claims));
-    match result {
-        Ok(claims) => {
-            if json {
-                let body = json!({
-                    "valid": true,
-                    "customer": claims.customer,
-                    "expires_at": rfc3339(claims.exp),
-                    "days_remaining": days_remaining(claims.exp),
-                    "claims": claims.to_json(),
-                });
-                println!("{body}");
-            } else {
-                println!(
-                    "valid: {} until {} ({:.1} days)",
-                    claims.customer,
-                    rfc3339(claims.exp),
-                    days_remaining(claims.exp)
-                );
+    let text = read_token(input)?;
+    let lines = match iosetu_license::source::tokens(&text) {
+        Ok(lines) => lines,
+        Err(e) => return verdict_failure(json, &e, &[]),
+    };
+    let judged = judge_set(&LicenseVerifier::new(keys), &lines);
+    let now = SystemTime::now();
+    let set: Vec<Arc<Claims>> = judged
+        .iter()
+        .filter_map(|j| j.result.as_ref().ok().cloned())
+        .collect();
+    // The set as the monitor would judge it now (grace does not make it valid).
+    let verdict = iosetu_license::verdict::judge(&set, now, Duration::ZERO);
+    let per_line: Vec<Value> = judged
+        .iter()
+        .map(|j| match &j.result {
+            Ok(c) => {
+                let state = match c.check_at(now) {
+                    Ok(()) => "in_force".to_owned(),
+                    Err(e) => e.reason().to_owned(),
+                };
+                json!({"line": j.line, "valid": true, "state": state, "customer": c.customer,
+                       "not_before": c.nbf.map(rfc3339), "expires_at": rfc3339(c.exp),
+                       "features": c.features})
             }
-            Ok(())
+            Err(e) => json!({"line": j.line, "valid": false, "reason": e.reason(), "error": e.to_string()}),
+        })
+        .collect();
+    if verdict.is_valid()
+        && let (Some(claims), Some(end)) = (&verdict.claims, verdict.expires_at)
+    {
+        let end = unix(end);
+        if json {
+            let body = json!({
+                "valid": true,
+                "customer": claims.customer,
+                "expires_at": rfc3339(end),
+                "days_remaining": days_remaining(end),
+                "features": verdict.features(),
+                "limits": verdict.limits(),
+                "claims": claims.to_json(),
+                "tokens": per_line,
+            });
+            say!("{body}");
+        } else {
+            say!(
+                "valid: {} until {} ({:.1} days)",
+                claims.customer,
+                rfc3339(end),
+                days_remaining(end)
+            );
+            if lines.len() > 1 {
+                print_lines(&judged, now);
+            }
         }
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    json!({"valid": false, "reason": e.reason(), "error": e.to_string()})
+        return Ok(());
+    }
+    // Not valid now: the reason of the first refused line, or why the good ones are not
+    // in force.
+    let error = judged
+        .iter()
+        .find_map(|j| j.result.as_ref().err().cloned())
+        .or_else(|| set.iter().find_map(|c| c.check_at(now).err()))
+        .unwrap_or(iosetu_license::LicenseError::Missing {
+            detail: "no token".into(),
+        });
+    if !json && lines.len() > 1 {
+        print_lines(&judged, now);
+    }
+    verdict_failure(json, &error, &per_line)
+}
+
+fn print_lines(judged: &[Judged], now: SystemTime) {
+    for j in judged {
+        match &j.result {
+            Ok(c) => {
+                let state = match c.check_at(now) {
+                    Ok(()) => "in force".to_owned(),
+                    Err(e) => e.reason().replace('_', " "),
+                };
+                say!(
+                    "  line {}: {} ({}), {} to {}",
+                    j.line,
+                    c.customer,
+                    state,
+                    c.nbf.map_or_else(|| "-".to_owned(), rfc3339),
+                    rfc3339(c.exp)
                 );
-            } else {
-                println!("invalid: {} ({e})", e.reason());
             }
-            Err(Failure {
-                code: 1,
-                message: format!("invalid license: {}", e.reason()),
-            })
+            Err(e) => say!("  line {}: invalid: {} ({e})", j.line, e.reason()),
         }
     }
 }
 
+fn verdict_failure(
+    json: bool,
+    e: &iosetu_license::LicenseError,
+    per_line: &[Value],
+) -> Result<(), Failure> {
+    if json {
+        say!(
+            "{}",
+            json!({"valid": false, "reason": e.reason(), "error": e.to_string(), "tokens": per_line})
+        );
+    } else {
+        say!("invalid: {} ({e})", e.reason());
+    }
+    Err(Failure {
+        code: 1,
+        message: format!("invalid license: {}", e.reason()),
+    })
+}
+
 fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
-    let token = read_token(input)?;
-    let claims = decode_unverified(&token).map_err(|e| usage(format!("{e} ({})", e.reason())))?;
-    let exp = claims
-        .claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| usage("the token has no integer `exp`"))?;
+    let text = read_token(input)?;
+    let lines = tokens(&text)?;
+    let mut set: Vec<(usize, Arc<Claims>)> = Vec::new();
+    let mut skipped = Vec::new();
+    for (line, token) in &lines {
+        match decode_unverified(token).and_then(|u| u.parse_claims()) {
+            Ok(claims) => set.push((*line, Arc::new(claims))),
+            // As the monitor does: a bad line is reported and the others still count.
+            Err(e) => skipped.push(format!("  line {line}: skipped, {e} ({})", e.reason())),
+        }
+    }
+    if set.is_empty() {
+        return Err(usage("no token of the set could be read"));
+    }
+    let licenses: Vec<Arc<Claims>> = set.iter().map(|(_, c)| Arc::clone(c)).collect();
     let now = unix(SystemTime::now());
-    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-    println!("(from the token's claims, unverified; `verify` checks the signature)");
-    println!("{:<34} {:<22} from now", "what", "when (UTC)");
+    say!("(from the tokens' claims, unverified; `verify` checks the signatures)");
+    say!("licenses:");
+    for (line, c) in &set {
+        let signed = c.grace_period_seconds.map_or_else(
+            || format!("grace {} (the service's)", human(grace.as_secs())),
+            |g| format!("grace {} (signed)", human(g)),
+        );
+        let features = if c.features.is_empty() {
+            String::new()
+        } else {
+            format!(", features {}", c.features.join(","))
+        };
+        say!(
+            "  line {line}: {} to {}{features}, {signed}",
+            c.nbf.map_or_else(|| "-".to_owned(), rfc3339),
+            rfc3339(c.exp)
+        );
+    }
+    for line in &skipped {
+        say!("{line}");
+    }
+    // The coverage now (or the next one to begin), merged from the windows.
+    let start_of = |c: &Claims| c.nbf.unwrap_or(i64::MIN);
+    let from = if licenses.iter().any(|c| start_of(c) <= now && now < c.exp) {
+        now
+    } else {
+        match licenses
+            .iter()
+            .map(|c| start_of(c))
+            .filter(|&s| s > now)
+            .min()
+        {
+            Some(next) => next,
+            None => licenses
+                .iter()
+                .map(|c| c.exp)
+                .max()
+                .unwrap_or(now)
+                .saturating_sub(1),
+        }
+    };
+    let at = |secs: i64| {
+        if secs >= 0 {
+            UNIX_EPOCH + Duration::from_secs(secs as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+        }
+    };
+    let Some(end) = iosetu_license::verdict::judge(&licenses, at(from), grace).expires_at else {
+        return Err(usage("no license in the set has a window"));
+    };
+    let end = unix(end);
+    let begin = licenses
+        .iter()
+        .filter(|c| start_of(c) <= from && from < c.exp)
+        .map(|c| start_of(c))
+        .min()
+        .unwrap_or(from);
+    say!(
+        "coverage: {} to {} (merged)",
+        if begin == i64::MIN {
+            "-".to_owned()
+        } else {
+            rfc3339(begin)
+        },
+        rfc3339(end)
+    );
+    let cut_off = iosetu_license::verdict::judge(&licenses, at(end), grace)
+        .grace_ends_at
+        .map_or(end, unix);
+    say!("{:<34} {:<22} from now", "what", "when (UTC)");
     let mut rows: Vec<(String, i64)> = ExpiryBand::ALL
         .iter()
         .map(|band| {
@@ -493,18 +726,26 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
                 _ => "license.expiring_1h",
             };
             // The first second with less than the band's width left.
-            (name.to_owned(), exp - band.threshold().as_secs() as i64 + 1)
+            (name.to_owned(), end - band.threshold().as_secs() as i64 + 1)
         })
         .collect();
-    rows.push(("license.grace_mode_entered".into(), exp));
-    rows.push((
-        "license.grace_period_expired (503)".into(),
-        exp.saturating_add(grace),
-    ));
+    rows.push(("license.grace_mode_entered".into(), end));
+    rows.push(("license.grace_period_expired (503)".into(), cut_off));
     for (what, at) in rows {
-        println!("{what:<34} {:<22} {}", rfc3339(at), relative(at - now));
+        say!("{what:<34} {:<22} {}", rfc3339(at), relative(at - now));
     }
     Ok(())
+}
+
+/// A duration in the largest whole unit: `7d`, `36h`, `0s`.
+fn human(secs: u64) -> String {
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 fn relative(secs: i64) -> String {
@@ -540,6 +781,19 @@ fn parse_date(text: &str) -> Result<SystemTime, String> {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration like 365d or 24h: {e}"))
+}
+
+fn parse_limit(text: &str) -> Result<(String, u64), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not name=N"))?;
+    if name.is_empty() {
+        return Err(format!("{text:?} has no name"));
+    }
+    let value = value
+        .parse()
+        .map_err(|_| format!("{text:?}: the limit must be a non-negative integer"))?;
+    Ok((name.to_owned(), value))
 }
 
 fn parse_claim(text: &str) -> Result<(String, Value), String> {
