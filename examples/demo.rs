@@ -1,6 +1,8 @@
 //! The whole life of a license in under a second: a protected axum app on 127.0.0.1 walks
 //! through valid, the four expiry alerts, grace, the cut-off and a hot renewal, forty-odd
-//! days of simulated time.
+//! days of simulated time. The app has three tiers: a free page with no layer (served
+//! whatever the license says), the API behind the license layer, and reports behind
+//! `require_feature("reports")`, which the renewal switches on with no restart.
 //!
 //! ```text
 //! cargo run --example demo
@@ -97,7 +99,7 @@ fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("license.key");
     let exp = unix(start) + 40 * DAY as i64;
-    write_license(&signer, &path, exp)?;
+    write_license(&signer, &path, exp, &[])?;
 
     println!("== start: a license for 40 days, mounted as a file ==");
     let builder = LicenseMonitor::builder()
@@ -116,8 +118,14 @@ fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let monitor = sim.block_on(builder.start())?;
 
     let app = Router::new()
+        // The paid tier: only with a license that includes "reports".
+        .route("/api/reports", get(|| async { "[report 1]" }))
+        .layer(monitor.require_feature("reports"))
+        // The licensed API.
         .route("/api/orders", get(|| async { "[order 1, order 2]" }))
         .layer(monitor.layer())
+        // The free tier and the probe: no layer, served after the cut-off too.
+        .route("/", get(|| async { "welcome" }))
         .route_service("/health", monitor.health_service());
     let listener = real.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
@@ -135,6 +143,7 @@ fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
     };
     demo.drain();
     demo.report("valid", 200, "healthy");
+    demo.report_tiers("valid, without the reports feature", 403);
 
     for (event, title) in [
         ("license.expiring_30d", "under 30 days left"),
@@ -149,16 +158,20 @@ fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
     demo.report("grace", 200, "degraded");
     demo.wait_for("license.grace_period_expired", "grace period over: cut-off");
     demo.report("cut-off", 503, "unhealthy");
+    demo.report_tiers("cut-off", 503);
 
-    println!("\n== renewal: the operator replaces the file; no restart ==");
+    println!(
+        "\n== renewal with the reports feature: the operator replaces the file; no restart =="
+    );
     let renewed = unix(demo.sim_now()) + 365 * DAY as i64;
-    write_license(&signer, &path, renewed)?;
+    write_license(&signer, &path, renewed, &["reports"])?;
     let verdict = demo.sim.block_on(demo.monitor.check_now());
     demo.drain();
     if !verdict.is_valid() {
         demo.failures.push("the renewal was not accepted".into());
     }
     demo.report("renewed", 200, "healthy");
+    demo.report_tiers("renewed with reports", 200);
     demo.real.shutdown_background();
     Ok(demo.failures)
 }
@@ -223,6 +236,26 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// The free page (always 200) and the reports route, which must answer `want`.
+    fn report_tiers(&mut self, phase: &str, want: u16) {
+        let now = humantime::format_rfc3339_seconds(self.sim_now());
+        for (path, want) in [("/", 200), ("/api/reports", want)] {
+            match self.real.block_on(fetch(self.addr, path)) {
+                Ok((status, body)) => {
+                    let body: String = body.chars().take(70).collect();
+                    println!("   at {now}: GET {path:<12} -> {status} {body}");
+                    if status != want {
+                        self.failures
+                            .push(format!("{phase}: {path} gave {status}, want {want}"));
+                    }
+                }
+                Err(e) => self.failures.push(format!("{phase}: {path} failed: {e}")),
+            }
+        }
+    }
+}
+
 async fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, String), Box<dyn std::error::Error>> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let request = http::Request::get(format!("http://{addr}{path}")).body(Empty::new())?;
@@ -232,8 +265,15 @@ async fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, String), Box<dyn st
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn write_license(signer: &LicenseSigner, path: &Path, exp: i64) -> std::io::Result<()> {
-    std::fs::write(path, signer.sign(&Claims::new("Acme Corp", exp)) + "\n")
+fn write_license(
+    signer: &LicenseSigner,
+    path: &Path,
+    exp: i64,
+    features: &[&str],
+) -> std::io::Result<()> {
+    let mut claims = Claims::new("Acme Corp", exp);
+    claims.features = features.iter().map(|f| (*f).to_owned()).collect();
+    std::fs::write(path, signer.sign(&claims) + "\n")
 }
 
 fn unix(t: SystemTime) -> i64 {
