@@ -4,10 +4,13 @@
 //! schedule: wall steps both ways, slow creeps, suspends (wall and monotonic time jump,
 //! tokio's timers do not), reboots with the clock off and corrected within the boot window,
 //! restarts carrying the state file, license swaps (valid, renewed, garbage, deleted, `iat`
-//! ahead, expired), and `check_now` storms. After every step it checks:
+//! ahead, expired, and sets: a license with its renewal installed ahead, a license with a
+//! garbage line, a license held for later alone), and `check_now` storms. After every step
+//! it checks:
 //!
 //! 1. *Honest customers*: in a schedule made only of the faults DESIGN.md calls ordinary,
-//!    whenever a license valid at true time is in the source, the verdict is `Valid` within
+//!    whenever the source gives a valid license at true time (a window holds it, a minute
+//!    after it opened and ten minutes before the coverage ends), the verdict is `Valid` within
 //!    60 s of the last ordinary fault ending (not grace, not cut off).
 //! 2. *Casual tamperers*: once true time is past `exp` + grace + 60 s for every license
 //!    that was ever in the source, nothing is admitted, whatever the schedule did, except
@@ -52,6 +55,13 @@ enum Lic {
     IatAhead(i64),
     /// Expired three hours before the start.
     Expired,
+    /// A set: the six-hour license and its renewal installed ahead, from five hours in to
+    /// eighteen (one coverage).
+    WithRenewal,
+    /// A set: the six-hour license and a line of garbage.
+    WithGarbage,
+    /// Only a license held for later: from two hours in to twenty.
+    Held,
     Garbage,
     Deleted,
 }
@@ -92,6 +102,9 @@ fn lic() -> impl Strategy<Value = Lic> {
         3 => Just(Lic::Renewed),
         2 => (0i64..=600).prop_map(Lic::IatAhead),
         1 => Just(Lic::Expired),
+        2 => Just(Lic::WithRenewal),
+        1 => Just(Lic::WithGarbage),
+        1 => Just(Lic::Held),
         1 => Just(Lic::Garbage),
         1 => Just(Lic::Deleted),
     ]
@@ -160,8 +173,8 @@ struct World {
     offset: i64,
     boot_at: i64,
     monitor: Option<LicenseMonitor>,
-    /// The source's license, if it verifies.
-    in_source: Option<Claims>,
+    /// The source's licenses that verify.
+    in_source: Vec<Claims>,
     /// The latest `exp` + grace of any license ever in the source.
     bound: i64,
     honest: bool,
@@ -251,28 +264,66 @@ impl World {
 
     fn write(&mut self, lic: Lic) {
         let now = self.true_now();
-        let claims = match lic {
-            Lic::Valid => Some(Claims::new("Acme", T0 + 6 * HOUR)),
-            Lic::Renewed => Some(Claims::new("Acme", T0 + 12 * HOUR)),
-            Lic::IatAhead(ahead) => {
-                let mut c = Claims::new("Acme", now + 8 * HOUR);
-                c.iat = Some(now + ahead);
-                Some(c)
-            }
-            Lic::Expired => Some(Claims::new("Acme", T0 - 3 * HOUR)),
-            Lic::Garbage | Lic::Deleted => None,
+        let window = |nbf: Option<i64>, exp: i64| {
+            let mut c = Claims::new("Acme", exp);
+            c.nbf = nbf;
+            c
         };
-        match (&claims, lic) {
-            (Some(c), _) => std::fs::write(&self.license, signer().sign(c)).unwrap(),
-            (None, Lic::Garbage) => std::fs::write(&self.license, "not.a.license").unwrap(),
-            _ => {
-                let _ = std::fs::remove_file(&self.license);
+        let claims: Vec<Claims> = match lic {
+            Lic::Valid | Lic::WithGarbage => vec![window(None, T0 + 6 * HOUR)],
+            Lic::Renewed => vec![window(None, T0 + 12 * HOUR)],
+            Lic::IatAhead(ahead) => {
+                let mut c = window(None, now + 8 * HOUR);
+                c.iat = Some(now + ahead);
+                vec![c]
             }
+            Lic::Expired => vec![window(None, T0 - 3 * HOUR)],
+            Lic::WithRenewal => vec![
+                window(None, T0 + 6 * HOUR),
+                window(Some(T0 + 5 * HOUR), T0 + 18 * HOUR),
+            ],
+            Lic::Held => vec![window(Some(T0 + 2 * HOUR), T0 + 20 * HOUR)],
+            Lic::Garbage | Lic::Deleted => Vec::new(),
+        };
+        let mut lines: Vec<String> = claims.iter().map(|c| signer().sign(c)).collect();
+        if matches!(lic, Lic::WithGarbage | Lic::Garbage) {
+            lines.push("not.a.license".into());
         }
-        if let Some(c) = &claims {
+        if matches!(lic, Lic::Deleted) {
+            let _ = std::fs::remove_file(&self.license);
+        } else {
+            std::fs::write(&self.license, lines.join("\n") + "\n").unwrap();
+        }
+        for c in &claims {
             self.bound = self.bound.max(c.exp + GRACE);
         }
         self.in_source = claims;
+    }
+
+    /// The oracle: whether the source gives a valid license at true time `now`, with
+    /// margins (a minute after a window opens, ten minutes before the coverage ends).
+    fn licensed_at(&self, now: i64) -> bool {
+        let start = |c: &Claims| c.nbf.unwrap_or(i64::MIN);
+        let Some(mut end) = self
+            .in_source
+            .iter()
+            .filter(|c| start(c).saturating_add(MINUTE) <= now && now < c.exp)
+            .map(|c| c.exp)
+            .max()
+        else {
+            return false;
+        };
+        // Windows that start within the coverage extend it.
+        while let Some(later) = self
+            .in_source
+            .iter()
+            .filter(|c| start(c) <= end && c.exp > end)
+            .map(|c| c.exp)
+            .max()
+        {
+            end = later;
+        }
+        now < end - 10 * MINUTE
     }
 
     /// A process is up at least a minute after a resume before it restarts: time
@@ -394,14 +445,7 @@ impl World {
             .is_some_and(|r| running.duration_since(r) < Duration::from_secs(61));
 
         // 1. Honest customers.
-        if self.honest
-            && !self.disturbed
-            && running >= self.quiet_from
-            && self
-                .in_source
-                .as_ref()
-                .is_some_and(|c| now < c.exp - 10 * MINUTE)
-        {
+        if self.honest && !self.disturbed && running >= self.quiet_from && self.licensed_at(now) {
             prop_assert_eq!(
                 verdict.state,
                 LicenseState::Valid,
@@ -493,7 +537,7 @@ fn run_case(honest: bool, with_state: bool, steps: &[Step]) -> Result<(), TestCa
             // The host has been up for an hour: readings are firm.
             boot_at: T0 - HOUR,
             monitor: None,
-            in_source: None,
+            in_source: Vec::new(),
             bound: i64::MIN,
             honest,
             disturbed: false,
