@@ -21,12 +21,13 @@ ir() { # variant iterations -> total instructions
 }
 printf '%-16s %14s %18s\n' variant "instr/request" "vs identity"
 declare -A per
-for variant in bare identity valid grace rejecting feature stream-identity stream-valid; do
+for variant in bare identity valid grace rejecting feature served-identity served-valid served-feature stream-identity stream-valid; do
   m=$n; [[ $variant == stream-* ]] && m=$((n / 10))
   a=$(ir "$variant" "$m"); b=$(ir "$variant" $((2 * m)))
   per[$variant]=$(( (b - a) / m ))
   case $variant in
     stream-*) delta=$(( per[$variant] - per[stream-identity] )) ;;
+    served-*) delta=$(( per[$variant] - per[served-identity] )) ;;
     bare) delta="-" ;;
     *) delta=$(( per[$variant] - per[identity] )) ;;
   esac
