@@ -139,14 +139,26 @@ async fn axum_server_through_valid_grace_cut_off_and_renewal() {
 /// The standard gRPC health service behind `monitor`'s layer on 127.0.0.1, reporting
 /// SERVING, and a client connected to it.
 async fn serve_tonic(monitor: &LicenseMonitor) -> HealthClient<tonic::transport::Channel> {
+    serve_tonic_behind(monitor, None).await
+}
+
+/// The same, behind `require_feature(feature)` instead when one is given.
+async fn serve_tonic_behind(
+    monitor: &LicenseMonitor,
+    feature: Option<&str>,
+) -> HealthClient<tonic::transport::Channel> {
     let (reporter, health_server) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let layer = match feature {
+        None => tower::util::Either::Left(monitor.layer()),
+        Some(feature) => tower::util::Either::Right(monitor.require_feature(feature)),
+    };
     let server = tonic::transport::Server::builder()
-        .layer(monitor.layer())
+        .layer(layer)
         .add_service(health_server)
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     tokio::spawn(async move { server.await.unwrap() });
@@ -419,23 +431,7 @@ async fn tonic_behind_require_feature_is_permission_denied_without_it() {
     let path = dir.path().join("license.key");
     write_license_with(&path, now() + 90 * DAY, &[]);
     let monitor = monitor(&path).await;
-    let (reporter, health_server) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tonic::transport::Server::builder()
-        .layer(monitor.require_feature("grpc-api"))
-        .add_service(health_server)
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
-    tokio::spawn(async move { server.await.unwrap() });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
+    let mut client = serve_tonic_behind(&monitor, Some("grpc-api")).await;
     let check = || HealthCheckRequest {
         service: String::new(),
     };
