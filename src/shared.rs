@@ -82,6 +82,15 @@ impl Drain {
         Box::leak(Box::default())
     }
 
+    /// The drain of responses that are never cut (exempt paths): never over.
+    pub(crate) fn never() -> &'static Drain {
+        static NEVER: Drain = Drain {
+            over: CacheLine(AtomicBool::new(false)),
+            notify: Notify::const_new(),
+        };
+        &NEVER
+    }
+
     /// Whether responses must end now: one relaxed load, per poll of an admitted
     /// response's future or body.
     #[inline]

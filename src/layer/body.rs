@@ -87,33 +87,67 @@ pin_project! {
         Inner {
             #[pin]
             body: B,
-            drain: Option<&'static Drain>,
-            // Boxed (once, for a body that goes pending) so that the body stays `Unpin`
-            // when the inner body is.
-            waiter: Option<Pin<Box<Notified<'static>>>>,
-            grpc: bool,
+            link: Link,
         },
-        // Also what is left of a body cut at the end of the drain period (nothing).
-        // A static slice, empty once sent: nothing to drop, and the smallest variant.
-        Full { data: &'static [u8] },
+        // Also what is left of a body cut at the end of the drain period (nothing). A
+        // reference to a static slice, empty once sent: one word, nothing to drop, so the
+        // whole body is two words and a response stays small enough to move inline.
+        Full { data: &'static &'static [u8] },
     }
 }
+
+/// How an admitted body is tied to the drain: one word and a tag.
+#[derive(Debug)]
+enum Link {
+    /// Watching the drain; a cut ends the body with an error (plain HTTP).
+    Http(&'static Drain),
+    /// Watching the drain; a cut ends the stream with `grpc-status: 14` trailers.
+    Grpc(&'static Drain),
+    /// The body went pending: registered to be woken at the end of the drain period.
+    /// Boxed (once) so that the body stays `Unpin` when the inner body is.
+    Waiting(Pin<Box<Waiting>>),
+}
+
+pin_project! {
+    #[derive(Debug)]
+    struct Waiting {
+        drain: &'static Drain,
+        grpc: bool,
+        #[pin]
+        notified: Notified<'static>,
+    }
+}
+
+impl Link {
+    #[inline(always)]
+    fn drain(&self) -> &'static Drain {
+        match self {
+            Link::Http(drain) | Link::Grpc(drain) => drain,
+            Link::Waiting(waiting) => waiting.drain,
+        }
+    }
+}
+
+/// The empty body.
+static EMPTY: &[u8] = &[];
 
 impl<B> ResponseBody<B> {
     #[inline]
     pub(crate) fn inner(body: B, drain: Option<&'static Drain>, grpc: bool) -> Self {
+        // An exempt path's body watches a drain that is never over.
+        let drain = drain.unwrap_or_else(Drain::never);
+        let link = if grpc {
+            Link::Grpc(drain)
+        } else {
+            Link::Http(drain)
+        };
         Self {
-            kind: Kind::Inner {
-                body,
-                drain,
-                waiter: None,
-                grpc,
-            },
+            kind: Kind::Inner { body, link },
         }
     }
 
     /// A body of fixed bytes.
-    pub(crate) fn full(data: &'static [u8]) -> Self {
+    pub(crate) fn full(data: &'static &'static [u8]) -> Self {
         Self {
             kind: Kind::Full { data },
         }
@@ -124,7 +158,7 @@ impl<B> Default for ResponseBody<B> {
     /// An empty body: the end of the stream from the start, so hyper sends a gRPC
     /// rejection's headers with END_STREAM (a trailers-only response).
     fn default() -> Self {
-        Self::full(&[])
+        Self::full(&EMPTY)
     }
 }
 
@@ -141,33 +175,41 @@ fn poll_slow<B: Body<Data = Bytes>>(
     cx: &mut Context<'_>,
 ) -> PolledFrame<B::Error> {
     let grpc = match kind.as_mut().project() {
-        KindProj::Inner {
-            drain,
-            waiter,
-            grpc,
-            ..
-        } => {
+        KindProj::Inner { link, .. } => {
             // (The inner body was pending, or the drain is over.)
-            if let Some(drain) = *drain
-                && !drain.is_over_acquire()
-            {
-                let waiter = waiter.get_or_insert_with(|| Box::pin(drain.waiter()));
-                if !wait_for_drain(drain, waiter.as_mut(), cx) {
-                    return Poll::Pending;
+            let (drain, grpc) = match link {
+                Link::Http(drain) => (*drain, false),
+                Link::Grpc(drain) => (*drain, true),
+                Link::Waiting(waiting) => (waiting.drain, waiting.grpc),
+            };
+            if !drain.is_over_acquire() {
+                if !matches!(link, Link::Waiting(_)) {
+                    *link = Link::Waiting(Box::pin(Waiting {
+                        drain,
+                        grpc,
+                        notified: drain.waiter(),
+                    }));
+                }
+                if let Link::Waiting(waiting) = link {
+                    let notified = waiting.as_mut().project().notified;
+                    if !wait_for_drain(drain, notified, cx) {
+                        return Poll::Pending;
+                    }
                 }
             }
-            *grpc
+            grpc
         }
         KindProj::Full { data } => {
-            let data = std::mem::take(data);
+            let bytes: &'static [u8] = data;
+            *data = &EMPTY;
             return Poll::Ready(
-                (!data.is_empty()).then(|| Ok(Frame::data(Bytes::from_static(data)))),
+                (!bytes.is_empty()).then(|| Ok(Frame::data(Bytes::from_static(bytes)))),
             );
         }
     };
     // The drain period is over: the inner body is dropped, and the stream ends as a
     // failure the client cannot mistake for a complete response.
-    kind.set(Kind::Full { data: &[] });
+    kind.set(Kind::Full { data: &EMPTY });
     if grpc {
         Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable()))))
     } else {
@@ -196,17 +238,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut kind = self.project().kind;
-        if let KindProj::Inner { body, drain, .. } = kind.as_mut().project() {
+        if let KindProj::Inner { body, link } = kind.as_mut().project() {
             // The admitted path: one relaxed load per frame, then the inner body's frame.
-            let drain = *drain;
-            if !drain.is_some_and(Drain::is_over) {
+            if !link.drain().is_over() {
                 match body.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
                     Poll::Ready(Some(Err(e))) => {
                         return Poll::Ready(Some(Err(BodyError::Inner(e))));
                     }
                     Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Pending if drain.is_none() => return Poll::Pending,
                     Poll::Pending => {}
                 }
             }
@@ -236,7 +276,8 @@ mod tests {
 
     #[tokio::test]
     async fn full_body_yields_its_bytes_once() {
-        let body: ResponseBody<Full<Bytes>> = ResponseBody::full(b"{}");
+        static BODY: &[u8] = b"{}";
+        let body: ResponseBody<Full<Bytes>> = ResponseBody::full(&BODY);
         assert!(!body.is_end_stream());
         assert_eq!(body.size_hint().exact(), Some(2));
         let collected = body.collect().await.unwrap().to_bytes();

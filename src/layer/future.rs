@@ -34,8 +34,8 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            // `None` for exempt paths, which are never cut.
-            drain: Option<&'static Drain>,
+            // For exempt paths, a drain that is never over.
+            drain: &'static Drain,
             // Registered only once the inner future is pending, so that the end of the
             // drain period wakes it.
             #[pin]
@@ -52,7 +52,7 @@ impl<F> ResponseFuture<F> {
         Self {
             kind: Kind::Inner {
                 future,
-                drain,
+                drain: drain.unwrap_or_else(Drain::never),
                 waiter: None,
                 grpc,
             },
@@ -85,28 +85,25 @@ where
                 grpc,
             } => {
                 let (drain, grpc) = (*drain, *grpc);
-                if !drain.is_some_and(Drain::is_over) {
+                if !drain.is_over() {
                     match future.poll(cx) {
                         Poll::Ready(result) => {
                             return Poll::Ready(result.map(|response| {
-                                response.map(|body| ResponseBody::inner(body, drain, grpc))
+                                response.map(|body| ResponseBody::inner(body, Some(drain), grpc))
                             }));
                         }
-                        Poll::Pending => match drain {
-                            None => return Poll::Pending,
-                            Some(drain) => {
-                                if waiter.is_none() {
-                                    // Created before `wait_for_drain` checks the flag, so
-                                    // a notification in between is not missed.
-                                    waiter.set(Some(drain.waiter()));
-                                }
-                                if let Some(waiter) = waiter.as_pin_mut()
-                                    && !wait_for_drain(drain, waiter, cx)
-                                {
-                                    return Poll::Pending;
-                                }
+                        Poll::Pending => {
+                            if waiter.is_none() {
+                                // Created before `wait_for_drain` checks the flag, so a
+                                // notification in between is not missed.
+                                waiter.set(Some(drain.waiter()));
                             }
-                        },
+                            if let Some(waiter) = waiter.as_pin_mut()
+                                && !wait_for_drain(drain, waiter, cx)
+                            {
+                                return Poll::Pending;
+                            }
+                        }
                     }
                 }
                 if grpc {

@@ -11,6 +11,9 @@ use super::body::ResponseBody;
 /// The JSON body of an HTTP rejection. Static, so a rejection formats nothing.
 pub(crate) const HTTP_BODY: &str = r#"{"error":"license_expired","message":"The license for this service has expired and its grace period is over. Contact the vendor to renew it.","status":"unhealthy"}"#;
 
+/// [`HTTP_BODY`], where a body can point at it.
+static HTTP_BODY_BYTES: &[u8] = HTTP_BODY.as_bytes();
+
 /// The `grpc-message` of a gRPC rejection: printable ASCII without `%`, so its
 /// percent-encoded form is itself.
 pub(crate) const GRPC_MESSAGE: &str =
@@ -39,7 +42,7 @@ pub(crate) enum Rejection {
 /// the process (a handful of names, each leaked once), so that refusing formats nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct FeatureText {
-    body: &'static str,
+    body: &'static [u8],
     grpc_message: &'static str,
 }
 
@@ -60,7 +63,7 @@ impl FeatureText {
         let message =
             format!("The license for this service does not include the feature {feature}");
         let text: &'static FeatureText = Box::leak(Box::new(FeatureText {
-            body: Box::leak(body.into_boxed_str()),
+            body: Box::leak(body.into_boxed_str()).as_bytes(),
             grpc_message: Box::leak(percent_encode(&message).into_boxed_str()),
         }));
         texts.insert(feature.to_owned(), text);
@@ -97,7 +100,7 @@ impl Rejection {
     pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
         match self {
             Rejection::Http => {
-                let mut response = Response::new(ResponseBody::full(HTTP_BODY.as_bytes()));
+                let mut response = Response::new(ResponseBody::full(&HTTP_BODY_BYTES));
                 *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -106,7 +109,7 @@ impl Rejection {
             }
             Rejection::Grpc => grpc_trailers_only(GRPC_UNAVAILABLE, GRPC_MESSAGE),
             Rejection::FeatureHttp(text) => {
-                let mut response = Response::new(ResponseBody::full(text.body.as_bytes()));
+                let mut response = Response::new(ResponseBody::full(&text.body));
                 *response.status_mut() = StatusCode::FORBIDDEN;
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -158,7 +161,7 @@ mod tests {
     #[test]
     fn a_feature_refusal_names_the_feature_in_valid_json_and_a_valid_grpc_message() {
         let text = FeatureText::of("sso \"x\" ü%");
-        let value: serde_json::Value = serde_json::from_str(text.body).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(text.body).unwrap();
         assert_eq!(value["error"], "feature_not_licensed");
         assert_eq!(value["feature"], "sso \"x\" ü%");
         assert!(value["message"].as_str().unwrap().contains("sso"));
