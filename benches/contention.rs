@@ -1,7 +1,9 @@
 //! Two threads sending requests through the gate while the checker publishes a new
 //! verdict every millisecond, against one thread alone: the per-thread cost should not
 //! move, because the request path writes no shared memory and the flag it reads sits on
-//! a cache line the checker writes only when admission changes.
+//! a cache line the checker writes only when admission changes. The "pending once" rows
+//! are requests whose handler waits once: such a response registers to be woken at the
+//! end of a drain period, which does write shared memory (a waiter list, sharded).
 //!
 //! `cargo bench --bench contention`
 
@@ -12,13 +14,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Hello, State, monitor, one_request};
+use common::{Hello, PendOnce, State, monitor, one_pending_request, one_request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
 
 /// Runs `threads` threads of `iters` requests each through a service `make` builds;
 /// returns the slowest thread's time.
 fn run<S, F>(make: F, threads: usize, iters: u64) -> Duration
+where
+    F: Fn() -> S,
+    S: tower::Service<common::Req> + Send,
+    S::Error: std::fmt::Debug,
+    S::Response: Send,
+{
+    run_with(make, threads, iters, one_request)
+}
+
+fn run_with<S, F>(make: F, threads: usize, iters: u64, one: fn(&mut S) -> S::Response) -> Duration
 where
     F: Fn() -> S,
     S: tower::Service<common::Req> + Send,
@@ -32,7 +44,7 @@ where
                 scope.spawn(move || {
                     let started = Instant::now();
                     for _ in 0..iters {
-                        black_box(one_request(&mut service));
+                        black_box(one(&mut service));
                     }
                     started.elapsed()
                 })
@@ -82,6 +94,21 @@ fn contention(c: &mut Criterion) {
     group.bench_function("layer, 2 threads, writer every 1 ms", |b| {
         b.iter_custom(|iters| run(|| monitor.layer().layer(Hello), 2, iters))
     });
+    for threads in [1, 2] {
+        group.bench_function(format!("bare, pending once, {threads} thread(s)"), |b| {
+            b.iter_custom(|iters| run_with(|| PendOnce, threads, iters, one_pending_request))
+        });
+        group.bench_function(format!("layer, pending once, {threads} thread(s)"), |b| {
+            b.iter_custom(|iters| {
+                run_with(
+                    || monitor.layer().layer(PendOnce),
+                    threads,
+                    iters,
+                    one_pending_request,
+                )
+            })
+        });
+    }
     group.finish();
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

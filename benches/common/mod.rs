@@ -196,6 +196,59 @@ where
     }
 }
 
+/// The inner service of a handler that waits once (on I/O, say): its future is pending at
+/// the first poll and ready at the second.
+#[derive(Clone, Copy, Debug)]
+pub struct PendOnce;
+
+/// [`PendOnce`]'s future.
+pub struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = Result<Res, Infallible>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(Ok(Response::new(())))
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+impl Service<Req> for PendOnce {
+    type Response = Res;
+    type Error = Infallible;
+    type Future = PendingOnce;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Req) -> Self::Future {
+        PendingOnce(false)
+    }
+}
+
+/// One request whose future is polled until ready (twice for [`PendOnce`]).
+pub fn one_pending_request<S>(service: &mut S) -> S::Response
+where
+    S: Service<Req>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the service is not ready"),
+    }
+    let mut future = pin!(service.call(Request::new(())));
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(response)) => return response,
+            Poll::Ready(Err(e)) => panic!("{e:?}"),
+            Poll::Pending => {}
+        }
+    }
+}
+
 /// How many frames a streamed response has.
 pub const FRAMES: u32 = 100;
 
