@@ -54,7 +54,12 @@
 //! * [`event`]: [`LicenseEvent`], its names, levels and attributes.
 //! * [`LicenseMonitor`]: the handle, and the checker task that is the verdict's only writer.
 //! * [`layer`]: [`LicenseLayer`] and [`License`], the middleware; see its docs for an
-//!   axum example. [`HealthService`] serves `/health`.
+//!   axum example. [`RequireFeatureLayer`] (`monitor.require_feature("sso")`) guards the
+//!   routes of a paid tier. [`HealthService`] serves `/health`.
+//!
+//! A source may hold a license set, one token per line: a renewal installed ahead comes
+//! into force at its exact `nbf` second, and the verdict carries the features and limits
+//! of the licenses in force ([`Verdict::has_feature`], [`Verdict::limit`]).
 //!
 //! # Features
 //!
