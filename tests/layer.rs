@@ -326,3 +326,49 @@ fn public_types_are_send_sync_and_clone_as_needed() {
     send_sync::<ResponseFuture<std::future::Ready<Result<Response<String>, ()>>>>();
     send_sync::<ResponseBody<String>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn require_feature_refuses_with_the_feature_named_and_lets_exempt_paths_through() {
+    use tower::Layer as _;
+    let clock = TestClock::new(t0());
+    let token = signer().sign(&Claims::new("Acme", T0 as i64 + 86_400));
+    let monitor = monitor_with(&clock, LicenseSource::Static(token), 3600).await;
+    let layer = monitor.require_feature("sso");
+    assert_eq!(layer.feature(), "sso");
+    let inner = tower::service_fn(|_: Request<String>| async {
+        Ok::<_, std::convert::Infallible>(Response::new("inner".to_owned()))
+    });
+    let svc = layer.layer(inner);
+
+    // HTTP: 403 with the documented JSON, never reaching the inner service.
+    let response = svc.clone().oneshot(get("/sso")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: serde_json::Value =
+        serde_json::from_str(&body_text(response.into_body()).await).unwrap();
+    assert_eq!(body["error"], "feature_not_licensed");
+    assert_eq!(body["feature"], "sso");
+
+    // gRPC (HTTP/2, application/grpc): trailers-only PERMISSION_DENIED.
+    let grpc = Request::post("/pkg.Sso/Login")
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .body(String::new())
+        .unwrap();
+    let response = svc.clone().oneshot(grpc).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "7");
+    assert!(
+        response.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("sso")
+    );
+    assert!(response.body().is_end_stream());
+
+    // The monitor's exempt path passes, feature or not.
+    let response = svc.clone().oneshot(get("/ready")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response.into_body()).await, "inner");
+}

@@ -23,7 +23,8 @@ use crate::shared::{FeatureGate, View};
 /// `{"error":"feature_not_licensed","feature":"sso","message":…}` (a gRPC request:
 /// `grpc-status: 7`, PERMISSION_DENIED). After the cut-off it answers as
 /// [`LicenseLayer`](super::LicenseLayer) does (503, or gRPC UNAVAILABLE), and responses
-/// it admitted drain the same way.
+/// it admitted drain the same way. The monitor's exempt paths pass it, as they pass the
+/// license layer.
 ///
 /// The request path is one relaxed load of a flag the checker publishes with each
 /// verdict, for this feature: no lock, no allocation, no string comparison.
@@ -163,7 +164,15 @@ impl<S> RequireFeature<S> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
-        if !self.view.admits() {
+        // Exempt paths pass this layer too (a health probe is not a paid feature), and
+        // after the cut-off the answer is the license layer's.
+        if !self.view.admits()
+            || self
+                .view
+                .exempt_paths()
+                .iter()
+                .any(|p| p == request.uri().path())
+        {
             return refused_or_exempt(&mut self.inner, &self.view, request);
         }
         ResponseFuture::rejected(match Rejection::for_request(request.headers()) {
