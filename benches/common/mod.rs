@@ -141,6 +141,14 @@ impl Service<Req> for ArcSwapGate {
     }
 }
 
+/// Asserts `service` is ready (every service here is, at once).
+#[inline]
+fn assert_ready<S: Service<Req>>(service: &mut S, cx: &mut Context<'_>) {
+    if !matches!(service.poll_ready(cx), Poll::Ready(Ok(()))) {
+        panic!("the service is not ready");
+    }
+}
+
 /// One request through `service`: readiness, call, and the (ready) future polled once.
 #[inline]
 pub fn one_request<S>(service: &mut S) -> S::Response
@@ -149,10 +157,7 @@ where
     S::Error: std::fmt::Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
-    match service.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the service is not ready"),
-    }
+    assert_ready(service, &mut cx);
     let future = pin!(service.call(Request::new(())));
     match future.poll(&mut cx) {
         Poll::Ready(Ok(response)) => response,
@@ -185,10 +190,7 @@ where
     S::Error: std::fmt::Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
-    match service.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the service is not ready"),
-    }
+    assert_ready(service, &mut cx);
     let future = pin!(call_boundary(service, Request::new(())));
     match poll_boundary(future, &mut cx) {
         Poll::Ready(Ok(response)) => response,
@@ -235,10 +237,7 @@ where
     S::Error: std::fmt::Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
-    match service.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the service is not ready"),
-    }
+    assert_ready(service, &mut cx);
     let mut future = pin!(service.call(Request::new(())));
     loop {
         match future.as_mut().poll(&mut cx) {
