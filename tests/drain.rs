@@ -28,10 +28,17 @@ fn streaming(
     Error = Infallible,
     Future = std::future::Ready<Result<Response<ChannelBody>, Infallible>>,
 > + Clone {
-    tower::service_fn(move |_request: Request<()>| {
+    tower::service_fn(move |request: Request<()>| {
         let (tx, rx) = mpsc::channel(1);
         let _ = senders.send(tx);
-        std::future::ready(Ok::<_, Infallible>(Response::new(ChannelBody(rx))))
+        // Answers in the request's content type, as a gRPC server (tonic) does.
+        let mut response = Response::new(ChannelBody(rx));
+        if let Some(content_type) = request.headers().get("content-type") {
+            response
+                .headers_mut()
+                .insert("content-type", content_type.clone());
+        }
+        std::future::ready(Ok::<_, Infallible>(response))
     })
 }
 
@@ -134,6 +141,46 @@ async fn a_grpc_stream_ends_with_unavailable_trailers() {
     assert!(frame.starts_with("trailers:"), "{frame}");
     assert!(frame.contains(r#""grpc-status": "14""#), "{frame}");
     assert!(frame.contains("license"), "{frame}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_that_is_not_grpc_ends_with_an_error_not_trailers() {
+    let clock = TestClock::new(t0());
+    let monitor = monitor(&clock).await;
+    run_for(HOUR - 10).await;
+    // HTTP/2, but an event stream: whether to end with trailers is the response's call.
+    let request = Request::builder()
+        .version(Version::HTTP_2)
+        .header("content-type", "text/event-stream")
+        .body(())
+        .unwrap();
+    let (mut body, _tx) = open(&monitor, request).await;
+    let ended = tokio::spawn(async move { next(&mut body).await });
+    run_for(10 + 61).await;
+    assert_eq!(ended.await.unwrap(), DRAINED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_request_not_answered_by_the_end_of_the_drain_gets_a_503_grpc_clients_read_too() {
+    let clock = TestClock::new(t0());
+    let monitor = monitor(&clock).await;
+    run_for(HOUR - 10).await;
+    let never = tower::service_fn(|_request: Request<()>| async {
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(Response::new(String::new()))
+    });
+    let response = tokio::spawn(monitor.layer().layer(never).oneshot(grpc_request()));
+    run_for(10 + 61).await;
+    let response = response.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert!(
+        response.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("license")
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -455,3 +455,50 @@ async fn tonic_behind_require_feature_is_permission_denied_without_it() {
         tonic::Code::Unavailable
     );
 }
+
+#[tokio::test]
+async fn a_grpc_call_not_answered_by_the_end_of_the_drain_is_unavailable_to_tonic() {
+    // An HTTP/2 request cut before its response started gets the 503 that also carries
+    // grpc-status 14: a real tonic client must read it as UNAVAILABLE. The server is
+    // axum (HTTP/2 prior knowledge), so the handler can hang where a gRPC method would.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    write_license(&path, now() + 90 * DAY);
+    let monitor = draining_monitor(&path, std::time::Duration::from_millis(300)).await;
+    let app = Router::new()
+        .route(
+            "/grpc.health.v1.Health/Check",
+            axum::routing::post(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
+        .layer(monitor.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let call = tokio::spawn(async move {
+        client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+    });
+    // Admitted while valid; then the cut-off, and the drain period runs out.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    write_license(&path, now() - 10 * DAY);
+    assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+        .await
+        .expect("the call ends after the drain period")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("license"), "{}", status.message());
+}

@@ -40,7 +40,10 @@ pin_project! {
             // drain period wakes it.
             #[pin]
             waiter: Option<Notified<'static>>,
-            grpc: bool,
+            // An HTTP/2 request: its response may be gRPC (told by the response's own
+            // content type), and a cut before it starts answers in a form gRPC clients
+            // read as UNAVAILABLE too.
+            h2: bool,
         },
         Rejected { rejection: Option<Rejection> },
     }
@@ -48,13 +51,13 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn inner(future: F, drain: Option<&'static Drain>, grpc: bool) -> Self {
+    pub(crate) fn inner(future: F, drain: Option<&'static Drain>, h2: bool) -> Self {
         Self {
             kind: Kind::Inner {
                 future,
                 drain: drain.unwrap_or_else(Drain::never),
                 waiter: None,
-                grpc,
+                h2,
             },
         }
     }
@@ -82,13 +85,14 @@ where
                 future,
                 drain,
                 mut waiter,
-                grpc,
+                h2,
             } => {
-                let (drain, grpc) = (*drain, *grpc);
+                let (drain, h2) = (*drain, *h2);
                 if !drain.is_over() {
                     match future.poll(cx) {
                         Poll::Ready(result) => {
                             return Poll::Ready(result.map(|response| {
+                                let grpc = h2 && is_grpc_response(response.headers());
                                 response.map(|body| ResponseBody::inner(body, Some(drain), grpc))
                             }));
                         }
@@ -106,8 +110,10 @@ where
                         }
                     }
                 }
-                if grpc {
-                    Rejection::Grpc
+                // The request's headers are gone by now: an HTTP/2 request gets the
+                // answer both gRPC and plain HTTP clients read right.
+                if h2 {
+                    Rejection::HttpAndGrpc
                 } else {
                     Rejection::Http
                 }
@@ -123,6 +129,13 @@ where
         kind.set(Kind::Rejected { rejection: None });
         Poll::Ready(Ok(cut.into_response()))
     }
+}
+
+/// Whether a response is gRPC, by its content type. Out of line: only HTTP/2 responses
+/// are asked.
+#[inline(never)]
+fn is_grpc_response(headers: &http::HeaderMap) -> bool {
+    Rejection::for_request(headers) == Rejection::Grpc
 }
 
 /// Registers `cx` to be woken when the drain period ends; returns whether it has ended

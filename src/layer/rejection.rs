@@ -32,6 +32,12 @@ pub(crate) enum Rejection {
     Http,
     /// A gRPC trailers-only response with status UNAVAILABLE.
     Grpc,
+    /// The 503 with its JSON body, carrying `grpc-status: 14` and `grpc-message` as well:
+    /// for an HTTP/2 request cut before its response started, when whether it was gRPC
+    /// is no longer known. A gRPC client reads the status from those headers (or, per
+    /// gRPC's mapping of HTTP statuses, from the 503) as UNAVAILABLE; any other client
+    /// sees the 503.
+    HttpAndGrpc,
     /// 403 with a JSON body naming the feature.
     FeatureHttp(&'static FeatureText),
     /// A gRPC trailers-only response with status PERMISSION_DENIED.
@@ -99,12 +105,16 @@ impl Rejection {
 
     pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
         match self {
-            Rejection::Http => {
+            Rejection::Http | Rejection::HttpAndGrpc => {
                 let mut response = Response::new(ResponseBody::full(&HTTP_BODY_BYTES));
                 *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                if self == Rejection::HttpAndGrpc {
+                    headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
+                    headers.insert("grpc-message", HeaderValue::from_static(GRPC_MESSAGE));
+                }
                 response
             }
             Rejection::Grpc => grpc_trailers_only(GRPC_UNAVAILABLE, GRPC_MESSAGE),
