@@ -370,6 +370,10 @@ impl Claims {
         })?;
         let iat = numeric_date(&mut map, "iat")?;
         let nbf = numeric_date(&mut map, "nbf")?;
+        if nbf.is_some_and(|nbf| nbf >= exp) {
+            // Its window would be empty: a license that can never be in force.
+            return Err(LicenseError::invalid_claim("nbf", "must be before exp"));
+        }
         let iss = optional_string(&mut map, "iss")?;
         let jti = optional_string(&mut map, "jti")?;
         let aud = match map.remove("aud") {

@@ -576,6 +576,7 @@ fn issue_refuses_bad_limits_and_graces() {
         &["--grace", "soon"],
         &["--claim", "limits={}"],
         &["--claim", "grace_period_seconds=5"],
+        &["--not-before", "2099-01-01"],
     ] {
         let out = cli()
             .args(["issue", "--key"])

@@ -595,6 +595,9 @@ fn entitlement_and_grace_claims_of_the_wrong_type_are_invalid_claims() {
         r#""grace_period_seconds":"7d""#,
         r#""grace_period_seconds":31622401"#,
         r#""grace_period_seconds":null"#,
+        // A window that never opens: nbf at or after exp.
+        r#""nbf":4102444800"#,
+        r#""nbf":4102444801"#,
     ] {
         assert_eq!(reason(&with(extra)), "invalid_claim", "{extra}");
     }

@@ -334,6 +334,9 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
     let mut claims = Claims::new(args.customer, unix(expires));
     claims.iat = Some(unix(now));
     claims.nbf = args.not_before.map(unix);
+    if claims.nbf.is_some_and(|nbf| nbf >= claims.exp) {
+        return Err(usage("--not-before must be before the expiry"));
+    }
     claims.iss = args.iss;
     claims.aud = args.aud.into_iter().collect();
     claims.features = args.features;
