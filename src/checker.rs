@@ -155,6 +155,10 @@ pub(crate) struct Checker {
     checked_at: Instant,
     /// When the expiry alert last fired, to repeat it at most once per check interval.
     alerted_at: Option<Instant>,
+    /// The last failure reported (what was read, and when), so that an unchanged bad
+    /// source is reported at most once per check interval, whatever storm of
+    /// `check_now` or SIGHUP comes in between.
+    failure_reported: Option<(String, Instant)>,
     /// When a wall clock behind a vendor floor was last reported.
     floor_reported_at: Option<Instant>,
     /// A read of the source, and a read or write of the state file, that hung.
@@ -203,6 +207,7 @@ impl Checker {
             last: None,
             checked_at: Instant::now(),
             alerted_at: None,
+            failure_reported: None,
             floor_reported_at: None,
             hung_read: None,
             hung_state: None,
@@ -621,6 +626,10 @@ impl Checker {
             (_, Some(_)) => self.failed_reads = self.failed_reads.saturating_add(1),
             (None, None) => {}
         }
+        if after.is_none() {
+            // A failure after a good read is news, whatever it reads.
+            self.failure_reported = None;
+        }
         self.stats.record_check(after);
         reloaded
     }
@@ -639,20 +648,22 @@ impl Checker {
         }) {
             Ok(text) => text,
             Err(error) => {
-                events.push(match error {
-                    LicenseError::Missing { .. } => LicenseEvent::Missing {
-                        error: error.clone(),
-                        source,
-                        kept_previous,
-                    },
-                    _ => LicenseEvent::VerificationFailed {
-                        error: error.clone(),
-                        source,
-                        kept_previous,
-                        line: None,
-                        fingerprint: None,
-                    },
-                });
+                if self.report_failure(error.to_string()) {
+                    events.push(match error {
+                        LicenseError::Missing { .. } => LicenseEvent::Missing {
+                            error: error.clone(),
+                            source,
+                            kept_previous,
+                        },
+                        _ => LicenseEvent::VerificationFailed {
+                            error: error.clone(),
+                            source,
+                            kept_previous,
+                            line: None,
+                            fingerprint: None,
+                        },
+                    });
+                }
                 self.problem = Some(error);
                 return false;
             }
@@ -686,7 +697,8 @@ impl Checker {
             }
         }
         let counts = !good.is_empty() || kept_previous;
-        for (line, token_print, error) in &refused {
+        let report = refused.is_empty() || self.report_failure(print.clone());
+        for (line, token_print, error) in refused.iter().filter(|_| report) {
             events.push(LicenseEvent::VerificationFailed {
                 error: error.clone(),
                 source: source.clone(),
@@ -726,6 +738,19 @@ impl Checker {
         self.set_prints = prints;
         self.announced.retain(|p| self.set_prints.contains(p));
         changed
+    }
+
+    /// Whether a failure reading `what` is to be reported now: a new one, or one last
+    /// reported a check interval ago or more.
+    fn report_failure(&mut self, what: String) -> bool {
+        let due = match &self.failure_reported {
+            Some((last, at)) if *last == what => self.checked_at >= later(*at, self.check_interval),
+            _ => true,
+        };
+        if due {
+            self.failure_reported = Some((what, self.checked_at));
+        }
+        due
     }
 
     /// `license.loaded` for each license that is in force now and has not been

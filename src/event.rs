@@ -16,8 +16,8 @@
 //! | `license.grace_period_expired` | ERROR | grace ran out: new requests get 503 |
 //! | `license.time_manipulation_detected` | ERROR | the wall clock was set back more than 5 s |
 //! | `license.time_drift_detected` | WARN | the wall clock jumped ahead more than 5 s, a provisional reading was corrected, or the wall is behind the build time or a license's `iat` (`type` says which) |
-//! | `license.verification_failed` | ERROR | the license was refused (at each check until fixed) |
-//! | `license.missing` | ERROR | no license found (at each check until fixed) |
+//! | `license.verification_failed` | ERROR | the license was refused (until fixed; the same failure at most once per check interval) |
+//! | `license.missing` | ERROR | no license found (the same way) |
 //! | `license.recovered` | INFO | the source reads good again after failed reads (once) |
 //! | `license.loaded` | INFO | a new license verified and is now in force (a held one: at its `nbf`) |
 //! | `license.entitlements_changed` | INFO | the features or limits in force changed |
