@@ -115,3 +115,10 @@ impl Body for ChannelBody {
         self.0.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d))))
     }
 }
+
+/// Asserts `headers` carry gRPC status `code` with a message that mentions `about`.
+pub fn assert_grpc_status(headers: &http::HeaderMap, code: &str, about: &str) {
+    assert_eq!(headers["grpc-status"], code, "{headers:?}");
+    let message = headers["grpc-message"].to_str().unwrap();
+    assert!(message.contains(about), "{message}");
+}
