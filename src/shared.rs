@@ -239,6 +239,11 @@ impl View {
         &self.0.exempt_paths
     }
 
+    /// Whether `path` (as the layer sees it) is exempt: an exact match.
+    pub(crate) fn is_exempt(&self, path: &str) -> bool {
+        self.0.exempt_paths.iter().any(|p| p == path)
+    }
+
     /// The gate for `feature`, registered with the checker's publishing (one per name).
     pub(crate) fn feature_gate(&self, feature: &str) -> Arc<FeatureGate> {
         let mut gates = lock(&self.0.features);

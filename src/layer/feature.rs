@@ -166,13 +166,7 @@ impl<S> RequireFeature<S> {
     {
         // Exempt paths pass this layer too (a health probe is not a paid feature), and
         // after the cut-off the answer is the license layer's.
-        if !self.view.admits()
-            || self
-                .view
-                .exempt_paths()
-                .iter()
-                .any(|p| p == request.uri().path())
-        {
+        if !self.view.admits() || self.view.is_exempt(request.uri().path()) {
             return refused_or_exempt(&mut self.inner, &self.view, request);
         }
         ResponseFuture::rejected(match Rejection::for_request(request.headers()) {

@@ -124,8 +124,7 @@ pub(super) fn refused_or_exempt<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    let path = request.uri().path();
-    if view.exempt_paths().iter().any(|p| p == path) {
+    if view.is_exempt(request.uri().path()) {
         // Exempt paths are never cut, by the drain either.
         return ResponseFuture::inner(inner.call(request), None, false);
     }
