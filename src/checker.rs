@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::Clock;
 use crate::clock::{ClockAnomaly, MIN_RFC3339, Reading, TrustedTime, escape_control};
-use crate::event::{DriftKind, LicenseEvent};
+use crate::event::{DriftKind, LicenseEvent, Reporter};
 use crate::reload::{MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
 use crate::shared::{Command, Shared, Stats};
 use crate::source::{self, LicenseSource};
@@ -45,16 +45,40 @@ pub(crate) struct Config {
     pub(crate) file_poll_interval: Option<Duration>,
     pub(crate) state_path: Option<PathBuf>,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) events: broadcast::Sender<LicenseEvent>,
-    #[cfg(feature = "otel")]
-    pub(crate) event_hook: Option<crate::otel::EventHook>,
+    pub(crate) reporter: Reporter,
+    /// The link to the instance-slot task, when the monitor counts instances.
+    pub(crate) instances: Option<InstanceLink>,
+}
+
+/// The checker's side of the instance-slot task (see `crate::instances`): the checker
+/// tells it the limit in force, it tells the checker whether this replica is without a
+/// slot.
+pub(crate) struct InstanceLink {
+    pub(crate) limit: watch::Sender<Option<u64>>,
+    pub(crate) without: watch::Receiver<bool>,
 }
 
 /// What woke the checker.
 enum Wake {
     Command(Command),
     Trigger(Trigger),
+    /// The instance-slot task changed its answer.
+    Instances,
     Timer,
+}
+
+/// Waits for the instance-slot task's next answer. Pends forever without a link, and
+/// once the task is gone (the link is dropped: a task that died must not spin the
+/// checker, and `check` then counts the replica as without a slot).
+async fn instance_change(link: &mut Option<InstanceLink>, gone: &mut bool) {
+    match link {
+        Some(l) if !*gone => {
+            if l.without.changed().await.is_err() {
+                *gone = true;
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// What a wake does.
@@ -113,8 +137,7 @@ pub(crate) struct Checker {
     /// Events found before the first check (restoring the state), reported with it.
     startup_events: Vec<LicenseEvent>,
     stats: Arc<Stats>,
-    #[cfg(feature = "otel")]
-    event_hook: Option<crate::otel::EventHook>,
+    reporter: Reporter,
     triggers: Triggers,
     file_poll_interval: Option<Duration>,
     /// The last read of the source, to tell a changed file from an unchanged one.
@@ -164,7 +187,13 @@ pub(crate) struct Checker {
     /// A read of the source, and a read or write of the state file, that hung.
     hung_read: Option<AbortHandle>,
     hung_state: Option<AbortHandle>,
-    events: broadcast::Sender<LicenseEvent>,
+    instances: Option<InstanceLink>,
+    /// The instance-slot task ended without being asked to (it panicked): from then on
+    /// this replica counts as holding no slot.
+    instances_gone: bool,
+    /// Since when (trusted seconds) the instance-slot task has said this replica holds no
+    /// slot; `None` while it holds one (or instances are not counted).
+    without_slot_since: Option<i64>,
 }
 
 impl Checker {
@@ -178,9 +207,8 @@ impl Checker {
             persisted: None,
             persisted_at: Instant::now(),
             startup_events: Vec::new(),
+            reporter: config.reporter,
             stats: config.stats,
-            #[cfg(feature = "otel")]
-            event_hook: config.event_hook,
             triggers: config.triggers,
             file_poll_interval: config.file_poll_interval,
             last_read: None,
@@ -211,7 +239,9 @@ impl Checker {
             floor_reported_at: None,
             hung_read: None,
             hung_state: None,
-            events: config.events,
+            instances: config.instances,
+            instances_gone: false,
+            without_slot_since: None,
         }
     }
 
@@ -270,6 +300,7 @@ impl Checker {
                     None => return, // every handle is gone
                 },
                 trigger = self.triggers.next() => Wake::Trigger(trigger),
+                () = instance_change(&mut self.instances, &mut self.instances_gone) => Wake::Instances,
                 () = tokio::time::sleep_until(wake) => Wake::Timer,
             };
             let now = Instant::now();
@@ -280,7 +311,7 @@ impl Checker {
                 Wake::Timer if now >= next_full => Mode::Full(self.read_source().await),
                 Wake::Trigger(Trigger::FileChanged) => self.changed_read().await,
                 Wake::Timer if next_poll.is_some_and(|p| now >= p) => self.changed_read().await,
-                Wake::Timer => Mode::Transition,
+                Wake::Timer | Wake::Instances => Mode::Transition,
             };
             if let Some(poll) = self.file_poll_interval
                 && next_poll.is_some_and(|p| now >= p)
@@ -392,6 +423,15 @@ impl Checker {
         {
             self.manipulated_at = None;
         }
+        let without = match &mut self.instances {
+            Some(link) => self.instances_gone || *link.without.borrow_and_update(),
+            None => false,
+        };
+        self.without_slot_since = match (without, self.without_slot_since) {
+            (true, Some(since)) => Some(since.min(now)),
+            (true, None) => Some(now),
+            (false, _) => None,
+        };
         let mut evaluation = evaluate(&self.input(now));
         if evaluation.verdict.state == LicenseState::GraceExpired && self.time.provisional() {
             // Provisional readings alone never cut a service off: hold as grace unless our
@@ -426,19 +466,18 @@ impl Checker {
         }
         self.grace_anchor = evaluation.grace_anchor;
         self.ever_valid |= evaluation.verdict.is_valid();
+        if let Some(link) = &self.instances {
+            // The limit of the licenses in force (or the expired set's, in grace), also
+            // after a cut-off: a replica cut off for want of a slot keeps trying for one.
+            let limit = crate::verdict::instance_limit(&evaluation.verdict.licenses);
+            link.limit.send_if_modified(|l| std::mem::replace(l, limit) != limit);
+        }
         let mut verdict = evaluation.verdict.clone();
         verdict.evaluated_mono = self.time.last_mono();
         let verdict = Arc::new(verdict);
         self.last = Some(evaluation);
         for event in events {
-            event.log();
-            self.stats.record_event(&event);
-            #[cfg(feature = "otel")]
-            if let Some(hook) = &self.event_hook {
-                hook(&event);
-            }
-            // No receiver, or receivers lagging behind, never block or fail the checker.
-            let _ = self.events.send(event);
+            self.reporter.emit(event);
         }
         verdict
     }
@@ -452,6 +491,7 @@ impl Checker {
             manipulated_at: self.manipulated_at,
             grace_period: i64::try_from(self.grace_period.as_secs()).unwrap_or(i64::MAX),
             no_grace: self.fail_closed && !self.ever_valid,
+            without_slot_since: self.without_slot_since,
         }
     }
 

@@ -22,6 +22,9 @@
 //! | `license.loaded` | INFO | a new license verified and is now in force (a held one: at its `nbf`) |
 //! | `license.entitlements_changed` | INFO | the features or limits in force changed |
 //! | `license.state_invalid` | WARN | the state file is missing, unreadable or corrupt (start-up) |
+//! | `license.instance_slot_acquired` | INFO | this replica took an instance slot (a Kubernetes Lease) |
+//! | `license.instance_slot_lost` | WARN | this replica no longer holds its slot (`reason` says why) |
+//! | `license.instance_check_failed` | WARN | a Kubernetes API call for the slots failed (the same failure at most once a minute) |
 
 use std::time::SystemTime;
 
@@ -41,6 +44,29 @@ macro_rules! log_at {
             _ => tracing::debug!(target: TARGET, $($rest)*),
         }
     };
+}
+
+/// Where every event goes: the log, the counters, the OpenTelemetry hook and the
+/// subscribers. Shared by the checker and the instance-slot task.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    pub(crate) stats: std::sync::Arc<crate::shared::Stats>,
+    pub(crate) events: tokio::sync::broadcast::Sender<LicenseEvent>,
+    #[cfg(feature = "otel")]
+    pub(crate) hook: Option<crate::otel::EventHook>,
+}
+
+impl Reporter {
+    pub(crate) fn emit(&self, event: LicenseEvent) {
+        event.log();
+        self.stats.record_event(&event);
+        #[cfg(feature = "otel")]
+        if let Some(hook) = &self.hook {
+            hook(&event);
+        }
+        // No receiver, or receivers lagging behind, never block or fail the sender.
+        let _ = self.events.send(event);
+    }
 }
 
 /// The `tracing` target of every event this crate logs.
@@ -161,6 +187,38 @@ pub enum LicenseEvent {
         /// A short hash of the token, to tell tokens apart in logs without showing them.
         fingerprint: String,
     },
+    /// This replica took an instance slot: the licenses limit how many replicas serve
+    /// at once (`max_instances`), and it is one of them.
+    InstanceSlotAcquired {
+        /// The slot's index, from 0.
+        slot: u32,
+        /// The Lease object's name (`<prefix>-slot-<index>`).
+        lease: String,
+        /// The limit in force.
+        max_instances: u64,
+    },
+    /// This replica no longer holds its instance slot.
+    InstanceSlotLost {
+        /// The slot's index.
+        slot: u32,
+        /// The Lease object's name.
+        lease: String,
+        /// Why: `taken` (another replica holds the Lease now), `limit_lowered` (the slot
+        /// is beyond a lower limit and was given up), `renew_failed` (no renewal went
+        /// through for 40 s), `released` (given up on shutdown, or the licenses no longer
+        /// limit instances).
+        reason: &'static str,
+    },
+    /// A Kubernetes API call for the instance slots failed. The replica keeps what it had
+    /// for one grace period of failures, then counts as holding no slot.
+    InstanceCheckFailed {
+        /// What was attempted: `client`, `list`, `create`, `take`, `renew` or `release`.
+        operation: &'static str,
+        /// The HTTP status the API server answered, if it answered.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
 }
 
 /// Changed limits as one attribute: `seats:10->25,nodes:->3` (empty side: not set).
@@ -247,7 +305,7 @@ pub enum AttributeValue {
 impl LicenseEvent {
     /// Every dotted event [`name`](LicenseEvent::name), for exporters that publish a
     /// series per event from the start.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 18] = [
         "license.expiring_30d",
         "license.expiring_7d",
         "license.expiring_24h",
@@ -263,6 +321,9 @@ impl LicenseEvent {
         "license.loaded",
         "license.entitlements_changed",
         "license.state_invalid",
+        "license.instance_slot_acquired",
+        "license.instance_slot_lost",
+        "license.instance_check_failed",
     ];
 
     /// The dotted event name, e.g. `license.grace_mode_entered`.
@@ -285,6 +346,9 @@ impl LicenseEvent {
             LicenseEvent::Recovered { .. } => "license.recovered",
             LicenseEvent::EntitlementsChanged { .. } => "license.entitlements_changed",
             LicenseEvent::StateInvalid { .. } => "license.state_invalid",
+            LicenseEvent::InstanceSlotAcquired { .. } => "license.instance_slot_acquired",
+            LicenseEvent::InstanceSlotLost { .. } => "license.instance_slot_lost",
+            LicenseEvent::InstanceCheckFailed { .. } => "license.instance_check_failed",
         }
     }
 
@@ -296,8 +360,10 @@ impl LicenseEvent {
                 ..
             }
             | LicenseEvent::TimeDriftDetected { .. }
-            | LicenseEvent::StateInvalid { .. } => Level::WARN,
-            LicenseEvent::GraceModeExited { .. }
+            | LicenseEvent::StateInvalid { .. }
+            | LicenseEvent::InstanceSlotLost { .. }
+            | LicenseEvent::InstanceCheckFailed { .. } => Level::WARN,
+            LicenseEvent::InstanceSlotAcquired { .. } | LicenseEvent::GraceModeExited { .. }
             | LicenseEvent::Loaded { .. }
             | LicenseEvent::Recovered { .. }
             | LicenseEvent::EntitlementsChanged { .. } => Level::INFO,
@@ -338,6 +404,11 @@ impl LicenseEvent {
             LicenseEvent::EntitlementsChanged { .. } => "Licensed features or limits changed",
             LicenseEvent::StateInvalid { .. } => {
                 "License state file unusable - continuing without it"
+            }
+            LicenseEvent::InstanceSlotAcquired { .. } => "Instance slot acquired",
+            LicenseEvent::InstanceSlotLost { .. } => "Instance slot lost",
+            LicenseEvent::InstanceCheckFailed { .. } => {
+                "Instance slot check failed - keeping the last standing for now"
             }
         }
     }
@@ -478,6 +549,41 @@ impl LicenseEvent {
                 }
                 v
             }
+            LicenseEvent::InstanceSlotAcquired {
+                slot,
+                lease,
+                max_instances,
+            } => vec![
+                ("slot", Int(i64::from(*slot))),
+                ("lease", Str(lease.clone())),
+                (
+                    "max_instances",
+                    Int(i64::try_from(*max_instances).unwrap_or(i64::MAX)),
+                ),
+            ],
+            LicenseEvent::InstanceSlotLost {
+                slot,
+                lease,
+                reason,
+            } => vec![
+                ("slot", Int(i64::from(*slot))),
+                ("lease", Str(lease.clone())),
+                ("reason", Str((*reason).into())),
+            ],
+            LicenseEvent::InstanceCheckFailed {
+                operation,
+                status,
+                error,
+            } => {
+                let mut v = vec![
+                    ("operation", Str((*operation).into())),
+                    ("error", Str(error.clone())),
+                ];
+                if let Some(status) = status {
+                    v.push(("status", Int(i64::from(*status))));
+                }
+                v
+            }
         };
         attrs.push(("severity", Str(self.severity().as_str().into())));
         attrs
@@ -591,6 +697,24 @@ impl LicenseEvent {
             } => log_at!(level, event, msg, severity, customer = %esc(customer),
                 expires_at = %time(expires_at), jti = jti.as_deref().map(esc),
                 fingerprint = %fingerprint, "{detail}"),
+            LicenseEvent::InstanceSlotAcquired {
+                slot,
+                lease,
+                max_instances,
+            } => log_at!(level, event, msg, severity, slot = *slot, lease = %esc(lease),
+                max_instances = *max_instances, "{detail}"),
+            LicenseEvent::InstanceSlotLost {
+                slot,
+                lease,
+                reason,
+            } => log_at!(level, event, msg, severity, slot = *slot, lease = %esc(lease),
+                reason = *reason, "{detail}"),
+            LicenseEvent::InstanceCheckFailed {
+                operation,
+                status,
+                error,
+            } => log_at!(level, event, msg, severity, operation = *operation, status = *status,
+                error = %esc(error), "{detail}"),
         }
     }
 }
@@ -727,6 +851,21 @@ mod tests {
                 reason: "missing",
                 detail: String::new(),
             },
+            LicenseEvent::InstanceSlotAcquired {
+                slot: 1,
+                lease: "acme-slot-1".into(),
+                max_instances: 3,
+            },
+            LicenseEvent::InstanceSlotLost {
+                slot: 1,
+                lease: "acme-slot-1".into(),
+                reason: "taken",
+            },
+            LicenseEvent::InstanceCheckFailed {
+                operation: "renew",
+                status: Some(403),
+                error: "forbidden".into(),
+            },
         ];
         // A new variant fails to compile here until it is listed above and in NAMES.
         for e in &every {
@@ -742,7 +881,10 @@ mod tests {
                 | LicenseEvent::Recovered { .. }
                 | LicenseEvent::Loaded { .. }
                 | LicenseEvent::EntitlementsChanged { .. }
-                | LicenseEvent::StateInvalid { .. } => {}
+                | LicenseEvent::StateInvalid { .. }
+                | LicenseEvent::InstanceSlotAcquired { .. }
+                | LicenseEvent::InstanceSlotLost { .. }
+                | LicenseEvent::InstanceCheckFailed { .. } => {}
             }
         }
         let names: Vec<&str> = every.iter().map(LicenseEvent::name).collect();
@@ -754,6 +896,17 @@ mod tests {
                 ("added", AttributeValue::Str("sso".into())),
                 ("removed", AttributeValue::Str(String::new())),
                 ("limits", AttributeValue::Str("seats:10->25".into())),
+            ]
+        );
+        assert_eq!(every[15].level(), Level::INFO);
+        assert_eq!(every[16].level(), Level::WARN);
+        assert_eq!(
+            every[17].attributes(),
+            [
+                ("operation", AttributeValue::Str("renew".into())),
+                ("error", AttributeValue::Str("forbidden".into())),
+                ("status", AttributeValue::Int(403)),
+                ("severity", AttributeValue::Str("warning".into())),
             ]
         );
     }

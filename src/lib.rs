@@ -71,6 +71,9 @@
 //!   (`LicenseMonitorBuilder::otel_logger_provider`) and gauges
 //!   (`LicenseMonitor::register_otel_metrics`).
 //! * `cli`: the `iosetu-license` tool (keygen, issue, inspect, verify, timeline).
+//! * `kubernetes`: [`InstanceSlots`] (`LicenseMonitorBuilder::instance_slots`), which
+//!   counts replicas against a license's `max_instances` with Kubernetes Leases; see
+//!   `instances`.
 //!
 //! None is on by default: the default build is the monitor, the layer, `/health` and the
 //! metrics snapshot ([`LicenseMonitor::metrics`]).
@@ -89,6 +92,9 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
+#[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+pub mod instances;
 #[cfg(feature = "issue")]
 mod issue;
 mod key;
@@ -109,6 +115,8 @@ pub use clock::TestClock;
 pub use clock::{Clock, SystemClock};
 pub use event::{AttributeValue, DriftKind, LicenseEvent, Severity};
 pub use health::{Health, HealthService, HealthStatus, LicenseHealth};
+#[cfg(feature = "kubernetes")]
+pub use instances::InstanceSlots;
 #[cfg(feature = "issue")]
 pub use issue::LicenseSigner;
 pub use key::{KeyError, PublicKey};

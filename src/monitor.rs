@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::checker::{Checker, Config};
 use crate::clock::SystemClock;
-use crate::event::LicenseEvent;
+use crate::event::{LicenseEvent, Reporter};
 #[cfg(unix)]
 use crate::reload::Hangup;
 use crate::reload::{FileWatch, Triggers};
@@ -99,6 +99,26 @@ impl LicenseMonitor {
         self.verdict()
     }
 
+    /// The instance slot this replica holds (see [`crate::instances`], feature
+    /// `kubernetes`), or `None`: it holds none, or instances are not counted.
+    pub fn instance_slot(&self) -> Option<u32> {
+        self.view().stats().instance_slot()
+    }
+
+    /// Gives up this replica's instance slot, if it holds one, so that a new replica gets
+    /// it at once instead of after the Lease runs out (60 s): call it once the server has
+    /// stopped (after graceful shutdown). The replica stops competing for a slot. Waits at
+    /// most 5 s for the API server; without instance slots it returns at once.
+    pub async fn shutdown(&self) {
+        let Some(release) = &self.shared.release else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if release.send(tx).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+
     /// The paths that pass the gate whatever the verdict (exact match).
     pub fn exempt_paths(&self) -> &[String] {
         self.shared.exempt_paths()
@@ -154,6 +174,8 @@ pub struct LicenseMonitorBuilder {
     events: broadcast::Sender<LicenseEvent>,
     #[cfg(feature = "otel")]
     pub(crate) event_hook: Option<crate::otel::EventHook>,
+    #[cfg(feature = "kubernetes")]
+    instance_slots: Option<crate::instances::InstanceSlots>,
 }
 
 impl LicenseMonitorBuilder {
@@ -177,7 +199,19 @@ impl LicenseMonitorBuilder {
             events: broadcast::channel(EVENT_CAPACITY).0,
             #[cfg(feature = "otel")]
             event_hook: None,
+            #[cfg(feature = "kubernetes")]
+            instance_slots: None,
         }
+    }
+
+    /// Counts this replica against the licenses' `max_instances` with Kubernetes Leases
+    /// (see [`crate::instances`]). Without it, a limit in a license is not enforced (a
+    /// warning says so at start). Licenses without `max_instances` make no API calls.
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    pub fn instance_slots(mut self, slots: crate::instances::InstanceSlots) -> Self {
+        self.instance_slots = Some(slots);
+        self
     }
 
     /// Adds a public key licenses may be signed with (repeatable: key rotation).
@@ -380,6 +414,29 @@ impl LicenseMonitorBuilder {
             _ => None,
         };
         let stats = Arc::new(Stats::default());
+        let reporter = Reporter {
+            stats: Arc::clone(&stats),
+            events: self.events.clone(),
+            #[cfg(feature = "otel")]
+            hook: self.event_hook,
+        };
+        #[cfg(feature = "kubernetes")]
+        let (instances, release, slot_task) = match self.instance_slots {
+            Some(slots) => {
+                slots.check().map_err(StartError::InvalidSetting)?;
+                let (link, release, task) = crate::instances::wire(
+                    slots,
+                    self.grace_period,
+                    reporter.clone(),
+                    Arc::clone(&self.clock),
+                );
+                (Some(link), Some(release), Some(task))
+            }
+            None => (None, None, None),
+        };
+        #[cfg(not(feature = "kubernetes"))]
+        let (instances, release) = (None, None);
+        let counts_instances = instances.is_some();
         let mut checker = Checker::new(Config {
             verifier,
             source: self.source,
@@ -393,11 +450,15 @@ impl LicenseMonitorBuilder {
             file_poll_interval,
             state_path: self.state_file,
             stats: Arc::clone(&stats),
-            events: self.events.clone(),
-            #[cfg(feature = "otel")]
-            event_hook: self.event_hook,
+            reporter,
+            instances,
         });
         let (first, first_drained) = checker.first_check().await;
+        if !counts_instances && let Some(n) = crate::verdict::instance_limit(&first.licenses) {
+            tracing::warn!(target: crate::event::TARGET, max_instances = n,
+                "the license limits instances, but this service does not count them \
+                 (LicenseMonitorBuilder::instance_slots, feature `kubernetes`)");
+        }
         let (commands, rx) = mpsc::channel(8);
         let shared = Arc::new(Shared::new(Parts {
             first,
@@ -408,8 +469,13 @@ impl LicenseMonitorBuilder {
             stats,
             events: self.events,
             commands,
+            release,
         }));
         runtime.spawn(checker.run(Arc::downgrade(&shared), rx));
+        #[cfg(feature = "kubernetes")]
+        if let Some(task) = slot_task {
+            runtime.spawn(task);
+        }
         Ok(LicenseMonitor { shared })
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 #[cfg(any(feature = "otel", feature = "prometheus"))]
 use std::sync::Weak;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<LicenseEvent>,
     // Dropping the last handle drops this sender, which is how the checker learns to stop.
     pub(crate) commands: mpsc::Sender<Command>,
+    /// Asks the instance-slot task to give up its slot (answering when it has).
+    pub(crate) release: Option<mpsc::Sender<oneshot::Sender<()>>>,
 }
 
 /// Whether a feature is licensed now (in force, valid or in grace, and not cut off): what
@@ -166,6 +168,7 @@ pub(crate) struct Parts {
     pub(crate) stats: Arc<Stats>,
     pub(crate) events: broadcast::Sender<LicenseEvent>,
     pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) release: Option<mpsc::Sender<oneshot::Sender<()>>>,
 }
 
 impl Shared {
@@ -183,6 +186,7 @@ impl Shared {
             features: Mutex::new(Vec::new()),
             events: parts.events,
             commands: parts.commands,
+            release: parts.release,
         }
     }
 
@@ -307,6 +311,8 @@ pub(crate) struct Stats {
     events: Mutex<BTreeMap<&'static str, u64>>,
     /// The reason the last read was refused, or `None` when it was good.
     failing: Mutex<Option<&'static str>>,
+    /// The instance slot this replica holds, or -1 (see `crate::instances`).
+    instance_slot: AtomicI64,
 }
 
 impl Default for Stats {
@@ -317,6 +323,7 @@ impl Default for Stats {
             failures: Mutex::new(zeros(&LicenseError::REASONS)),
             events: Mutex::new(zeros(&LicenseEvent::NAMES)),
             failing: Mutex::new(None),
+            instance_slot: AtomicI64::new(-1),
         }
     }
 }
@@ -348,6 +355,16 @@ impl Stats {
 
     pub(crate) fn failing(&self) -> Option<&'static str> {
         *lock(&self.failing)
+    }
+
+    pub(crate) fn instance_slot(&self) -> Option<u32> {
+        u32::try_from(self.instance_slot.load(Ordering::Relaxed)).ok()
+    }
+
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    pub(crate) fn set_instance_slot(&self, slot: Option<u32>) {
+        self.instance_slot
+            .store(slot.map_or(-1, i64::from), Ordering::Relaxed);
     }
 }
 

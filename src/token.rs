@@ -244,6 +244,10 @@ pub struct Claims {
     /// `grace_period_seconds`, 0 to 366 days): it overrides the builder's default when
     /// this license's expiry starts grace (a trial gets 0).
     pub grace_period_seconds: Option<u64>,
+    /// How many replicas may serve at once (claim `max_instances`, a positive integer;
+    /// `None`: no limit). Counted across a fleet with Kubernetes Leases when the
+    /// monitor is built with `instance_slots` (feature `kubernetes`).
+    pub max_instances: Option<u64>,
     /// Every other claim, as it was signed.
     pub extra: Map<String, Value>,
 }
@@ -262,6 +266,7 @@ impl Claims {
             features: Vec::new(),
             limits: BTreeMap::new(),
             grace_period_seconds: None,
+            max_instances: None,
             extra: Map::new(),
         }
     }
@@ -347,6 +352,10 @@ impl Claims {
             Some(v) => map.insert("grace_period_seconds".into(), Value::from(v)),
             None => map.remove("grace_period_seconds"),
         };
+        match self.max_instances {
+            Some(v) => map.insert("max_instances".into(), Value::from(v)),
+            None => map.remove("max_instances"),
+        };
         map
     }
 
@@ -428,6 +437,19 @@ impl Claims {
                 }
             },
         };
+        let max_instances = match map.remove("max_instances") {
+            None => None,
+            Some(value) => match value.as_u64() {
+                // Counted in `u32` slot indices; no vendor sells four billion replicas.
+                Some(v) if v >= 1 && v <= u64::from(u32::MAX) => Some(v),
+                _ => {
+                    return Err(LicenseError::invalid_claim(
+                        "max_instances",
+                        "must be a positive integer",
+                    ));
+                }
+            },
+        };
         Ok(Self {
             customer,
             exp,
@@ -439,6 +461,7 @@ impl Claims {
             features,
             limits,
             grace_period_seconds,
+            max_instances,
             extra: map,
         })
     }
@@ -938,6 +961,29 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let text = format!(r#"{{"a":{deep}}}"#);
         assert_eq!(parse(&text).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn max_instances_is_a_positive_integer() {
+        let claims = |v: &str| {
+            Claims::from_json(
+                parse(&format!(r#"{{"customer":"a","exp":4102444800,"max_instances":{v}}}"#))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(claims("3").unwrap().max_instances, Some(3));
+        assert_eq!(
+            claims("4294967295").unwrap().max_instances,
+            Some(u64::from(u32::MAX))
+        );
+        for bad in ["0", "-1", "2.5", "\"3\"", "null", "true", "4294967296", "[3]"] {
+            let err = claims(bad).unwrap_err();
+            assert_eq!(err.reason(), "invalid_claim", "{bad}");
+            assert!(err.to_string().contains("max_instances"), "{err}");
+        }
+        let mut c = Claims::new("a", 4_102_444_800);
+        c.max_instances = Some(7);
+        assert_eq!(Claims::from_json(c.to_json()).unwrap(), c);
     }
 
     #[test]

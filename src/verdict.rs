@@ -46,6 +46,11 @@ pub enum GraceReason {
     Invalid(LicenseError),
     /// The wall clock was set back: trusted time cannot be established from it.
     ClockManipulation,
+    /// The license limits how many replicas may serve at once (`max_instances`) and
+    /// this replica holds no instance slot (see `instance_slots`, feature `kubernetes`):
+    /// the others hold them all, or the Kubernetes API has not answered for a grace
+    /// period.
+    InstanceLimit,
 }
 
 impl GraceReason {
@@ -57,6 +62,7 @@ impl GraceReason {
             GraceReason::Missing => "missing",
             GraceReason::Invalid(e) => e.reason(),
             GraceReason::ClockManipulation => "clock_manipulation",
+            GraceReason::InstanceLimit => "instance_limit",
         }
     }
 }
@@ -188,6 +194,17 @@ impl Verdict {
         self.admits() && self.licenses.iter().any(|c| c.has_feature(feature))
     }
 
+    /// How many replicas may serve at once: the largest `max_instances` among the
+    /// licenses in force (valid or in grace). `None` when any of them sets none (a
+    /// license without a limit is the largest), when none is in force, and after the
+    /// cut-off.
+    pub fn max_instances(&self) -> Option<u64> {
+        if !self.admits() {
+            return None;
+        }
+        instance_limit(&self.licenses)
+    }
+
     /// The limit `name`: the largest value among the licenses in force (valid or in
     /// grace); `None` if none sets it, and after the cut-off.
     pub fn limit(&self, name: &str) -> Option<u64> {
@@ -252,6 +269,9 @@ pub(crate) struct Input<'a> {
     pub(crate) grace_period: i64,
     /// No grace at all (fail-closed mode and no valid license since start).
     pub(crate) no_grace: bool,
+    /// Since when this replica has held no instance slot while the licenses limit
+    /// instances (see `crate::instances`); `None` while it holds one, or is not limited.
+    pub(crate) without_slot_since: Option<i64>,
 }
 
 /// The core's answer.
@@ -278,6 +298,7 @@ pub fn judge(licenses: &[Arc<Claims>], at: SystemTime, default_grace: Duration) 
         manipulated_at: None,
         grace_period: i64::try_from(default_grace.as_secs()).unwrap_or(i64::MAX),
         no_grace: false,
+        without_slot_since: None,
     })
     .verdict
 }
@@ -315,6 +336,16 @@ fn coverage_end(licenses: &[Arc<Claims>], t: i64) -> Option<i64> {
             None => return Some(end),
         }
     }
+}
+
+/// The instance limit of these licenses: the largest `max_instances`, `None` if any sets
+/// none (or there are none).
+pub(crate) fn instance_limit(licenses: &[Arc<Claims>]) -> Option<u64> {
+    licenses
+        .iter()
+        .map(|c| c.max_instances)
+        .try_fold(0, |most, n| n.map(|n| most.max(n)))
+        .filter(|&n| n > 0)
 }
 
 /// The license in force that ends last (the first such in set order).
@@ -364,6 +395,47 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             .filter(|&edge| edge > now)
             .min()
             .unwrap_or(end);
+        if let Some(since) = input.without_slot_since
+            && instance_limit(&in_force).is_some()
+        {
+            // Licensed, but another replica holds every slot: grace from when this one
+            // found itself without, the builder's period (the vendor's signed grace is for
+            // expiry), then the cut-off. Getting a slot ends it (new input).
+            let period = if input.no_grace { 0 } else { input.grace_period };
+            let anchor = since.min(now);
+            let ends = anchor.saturating_add(period);
+            // No alert bands in grace: only the set in force, and the end of grace, change.
+            let next_change = in_force
+                .iter()
+                .map(|c| c.exp)
+                .chain(next_start)
+                .chain([end])
+                .filter(|&edge| edge > now)
+                .min()
+                .unwrap_or(end);
+            let (state, next_change) = if now >= ends {
+                (LicenseState::GraceExpired, next_change)
+            } else {
+                (LicenseState::Grace, next_change.min(ends))
+            };
+            return Evaluation {
+                verdict: Verdict {
+                    state,
+                    claims: ends_last(&in_force),
+                    licenses: in_force,
+                    upcoming,
+                    expires_at: Some(from_unix_seconds(end)),
+                    grace_started_at: Some(from_unix_seconds(anchor)),
+                    grace_ends_at: Some(from_unix_seconds(ends)),
+                    reason: Some(GraceReason::InstanceLimit),
+                    band: None,
+                    evaluated_at,
+                    evaluated_mono: Duration::ZERO,
+                },
+                grace_anchor: None,
+                next_change: Some(next_change),
+            };
+        }
         return Evaluation {
             verdict: Verdict {
                 state: LicenseState::Valid,
@@ -449,7 +521,15 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     } else {
         input.grace_period
     };
-    let ends = anchor.saturating_add(period);
+    let mut ends = anchor.saturating_add(period);
+    if let Some(since) = input.without_slot_since
+        && instance_limit(&applying).is_some()
+    {
+        // In grace for the license and without an instance slot: whichever grace ends
+        // first cuts off.
+        let period = if input.no_grace { 0 } else { input.grace_period };
+        ends = ends.min(since.min(now).saturating_add(period));
+    }
     let (state, next_change) = if now >= ends {
         (LicenseState::GraceExpired, next_start)
     } else {
@@ -501,11 +581,103 @@ mod tests {
             manipulated_at: None,
             grace_period: GRACE,
             no_grace: false,
+            without_slot_since: None,
         }
     }
 
     fn at(license: &Arc<Claims>, now: i64) -> Evaluation {
         evaluate(&input(std::slice::from_ref(license), now))
+    }
+
+    fn limited(exp: i64, max: Option<u64>) -> Arc<Claims> {
+        let mut c = Claims::new("acme", exp);
+        c.max_instances = max;
+        Arc::new(c)
+    }
+
+    #[test]
+    fn max_instances_is_the_largest_in_force_and_no_limit_wins() {
+        let judge_now = |set: &[Arc<Claims>]| judge(set, from_unix_seconds(EXP - DAY), Duration::ZERO);
+        assert_eq!(judge_now(&[limited(EXP, Some(3))]).max_instances(), Some(3));
+        assert_eq!(
+            judge_now(&[limited(EXP, Some(3)), limited(EXP + DAY, Some(5))]).max_instances(),
+            Some(5)
+        );
+        assert_eq!(
+            judge_now(&[limited(EXP, Some(3)), limited(EXP, None)]).max_instances(),
+            None,
+            "a license without a limit in force means no limit"
+        );
+        // A held renewal's limit is not in force yet; an expired one's is gone.
+        let mut held = Claims::new("acme", EXP + 90 * DAY);
+        held.nbf = Some(EXP);
+        held.max_instances = Some(10);
+        let set = [limited(EXP, Some(3)), Arc::new(held)];
+        assert_eq!(judge_now(&set).max_instances(), Some(3));
+        assert_eq!(
+            judge(&set, from_unix_seconds(EXP), Duration::ZERO).max_instances(),
+            Some(10)
+        );
+        // After the cut-off, nothing.
+        assert_eq!(
+            judge(&[limited(EXP, Some(3))], from_unix_seconds(EXP + 1), Duration::ZERO)
+                .max_instances(),
+            None
+        );
+    }
+
+    #[test]
+    fn without_a_slot_a_licensed_replica_is_in_grace_then_cut_off() {
+        let set = [limited(EXP, Some(2))];
+        let since = EXP - 10 * DAY;
+        let without = |now| {
+            evaluate(&Input {
+                without_slot_since: Some(since),
+                ..input(&set, now)
+            })
+        };
+        let e = without(since);
+        assert_eq!(e.verdict.state, LicenseState::Grace);
+        assert_eq!(e.verdict.reason, Some(GraceReason::InstanceLimit));
+        assert_eq!(e.verdict.reason.as_ref().map(GraceReason::code), Some("instance_limit"));
+        assert_eq!(e.verdict.grace_started_at, Some(from_unix_seconds(since)));
+        assert_eq!(e.verdict.grace_ends_at, Some(from_unix_seconds(since + GRACE)));
+        assert_eq!(e.next_change, Some(since + GRACE), "wakes at the cut-off");
+        assert_eq!(e.grace_anchor, None, "the license's own grace is not started");
+        assert_eq!(e.verdict.expires_at, Some(from_unix_seconds(EXP)));
+        assert_eq!(without(since + GRACE - 1).verdict.state, LicenseState::Grace);
+        assert_eq!(without(since + GRACE).verdict.state, LicenseState::GraceExpired);
+        assert!(!without(since + GRACE).verdict.admits());
+        // Holding a slot again (no `without_slot_since`) is valid at once.
+        assert_eq!(at(&set[0], since + GRACE).verdict.state, LicenseState::Valid);
+        // A license without `max_instances` is never limited, whatever the slot says.
+        let unlimited = [limited(EXP, None)];
+        let e = evaluate(&Input {
+            without_slot_since: Some(since),
+            ..input(&unlimited, since + 2 * GRACE)
+        });
+        assert_eq!(e.verdict.state, LicenseState::Valid);
+    }
+
+    #[test]
+    fn without_a_slot_in_license_grace_the_earlier_grace_end_cuts_off() {
+        let set = [limited(EXP, Some(2))];
+        // Without a slot since half a grace before expiry: cut off half a grace after it.
+        let since = EXP - GRACE / 2;
+        let e = evaluate(&Input {
+            without_slot_since: Some(since),
+            ..input(&set, EXP)
+        });
+        assert_eq!(e.verdict.state, LicenseState::Grace);
+        assert_eq!(e.verdict.reason, Some(GraceReason::Expired));
+        assert_eq!(e.verdict.grace_ends_at, Some(from_unix_seconds(since + GRACE)));
+        assert_eq!(e.next_change, Some(since + GRACE));
+        // Without a slot only since long after expiry: the license's grace ends first.
+        let e = evaluate(&Input {
+            without_slot_since: Some(EXP + GRACE / 2),
+            ..input(&set, EXP + GRACE - 1)
+        });
+        assert_eq!(e.verdict.grace_ends_at, Some(from_unix_seconds(EXP + GRACE)));
     }
 
     #[test]
@@ -627,6 +799,7 @@ mod tests {
     fn no_grace_cuts_off_at_once() {
         let e = evaluate(&Input {
             no_grace: true,
+            without_slot_since: None,
             ..input(&[], 1_000)
         });
         assert_eq!(e.verdict.state, LicenseState::GraceExpired);
@@ -680,9 +853,11 @@ mod tests {
         #[test]
         fn later_time_is_never_better(
             (exp, now, anchor, manip, grace, no_grace, problem) in arb_input(),
+            without in proptest::option::of(900_000i64..1_100_000),
             later in 0i64..5_000_000,
         ) {
-            let lic = exp.map(claims);
+            // Licenses limit instances; the replica may be without a slot.
+            let lic = exp.map(|exp| limited(exp, Some(2)));
             let err = LicenseError::BadSignature;
             let base = Input {
                 licenses: lic.as_slice(),
@@ -692,6 +867,7 @@ mod tests {
                 manipulated_at: manip.map(|m| m.min(now)),
                 grace_period: grace,
                 no_grace,
+                without_slot_since: without.map(|w| w.min(now)),
             };
             let a = evaluate(&base);
             let b = evaluate(&Input { now: now + later, ..base.clone() });
@@ -704,9 +880,11 @@ mod tests {
         #[test]
         fn next_change_is_exactly_where_the_outcome_changes(
             (exp, now, anchor, manip, grace, no_grace, problem) in arb_input(),
+            without in proptest::option::of(900_000i64..1_100_000),
             probe in 0.0f64..1.0,
         ) {
-            let lic = exp.map(claims);
+            // Licenses limit instances; the replica may be without a slot.
+            let lic = exp.map(|exp| limited(exp, Some(2)));
             let err = LicenseError::BadSignature;
             let base = Input {
                 licenses: lic.as_slice(),
@@ -716,6 +894,7 @@ mod tests {
                 manipulated_at: manip.map(|m| m.min(now)),
                 grace_period: grace,
                 no_grace,
+                without_slot_since: without.map(|w| w.min(now)),
             };
             let first = evaluate(&base);
             // The checker carries the anchor forward; so does the probe.

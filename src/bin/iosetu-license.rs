@@ -107,6 +107,10 @@ struct IssueArgs {
     /// applies.
     #[arg(long, value_parser = parse_duration)]
     grace: Option<Duration>,
+    /// How many replicas may serve at once (`max_instances`, a positive integer), counted
+    /// with Kubernetes Leases by services built with `instance_slots`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_instances: Option<u32>,
     /// Any other claim, `name=value` (value parsed as JSON if it is JSON); repeatable.
     #[arg(long = "claim", value_parser = parse_claim)]
     claims: Vec<(String, Value)>,
@@ -347,6 +351,7 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
         }
         claims.grace_period_seconds = Some(grace.as_secs());
     }
+    claims.max_instances = args.max_instances.map(u64::from);
     let mut jti = [0u8; 16];
     getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
     claims.jti = Some(jti.iter().map(|b| format!("{b:02x}")).collect());
@@ -374,6 +379,7 @@ fn reserved_claim(name: &str) -> Option<&'static str> {
         "features" => "use --feature, once per feature",
         "limits" => "use --limit name=N, once per limit",
         "grace_period_seconds" => "use --grace (e.g. 7d)",
+        "max_instances" => "use --max-instances N",
         "iat" => "`iat` is always the time of issue, set by the tool",
         "jti" => "`jti` is always a fresh random id, set by the tool",
         "sub" => "the licensee goes in --customer; `sub` is not used",
@@ -558,6 +564,7 @@ fn verify(
                 "days_remaining": days_remaining(end),
                 "features": verdict.features(),
                 "limits": verdict.limits(),
+                "max_instances": verdict.max_instances(),
                 "claims": claims.to_json(),
                 "tokens": per_line,
             });
@@ -660,8 +667,11 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
         } else {
             format!(", features {}", c.features.join(","))
         };
+        let instances = c
+            .max_instances
+            .map_or_else(String::new, |n| format!(", {n} instances"));
         say!(
-            "  line {line}: {} to {}{features}, {signed}",
+            "  line {line}: {} to {}{features}{instances}, {signed}",
             c.nbf.map_or_else(|| "-".to_owned(), rfc3339),
             rfc3339(c.exp)
         );
