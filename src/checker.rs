@@ -470,7 +470,8 @@ impl Checker {
             // The limit of the licenses in force (or the expired set's, in grace), also
             // after a cut-off: a replica cut off for want of a slot keeps trying for one.
             let limit = crate::verdict::instance_limit(&evaluation.verdict.licenses);
-            link.limit.send_if_modified(|l| std::mem::replace(l, limit) != limit);
+            link.limit
+                .send_if_modified(|l| std::mem::replace(l, limit) != limit);
         }
         let mut verdict = evaluation.verdict.clone();
         verdict.evaluated_mono = self.time.last_mono();

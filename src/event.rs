@@ -363,7 +363,8 @@ impl LicenseEvent {
             | LicenseEvent::StateInvalid { .. }
             | LicenseEvent::InstanceSlotLost { .. }
             | LicenseEvent::InstanceCheckFailed { .. } => Level::WARN,
-            LicenseEvent::InstanceSlotAcquired { .. } | LicenseEvent::GraceModeExited { .. }
+            LicenseEvent::InstanceSlotAcquired { .. }
+            | LicenseEvent::GraceModeExited { .. }
             | LicenseEvent::Loaded { .. }
             | LicenseEvent::Recovered { .. }
             | LicenseEvent::EntitlementsChanged { .. } => Level::INFO,

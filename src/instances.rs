@@ -158,8 +158,10 @@ impl InstanceSlots {
             || !p.last().is_some_and(edge)
             || !p.iter().all(|b| edge(b) || *b == b'-')
         {
-            return Err("the instance slot prefix must be 1 to 40 lowercase letters, digits \
-                        and '-', starting and ending with a letter or digit");
+            return Err(
+                "the instance slot prefix must be 1 to 40 lowercase letters, digits \
+                        and '-', starting and ending with a letter or digit",
+            );
         }
         Ok(())
     }
@@ -333,11 +335,14 @@ impl SlotTask {
             .set_instance_slot(self.held.as_ref().map(|h| h.index));
         let without = match (limit, &self.held, self.failing_since) {
             (None, _, _) | (Some(_), Some(_), _) => false,
-            (Some(_), None, Some(since)) if self.standing_ok => Instant::now() >= since + self.grace,
+            (Some(_), None, Some(since)) if self.standing_ok => {
+                Instant::now() >= since + self.grace
+            }
             (Some(_), None, Some(_)) => true,
             (Some(_), None, None) => self.settled_without,
         };
-        self.without.send_if_modified(|w| std::mem::replace(w, without) != without);
+        self.without
+            .send_if_modified(|w| std::mem::replace(w, without) != without);
     }
 
     /// One round under limit `n`: renew the slot held, or look for one. Returns when the
@@ -455,7 +460,10 @@ impl SlotTask {
 
     /// One acquisition round: one LIST, then a claim on the lowest free slot.
     async fn acquire(&mut self, api: &Api<Lease>, n: u64) -> Instant {
-        let list = match api.list(&ListParams::default().labels(&self.selector)).await {
+        let list = match api
+            .list(&ListParams::default().labels(&self.selector))
+            .await
+        {
             Ok(list) => list,
             Err(e) => {
                 self.fault("list", status_of(&e), e.to_string());
@@ -490,8 +498,9 @@ impl SlotTask {
             }
             slots.insert(index, lease);
         }
-        self.observed
-            .retain(|name, _| slot_index(&self.prefix, name).is_some_and(|i| slots.contains_key(&i)));
+        self.observed.retain(|name, _| {
+            slot_index(&self.prefix, name).is_some_and(|i| slots.contains_key(&i))
+        });
         let mut creates = 0;
         for index in 0..u32::try_from(n).unwrap_or(u32::MAX) {
             let claimed = match slots.get(&index) {
@@ -726,7 +735,10 @@ fn slot_index(prefix: &str, name: &str) -> Option<u32> {
 fn micro_time(at: std::time::SystemTime) -> MicroTime {
     // A wall clock before 1970 or past 9999 is written as the epoch: the field is for
     // people reading the Lease; nothing here compares it.
-    MicroTime(k8s_openapi::jiff::Timestamp::try_from(at).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+    MicroTime(
+        k8s_openapi::jiff::Timestamp::try_from(at)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// A client from the in-cluster service account (or the local kubeconfig), and its
@@ -745,7 +757,8 @@ async fn in_cluster_client() -> Result<(kube::Client, String), String> {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let client = kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
+    let client =
+        kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
     Ok((client, namespace))
 }
 
@@ -777,14 +790,24 @@ mod tests {
         for good in ["acme", "a", "acme-orders-2", &"a".repeat(40)] {
             assert!(InstanceSlots::new(good).check().is_ok(), "{good}");
         }
-        for bad in ["", "Acme", "-acme", "acme-", "ac_me", "ac.me", &"a".repeat(41)] {
+        for bad in [
+            "",
+            "Acme",
+            "-acme",
+            "acme-",
+            "ac_me",
+            "ac.me",
+            &"a".repeat(41),
+        ] {
             assert!(InstanceSlots::new(bad).check().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn the_identity_is_the_pod_name_and_uid() {
-        let slots = InstanceSlots::new("acme").pod_name("web-7f9c").pod_uid("1234-abcd");
+        let slots = InstanceSlots::new("acme")
+            .pod_name("web-7f9c")
+            .pod_uid("1234-abcd");
         assert_eq!(slots.identity().as_deref(), Some("web-7f9c_1234-abcd"));
     }
 }

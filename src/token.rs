@@ -967,8 +967,10 @@ mod tests {
     fn max_instances_is_a_positive_integer() {
         let claims = |v: &str| {
             Claims::from_json(
-                parse(&format!(r#"{{"customer":"a","exp":4102444800,"max_instances":{v}}}"#))
-                    .unwrap(),
+                parse(&format!(
+                    r#"{{"customer":"a","exp":4102444800,"max_instances":{v}}}"#
+                ))
+                .unwrap(),
             )
         };
         assert_eq!(claims("3").unwrap().max_instances, Some(3));
@@ -976,7 +978,16 @@ mod tests {
             claims("4294967295").unwrap().max_instances,
             Some(u64::from(u32::MAX))
         );
-        for bad in ["0", "-1", "2.5", "\"3\"", "null", "true", "4294967296", "[3]"] {
+        for bad in [
+            "0",
+            "-1",
+            "2.5",
+            "\"3\"",
+            "null",
+            "true",
+            "4294967296",
+            "[3]",
+        ] {
             let err = claims(bad).unwrap_err();
             assert_eq!(err.reason(), "invalid_claim", "{bad}");
             assert!(err.to_string().contains("max_instances"), "{err}");

@@ -401,7 +401,11 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             // Licensed, but another replica holds every slot: grace from when this one
             // found itself without, the builder's period (the vendor's signed grace is for
             // expiry), then the cut-off. Getting a slot ends it (new input).
-            let period = if input.no_grace { 0 } else { input.grace_period };
+            let period = if input.no_grace {
+                0
+            } else {
+                input.grace_period
+            };
             let anchor = since.min(now);
             let ends = anchor.saturating_add(period);
             // No alert bands in grace: only the set in force, and the end of grace, change.
@@ -527,7 +531,11 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     {
         // In grace for the license and without an instance slot: whichever grace ends
         // first cuts off.
-        let period = if input.no_grace { 0 } else { input.grace_period };
+        let period = if input.no_grace {
+            0
+        } else {
+            input.grace_period
+        };
         ends = ends.min(since.min(now).saturating_add(period));
     }
     let (state, next_change) = if now >= ends {
@@ -597,7 +605,8 @@ mod tests {
 
     #[test]
     fn max_instances_is_the_largest_in_force_and_no_limit_wins() {
-        let judge_now = |set: &[Arc<Claims>]| judge(set, from_unix_seconds(EXP - DAY), Duration::ZERO);
+        let judge_now =
+            |set: &[Arc<Claims>]| judge(set, from_unix_seconds(EXP - DAY), Duration::ZERO);
         assert_eq!(judge_now(&[limited(EXP, Some(3))]).max_instances(), Some(3));
         assert_eq!(
             judge_now(&[limited(EXP, Some(3)), limited(EXP + DAY, Some(5))]).max_instances(),
@@ -620,8 +629,12 @@ mod tests {
         );
         // After the cut-off, nothing.
         assert_eq!(
-            judge(&[limited(EXP, Some(3))], from_unix_seconds(EXP + 1), Duration::ZERO)
-                .max_instances(),
+            judge(
+                &[limited(EXP, Some(3))],
+                from_unix_seconds(EXP + 1),
+                Duration::ZERO
+            )
+            .max_instances(),
             None
         );
     }
@@ -639,17 +652,35 @@ mod tests {
         let e = without(since);
         assert_eq!(e.verdict.state, LicenseState::Grace);
         assert_eq!(e.verdict.reason, Some(GraceReason::InstanceLimit));
-        assert_eq!(e.verdict.reason.as_ref().map(GraceReason::code), Some("instance_limit"));
+        assert_eq!(
+            e.verdict.reason.as_ref().map(GraceReason::code),
+            Some("instance_limit")
+        );
         assert_eq!(e.verdict.grace_started_at, Some(from_unix_seconds(since)));
-        assert_eq!(e.verdict.grace_ends_at, Some(from_unix_seconds(since + GRACE)));
+        assert_eq!(
+            e.verdict.grace_ends_at,
+            Some(from_unix_seconds(since + GRACE))
+        );
         assert_eq!(e.next_change, Some(since + GRACE), "wakes at the cut-off");
-        assert_eq!(e.grace_anchor, None, "the license's own grace is not started");
+        assert_eq!(
+            e.grace_anchor, None,
+            "the license's own grace is not started"
+        );
         assert_eq!(e.verdict.expires_at, Some(from_unix_seconds(EXP)));
-        assert_eq!(without(since + GRACE - 1).verdict.state, LicenseState::Grace);
-        assert_eq!(without(since + GRACE).verdict.state, LicenseState::GraceExpired);
+        assert_eq!(
+            without(since + GRACE - 1).verdict.state,
+            LicenseState::Grace
+        );
+        assert_eq!(
+            without(since + GRACE).verdict.state,
+            LicenseState::GraceExpired
+        );
         assert!(!without(since + GRACE).verdict.admits());
         // Holding a slot again (no `without_slot_since`) is valid at once.
-        assert_eq!(at(&set[0], since + GRACE).verdict.state, LicenseState::Valid);
+        assert_eq!(
+            at(&set[0], since + GRACE).verdict.state,
+            LicenseState::Valid
+        );
         // A license without `max_instances` is never limited, whatever the slot says.
         let unlimited = [limited(EXP, None)];
         let e = evaluate(&Input {
@@ -670,14 +701,20 @@ mod tests {
         });
         assert_eq!(e.verdict.state, LicenseState::Grace);
         assert_eq!(e.verdict.reason, Some(GraceReason::Expired));
-        assert_eq!(e.verdict.grace_ends_at, Some(from_unix_seconds(since + GRACE)));
+        assert_eq!(
+            e.verdict.grace_ends_at,
+            Some(from_unix_seconds(since + GRACE))
+        );
         assert_eq!(e.next_change, Some(since + GRACE));
         // Without a slot only since long after expiry: the license's grace ends first.
         let e = evaluate(&Input {
             without_slot_since: Some(EXP + GRACE / 2),
             ..input(&set, EXP + GRACE - 1)
         });
-        assert_eq!(e.verdict.grace_ends_at, Some(from_unix_seconds(EXP + GRACE)));
+        assert_eq!(
+            e.verdict.grace_ends_at,
+            Some(from_unix_seconds(EXP + GRACE))
+        );
     }
 
     #[test]

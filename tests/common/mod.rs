@@ -16,6 +16,9 @@ use iosetu_license::{
 };
 use tokio::sync::broadcast;
 
+#[cfg(feature = "kubernetes")]
+pub mod kube_api;
+
 /// The tests' "now" at start: 2027-01-15T08:00:00Z.
 pub const T0: i64 = 1_800_000_000;
 pub const MINUTE: i64 = 60;

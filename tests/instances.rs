@@ -1,0 +1,537 @@
+//! Instance slots through the real `kube` client.
+//!
+//! No Kubernetes API server can run here, so the client talks to `common::kube_api`, an
+//! in-process stand-in for the Lease endpoints with the API's own JSON and status
+//! bodies. The first tests go over loopback HTTP in real time (the client's whole HTTP
+//! stack, short bounded polls; every outcome here comes from a replica's first round or
+//! from a reload); the later ones run the client over an in-process transport in paused
+//! time, where lease durations pass in an instant.
+#![cfg(feature = "kubernetes")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::kube_api::{ApiServer, Door, Fault};
+use common::*;
+use iosetu_license::instances::{API_VERBS, LEASE_DURATION, RENEW_DEADLINE};
+use iosetu_license::{
+    Claims, GraceReason, InstanceSlots, LicenseEvent, LicenseMonitor, LicenseSource, LicenseState,
+    TestClock,
+};
+use tokio::sync::broadcast;
+
+const NS: &str = "shop";
+
+fn token(max_instances: Option<u64>, exp: i64) -> String {
+    let mut claims = Claims::new("Acme Corp", exp);
+    claims.max_instances = max_instances;
+    signer().sign(&claims)
+}
+
+fn slots(name: &str) -> InstanceSlots {
+    InstanceSlots::new("acme")
+        .pod_name(name)
+        .pod_uid(format!("uid-{name}"))
+}
+
+/// A replica in real time, its client over loopback HTTP through `door`.
+async fn replica_over_http(
+    door: &Door,
+    name: &str,
+    source: LicenseSource,
+) -> (LicenseMonitor, broadcast::Receiver<LicenseEvent>) {
+    let url = door.listen().await;
+    let mut config = kube::Config::new(url.parse().unwrap());
+    config.default_namespace = NS.into();
+    let client = kube::Client::try_from(config).unwrap();
+    let builder = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(source)
+        .clock(SettledClock)
+        .instance_slots(slots(name).client(client));
+    start(builder).await
+}
+
+/// Polls (real time, 10 s at most) until `what` holds.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+fn real_exp() -> i64 {
+    secs(std::time::SystemTime::now()) + 90 * DAY
+}
+
+fn assert_verbs_granted(api: &ApiServer) {
+    let granted: BTreeSet<&str> = API_VERBS.into_iter().collect();
+    for verb in api.verbs() {
+        assert!(
+            granted.contains(verb),
+            "the code used `{verb}`, not in API_VERBS"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replica_takes_a_free_slot_with_the_real_client_over_http() {
+    let api = ApiServer::new();
+    let source = LicenseSource::Static(token(Some(2), real_exp()));
+    let (a, mut events) = replica_over_http(&api.door(), "a", source).await;
+    eventually("a holds slot 0", || a.instance_slot() == Some(0)).await;
+    let lease = api
+        .leases(NS)
+        .remove("acme-slot-0")
+        .expect("the Lease exists");
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("a_uid-a"));
+    assert_eq!(spec.lease_duration_seconds, Some(60));
+    assert!(spec.renew_time.is_some() && spec.acquire_time.is_some());
+    assert_eq!(
+        lease
+            .metadata
+            .labels
+            .unwrap()
+            .get("iosetu-license/slots")
+            .map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(a.verdict().state, LicenseState::Valid);
+    let seen = drain(&mut events);
+    match find(&seen, "license.instance_slot_acquired") {
+        LicenseEvent::InstanceSlotAcquired {
+            slot,
+            lease,
+            max_instances,
+        } => assert_eq!(
+            (*slot, lease.as_str(), *max_instances),
+            (0, "acme-slot-0", 2)
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_verbs_granted(&api);
+}
+
+#[tokio::test]
+async fn a_license_without_max_instances_makes_no_api_call() {
+    let api = ApiServer::new();
+    let source = LicenseSource::Static(token(None, real_exp()));
+    let (a, _) = replica_over_http(&api.door(), "a", source).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(api.load(), (0, 0), "no list, no write");
+    assert_eq!(a.instance_slot(), None);
+    assert_eq!(a.verdict().state, LicenseState::Valid);
+}
+
+#[tokio::test]
+async fn racing_replicas_get_409_and_take_the_next_slot_and_the_third_is_in_grace() {
+    let api = ApiServer::new();
+    let exp = real_exp();
+    // Every request waits 200 ms, so both replicas list before either creates: they race
+    // for slot 0, the API server applies one create and answers the other 409.
+    let (doors, names) = ([api.door(), api.door()], ["a", "b"]);
+    for d in &doors {
+        d.set(Fault::Delay(Duration::from_millis(200)));
+    }
+    let (a, b) = tokio::join!(
+        replica_over_http(
+            &doors[0],
+            names[0],
+            LicenseSource::Static(token(Some(2), exp))
+        ),
+        replica_over_http(
+            &doors[1],
+            names[1],
+            LicenseSource::Static(token(Some(2), exp))
+        ),
+    );
+    let (a, b) = (a.0, b.0);
+    eventually("a and b hold slots 0 and 1", || {
+        let held: BTreeSet<_> = [a.instance_slot(), b.instance_slot()].into_iter().collect();
+        held == BTreeSet::from([Some(0), Some(1)])
+    })
+    .await;
+    assert!(api.conflicts() >= 1, "the two creates of slot 0 raced");
+    // A third replica finds both taken: it serves, in grace, with `instance_limit`.
+    let (c, mut events) =
+        replica_over_http(&api.door(), "c", LicenseSource::Static(token(Some(2), exp))).await;
+    eventually("c is in grace", || c.verdict().state == LicenseState::Grace).await;
+    let verdict = c.verdict();
+    assert_eq!(verdict.reason, Some(GraceReason::InstanceLimit));
+    assert!(verdict.admits());
+    assert_eq!(c.instance_slot(), None);
+    assert_eq!(
+        c.health().to_json(),
+        r#"{"status":"degraded","license":{"valid":false,"grace_mode":true}}"#
+    );
+    let seen = drain(&mut events);
+    match find(&seen, "license.grace_mode_entered") {
+        LicenseEvent::GraceModeEntered { reason, .. } => {
+            assert_eq!(reason.code(), "instance_limit")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(api.holders(NS).len(), 2, "no third Lease");
+
+    // a shuts down: its Lease is deleted, and a new pod gets the slot at once.
+    let freed = a.instance_slot().unwrap();
+    a.shutdown().await;
+    assert_eq!(a.instance_slot(), None);
+    assert!(!api.leases(NS).contains_key(&format!("acme-slot-{freed}")));
+    let (d, _) =
+        replica_over_http(&api.door(), "d", LicenseSource::Static(token(Some(2), exp))).await;
+    eventually("the new pod d holds the freed slot", || {
+        d.instance_slot() == Some(freed)
+    })
+    .await;
+    assert_eq!(d.verdict().state, LicenseState::Valid);
+    drop(b);
+    assert_verbs_granted(&api);
+}
+
+#[tokio::test]
+async fn api_faults_are_reported_with_their_status_and_keep_the_replica_serving() {
+    let api = ApiServer::new();
+    let exp = real_exp();
+    let cases = [
+        (Fault::Status(500), Some(500)),
+        (Fault::Status(403), Some(403)),
+        (Fault::Refuse, None),
+        (Fault::Malformed, None),
+    ];
+    let mut replicas = Vec::new();
+    for (i, (fault, _)) in cases.iter().enumerate() {
+        let door = api.door();
+        door.set(fault.clone());
+        let name = format!("r{i}");
+        let (m, rx) =
+            replica_over_http(&door, &name, LicenseSource::Static(token(Some(5), exp))).await;
+        replicas.push((door, m, rx));
+    }
+    for ((fault, status), (_, m, rx)) in cases.iter().zip(&mut replicas) {
+        let mut seen = Vec::new();
+        eventually("a failure is reported", || {
+            seen.extend(drain(rx));
+            seen.iter()
+                .any(|e| e.name() == "license.instance_check_failed")
+        })
+        .await;
+        match find(&seen, "license.instance_check_failed") {
+            LicenseEvent::InstanceCheckFailed {
+                operation,
+                status: got,
+                error,
+            } => {
+                assert_eq!(*operation, "list", "{fault:?}");
+                assert_eq!(got, status, "{fault:?}: {error}");
+                assert!(!error.is_empty());
+                if *status == Some(403) {
+                    assert!(error.contains("forbidden"), "{error}");
+                }
+                if *fault == Fault::Malformed {
+                    assert!(error.contains("deserializ"), "{error}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        // Faults are not a breach and not a cut-off: it keeps what it had (it had not
+        // been told it has no slot) for a grace period.
+        assert_eq!(m.verdict().state, LicenseState::Valid, "{fault:?}");
+        assert_eq!(m.instance_slot(), None);
+    }
+    assert!(api.holders(NS).is_empty());
+    // The API answers again: the next round (5 s later) takes a slot.
+    let (door, m, _) = &replicas[0];
+    door.set(Fault::None);
+    for _ in 0..140 {
+        if m.instance_slot().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(m.instance_slot(), Some(0));
+}
+
+#[tokio::test]
+async fn a_lower_limit_frees_the_highest_slot_and_its_holder_goes_into_grace() {
+    let api = ApiServer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exp = real_exp();
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        let path = dir.path().join(format!("{name}.key"));
+        std::fs::write(&path, token(Some(3), exp)).unwrap();
+        let (m, _) = replica_over_http(&api.door(), name, LicenseSource::File(path.clone())).await;
+        let want = replicas.len() as u32;
+        eventually("the replica holds the next slot", || {
+            m.instance_slot() == Some(want)
+        })
+        .await;
+        replicas.push((path, m));
+    }
+    // The renewal sells 2 instances: every replica reloads it.
+    for (path, m) in &replicas {
+        std::fs::write(path, token(Some(2), exp)).unwrap();
+        m.check_now().await;
+    }
+    let (_, c) = &replicas[2];
+    eventually("c gave slot 2 up and is in grace", || {
+        c.instance_slot().is_none() && c.verdict().reason == Some(GraceReason::InstanceLimit)
+    })
+    .await;
+    assert_eq!(replicas[0].1.instance_slot(), Some(0));
+    assert_eq!(replicas[1].1.instance_slot(), Some(1));
+    let holders = api.holders(NS);
+    assert_eq!(
+        holders.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["acme-slot-0", "acme-slot-1"]
+    );
+    assert_verbs_granted(&api);
+}
+
+#[test]
+fn the_role_in_deploy_grants_every_verb_the_slots_use() {
+    use yaml_rust2::YamlLoader;
+    let text = std::fs::read_to_string("deploy/kubernetes.yaml").unwrap();
+    let docs = YamlLoader::load_from_str(&text).unwrap();
+    let role = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Role"))
+        .expect("a Role in deploy/kubernetes.yaml");
+    let rule = role["rules"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["resources"]
+                .as_vec()
+                .is_some_and(|v| v.iter().any(|x| x.as_str() == Some("leases")))
+        })
+        .expect("a rule on leases");
+    assert!(
+        rule["apiGroups"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .any(|g| g.as_str() == Some("coordination.k8s.io"))
+    );
+    let verbs: BTreeSet<&str> = rule["verbs"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for verb in API_VERBS {
+        assert!(verbs.contains(verb), "the Role lacks `{verb}` on leases");
+    }
+    // The Role is bound to the Deployment's service account, which gets the downward API.
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("RoleBinding"))
+        .expect("a RoleBinding");
+    assert_eq!(
+        binding["roleRef"]["name"].as_str(),
+        role["metadata"]["name"].as_str()
+    );
+    let account = binding["subjects"][0]["name"].as_str().unwrap();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"].as_str(), Some(account));
+    let env = pod["containers"][0]["env"].as_vec().unwrap();
+    let field = |name: &str| {
+        env.iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .and_then(|e| e["valueFrom"]["fieldRef"]["fieldPath"].as_str())
+    };
+    assert_eq!(field("POD_NAME"), Some("metadata.name"));
+    assert_eq!(field("POD_UID"), Some("metadata.uid"));
+}
+
+// ---- paused time, in-process transport ----
+
+/// A replica in paused time whose client runs in-process through `door`.
+async fn replica(
+    door: &Door,
+    name: &str,
+    clock: &TestClock,
+    max: u64,
+    grace: Duration,
+) -> (LicenseMonitor, broadcast::Receiver<LicenseEvent>) {
+    let builder = builder(
+        clock,
+        LicenseSource::Static(token(Some(max), T0 + 90 * DAY)),
+    )
+    .grace_period(grace)
+    .instance_slots(slots(name).client(door.client(NS)));
+    start(builder).await
+}
+
+/// Runs paused time for `secs` seconds in one-second steps.
+async fn tick(secs: u64) {
+    for _ in 0..secs {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_holders_slot_is_taken_over_after_a_lease_duration_of_the_observers_time() {
+    let api = ApiServer::new();
+    let hour = Duration::from_secs(3600);
+    // The holder's wall clock is an hour behind and the waiter's an hour ahead: were
+    // `renewTime` compared with the waiter's clock, the slot would look long expired.
+    let a_clock = TestClock::new(at(T0 - HOUR));
+    let b_clock = TestClock::new(at(T0 + HOUR));
+    let a_door = api.door();
+    let (a, _) = replica(&a_door, "a", &a_clock, 1, hour).await;
+    tick(1).await;
+    assert_eq!(a.instance_slot(), Some(0));
+    let (b, mut b_events) = replica(&api.door(), "b", &b_clock, 1, hour).await;
+    tick(1).await;
+    assert_eq!(b.instance_slot(), None);
+    assert_eq!(b.verdict().reason, Some(GraceReason::InstanceLimit));
+    // a renews every 20 s; the slot never looks free to b meanwhile.
+    tick(200).await;
+    assert_eq!(b.instance_slot(), None);
+    // a crashes: its process is gone without a word to the API server.
+    a_door.set(Fault::Refuse);
+    drop(a);
+    let last_write = tokio::time::Instant::now();
+    let mut taken = None;
+    for s in 0..120 {
+        tick(1).await;
+        if b.instance_slot() == Some(0) {
+            taken = Some(s + 1);
+            break;
+        }
+    }
+    let taken = taken.expect("b takes the slot over within two minutes");
+    // a's last renewal was at most 20 s before the crash; b waits a full lease duration
+    // after it last saw the Lease change, listing every 10-12 s.
+    assert!(
+        taken as u64 + 20 >= LEASE_DURATION.as_secs(),
+        "taken over {taken} s after the crash: before the lease could have expired"
+    );
+    assert!(
+        taken <= 60 + 2 * 12,
+        "taken over only {taken} s after the crash"
+    );
+    let _ = last_write;
+    assert_eq!(b.verdict().state, LicenseState::Valid);
+    let seen = drain(&mut b_events);
+    assert!(
+        names(&seen).contains(&"license.grace_mode_exited"),
+        "{:?}",
+        names(&seen)
+    );
+    assert_eq!(
+        api.holders(NS)
+            .get("acme-slot-0")
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("b_uid-b")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_slot_grace_runs_out_into_a_cut_off_and_a_freed_slot_ends_it() {
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let hour = Duration::from_secs(3600);
+    let (a, _) = replica(&api.door(), "a", &clock, 1, hour).await;
+    tick(1).await;
+    let (b, _) = replica(&api.door(), "b", &clock, 1, hour).await;
+    tick(1).await;
+    let grace = b.verdict();
+    assert_eq!(grace.state, LicenseState::Grace);
+    assert_eq!(grace.reason, Some(GraceReason::InstanceLimit));
+    let ends = grace.grace_ends_at.unwrap();
+    assert_eq!(secs(ends) - secs(grace.grace_started_at.unwrap()), HOUR);
+    // Paused time jumps to the end of grace; the checker wakes at its exact second.
+    tokio::time::sleep(Duration::from_secs(HOUR as u64)).await;
+    tick(1).await;
+    assert_eq!(b.verdict().state, LicenseState::GraceExpired);
+    assert!(!b.verdict().admits());
+    assert_eq!(a.verdict().state, LicenseState::Valid);
+    // a gives its slot back; b finds it at its next round and serves again.
+    a.shutdown().await;
+    tick(13).await;
+    assert_eq!(b.instance_slot(), Some(0));
+    assert_eq!(b.verdict().state, LicenseState::Valid);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partitioned_holder_stops_counting_before_its_slot_can_be_taken_and_serves_a_grace_period()
+ {
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let hour = Duration::from_secs(3600);
+    let a_door = api.door();
+    let (a, mut a_events) = replica(&a_door, "a", &clock, 1, hour).await;
+    tick(1).await;
+    let (b, _) = replica(&api.door(), "b", &clock, 1, hour).await;
+    tick(30).await;
+    assert_eq!(a.instance_slot(), Some(0));
+    // a is cut off from the API server.
+    a_door.set(Fault::Refuse);
+    let cut = tokio::time::Instant::now();
+    let mut a_stopped = None;
+    let mut b_took = None;
+    for _ in 0..150 {
+        tick(1).await;
+        let elapsed = cut.elapsed().as_secs();
+        if a_stopped.is_none() && a.instance_slot().is_none() {
+            a_stopped = Some(elapsed);
+        }
+        if b_took.is_none() && b.instance_slot() == Some(0) {
+            b_took = Some(elapsed);
+        }
+        // Never two holders at once.
+        assert!(a.instance_slot().is_none() || b.instance_slot().is_none());
+    }
+    let (a_stopped, b_took) = (a_stopped.unwrap(), b_took.unwrap());
+    assert!(a_stopped <= RENEW_DEADLINE.as_secs(), "{a_stopped}");
+    assert!(
+        b_took > a_stopped,
+        "b took over at {b_took} s, a stopped at {a_stopped} s"
+    );
+    let seen = drain(&mut a_events);
+    let lost = find(&seen, "license.instance_slot_lost");
+    assert!(
+        matches!(
+            lost,
+            LicenseEvent::InstanceSlotLost {
+                reason: "renew_failed",
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    assert!(names(&seen).contains(&"license.instance_check_failed"));
+    // Partitioned, a keeps what it had for one grace period of failures...
+    assert_eq!(a.verdict().state, LicenseState::Valid);
+    tokio::time::sleep(hour).await;
+    tick(6).await;
+    // ...then counts as holding none: grace, cut off a grace period later.
+    let v = a.verdict();
+    assert_eq!(v.state, LicenseState::Grace);
+    assert_eq!(v.reason, Some(GraceReason::InstanceLimit));
+    tokio::time::sleep(hour).await;
+    tick(6).await;
+    assert_eq!(a.verdict().state, LicenseState::GraceExpired);
+    // The partition heals: b holds the slot, so a stays cut off.
+    a_door.set(Fault::None);
+    tick(30).await;
+    assert_eq!(a.verdict().state, LicenseState::GraceExpired);
+    assert_eq!(b.instance_slot(), Some(0));
+    assert_eq!(b.verdict().state, LicenseState::Valid);
+}
