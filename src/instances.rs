@@ -59,6 +59,10 @@ pub const RENEW_DEADLINE: Duration = Duration::from_secs(40);
 pub const ACQUIRE_INTERVAL: Duration = Duration::from_secs(10);
 /// How soon a failed API call is tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one API call may take before it counts as failed: a hung API server must
+/// not keep the task from noticing its renew deadline (and a holder counts itself one
+/// until at most `RENEW_DEADLINE + CALL_TIMEOUT`, still short of `LEASE_DURATION`).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The label every slot Lease carries, whose value is the prefix: the LIST selector.
 pub const SLOT_LABEL: &str = "iosetu-license/slots";
 /// The API verbs used on `leases` (in the pod's namespace): what the Role must grant.
@@ -330,9 +334,12 @@ impl SlotTask {
     /// Tells the checker whether this replica is without a slot, and the metrics which
     /// slot it holds.
     fn publish(&mut self, limit: Option<u64>) {
-        self.reporter
-            .stats
-            .set_instance_slot(self.held.as_ref().map(|h| h.index));
+        // Counted as held until the renew deadline, even while a renewal is in flight.
+        self.reporter.stats.set_instance_slot(
+            self.held
+                .as_ref()
+                .map(|h| (h.index, h.renewed + RENEW_DEADLINE)),
+        );
         let without = match (limit, &self.held, self.failing_since) {
             (None, _, _) | (Some(_), Some(_), _) => false,
             (Some(_), None, Some(since)) if self.standing_ok => {
@@ -415,7 +422,7 @@ impl SlotTask {
         spec.renew_time = Some(micro_time(self.clock.wall()));
         let name = slot_name(&self.prefix, index);
         let sent = Instant::now();
-        match api.replace(&name, &PostParams::default(), &lease).await {
+        match bounded(api.replace(&name, &PostParams::default(), &lease)).await {
             Ok(lease) => {
                 *held = Held {
                     index,
@@ -460,10 +467,7 @@ impl SlotTask {
 
     /// One acquisition round: one LIST, then a claim on the lowest free slot.
     async fn acquire(&mut self, api: &Api<Lease>, n: u64) -> Instant {
-        let list = match api
-            .list(&ListParams::default().labels(&self.selector))
-            .await
-        {
+        let list = match bounded(api.list(&ListParams::default().labels(&self.selector))).await {
             Ok(list) => list,
             Err(e) => {
                 self.fault("list", status_of(&e), e.to_string());
@@ -570,7 +574,7 @@ impl SlotTask {
             }),
         };
         let sent = Instant::now();
-        match api.create(&PostParams::default(), &lease).await {
+        match bounded(api.create(&PostParams::default(), &lease)).await {
             Ok(lease) => {
                 self.hold(index, lease, sent);
                 Ok(true)
@@ -604,7 +608,7 @@ impl SlotTask {
         spec.renew_time = Some(now);
         let name = slot_name(&self.prefix, index);
         let sent = Instant::now();
-        match api.replace(&name, &PostParams::default(), &lease).await {
+        match bounded(api.replace(&name, &PostParams::default(), &lease)).await {
             Ok(lease) => {
                 self.hold(index, lease, sent);
                 Ok(true)
@@ -662,7 +666,7 @@ impl SlotTask {
             ..DeleteParams::default()
         };
         if let Some(api) = &self.api {
-            match api.delete(&name, &params).await {
+            match bounded(api.delete(&name, &params)).await {
                 // Gone already, or someone else's now: nothing of ours to delete.
                 Ok(_) => {}
                 Err(e) if matches!(status_of(&e), Some(404 | 409)) => {}
@@ -703,6 +707,17 @@ impl SlotTask {
                 error,
             });
         }
+    }
+}
+
+/// An API call with [`CALL_TIMEOUT`]: no answer in time is a failure like any other.
+async fn bounded<T>(call: impl Future<Output = Result<T, kube::Error>>) -> Result<T, kube::Error> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the API server did not answer within 10 s",
+        )))),
     }
 }
 

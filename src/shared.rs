@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 #[cfg(any(feature = "otel", feature = "prometheus"))]
 use std::sync::Weak;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -311,8 +311,9 @@ pub(crate) struct Stats {
     events: Mutex<BTreeMap<&'static str, u64>>,
     /// The reason the last read was refused, or `None` when it was good.
     failing: Mutex<Option<&'static str>>,
-    /// The instance slot this replica holds, or -1 (see `crate::instances`).
-    instance_slot: AtomicI64,
+    /// The instance slot this replica holds, and until when it counts as held without a
+    /// renewal (see `crate::instances`).
+    instance_slot: Mutex<Option<(u32, tokio::time::Instant)>>,
 }
 
 impl Default for Stats {
@@ -323,7 +324,7 @@ impl Default for Stats {
             failures: Mutex::new(zeros(&LicenseError::REASONS)),
             events: Mutex::new(zeros(&LicenseEvent::NAMES)),
             failing: Mutex::new(None),
-            instance_slot: AtomicI64::new(-1),
+            instance_slot: Mutex::new(None),
         }
     }
 }
@@ -358,13 +359,14 @@ impl Stats {
     }
 
     pub(crate) fn instance_slot(&self) -> Option<u32> {
-        u32::try_from(self.instance_slot.load(Ordering::Relaxed)).ok()
+        lock(&self.instance_slot)
+            .filter(|(_, until)| tokio::time::Instant::now() < *until)
+            .map(|(slot, _)| slot)
     }
 
     #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
-    pub(crate) fn set_instance_slot(&self, slot: Option<u32>) {
-        self.instance_slot
-            .store(slot.map_or(-1, i64::from), Ordering::Relaxed);
+    pub(crate) fn set_instance_slot(&self, slot: Option<(u32, tokio::time::Instant)>) {
+        *lock(&self.instance_slot) = slot;
     }
 }
 
