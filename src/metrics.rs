@@ -49,6 +49,12 @@ pub struct MetricsSnapshot {
     pub features: BTreeMap<String, Option<f64>>,
     /// The limits in force, the largest value of each (`iosetu_license_limit{name}`).
     pub limits: BTreeMap<String, u64>,
+    /// How many replicas the licenses let serve at once, `None` for no limit
+    /// (`iosetu_license_instances_max`, 0 for no limit).
+    pub instances_max: Option<u64>,
+    /// The instance slot this replica holds (`iosetu_license_instance_slot`, -1 for
+    /// none); see `crate::instances` (feature `kubernetes`).
+    pub instance_slot: Option<u32>,
 }
 
 impl MetricsSnapshot {
@@ -95,6 +101,9 @@ impl MetricsSnapshot {
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value))
                 .collect(),
+            // Also after a cut-off: a replica cut off for want of a slot shows the limit.
+            instances_max: crate::verdict::instance_limit(&verdict.licenses),
+            instance_slot: stats.instance_slot(),
         }
     }
 }
@@ -254,6 +263,21 @@ mod prometheus {
                     .encode_family(&[("name", name.as_str())])?
                     .encode_gauge(&(*value as f64))?;
             }
+
+            gauge(
+                &mut encoder,
+                "iosetu_license_instances_max",
+                "How many replicas the licenses let serve at once (0: no limit)",
+                None,
+                m.instances_max.map_or(0.0, |n| n as f64),
+            )?;
+            gauge(
+                &mut encoder,
+                "iosetu_license_instance_slot",
+                "The instance slot this replica holds (-1: none)",
+                None,
+                m.instance_slot.map_or(-1.0, f64::from),
+            )?;
 
             let mut checks = encoder.encode_descriptor(
                 "iosetu_license_checks",

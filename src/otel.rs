@@ -91,6 +91,8 @@ pub struct OtelGauges {
     _feature: ObservableGauge<u64>,
     _feature_ends: ObservableGauge<f64>,
     _limit: ObservableGauge<u64>,
+    _instances_max: ObservableGauge<u64>,
+    _instance_slot: ObservableGauge<i64>,
 }
 
 impl LicenseMonitor {
@@ -102,7 +104,9 @@ impl LicenseMonitor {
     /// (unit `s`), `iosetu.license.clock_manipulated`,
     /// `iosetu.license.check_failing{reason}` (one point per reason code, from the first
     /// collection), `iosetu.license.feature{feature}` (1 per feature in force),
-    /// `iosetu.license.feature_ends{feature}` (unit `s`) and `iosetu.license.limit{name}`.
+    /// `iosetu.license.feature_ends{feature}` (unit `s`), `iosetu.license.limit{name}`,
+    /// `iosetu.license.instances_max` (0: no limit) and `iosetu.license.instance_slot`
+    /// (-1: none).
     /// The callbacks hold the monitor weakly.
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
@@ -131,6 +135,7 @@ impl LicenseMonitor {
             move || weak.upgrade().map(|view| MetricsSnapshot::read(&view))
         };
         let (features, feature_ends, limits) = (snapshot(), snapshot(), snapshot());
+        let (instances_max, instance_slot) = (snapshot(), snapshot());
         let failing = {
             let weak: WeakView = self.view().downgrade();
             move || {
@@ -227,6 +232,26 @@ impl LicenseMonitor {
                 .with_callback(move |o| {
                     for (name, value) in limits().iter().flat_map(|m| m.limits.iter()) {
                         o.observe(*value, &[KeyValue::new("name", name.clone())]);
+                    }
+                })
+                .build(),
+            _instances_max: meter
+                .u64_observable_gauge("iosetu.license.instances_max")
+                .with_description("How many replicas the licenses let serve at once (0: no limit)")
+                .with_unit("1")
+                .with_callback(move |o| {
+                    if let Some(m) = instances_max() {
+                        o.observe(m.instances_max.unwrap_or(0), &[]);
+                    }
+                })
+                .build(),
+            _instance_slot: meter
+                .i64_observable_gauge("iosetu.license.instance_slot")
+                .with_description("The instance slot this replica holds (-1: none)")
+                .with_unit("1")
+                .with_callback(move |o| {
+                    if let Some(m) = instance_slot() {
+                        o.observe(m.instance_slot.map_or(-1, i64::from), &[]);
                     }
                 })
                 .build(),

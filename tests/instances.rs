@@ -397,6 +397,15 @@ async fn a_crashed_holders_slot_is_taken_over_after_a_lease_duration_of_the_obse
     let (b, mut b_events) = replica(&api.door(), "b", &b_clock, 1, hour).await;
     tick(1).await;
     assert_eq!(b.instance_slot(), None);
+    // The metrics say who holds what.
+    let scrape = |m: &LicenseMonitor| iosetu_license::MetricsService::new(m).render().unwrap();
+    assert!(
+        scrape(&a).contains("\niosetu_license_instance_slot 0.0\n"),
+        "{}",
+        scrape(&a)
+    );
+    assert!(scrape(&b).contains("\niosetu_license_instance_slot -1.0\n"));
+    assert!(scrape(&b).contains("\niosetu_license_instances_max 1.0\n"));
     assert_eq!(b.verdict().reason, Some(GraceReason::InstanceLimit));
     // a renews every 20 s; the slot never looks free to b meanwhile.
     tick(200).await;

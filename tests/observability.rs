@@ -129,6 +129,9 @@ fn gauges(exporter: &InMemoryMetricExporter) -> HashMap<String, (f64, String)> {
                     AggregatedMetrics::U64(MetricData::Gauge(g)) => {
                         g.data_points().last().map(|p| p.value() as f64)
                     }
+                    AggregatedMetrics::I64(MetricData::Gauge(g)) => {
+                        g.data_points().last().map(|p| p.value() as f64)
+                    }
                     _ => None,
                 };
                 if let Some(value) = value {
@@ -520,4 +523,47 @@ async fn features_and_limits_in_force_are_metrics_with_when_each_feature_ends() 
     assert_eq!(point("iosetu.license.feature", "audit"), 1.0);
     assert_eq!(point("iosetu.license.feature_ends", "sso"), exp as f64);
     assert_eq!(point("iosetu.license.limit", "seats"), 10.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_instance_limit_and_the_slot_held_are_metrics() {
+    let clock = TestClock::new(t0());
+    let mut claims = Claims::new("Acme", T0 as i64 + 30 * DAY);
+    claims.max_instances = Some(3);
+    let limited = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(signer().sign(&claims)))
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let m = limited.metrics();
+    assert_eq!((m.instances_max, m.instance_slot), (Some(3), None));
+    let (_, samples) = parse_prometheus(&MetricsService::new(&limited).render().unwrap());
+    assert_eq!(samples["iosetu_license_instances_max"][0].value, 3.0);
+    // Not counted (no `instance_slots`): no slot.
+    assert_eq!(samples["iosetu_license_instance_slot"][0].value, -1.0);
+
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let _gauges = limited.register_otel_metrics(&provider.meter("test"));
+    provider.force_flush().unwrap();
+    let g = gauges(&exporter);
+    assert_eq!(g["iosetu.license.instances_max"].0, 3.0);
+    assert_eq!(g["iosetu.license.instance_slot"].0, -1.0);
+
+    // No limit in the license: 0.
+    let unlimited = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(
+            signer().sign(&Claims::new("Acme", T0 as i64 + DAY)),
+        ))
+        .clock(clock)
+        .start()
+        .await
+        .unwrap();
+    let (_, samples) = parse_prometheus(&MetricsService::new(&unlimited).render().unwrap());
+    assert_eq!(samples["iosetu_license_instances_max"][0].value, 0.0);
 }

@@ -183,7 +183,7 @@ impl ApiServer {
                 let selector = query.and_then(|q| {
                     q.split('&')
                         .find_map(|kv| kv.strip_prefix("labelSelector="))
-                        .map(|s| percent_decode(s))
+                        .map(percent_decode)
                 });
                 let wanted: Vec<(String, String)> = match selector.as_deref() {
                     None | Some("") => Vec::new(),
@@ -537,7 +537,6 @@ fn status(code: u16, reason: &str, message: &str, name: Option<&str>) -> Respons
         message: Some(message.into()),
         details: name.map(details),
         metadata: ListMeta::default(),
-        ..Status::default()
     };
     json_response(code, &with_kind(serde_json::to_value(&s).unwrap()))
 }
