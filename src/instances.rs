@@ -304,7 +304,7 @@ impl SlotTask {
             };
             self.publish(limit);
             if let (Some(since), true) = (self.failing_since, self.standing_ok) {
-                let flip = since + self.grace;
+                let flip = later(since, self.grace);
                 if flip > Instant::now() {
                     wake = Some(wake.map_or(flip, |w| w.min(flip)));
                 }
@@ -343,7 +343,7 @@ impl SlotTask {
         let without = match (limit, &self.held, self.failing_since) {
             (None, _, _) | (Some(_), Some(_), _) => false,
             (Some(_), None, Some(since)) if self.standing_ok => {
-                Instant::now() >= since + self.grace
+                Instant::now() >= later(since, self.grace)
             }
             (Some(_), None, Some(_)) => true,
             (Some(_), None, None) => self.settled_without,
@@ -708,6 +708,12 @@ impl SlotTask {
             });
         }
     }
+}
+
+/// `at + by`, without the panic on overflow (a grace period of `Duration::MAX`).
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// An API call with [`CALL_TIMEOUT`]: no answer in time is a failure like any other.

@@ -71,7 +71,7 @@
 //!   (`LicenseMonitorBuilder::otel_logger_provider`) and gauges
 //!   (`LicenseMonitor::register_otel_metrics`).
 //! * `cli`: the `iosetu-license` tool (keygen, issue, inspect, verify, timeline).
-//! * `kubernetes`: [`InstanceSlots`] (`LicenseMonitorBuilder::instance_slots`), which
+//! * `kubernetes`: `InstanceSlots` (`LicenseMonitorBuilder::instance_slots`), which
 //!   counts replicas against a license's `max_instances` with Kubernetes Leases; see
 //!   `instances`.
 //!

@@ -99,7 +99,7 @@ impl LicenseMonitor {
         self.verdict()
     }
 
-    /// The instance slot this replica holds (see [`crate::instances`], feature
+    /// The instance slot this replica holds (see `instances`, feature
     /// `kubernetes`), or `None`: it holds none, or instances are not counted.
     pub fn instance_slot(&self) -> Option<u32> {
         self.view().stats().instance_slot()

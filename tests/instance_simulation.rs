@@ -1,7 +1,8 @@
 //! A fleet in paused time: N + k replicas of one service under a license for N instances,
 //! their real kube clients talking in-process to `common::kube_api` (no real API server
 //! can run here), through random crashes, graceful stops, new pods, partitions, slow
-//! answers and wall clocks hours apart. Checked every simulated second:
+//! answers, writes applied but never answered, and wall clocks hours apart. Checked every
+//! simulated second:
 //!
 //! (a) no more than N replicas count themselves slot holders at any instant (strictly:
 //!     a partitioned holder stops counting at its renew deadline, 40 s, before anyone may
@@ -46,6 +47,9 @@ enum Action {
     Partition(usize),
     /// Replica `i`'s requests reach the API server late, or its answers come back late.
     Slow(usize, Duration, bool),
+    /// Replica `i`'s writes (and, if set, its reads too) are applied, but their answers
+    /// never arrive.
+    Unanswered(usize, bool),
     /// Replica `i` reaches the API server normally again.
     Heal(usize),
 }
@@ -58,6 +62,7 @@ fn action(replicas: usize) -> impl Strategy<Value = Action> {
         1 => i.clone().prop_map(Action::Stop),
         2 => i.clone().prop_map(Action::Partition),
         1 => (i.clone(), 1u64..30, any::<bool>()).prop_map(|(i, s, reply)| Action::Slow(i, Duration::from_secs(s), reply)),
+        1 => (i.clone(), any::<bool>()).prop_map(|(i, reads)| Action::Unanswered(i, reads)),
         3 => i.prop_map(Action::Heal),
     ]
 }
@@ -157,6 +162,14 @@ impl Fleet {
                     } else {
                         Fault::Delay(by)
                     });
+                    r.faulty = true;
+                    self.disrupted_at = self.now;
+                }
+            }
+            Action::Unanswered(i, reads) => {
+                let r = &mut self.replicas[i];
+                if r.monitor.is_some() {
+                    r.door.set(Fault::UnansweredWrites);
                     r.faulty = true;
                     self.disrupted_at = self.now;
                 }

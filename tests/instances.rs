@@ -544,3 +544,54 @@ async fn a_partitioned_holder_stops_counting_before_its_slot_can_be_taken_and_se
     assert_eq!(b.instance_slot(), Some(0));
     assert_eq!(b.verdict().state, LicenseState::Valid);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_applied_but_unanswered_is_recognised_as_our_own_at_the_next_round() {
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let door = api.door();
+    // The create reaches the API server, but the connection drops before the answer.
+    door.set(Fault::UnansweredWrites);
+    let (a, mut events) = replica(&door, "a", &clock, 2, Duration::from_secs(3600)).await;
+    tick(1).await;
+    assert_eq!(a.instance_slot(), None);
+    assert_eq!(
+        api.holders(NS)
+            .get("acme-slot-0")
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("a_uid-a"),
+        "the create was applied"
+    );
+    door.set(Fault::None);
+    tick(6).await;
+    // The Lease names this pod: it is taken back, not a second slot created.
+    assert_eq!(a.instance_slot(), Some(0));
+    assert_eq!(api.holders(NS).len(), 1);
+    let seen = drain(&mut events);
+    assert!(names(&seen).contains(&"license.instance_check_failed"));
+    assert!(names(&seen).contains(&"license.instance_slot_acquired"));
+    assert_eq!(a.verdict().state, LicenseState::Valid);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_deleted_by_hand_is_created_again_by_its_holder() {
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let (a, _) = replica(&api.door(), "a", &clock, 1, Duration::from_secs(3600)).await;
+    tick(1).await;
+    assert_eq!(a.instance_slot(), Some(0));
+    assert!(api.remove(NS, "acme-slot-0"));
+    // The next renewal finds it gone (404) and creates it again.
+    tick(21).await;
+    assert_eq!(a.instance_slot(), Some(0));
+    assert_eq!(
+        api.holders(NS)
+            .get("acme-slot-0")
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("a_uid-a")
+    );
+}

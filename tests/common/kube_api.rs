@@ -37,6 +37,8 @@ pub enum Fault {
     Refuse,
     /// The request is read and applied, then the connection drops without an answer.
     DropAfterApply,
+    /// Reads are answered; writes are applied, then the connection drops unanswered.
+    UnansweredWrites,
     /// The request reaches the store this much later.
     Delay(Duration),
     /// The answer leaves this much later (the request was applied on time).
@@ -378,6 +380,10 @@ impl Door {
             Fault::DropAfterApply => {
                 let _ = self.api.handle(&method, &path, query.as_deref(), &body);
                 None
+            }
+            Fault::UnansweredWrites => {
+                let answer = self.api.handle(&method, &path, query.as_deref(), &body);
+                (method == Method::GET).then_some(answer)
             }
             Fault::Delay(d) => {
                 tokio::time::sleep(d).await;
