@@ -169,7 +169,11 @@ impl Fleet {
             Action::Unanswered(i, reads) => {
                 let r = &mut self.replicas[i];
                 if r.monitor.is_some() {
-                    r.door.set(Fault::UnansweredWrites);
+                    r.door.set(if reads {
+                        Fault::DropAfterApply
+                    } else {
+                        Fault::UnansweredWrites
+                    });
                     r.faulty = true;
                     self.disrupted_at = self.now;
                 }
