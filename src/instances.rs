@@ -317,9 +317,18 @@ impl SlotTask {
                     if let Some(reply) = request {
                         let _ = reply.send(());
                     }
-                    // Released for good: wait, without competing, for the monitor to go.
-                    while self.limit.changed().await.is_ok() {}
-                    return;
+                    // Released for good: wait, without competing, for the monitor to go,
+                    // answering any later `shutdown` at once.
+                    loop {
+                        tokio::select! {
+                            changed = self.limit.changed() => if changed.is_err() {
+                                return;
+                            },
+                            Some(reply) = self.release.recv() => {
+                                let _ = reply.send(());
+                            }
+                        }
+                    }
                 }
                 changed = self.limit.changed() => if changed.is_err() {
                     // The checker is gone (every handle was dropped).

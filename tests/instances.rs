@@ -183,6 +183,7 @@ async fn racing_replicas_get_409_and_take_the_next_slot_and_the_third_is_in_grac
     let freed = a.instance_slot().unwrap();
     a.shutdown().await;
     assert_eq!(a.instance_slot(), None);
+
     assert!(!api.leases(NS).contains_key(&format!("acme-slot-{freed}")));
     let (d, _) =
         replica_over_http(&api.door(), "d", LicenseSource::Static(token(Some(2), exp))).await;
@@ -473,6 +474,10 @@ async fn without_a_slot_grace_runs_out_into_a_cut_off_and_a_freed_slot_ends_it()
     assert_eq!(a.verdict().state, LicenseState::Valid);
     // a gives its slot back; b finds it at its next round and serves again.
     a.shutdown().await;
+    // A second call answers at once (paused time: waiting out its 5 s bound would show).
+    let again = tokio::time::Instant::now();
+    a.shutdown().await;
+    assert_eq!(again.elapsed(), Duration::ZERO);
     tick(13).await;
     assert_eq!(b.instance_slot(), Some(0));
     assert_eq!(b.verdict().state, LicenseState::Valid);
