@@ -577,6 +577,10 @@ fn issue_refuses_bad_limits_and_graces() {
         &["--claim", "limits={}"],
         &["--claim", "grace_period_seconds=5"],
         &["--not-before", "2099-01-01"],
+        &["--max-instances", "0"],
+        &["--max-instances", "-2"],
+        &["--max-instances", "many"],
+        &["--claim", "max_instances=3"],
     ] {
         let out = cli()
             .args(["issue", "--key"])
@@ -589,4 +593,31 @@ fn issue_refuses_bad_limits_and_graces() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
     }
+}
+
+#[test]
+fn max_instances_is_issued_inspected_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "k");
+    let token = stdout(
+        cli()
+            .args(["issue", "--key"])
+            .arg(&private)
+            .args(["--customer", "Acme", "--valid-for", "30d", "--max-instances", "3"]),
+    );
+    let file = dir.path().join("license.key");
+    std::fs::write(&file, &token).unwrap();
+    let inspected = stdout(cli().args(["inspect", "--file"]).arg(&file));
+    assert!(inspected.contains("\"max_instances\": 3"), "{inspected}");
+    let verified = stdout(
+        cli()
+            .args(["verify", "--json", "--public-key"])
+            .arg(&public)
+            .args(["--file"])
+            .arg(&file),
+    );
+    let json: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(json["max_instances"], 3);
+    let timeline = stdout(cli().args(["timeline", "--file"]).arg(&file));
+    assert!(timeline.contains(", 3 instances,"), "{timeline}");
 }
