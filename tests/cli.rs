@@ -22,6 +22,17 @@ fn stdout(cmd: &mut Command) -> String {
 }
 
 /// keygen into `dir` with `kid`; returns (private, public) paths.
+/// A 30-day license for "Acme" from `private`, with `extra` options.
+fn issue_30d(private: &Path, extra: &[&str]) -> String {
+    stdout(
+        cli()
+            .args(["issue", "--key"])
+            .arg(private)
+            .args(["--customer", "Acme", "--valid-for", "30d"])
+            .args(extra),
+    )
+}
+
 fn keygen(dir: &Path, kid: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     cli()
         .args(["keygen", "--out"])
@@ -91,12 +102,7 @@ async fn keygen_issue_verify_round_trip_and_the_monitor_accepts_it() {
 fn a_tampered_token_is_a_bad_signature() {
     let dir = tempfile::tempdir().unwrap();
     let (private, public) = keygen(dir.path(), "k");
-    let token = stdout(cli().args(["issue", "--key"]).arg(&private).args([
-        "--customer",
-        "Acme",
-        "--valid-for",
-        "30d",
-    ]));
+    let token = issue_30d(&private, &[]);
     // One character of the payload changed.
     let (header, rest) = token.trim().split_once('.').unwrap();
     let mut payload: Vec<char> = rest.chars().collect();
@@ -143,12 +149,7 @@ fn a_different_key_is_a_bad_signature() {
     let dir = tempfile::tempdir().unwrap();
     let (private, _) = keygen(dir.path(), "mine");
     let (_, other_public) = keygen(dir.path(), "theirs");
-    let token = stdout(cli().args(["issue", "--key"]).arg(&private).args([
-        "--customer",
-        "Acme",
-        "--valid-for",
-        "30d",
-    ]));
+    let token = issue_30d(&private, &[]);
     cli()
         .args(["verify", "--public-key"])
         .arg(&other_public)
@@ -599,12 +600,7 @@ fn issue_refuses_bad_limits_and_graces() {
 fn max_instances_is_issued_inspected_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let (private, public) = keygen(dir.path(), "k");
-    let token = stdout(
-        cli()
-            .args(["issue", "--key"])
-            .arg(&private)
-            .args(["--customer", "Acme", "--valid-for", "30d", "--max-instances", "3"]),
-    );
+    let token = issue_30d(&private, &["--max-instances", "3"]);
     let file = dir.path().join("license.key");
     std::fs::write(&file, &token).unwrap();
     let inspected = stdout(cli().args(["inspect", "--file"]).arg(&file));

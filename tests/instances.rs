@@ -442,14 +442,7 @@ async fn a_crashed_holders_slot_is_taken_over_after_a_lease_duration_of_the_obse
         "{:?}",
         names(&seen)
     );
-    assert_eq!(
-        api.holders(NS)
-            .get("acme-slot-0")
-            .cloned()
-            .flatten()
-            .as_deref(),
-        Some("b_uid-b")
-    );
+    assert_eq!(api.holder(NS, "acme-slot-0").as_deref(), Some("b_uid-b"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -561,11 +554,7 @@ async fn a_claim_applied_but_unanswered_is_recognised_as_our_own_at_the_next_rou
     tick(1).await;
     assert_eq!(a.instance_slot(), None);
     assert_eq!(
-        api.holders(NS)
-            .get("acme-slot-0")
-            .cloned()
-            .flatten()
-            .as_deref(),
+        api.holder(NS, "acme-slot-0").as_deref(),
         Some("a_uid-a"),
         "the create was applied"
     );
@@ -591,12 +580,5 @@ async fn a_lease_deleted_by_hand_is_created_again_by_its_holder() {
     // The next renewal finds it gone (404) and creates it again.
     tick(21).await;
     assert_eq!(a.instance_slot(), Some(0));
-    assert_eq!(
-        api.holders(NS)
-            .get("acme-slot-0")
-            .cloned()
-            .flatten()
-            .as_deref(),
-        Some("a_uid-a")
-    );
+    assert_eq!(api.holder(NS, "acme-slot-0").as_deref(), Some("a_uid-a"));
 }

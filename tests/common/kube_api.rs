@@ -107,6 +107,11 @@ impl ApiServer {
             .collect()
     }
 
+    /// The holder identity of Lease `name`, if it exists and names one.
+    pub fn holder(&self, namespace: &str, name: &str) -> Option<String> {
+        self.holders(namespace).remove(name).flatten()
+    }
+
     /// Puts a Lease in as an operator would (`kubectl apply`), with a new version.
     pub fn put(&self, namespace: &str, mut lease: Lease) {
         let mut store = self.store.lock().unwrap();
@@ -228,16 +233,9 @@ impl ApiServer {
             }
             (Method::POST, None) => {
                 store.verbs.insert("create");
-                let mut lease: Lease = match serde_json::from_slice(body) {
+                let mut lease = match parse_lease(body) {
                     Ok(l) => l,
-                    Err(e) => {
-                        return status(
-                            400,
-                            "BadRequest",
-                            &format!("the body of the request was in an unknown format: {e}"),
-                            None,
-                        );
-                    }
+                    Err(answer) => return answer,
                 };
                 let Some(name) = lease.metadata.name.clone().filter(|n| valid_name(n)) else {
                     return invalid(
@@ -267,16 +265,9 @@ impl ApiServer {
             }
             (Method::PUT, Some(name)) => {
                 store.verbs.insert("update");
-                let mut lease: Lease = match serde_json::from_slice(body) {
+                let mut lease = match parse_lease(body) {
                     Ok(l) => l,
-                    Err(e) => {
-                        return status(
-                            400,
-                            "BadRequest",
-                            &format!("the body of the request was in an unknown format: {e}"),
-                            None,
-                        );
-                    }
+                    Err(answer) => return answer,
                 };
                 if lease.metadata.name.as_deref() != Some(name.as_str()) {
                     return status(
@@ -510,6 +501,18 @@ impl tower::Service<Request<kube::client::Body>> for InProcess {
             })
         })
     }
+}
+
+/// A Lease from a request body, or the API server's 400 for one it cannot read.
+fn parse_lease(body: &[u8]) -> Result<Lease, Response<Full<Bytes>>> {
+    serde_json::from_slice(body).map_err(|e| {
+        status(
+            400,
+            "BadRequest",
+            &format!("the body of the request was in an unknown format: {e}"),
+            None,
+        )
+    })
 }
 
 fn with_kind(mut v: Value) -> Value {
