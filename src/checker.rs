@@ -122,8 +122,9 @@ async fn off_thread<T: Send + 'static>(
     }
 }
 
-/// Adds without the panic `Instant + Duration` has on overflow.
-fn later(at: Instant, by: Duration) -> Instant {
+/// Adds without the panic `Instant + Duration` has on overflow (a grace period of
+/// `Duration::MAX`).
+pub(crate) fn later(at: Instant, by: Duration) -> Instant {
     at.checked_add(by)
         .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }

@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::Clock;
-use crate::checker::InstanceLink;
+use crate::checker::{InstanceLink, later};
 use crate::event::{LicenseEvent, Reporter};
 
 /// How long a slot may go without a renewal, on its observer's clock, before another
@@ -378,14 +378,18 @@ impl SlotTask {
             match self.renew(&api).await {
                 Ok(true) => {
                     self.went_through();
-                    return self.held.as_ref().map_or_else(Instant::now, |h| h.renewed)
-                        + RENEW_INTERVAL;
+                    return self.next_renewal();
                 }
                 Ok(false) => {} // lost it: look for another below
                 Err(Fault) => return Instant::now() + RETRY_INTERVAL,
             }
         }
         self.acquire(&api, n).await
+    }
+
+    /// When the slot held is due for renewal.
+    fn next_renewal(&self) -> Instant {
+        self.held.as_ref().map_or_else(Instant::now, |h| h.renewed) + RENEW_INTERVAL
     }
 
     /// The API handle, built on first use.
@@ -530,8 +534,7 @@ impl SlotTask {
             match claimed {
                 Ok(true) => {
                     self.went_through();
-                    return self.held.as_ref().map_or_else(Instant::now, |h| h.renewed)
-                        + RENEW_INTERVAL;
+                    return self.next_renewal();
                 }
                 Ok(false) => continue, // another replica was faster
                 Err(Fault) => return Instant::now() + RETRY_INTERVAL,
@@ -717,12 +720,6 @@ impl SlotTask {
             });
         }
     }
-}
-
-/// `at + by`, without the panic on overflow (a grace period of `Duration::MAX`).
-fn later(at: Instant, by: Duration) -> Instant {
-    at.checked_add(by)
-        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// An API call with [`CALL_TIMEOUT`]: no answer in time is a failure like any other.
