@@ -235,7 +235,7 @@ impl ApiServer {
                 store.verbs.insert("create");
                 let mut lease = match parse_lease(body) {
                     Ok(l) => l,
-                    Err(answer) => return answer,
+                    Err(answer) => return *answer,
                 };
                 let Some(name) = lease.metadata.name.clone().filter(|n| valid_name(n)) else {
                     return invalid(
@@ -267,7 +267,7 @@ impl ApiServer {
                 store.verbs.insert("update");
                 let mut lease = match parse_lease(body) {
                     Ok(l) => l,
-                    Err(answer) => return answer,
+                    Err(answer) => return *answer,
                 };
                 if lease.metadata.name.as_deref() != Some(name.as_str()) {
                     return status(
@@ -504,14 +504,14 @@ impl tower::Service<Request<kube::client::Body>> for InProcess {
 }
 
 /// A Lease from a request body, or the API server's 400 for one it cannot read.
-fn parse_lease(body: &[u8]) -> Result<Lease, Response<Full<Bytes>>> {
+fn parse_lease(body: &[u8]) -> Result<Lease, Box<Response<Full<Bytes>>>> {
     serde_json::from_slice(body).map_err(|e| {
-        status(
+        Box::new(status(
             400,
             "BadRequest",
             &format!("the body of the request was in an unknown format: {e}"),
             None,
-        )
+        ))
     })
 }
 
