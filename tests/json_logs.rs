@@ -188,3 +188,30 @@ async fn a_path_with_a_newline_cannot_forge_a_log_line() {
     }
     assert!(text.contains("license.key\\nINFO"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_the_service_does_not_count_is_warned_about_at_start() {
+    let (captured, _guard) = capture_json();
+    let mut claims = Claims::new("YourCompany", T0 as i64 + 30 * DAY);
+    claims.max_instances = Some(3);
+    let _monitor = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(signer().sign(&claims)))
+        .clock(TestClock::new(t0()))
+        .start()
+        .await
+        .unwrap();
+    let lines = captured.lines();
+    let warning = lines
+        .iter()
+        .find(|l| l["max_instances"] == 3)
+        .unwrap_or_else(|| panic!("no warning in {lines:#?}"));
+    assert_eq!(warning["level"], "WARN");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not count them"),
+        "{warning}"
+    );
+}
