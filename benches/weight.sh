@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What the library adds to a plain axum app: crates in the build, release binary size
-# (and stripped), and a clean release build's wall time. Builds two scratch apps in a
-# temporary directory, one without the library and one with it (default features, the
-# layer and /health), each from an empty target directory.
+# (and stripped), and a clean release build's wall time. Builds three scratch apps in a
+# temporary directory, one without the library, one with it (default features, the
+# layer and /health), and one that also counts instances (feature `kubernetes`, set up
+# as the README says), each from an empty target directory.
 #
-#   bash benches/weight.sh            # ~3 minutes on 2 cores; needs network for crates.io
+#   bash benches/weight.sh            # ~8 minutes on 2 cores; needs network for crates.io
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -57,8 +58,32 @@ async fn main() {
     }
 }'
 
+app counted "iosetu-license = { path = \"$repo\", features = [\"kubernetes\"] }
+k8s-openapi = { version = \"0.29\", features = [\"v1_33\"] }" 'use axum::{Router, routing::get};
+use iosetu_license::{InstanceSlots, LicenseLayer, LicenseMonitor, LicenseSource, PublicKey};
+#[tokio::main]
+async fn main() {
+    let key = PublicKey::from_pem(include_str!("'"$repo"'/examples/dev-keys/dev.pub.pem")).unwrap();
+    let monitor = LicenseMonitor::builder()
+        .public_key(key)
+        .source(LicenseSource::Env("APP_LICENSE".into()))
+        .instance_slots(InstanceSlots::new("hello"))
+        .start()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(LicenseLayer::new(&monitor))
+        .route_service("/health", monitor.health_service());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        axum::serve(listener, app).await.unwrap();
+    }
+    monitor.shutdown().await;
+}'
+
 printf '%-10s %7s %12s %14s %10s\n' app crates "binary (B)" "stripped (B)" "build (s)"
-for name in plain licensed; do
+for name in plain licensed counted; do
   cd "$work/$name"
   cargo fetch -q
   start=$(date +%s.%N)
