@@ -37,14 +37,18 @@ async fn main() {
     }
 }'
 
-app licensed "iosetu-license = { path = \"$repo\" }" 'use axum::{Router, routing::get};
-use iosetu_license::{LicenseLayer, LicenseMonitor, LicenseSource, PublicKey};
+# The licensed app's main.rs; $1 is an extra builder call (instance slots), $2 a last
+# statement.
+licensed_main() {
+  cat <<RUST
+use axum::{Router, routing::get};
+use iosetu_license::*;
 #[tokio::main]
 async fn main() {
-    let key = PublicKey::from_pem(include_str!("'"$repo"'/examples/dev-keys/dev.pub.pem")).unwrap();
+    let key = PublicKey::from_pem(include_str!("$repo/examples/dev-keys/dev.pub.pem")).unwrap();
     let monitor = LicenseMonitor::builder()
         .public_key(key)
-        .source(LicenseSource::Env("APP_LICENSE".into()))
+        .source(LicenseSource::Env("APP_LICENSE".into()))$1
         .start()
         .await
         .unwrap();
@@ -56,31 +60,17 @@ async fn main() {
     if std::env::args().nth(1).as_deref() == Some("serve") {
         axum::serve(listener, app).await.unwrap();
     }
-}'
+    $2
+}
+RUST
+}
+
+app licensed "iosetu-license = { path = \"$repo\" }" "$(licensed_main "" "")"
 
 app counted "iosetu-license = { path = \"$repo\", features = [\"kubernetes\"] }
-k8s-openapi = { version = \"0.29\", features = [\"v1_33\"] }" 'use axum::{Router, routing::get};
-use iosetu_license::{InstanceSlots, LicenseLayer, LicenseMonitor, LicenseSource, PublicKey};
-#[tokio::main]
-async fn main() {
-    let key = PublicKey::from_pem(include_str!("'"$repo"'/examples/dev-keys/dev.pub.pem")).unwrap();
-    let monitor = LicenseMonitor::builder()
-        .public_key(key)
-        .source(LicenseSource::Env("APP_LICENSE".into()))
-        .instance_slots(InstanceSlots::new("hello"))
-        .start()
-        .await
-        .unwrap();
-    let app = Router::new()
-        .route("/", get(|| async { "hello" }))
-        .layer(LicenseLayer::new(&monitor))
-        .route_service("/health", monitor.health_service());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    if std::env::args().nth(1).as_deref() == Some("serve") {
-        axum::serve(listener, app).await.unwrap();
-    }
-    monitor.shutdown().await;
-}'
+k8s-openapi = { version = \"0.29\", features = [\"v1_33\"] }" \
+  "$(licensed_main '
+        .instance_slots(InstanceSlots::new("hello"))' 'monitor.shutdown().await;')"
 
 printf '%-10s %7s %12s %14s %10s\n' app crates "binary (B)" "stripped (B)" "build (s)"
 for name in plain licensed counted; do
