@@ -407,7 +407,16 @@ pub(crate) struct TrustedTime {
     behind: bool,
     /// The vendor's build time.
     build_floor: Option<i128>,
+    /// The honest drift budget: the monotonic reading it last started at (the run's
+    /// start, or the last correction), and the age an earlier run had earned (restored
+    /// from the state file).
+    budget_since: Duration,
+    budget_carried: Duration,
 }
+
+/// How fast an unsynchronized clock may drift, as the kernel's own error bound grows:
+/// 500 ppm, one nanosecond in 2,000.
+const DRIFT_DIVISOR: i128 = 2_000;
 
 const THRESHOLD_NANOS: i128 = JUMP_THRESHOLD.as_nanos() as i128;
 const NANOS: i128 = 1_000_000_000;
@@ -435,7 +444,32 @@ impl TrustedTime {
             soft_until: None,
             behind: false,
             build_floor: None,
+            budget_since: reading.mono,
+            budget_carried: Duration::ZERO,
         }
+    }
+
+    /// The monotonic time the drift budget has been accruing: since the run's start or
+    /// the last correction, plus what an earlier run had earned.
+    pub(crate) fn budget_age(&self) -> Duration {
+        self.budget_carried
+            .saturating_add(self.last_mono.saturating_sub(self.budget_since))
+    }
+
+    /// The largest step back that an honest clock can need: the threshold, plus 500 ppm
+    /// of the budget's age.
+    fn budget_nanos(&self) -> i128 {
+        THRESHOLD_NANOS + self.budget_age().as_nanos() as i128 / DRIFT_DIVISOR
+    }
+
+    /// Re-bases all of our own evidence at `wall` after a correction within the budget,
+    /// and starts the budget again from zero.
+    fn rebase(&mut self, wall: i128) {
+        self.mark = self.mark.map(|m| m.min(wall));
+        self.stored = self.stored.map(|s| s.min(wall));
+        self.behind = false;
+        self.budget_since = self.last_mono;
+        self.budget_carried = Duration::ZERO;
     }
 
     /// Sets the vendor's build time as a floor under trusted time.
@@ -465,6 +499,8 @@ impl TrustedTime {
         // A monotonic clock that went backwards (a restored checkpoint, C6) gives no
         // information: re-baseline without judging.
         let Some(elapsed) = reading.mono.checked_sub(self.last_mono) else {
+            self.budget_carried = self.budget_age();
+            self.budget_since = reading.mono;
             self.last_wall = wall;
             self.last_mono = reading.mono;
             self.wall = wall;
@@ -532,12 +568,27 @@ impl TrustedTime {
 
     /// Reports the wall behind hard evidence: once when it first falls behind (in one
     /// step, or the last of many small ones), and again for each further step back.
+    ///
+    /// A first step behind that is no larger than the honest drift budget is NTP
+    /// correcting a clock that ran fast: the mark (and the stored one) re-base at the
+    /// corrected wall, and it is a correction, not manipulation. The mark ran as fast as
+    /// the wall (one oscillator drives both), so only such a step shows the drift.
     fn judge_behind(&mut self, hard_behind: bool, skew: i128) -> Option<ClockAnomaly> {
         if !hard_behind {
             self.behind = false;
             return None;
         }
         let first = !self.behind;
+        if first {
+            let hard = self.hard().unwrap_or(self.wall);
+            if hard - self.wall <= self.budget_nanos() {
+                let wall = self.wall;
+                self.rebase(wall);
+                return Some(ClockAnomaly::Corrected {
+                    seconds: tenths(wall - hard),
+                });
+            }
+        }
         self.behind = true;
         (first || skew < -THRESHOLD_NANOS).then(|| ClockAnomaly::BackwardJump {
             seconds: round_secs(self.wall - self.now_nanos()),
@@ -547,7 +598,17 @@ impl TrustedTime {
     /// Applies the mark stored by an earlier run. Reports a manipulation when the wall
     /// clock is more than the threshold behind it (a clock set back while the service was
     /// down), unless the reading is provisional.
-    pub(crate) fn restore_mark(&mut self, stored_secs: i64) -> Option<ClockAnomaly> {
+    ///
+    /// `budget_age` is the drift budget the earlier run had earned: a wall behind the
+    /// stored mark by no more than that budget is a correction (the stored mark re-bases),
+    /// as a clock that ran fast before the restart and was corrected since looks exactly
+    /// so. Downtime earns nothing: nobody saw the clock meanwhile.
+    pub(crate) fn restore_mark(
+        &mut self,
+        stored_secs: i64,
+        budget_age: Duration,
+    ) -> Option<ClockAnomaly> {
+        self.budget_carried = self.budget_carried.max(budget_age);
         let stored = stored_secs as i128 * NANOS;
         self.stored = Some(self.stored.map_or(stored, |s| s.max(stored)));
         if self.mark.is_some() {
@@ -555,6 +616,13 @@ impl TrustedTime {
         }
         if self.provisional || self.wall >= stored - THRESHOLD_NANOS {
             return None;
+        }
+        if stored - self.wall <= self.budget_nanos() {
+            let wall = self.wall;
+            self.rebase(wall);
+            return Some(ClockAnomaly::Corrected {
+                seconds: tenths(wall - stored),
+            });
         }
         self.behind = true;
         Some(ClockAnomaly::BackwardJump {
@@ -848,7 +916,7 @@ mod tests {
     #[test]
     fn a_provisional_step_back_below_firm_evidence_is_held_then_judged() {
         let mut t = TrustedTime::new(early(10_000, 10));
-        assert_eq!(t.restore_mark(10_000), None);
+        assert_eq!(t.restore_mark(10_000, Duration::ZERO), None);
         // Set back 30 days in the boot window: trusted time holds the stored mark.
         assert_eq!(t.sample(early(10_060 - 30 * 86_400, 70)), None);
         assert_eq!(t.now_secs(), 10_060);
@@ -867,7 +935,7 @@ mod tests {
         // The boot window closes with the clock still 10 s ahead; NTP fixes it minutes
         // later. With a stored mark, that first firm reading is not yet hard evidence.
         let mut t = TrustedTime::new(early(10_000, 10));
-        assert_eq!(t.restore_mark(10_000), None);
+        assert_eq!(t.restore_mark(10_000, Duration::ZERO), None);
         assert_eq!(t.sample(read(10_910, 900)), None);
         assert_eq!(
             t.persistable_mark(),
@@ -888,7 +956,7 @@ mod tests {
         );
         // But never below the stored mark, confirmed or not.
         let mut t = TrustedTime::new(read(9_000, 0));
-        assert!(t.restore_mark(10_000).is_some());
+        assert!(t.restore_mark(10_000, Duration::ZERO).is_some());
         assert_eq!(t.now_secs(), 10_000);
     }
 
@@ -896,12 +964,12 @@ mod tests {
     fn a_stored_mark_ahead_of_the_wall_at_start_is_manipulation() {
         let mut t = TrustedTime::new(read(5_000, 0));
         assert_eq!(
-            t.restore_mark(9_000),
+            t.restore_mark(9_000, Duration::ZERO),
             Some(ClockAnomaly::BackwardJump { seconds: -4000 })
         );
         assert_eq!(t.now_secs(), 9_000);
         let mut ok = TrustedTime::new(read(9_003, 0));
-        assert_eq!(ok.restore_mark(9_000), None);
+        assert_eq!(ok.restore_mark(9_000, Duration::ZERO), None);
     }
 
     #[test]
@@ -927,8 +995,8 @@ mod tests {
         t.sample(read(-86_000, 400));
         assert_eq!(t.until(10), Duration::from_secs(86_010));
         // A stored mark at the limit of i64 is no reason to panic either.
-        let _ = t.restore_mark(i64::MAX);
-        let _ = t.restore_mark(i64::MIN);
+        let _ = t.restore_mark(i64::MAX, Duration::MAX);
+        let _ = t.restore_mark(i64::MIN, Duration::ZERO);
         let _ = t.until(i64::MIN);
         let _ = t.until(i64::MAX);
     }

@@ -97,6 +97,7 @@ mod health;
 pub mod instances;
 #[cfg(feature = "issue")]
 mod issue;
+mod judge;
 mod key;
 pub mod layer;
 pub mod metrics;

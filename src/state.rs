@@ -24,11 +24,28 @@ pub(crate) struct PersistedState {
     pub(crate) version: u32,
     /// The highest trusted wall time seen, seconds since the epoch.
     pub(crate) high_water: i64,
-    /// The start of the current grace period, if any.
+    /// The start of the current grace period, if any. From version 2: of the current
+    /// episode without any license (an expired license's grace is anchored at its own
+    /// signed `exp`, which needs no storing).
     pub(crate) grace_anchor: Option<i64>,
+    /// The latest cut-off an earlier episode without a license earned (version 2).
+    #[serde(default)]
+    pub(crate) grace_floor: Option<i64>,
+    /// Since when the service has been in grace (or cut off), whatever the reason
+    /// (version 2; version 1's `grace_anchor` meant this): a restart that finds no license
+    /// at all, or a clock set back, anchors its grace there, so it buys nothing.
+    #[serde(default)]
+    pub(crate) not_valid_since: Option<i64>,
+    /// Seconds of monotonic time the honest drift budget has accrued (version 2).
+    #[serde(default)]
+    pub(crate) budget_age: u64,
 }
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Version 1 files (a mark and an anchor) still load.
+const OLDEST_VERSION: u32 = 1;
+/// No run earns a drift budget older than this: a larger stored age is not ours.
+const MAX_BUDGET_AGE: u64 = 100 * 366 * 86_400;
 /// State files are tiny; anything larger is not ours.
 const MAX_STATE_BYTES: u64 = 4096;
 
@@ -46,6 +63,9 @@ impl PersistedState {
             version: VERSION,
             high_water,
             grace_anchor,
+            grace_floor: None,
+            not_valid_since: None,
+            budget_age: 0,
         }
     }
 
@@ -87,7 +107,7 @@ impl PersistedState {
         }
         let state: Self = serde_json::from_slice(&bytes)
             .map_err(|e| problem("corrupt", format!("{shown}: {e}")))?;
-        if state.version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&state.version) {
             return Err(problem(
                 "corrupt",
                 format!("{shown}: unknown version {}", state.version),
@@ -96,7 +116,12 @@ impl PersistedState {
         // Years 0000 to 9999: what a clock can plausibly read. Anything else is not ours
         // (every later computation saturates, so this is about meaning, not safety).
         let in_range = |v: i64| (MIN_RFC3339..=MAX_RFC3339).contains(&v);
-        if !in_range(state.high_water) || state.grace_anchor.is_some_and(|a| !in_range(a)) {
+        if !in_range(state.high_water)
+            || state.grace_anchor.is_some_and(|a| !in_range(a))
+            || state.grace_floor.is_some_and(|a| !in_range(a))
+            || state.not_valid_since.is_some_and(|a| !in_range(a))
+            || state.budget_age > MAX_BUDGET_AGE
+        {
             return Err(problem("corrupt", format!("{shown}: values out of range")));
         }
         Ok(state)
@@ -180,7 +205,10 @@ mod tests {
             "",
             "{",
             r#"{"version":1,"high_water":"x","grace_anchor":null}"#,
-            r#"{"version":2,"high_water":1,"grace_anchor":null}"#,
+            r#"{"version":3,"high_water":1,"grace_anchor":null}"#,
+            r#"{"version":2,"high_water":1,"grace_anchor":null,"budget_age":-1}"#,
+            r#"{"version":2,"high_water":1,"grace_anchor":null,"budget_age":99999999999999}"#,
+            r#"{"version":2,"high_water":1,"grace_anchor":null,"grace_floor":9223372036854775807}"#,
             r#"{"version":1,"high_water":-62167219201,"grace_anchor":null}"#,
             r#"{"version":1,"high_water":9223372036854775807,"grace_anchor":null}"#,
             r#"{"version":1,"high_water":1,"grace_anchor":-9223372036854775808}"#,
@@ -194,6 +222,13 @@ mod tests {
                 "{bad}"
             );
         }
+        // A version 1 file (before the drift budget) still loads, with no budget.
+        std::fs::write(&path, r#"{"version":1,"high_water":5,"grace_anchor":4}"#).unwrap();
+        let old = PersistedState::load(&path).unwrap();
+        assert_eq!(
+            (old.high_water, old.grace_anchor, old.budget_age),
+            (5, Some(4), 0)
+        );
         std::fs::write(&path, vec![b' '; 5000]).unwrap();
         assert_eq!(PersistedState::load(&path).unwrap_err().reason, "corrupt");
         let as_dir = dir.path().join("d");

@@ -255,14 +255,19 @@ impl Verdict {
 #[derive(Debug, Clone)]
 pub(crate) struct Input<'a> {
     /// The license set: every token of the last good read that verified (in force, held
-    /// for later, or expired).
+    /// for later, or expired), in a canonical order (see `crate::judge::set`).
     pub(crate) licenses: &'a [Arc<Claims>],
     /// The last problem reading the source, if the last read did not verify.
     pub(crate) problem: Option<&'a LicenseError>,
     /// Trusted now, in whole seconds since the epoch.
     pub(crate) now: i64,
-    /// The start of the current grace period, as carried over from the last evaluation.
+    /// Since when no license at all has been seen (missing, refused, or only held for
+    /// later) in the current episode, as carried over from the last evaluation; an expired
+    /// license does not start one (its own `exp` anchors its grace).
     pub(crate) grace_anchor: Option<i64>,
+    /// The latest cut-off an earlier episode without a license earned (its anchor plus
+    /// the builder's grace): a license that came in meanwhile never makes it earlier.
+    pub(crate) grace_floor: Option<i64>,
     /// When clock manipulation was detected, while it has not cleared.
     pub(crate) manipulated_at: Option<i64>,
     /// The builder's grace period, in seconds.
@@ -278,7 +283,8 @@ pub(crate) struct Input<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Evaluation {
     pub(crate) verdict: Verdict,
-    /// The anchor to carry into the next evaluation (`None` while valid).
+    /// The anchor of the episode without a license to carry into the next evaluation
+    /// (`None` while valid, or while only an expired set is the reason for grace).
     pub(crate) grace_anchor: Option<i64>,
     /// The first second at which this evaluation's outcome can differ; `None` if only new
     /// input can change it.
@@ -295,6 +301,7 @@ pub fn judge(licenses: &[Arc<Claims>], at: SystemTime, default_grace: Duration) 
         problem: None,
         now: crate::clock::unix_seconds(at),
         grace_anchor: None,
+        grace_floor: None,
         manipulated_at: None,
         grace_period: i64::try_from(default_grace.as_secs()).unwrap_or(i64::MAX),
         no_grace: false,
@@ -302,6 +309,11 @@ pub fn judge(licenses: &[Arc<Claims>], at: SystemTime, default_grace: Duration) 
     })
     .verdict
 }
+
+/// A held license whose `nbf` falls before the cut-off of the coverage before it continues
+/// that coverage; the cut-off counts as at least this long after the coverage's end, so a
+/// license with no grace followed by one that starts a second later is one coverage.
+pub(crate) const CONTINUATION_SECS: i64 = 60;
 
 /// A license's window `[start, end)`: from `nbf` (or the beginning of time) to `exp`.
 fn window(c: &Claims) -> (i64, i64) {
@@ -311,6 +323,55 @@ fn window(c: &Claims) -> (i64, i64) {
 fn in_force_at(c: &Claims, t: i64) -> bool {
     let (start, end) = window(c);
     start <= t && t < end
+}
+
+/// A license's own grace: the vendor's signed one, else the builder's.
+fn grace_of(c: &Claims, default_grace: i64) -> i64 {
+    c.grace_period_seconds
+        .map_or(default_grace, |g| i64::try_from(g).unwrap_or(i64::MAX))
+}
+
+/// One continued coverage: licenses whose windows overlap, touch, or follow each other
+/// with a gap that starts before the cut-off of what came before.
+#[derive(Debug)]
+struct Chain {
+    /// The first second covered.
+    start: i64,
+    /// The end of the continued coverage (the latest `exp`).
+    end: i64,
+    /// The latest `exp` + grace among its licenses: where the service is cut off once the
+    /// coverage has ended.
+    cut: i64,
+    /// Indices into the set, by start.
+    members: Vec<usize>,
+}
+
+/// The set's coverages, earliest first. Order-free: the set's order does not matter, and a
+/// license repeated changes nothing.
+fn chains(set: &[Arc<Claims>], default_grace: i64) -> Vec<Chain> {
+    let mut order: Vec<usize> = (0..set.len())
+        .filter(|&i| window(&set[i]).0 < set[i].exp)
+        .collect();
+    order.sort_by_key(|&i| window(&set[i]));
+    let mut chains: Vec<Chain> = Vec::new();
+    for i in order {
+        let (start, end) = window(&set[i]);
+        let cut = end.saturating_add(grace_of(&set[i], default_grace));
+        match chains.last_mut() {
+            Some(chain) if start < chain.cut.max(chain.end.saturating_add(CONTINUATION_SECS)) => {
+                chain.end = chain.end.max(end);
+                chain.cut = chain.cut.max(cut);
+                chain.members.push(i);
+            }
+            _ => chains.push(Chain {
+                start,
+                end,
+                cut,
+                members: vec![i],
+            }),
+        }
+    }
+    chains
 }
 
 /// The end of the coverage that holds `t`: the union of windows, chained where one
@@ -359,6 +420,17 @@ fn ends_last(licenses: &[Arc<Claims>]) -> Option<Arc<Claims>> {
         .cloned()
 }
 
+/// Where the set stands at an instant.
+enum Standing {
+    /// Licenses are in force; the coverage they belong to ends at `end`.
+    Covered { end: i64 },
+    /// The coverage ended at `expired_at` (or paused there, for a gap that a held license
+    /// closes); its grace runs to `cut`.
+    Expired { expired_at: i64, cut: i64 },
+    /// No license has been in force in this coverage: none at all, or only held ones.
+    Unlicensed,
+}
+
 /// Judges the input. Pure: the same input always gives the same output.
 pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     let now = input.now;
@@ -377,59 +449,88 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
         .filter(|c| in_force_at(c, now))
         .cloned()
         .collect();
-
-    if let Some(end) = coverage_end(set, now)
-        && input.manipulated_at.is_none()
-    {
-        let remaining = end - now;
-        let band = ExpiryBand::for_remaining(remaining);
-        // The next band edge still ahead; `remaining < threshold` first holds at
-        // end - threshold + 1. After the last band, the next change is the end itself. A
-        // license in force ending inside the coverage, or a held one starting, changes
-        // the set in force.
-        let next_change = ExpiryBand::ALL
+    let chains = chains(set, input.grace_period);
+    let current = chains.iter().rev().find(|c| c.start <= now);
+    let standing = match current {
+        Some(chain) if !in_force.is_empty() => Standing::Covered { end: chain.end },
+        Some(chain) if now < chain.end => {
+            // A gap inside a continued coverage: grace, never a cut-off, until the next
+            // license comes in (its `nbf` is before the cut-off of what came before).
+            let before = chain
+                .members
+                .iter()
+                .map(|&i| &set[i])
+                .filter(|c| c.exp <= now);
+            let expired_at = before.clone().map(|c| c.exp).max().unwrap_or(now);
+            let cut = before
+                .map(|c| c.exp.saturating_add(grace_of(c, input.grace_period)))
+                .chain(next_start)
+                .max()
+                .unwrap_or(now);
+            Standing::Expired { expired_at, cut }
+        }
+        Some(chain) => Standing::Expired {
+            expired_at: chain.end,
+            cut: chain.cut,
+        },
+        None => Standing::Unlicensed,
+    };
+    // The licenses whose features and limits apply: those in force, or in grace after
+    // expiry those in force at the last covered second.
+    let applying: Vec<Arc<Claims>> = match standing {
+        Standing::Covered { .. } => in_force.clone(),
+        Standing::Expired { expired_at, .. } => set
             .iter()
-            .map(|b| end - b.threshold_secs() + 1)
-            .chain(in_force.iter().map(|c| c.exp))
+            .filter(|c| in_force_at(c, expired_at.saturating_sub(1)))
+            .cloned()
+            .collect(),
+        Standing::Unlicensed => Vec::new(),
+    };
+    // Outcomes change when a license in force ends or a held one starts.
+    let set_changes = || {
+        in_force
+            .iter()
+            .map(|c| c.exp)
             .chain(next_start)
             .filter(|&edge| edge > now)
-            .min()
-            .unwrap_or(end);
-        if let Some(since) = input.without_slot_since
-            && instance_limit(&in_force).is_some()
-        {
+    };
+    let instance_cut = |period: i64| {
+        input
+            .without_slot_since
+            .filter(|_| instance_limit(&applying).is_some())
+            .map(|since| since.min(now).saturating_add(period))
+    };
+    let own_grace = if input.no_grace {
+        0
+    } else {
+        input.grace_period
+    };
+
+    if let (Standing::Covered { end }, None) = (&standing, input.manipulated_at) {
+        let end = *end;
+        let claims = ends_last(&in_force);
+        if let Some(ends) = instance_cut(own_grace) {
             // Licensed, but another replica holds every slot: grace from when this one
             // found itself without, the builder's period (the vendor's signed grace is for
             // expiry), then the cut-off. Getting a slot ends it (new input).
-            let period = if input.no_grace {
-                0
-            } else {
-                input.grace_period
-            };
-            let anchor = since.min(now);
-            let ends = anchor.saturating_add(period);
-            // No alert bands in grace: only the set in force, and the end of grace, change.
-            let next_change = in_force
-                .iter()
-                .map(|c| c.exp)
-                .chain(next_start)
+            let since = input.without_slot_since.map_or(now, |s| s.min(now));
+            let next_change = set_changes()
                 .chain([end])
+                .chain((ends > now).then_some(ends))
                 .filter(|&edge| edge > now)
-                .min()
-                .unwrap_or(end);
-            let (state, next_change) = if now >= ends {
-                (LicenseState::GraceExpired, next_change)
-            } else {
-                (LicenseState::Grace, next_change.min(ends))
-            };
+                .min();
             return Evaluation {
                 verdict: Verdict {
-                    state,
-                    claims: ends_last(&in_force),
+                    state: if now >= ends {
+                        LicenseState::GraceExpired
+                    } else {
+                        LicenseState::Grace
+                    },
+                    claims,
                     licenses: in_force,
                     upcoming,
                     expires_at: Some(from_unix_seconds(end)),
-                    grace_started_at: Some(from_unix_seconds(anchor)),
+                    grace_started_at: Some(from_unix_seconds(since)),
                     grace_ends_at: Some(from_unix_seconds(ends)),
                     reason: Some(GraceReason::InstanceLimit),
                     band: None,
@@ -437,20 +538,30 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                     evaluated_mono: Duration::ZERO,
                 },
                 grace_anchor: None,
-                next_change: Some(next_change),
+                next_change,
             };
         }
+        let remaining = end - now;
+        // The next band edge still ahead; `remaining < threshold` first holds at
+        // end - threshold + 1. After the last band, the next change is the end itself.
+        let next_change = ExpiryBand::ALL
+            .iter()
+            .map(|b| end - b.threshold_secs() + 1)
+            .chain(set_changes())
+            .filter(|&edge| edge > now)
+            .min()
+            .unwrap_or(end);
         return Evaluation {
             verdict: Verdict {
                 state: LicenseState::Valid,
-                claims: ends_last(&in_force),
+                claims,
                 licenses: in_force,
                 upcoming,
                 expires_at: Some(from_unix_seconds(end)),
                 grace_started_at: None,
                 grace_ends_at: None,
                 reason: None,
-                band,
+                band: ExpiryBand::for_remaining(remaining),
                 evaluated_at,
                 evaluated_mono: Duration::ZERO,
             },
@@ -459,28 +570,27 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
         };
     }
 
-    // Not covered (or the clock is not trusted). The last coverage that ended, if any:
-    // its end is when the set expired, and the licenses in force at its last second are
-    // the expired set, whose features and signed grace apply.
-    let covered_now = coverage_end(set, now);
-    // (The coverage holding the last covered second ends at the latest `exp` not after
-    // now: had it run past now, now would be covered.)
-    let expired_at = match covered_now {
-        Some(_) => None,
-        None => set
-            .iter()
-            .filter(|c| window(c).0 < c.exp && c.exp <= now)
-            .map(|c| c.exp)
-            .max(),
+    // In grace, or cut off. Each reason brings its own start and cut-off:
+    // * the coverage that ended: from its end to the latest `exp` + grace of its
+    //   licenses (each with its own signed grace or the builder's), so adding a license
+    //   never brings the cut-off earlier;
+    // * an episode with no license at all: from its first sight, the builder's grace; it
+    //   goes on counting when an expired set is loaded, and a cut-off it earned stays
+    //   (`grace_floor`) once a license came in;
+    // * clock manipulation: from its detection, the builder's grace, and it cuts off
+    //   whatever else would have run longer.
+    let anchor = match standing {
+        Standing::Unlicensed => Some(input.grace_anchor.unwrap_or(now).min(now)),
+        _ => input.grace_anchor.map(|a| a.min(now)),
     };
-    let applying: Vec<Arc<Claims>> = match (covered_now, expired_at) {
-        (Some(_), _) => in_force,
-        (None, Some(end)) => set
-            .iter()
-            .filter(|c| in_force_at(c, end - 1))
-            .cloned()
-            .collect(),
-        (None, None) => Vec::new(),
+    let (expired_at, set_cut) = match standing {
+        Standing::Covered { .. } => (None, None),
+        Standing::Expired { expired_at, cut } => (Some(expired_at), Some(cut)),
+        Standing::Unlicensed => (None, None),
+    };
+    let covered_end = match standing {
+        Standing::Covered { end } => Some(end),
+        _ => None,
     };
     let reason = if input.manipulated_at.is_some() {
         GraceReason::ClockManipulation
@@ -496,57 +606,43 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             (Some(other), _) => GraceReason::Invalid(other.clone()),
         }
     };
-    // The anchor never moves later while no valid license is seen: an expired license
-    // anchors at its own `exp` (a restart buys nothing), and a carried-over anchor wins
-    // over anything later.
-    let anchor = [input.grace_anchor, expired_at, input.manipulated_at]
+    let started = [expired_at, anchor, input.manipulated_at]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(now);
-    // Expiry's grace is the vendor's, signed into the licenses that ended the coverage
-    // (the longest of theirs; the builder's for one that signs none). Any other reason
-    // gets the builder's.
-    let period = if input.no_grace {
-        0
-    } else if reason == GraceReason::Expired {
-        let ending: Vec<&Arc<Claims>> = applying
-            .iter()
-            .filter(|c| Some(c.exp) == expired_at)
-            .collect();
-        ending
-            .iter()
-            .map(|c| {
-                c.grace_period_seconds
-                    .map_or(input.grace_period, |g| i64::try_from(g).unwrap_or(i64::MAX))
-            })
-            .max()
-            .unwrap_or(input.grace_period)
-    } else {
-        input.grace_period
-    };
-    let mut ends = anchor.saturating_add(period);
-    if let Some(since) = input.without_slot_since
-        && instance_limit(&applying).is_some()
-    {
+    // While covered (manipulation only), the coverage's own cut-off stands behind it.
+    let covered_cut = covered_end.and_then(|_| current.map(|c| c.cut));
+    let mut ends = [
+        set_cut,
+        covered_cut,
+        anchor.map(|a| a.saturating_add(input.grace_period)),
+        input.grace_floor,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(now);
+    if let Some(at) = input.manipulated_at {
+        ends = ends.min(at.saturating_add(input.grace_period));
+    }
+    if input.no_grace {
+        ends = started;
+    }
+    if let Some(cut) = instance_cut(own_grace) {
         // In grace for the license and without an instance slot: whichever grace ends
         // first cuts off.
-        let period = if input.no_grace {
-            0
-        } else {
-            input.grace_period
-        };
-        ends = ends.min(since.min(now).saturating_add(period));
+        ends = ends.min(cut);
     }
+    // (Under manipulation, the coverage's own end changes nothing: its cut-off already
+    // stood behind the grace, and the licenses at its last second are those in force.)
+    let changes = set_changes().filter(|&edge| Some(edge) != covered_end);
     let (state, next_change) = if now >= ends {
-        (LicenseState::GraceExpired, next_start)
+        (LicenseState::GraceExpired, changes.min())
     } else {
-        (
-            LicenseState::Grace,
-            Some(next_start.map_or(ends, |start| start.min(ends))),
-        )
+        (LicenseState::Grace, changes.chain([ends]).min())
     };
-    let expires_at = covered_now.or(expired_at).map(from_unix_seconds);
+    let expires_at = covered_end.or(expired_at).map(from_unix_seconds);
     Evaluation {
         verdict: Verdict {
             state,
@@ -554,14 +650,14 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             licenses: applying,
             upcoming,
             expires_at,
-            grace_started_at: Some(from_unix_seconds(anchor)),
+            grace_started_at: Some(from_unix_seconds(started)),
             grace_ends_at: Some(from_unix_seconds(ends)),
             reason: Some(reason),
             band: None,
             evaluated_at,
             evaluated_mono: Duration::ZERO,
         },
-        grace_anchor: Some(anchor),
+        grace_anchor: anchor,
         next_change,
     }
 }
@@ -586,6 +682,7 @@ mod tests {
             problem: None,
             now,
             grace_anchor: None,
+            grace_floor: None,
             manipulated_at: None,
             grace_period: GRACE,
             no_grace: false,
@@ -828,7 +925,12 @@ mod tests {
         });
         assert_eq!(e.verdict.state, LicenseState::Grace);
         assert_eq!(e.verdict.reason, Some(GraceReason::ClockManipulation));
-        assert_eq!(e.grace_anchor, Some(EXP - 10 * DAY));
+        assert_eq!(
+            e.verdict.grace_started_at,
+            Some(from_unix_seconds(EXP - 10 * DAY))
+        );
+        // A license is in force: no episode without one has started.
+        assert_eq!(e.grace_anchor, None);
         assert_eq!(e.next_change, Some(EXP - 9 * DAY));
     }
 
@@ -901,6 +1003,7 @@ mod tests {
                 problem: problem.then_some(&err),
                 now,
                 grace_anchor: anchor.map(|a| a.min(now)),
+                grace_floor: None,
                 manipulated_at: manip.map(|m| m.min(now)),
                 grace_period: grace,
                 no_grace,
@@ -928,6 +1031,7 @@ mod tests {
                 problem: problem.then_some(&err),
                 now,
                 grace_anchor: anchor.map(|a| a.min(now)),
+                grace_floor: None,
                 manipulated_at: manip.map(|m| m.min(now)),
                 grace_period: grace,
                 no_grace,

@@ -1,0 +1,750 @@
+//! The judge: every decision the monitor makes, as one synchronous state machine.
+//!
+//! In the manner of quinn-proto's `Connection`, the judge does no I/O, reads no clock and
+//! knows no runtime. The checker task (`crate::checker`) feeds it what happened, with
+//! the clock reading it happened at ([`Judge::handle_check`], [`Judge::handle_restored`],
+//! [`Judge::handle_persisted`]), and drains what to do next: the verdict to publish
+//! ([`Judge::verdict`], [`Judge::drained`]), the events to emit ([`Judge::poll_event`]),
+//! the state to persist ([`Judge::poll_persist`]) and when to be woken
+//! ([`Judge::poll_timeout`]). Everything that decides (trusted time and its drift budget,
+//! the set rules, grace anchors and floors, manipulation and its clearing, the drain's
+//! timing, alert and failure rate limits, instance grace) lives here, in
+//! [`verdict::evaluate`](crate::verdict) and in [`TrustedTime`], so the simulations drive
+//! it directly at hundreds of thousands of schedules, without a runtime.
+//!
+//! Instants are the clock's monotonic readings ([`Reading::mono`]), never a runtime's:
+//! the shell turns a wake-up reading into a timer.
+
+pub(crate) mod set;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::{ClockAnomaly, MIN_RFC3339, Reading, TrustedTime};
+use crate::event::{DriftKind, LicenseEvent};
+use crate::state::{PersistedState, StateProblem};
+use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError};
+use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate, instance_limit};
+
+pub(crate) use set::{Line, Member};
+
+/// How often the state file's mark is brought up to date.
+pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest the judge lets the clocks go unsampled. Runtime timers stop while the
+/// machine is suspended and trusted time does not, so this bounds how long a verdict can
+/// lag behind after a resume (a sample costs microseconds).
+pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// What the judge is configured with: settings from the builder, nothing it decides.
+#[derive(Debug, Clone)]
+pub(crate) struct JudgeConfig {
+    pub(crate) grace_period: Duration,
+    pub(crate) drain_period: Duration,
+    pub(crate) check_interval: Duration,
+    pub(crate) fail_closed: bool,
+    pub(crate) built_at: Option<SystemTime>,
+    /// The source's description, for events.
+    pub(crate) source: String,
+    /// Whether a state file is kept (then [`Judge::poll_persist`] says what to write).
+    pub(crate) state_file: bool,
+}
+
+/// One read of the source.
+#[derive(Debug, Clone)]
+pub(crate) enum Read {
+    /// The source could not be read, or holds no token (or too many).
+    Failed(LicenseError),
+    /// Its tokens, each verified.
+    Lines(Vec<Line>),
+}
+
+/// What a wake brought besides a clock reading.
+#[derive(Debug, Clone)]
+pub(crate) enum Observation {
+    /// Only time moved.
+    Transition,
+    /// A periodic (or requested) check: this fresh read is judged, and a due alert
+    /// repeats.
+    Full(Read),
+    /// The source changed since it was last judged: this read is judged.
+    Changed(Read),
+}
+
+/// Whether `every` has passed since `since` at `now` (monotonic readings). A monotonic
+/// clock that went back (a restored checkpoint) makes it due: re-baselined, not stuck.
+fn due(since: Option<Duration>, now: Duration, every: Duration) -> bool {
+    since.is_none_or(|at| now < at || now >= at.saturating_add(every))
+}
+
+/// The judge. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Judge {
+    config: JudgeConfig,
+    time: TrustedTime,
+    /// The monotonic reading of the last check.
+    mono: Duration,
+    /// The license set: every token of the last good read that verified (in force, held
+    /// for later, or expired), in canonical order.
+    set: Vec<Member>,
+    /// Tokens `license.loaded` has announced (by fingerprint), so that each is announced
+    /// once, when it comes into force.
+    announced: HashSet<String>,
+    /// The last read's problem, while the source does not hold the license in force.
+    problem: Option<LicenseError>,
+    /// How many reads in a row had a problem (for `license.recovered`).
+    failed_reads: u64,
+    /// Since when no license at all has been seen in the current episode.
+    grace_anchor: Option<i64>,
+    /// The grace anchor was set while trusted now rested on an unconfirmed reading.
+    anchor_soft: bool,
+    /// The latest cut-off an earlier episode without a license earned.
+    grace_floor: Option<i64>,
+    /// Since when the last run was in grace, from the state file: it anchors this run's
+    /// grace when the first check finds no license at all or a clock set back, so that
+    /// deleting an expired license, or setting the clock back, and restarting buys no
+    /// fresh grace. (With a license present, its signed `exp` anchors anew.)
+    restored_since: Option<i64>,
+    /// Since when the service has been in grace or cut off (`None` while valid).
+    not_valid_since: Option<i64>,
+    manipulated_at: Option<i64>,
+    ever_valid: bool,
+    last: Option<Evaluation>,
+    /// When the expiry alert last fired, to repeat it at most once per check interval.
+    alerted_at: Option<Duration>,
+    /// The last failure reported (what was read, and when), so that an unchanged bad
+    /// source is reported at most once per check interval, whatever storm of
+    /// `check_now` or SIGHUP comes in between.
+    failure_reported: Option<(String, Duration)>,
+    /// When a wall clock behind a vendor floor was last reported.
+    floor_reported_at: Option<Duration>,
+    /// While cut off: when the drain period ends, and whether it has.
+    drain_ends: Option<Duration>,
+    drained: bool,
+    /// Since when (trusted seconds) this replica has held no instance slot.
+    without_slot_since: Option<i64>,
+    /// What was last written to the state file, and when.
+    persisted: Option<PersistedState>,
+    persisted_at: Duration,
+    events: VecDeque<LicenseEvent>,
+}
+
+impl Judge {
+    /// A judge whose trusted time starts at `first`.
+    pub(crate) fn new(config: JudgeConfig, first: Reading) -> Self {
+        let mut time = TrustedTime::new(first);
+        if let Some(built_at) = config.built_at {
+            time.set_build_floor(built_at);
+        }
+        Self {
+            config,
+            time,
+            mono: first.mono,
+            set: Vec::new(),
+            announced: HashSet::new(),
+            problem: None,
+            failed_reads: 0,
+            grace_anchor: None,
+            anchor_soft: false,
+            grace_floor: None,
+            restored_since: None,
+            not_valid_since: None,
+            manipulated_at: None,
+            ever_valid: false,
+            last: None,
+            alerted_at: None,
+            failure_reported: None,
+            floor_reported_at: None,
+            drain_ends: None,
+            drained: false,
+            without_slot_since: None,
+            persisted: None,
+            persisted_at: first.mono,
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Whether the drain period after a cut-off is over.
+    pub(crate) fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// The instance limit of the licenses that apply now (also after a cut-off: a replica
+    /// cut off for want of a slot keeps trying for one).
+    pub(crate) fn instance_limit(&self) -> Option<u64> {
+        self.last
+            .as_ref()
+            .and_then(|e| instance_limit(&e.verdict.licenses))
+    }
+
+    /// The reason code of the last read's problem, if it had one.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        self.problem.as_ref().map(LicenseError::reason)
+    }
+
+    // ---- handlers ----
+
+    /// The state file as read before the first check: the stored mark is our own
+    /// evidence (a wall clock more than the drift budget below it was set back across the
+    /// restart), and a stored grace anchor and floor stand.
+    pub(crate) fn handle_restored(&mut self, restored: Result<PersistedState, StateProblem>) {
+        match restored {
+            Ok(state) => {
+                self.persisted = Some(state);
+                if state.version < 2 {
+                    // Version 1 kept one anchor, of any kind.
+                    self.restored_since = state.grace_anchor;
+                } else {
+                    self.grace_anchor = state.grace_anchor;
+                    self.grace_floor = state.grace_floor;
+                    self.restored_since = state.not_valid_since;
+                }
+                let age = Duration::from_secs(state.budget_age);
+                if let Some(anomaly) = self.time.restore_mark(state.high_water, age) {
+                    self.on_clock_anomaly(anomaly);
+                }
+            }
+            Err(problem) => self.events.push_back(LicenseEvent::StateInvalid {
+                reason: problem.reason,
+                detail: problem.detail,
+            }),
+        }
+    }
+
+    /// A successful write of `state` to the state file.
+    pub(crate) fn handle_persisted(&mut self, state: PersistedState) {
+        self.persisted = Some(state);
+        self.persisted_at = self.mono;
+    }
+
+    /// One wake: sample the clocks at `reading`, judge what was observed, take the
+    /// instance-slot task's word (`without_slot`: this replica holds no slot), evaluate,
+    /// and queue the events for what changed. Returns the verdict to publish.
+    pub(crate) fn handle_check(
+        &mut self,
+        reading: Reading,
+        observation: Observation,
+        without_slot: bool,
+    ) -> Arc<Verdict> {
+        self.mono = reading.mono;
+        if let Some(anomaly) = self.time.sample(reading) {
+            self.on_clock_anomaly(anomaly);
+        }
+        let (full, reloaded) = match observation {
+            Observation::Transition => (false, false),
+            Observation::Full(read) => (true, self.judge(read)),
+            Observation::Changed(read) => (false, self.judge(read)),
+        };
+        if let Some(since) = self.restored_since.take() {
+            // The first check after a restart: no license at all, or a clock found set
+            // back, continues the grace the last run was in.
+            if self.set.is_empty() {
+                self.grace_anchor = Some(self.grace_anchor.map_or(since, |a| a.min(since)));
+            }
+            self.manipulated_at = self.manipulated_at.map(|m| m.min(since));
+        }
+        // A license's signed `iat` is a floor for judging that license (real time is at
+        // least that, give or take the vendor's clock): it never raises the mark.
+        let issue_floor = self
+            .set
+            .iter()
+            .filter_map(|m| m.claims.iat)
+            .max()
+            .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS));
+        let now = issue_floor.map_or(self.time.now_secs(), |f| f.max(self.time.now_secs()));
+        self.report_floors(issue_floor);
+        // Anchors never lie ahead of trusted time: a reading far ahead (provisional, or
+        // set ahead and corrected) must not leave a grace period that ends later.
+        let grace = self.grace_secs();
+        self.grace_anchor = self.grace_anchor.map(|a| a.min(now));
+        self.grace_floor = self.grace_floor.map(|f| f.min(now.saturating_add(grace)));
+        self.manipulated_at = self.manipulated_at.map(|m| m.min(now));
+        // A grace period that starts now, while trusted now rests on a reading not yet
+        // confirmed (provisional, or the first after a restart), is marked: if that reading
+        // turns out to be ahead, the correction moves the anchor back with it (see
+        // `on_clock_anomaly`), so a clock set ahead cannot stretch grace.
+        let fresh_anchor = self.grace_anchor.is_none();
+        // Manipulation-grace clears once the wall clock agrees with trusted time again and
+        // a valid license is in force.
+        if self.manipulated_at.is_some()
+            && self.time.wall_is_consistent()
+            && self
+                .set
+                .iter()
+                .any(|m| m.claims.nbf.is_none_or(|nbf| nbf <= now) && now < m.claims.exp)
+        {
+            self.manipulated_at = None;
+        }
+        self.without_slot_since = match (without_slot, self.without_slot_since) {
+            (true, Some(since)) => Some(since.min(now)),
+            (true, None) => Some(now),
+            (false, _) => None,
+        };
+        let licenses: Vec<Arc<Claims>> = self.set.iter().map(|m| Arc::clone(&m.claims)).collect();
+        let mut evaluation = evaluate(&self.input(&licenses, now));
+        if evaluation.verdict.state == LicenseState::GraceExpired && self.time.provisional() {
+            // Provisional readings alone never cut a service off: hold as grace unless our
+            // firm evidence (or the vendor's floors) cuts it off too. The checker samples
+            // again within a minute, and judges for real once readings are firm.
+            // Without firm evidence, time could be as early as any clock can read.
+            let firm = self.time.firm_now_secs().unwrap_or(MIN_RFC3339);
+            let firm = issue_floor.map_or(firm, |f| f.max(firm));
+            let firm_cut =
+                evaluate(&self.input(&licenses, firm)).verdict.state == LicenseState::GraceExpired;
+            if !firm_cut {
+                evaluation.verdict.state = LicenseState::Grace;
+                evaluation.next_change = None;
+            }
+        }
+        self.announce(&evaluation.verdict);
+        self.transition_events(&evaluation, full || reloaded);
+        // Responses admitted before a cut-off get the drain period, counted from the check
+        // that published the cut-off (at the end of grace's exact second, or when an
+        // expired license was loaded), then end; a valid license or grace again stops it.
+        self.drain_ends = match (evaluation.verdict.state, self.drain_ends) {
+            // (Never further off than a full period: a monotonic clock that went back
+            // must not postpone it.)
+            (LicenseState::GraceExpired, Some(ends)) => {
+                Some(ends.min(self.mono.saturating_add(self.config.drain_period)))
+            }
+            (LicenseState::GraceExpired, None) => {
+                Some(self.mono.saturating_add(self.config.drain_period))
+            }
+            _ => None,
+        };
+        self.drained = self.drain_ends.is_some_and(|ends| self.mono >= ends);
+        if fresh_anchor && evaluation.grace_anchor.is_some() {
+            // (Only an anchor taken from the reading itself.)
+            self.anchor_soft = self.time.unconfirmed() && evaluation.grace_anchor == Some(now);
+        } else if !self.time.unconfirmed() || evaluation.grace_anchor.is_none() {
+            self.anchor_soft = false;
+        }
+        if let (Some(anchor), None) = (self.grace_anchor, evaluation.grace_anchor) {
+            // The episode without a license ended (a license came in): the cut-off it had
+            // earned stays, so that license can never bring the cut-off earlier.
+            let earned = anchor.saturating_add(grace);
+            self.grace_floor = Some(self.grace_floor.map_or(earned, |f| f.max(earned)));
+        }
+        self.grace_anchor = evaluation.grace_anchor;
+        self.not_valid_since = evaluation
+            .verdict
+            .grace_started_at
+            .map(crate::clock::unix_seconds);
+        self.ever_valid |= evaluation.verdict.is_valid();
+        let mut verdict = evaluation.verdict.clone();
+        verdict.evaluated_mono = self.time.last_mono();
+        self.last = Some(evaluation);
+        Arc::new(verdict)
+    }
+
+    // ---- polls ----
+
+    /// The next event to emit, in the order they happened.
+    pub(crate) fn poll_event(&mut self) -> Option<LicenseEvent> {
+        self.events.pop_front()
+    }
+
+    /// The state to write to the state file now, if a write is due: when the anchor
+    /// changed, or the mark moved and a minute has passed since the last write. Only firm
+    /// evidence is written: the mark never holds a provisional reading, and while
+    /// readings are provisional an anchor is written only if firm evidence backs it (an
+    /// expired license's own `exp`, say), so a clock that may be wrong leaves nothing for
+    /// later that a restart could gain from.
+    pub(crate) fn poll_persist(&self) -> Option<PersistedState> {
+        if !self.config.state_file {
+            return None;
+        }
+        let mark = self.time.persistable_mark()?;
+        let backed = |at: i64| {
+            !self.time.provisional() || self.time.firm_now_secs().is_some_and(|firm| at <= firm)
+        };
+        let anchor = match self.grace_anchor {
+            Some(anchor) if !backed(anchor) => self.persisted.and_then(|p| p.grace_anchor),
+            anchor => anchor,
+        };
+        let since = match self.not_valid_since {
+            Some(since) if !backed(since) => self.persisted.and_then(|p| p.not_valid_since),
+            since => since,
+        };
+        let mut state = PersistedState::new(mark, anchor);
+        state.grace_floor = self.grace_floor;
+        state.not_valid_since = since;
+        state.budget_age = self.time.budget_age().as_secs();
+        let due = match &self.persisted {
+            None => true,
+            Some(last) => {
+                last.version != state.version
+                    || last.grace_anchor != state.grace_anchor
+                    || last.grace_floor != state.grace_floor
+                    || last.not_valid_since != state.not_valid_since
+                    || ((last.high_water != state.high_water
+                        || last.budget_age != state.budget_age)
+                        && due(Some(self.persisted_at), self.mono, PERSIST_INTERVAL))
+            }
+        };
+        due.then_some(state)
+    }
+
+    /// The monotonic reading at which the judge wants the next check: the next instant
+    /// the verdict changes, the end of the drain, the next state-file write, and never
+    /// more than [`MAX_SLEEP`] from now.
+    pub(crate) fn poll_timeout(&self) -> Duration {
+        let change = self
+            .last
+            .as_ref()
+            .and_then(|e| e.next_change)
+            .map(|at| self.mono.saturating_add(self.time.until(at)));
+        // With a state file, wake a minute after each write to keep its mark current: a
+        // restart then finds a mark at most a minute old. Nothing written (no firm mark
+        // yet, or the disk failed): retry in a minute, never in a busy loop.
+        let persist = self.config.state_file.then(|| {
+            let at = self.persisted_at.saturating_add(PERSIST_INTERVAL);
+            if at > self.mono {
+                at
+            } else {
+                self.mono.saturating_add(PERSIST_INTERVAL)
+            }
+        });
+        let drain = self.drain_ends.filter(|_| !self.drained);
+        let cap = self.mono.saturating_add(MAX_SLEEP);
+        [change, persist, drain]
+            .into_iter()
+            .flatten()
+            .fold(cap, Duration::min)
+    }
+
+    // ---- the rules ----
+
+    fn grace_secs(&self) -> i64 {
+        i64::try_from(self.config.grace_period.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn input<'a>(&'a self, licenses: &'a [Arc<Claims>], now: i64) -> Input<'a> {
+        Input {
+            licenses,
+            problem: self.problem.as_ref(),
+            now,
+            grace_anchor: self.grace_anchor,
+            grace_floor: self.grace_floor,
+            manipulated_at: self.manipulated_at,
+            grace_period: self.grace_secs(),
+            no_grace: self.config.fail_closed && !self.ever_valid,
+            without_slot_since: self.without_slot_since,
+        }
+    }
+
+    fn on_clock_anomaly(&mut self, anomaly: ClockAnomaly) {
+        match anomaly {
+            ClockAnomaly::BackwardJump { seconds } => {
+                let now = self.time.now_secs();
+                let at = self.time.hard_now_secs().map_or(now, |h| h.min(now));
+                self.manipulated_at.get_or_insert(at);
+                self.events
+                    .push_back(LicenseEvent::TimeManipulationDetected {
+                        wall_clock_jump_seconds: seconds,
+                    });
+            }
+            ClockAnomaly::ForwardDrift { seconds } => {
+                self.events.push_back(LicenseEvent::TimeDriftDetected {
+                    drift_seconds: seconds,
+                    kind: DriftKind::ForwardJump,
+                });
+            }
+            ClockAnomaly::Corrected { seconds } => {
+                if self.anchor_soft {
+                    // The anchor was taken from the reading just corrected: move it back
+                    // with it (never forward).
+                    let back = (seconds.min(0.0) as i64).max(i64::MIN / 2);
+                    self.grace_anchor = self.grace_anchor.map(|a| a.saturating_add(back));
+                }
+                self.events.push_back(LicenseEvent::TimeDriftDetected {
+                    drift_seconds: seconds,
+                    kind: DriftKind::ClockCorrected,
+                });
+            }
+        }
+    }
+
+    /// Judges one read of the source. Returns whether the set changed.
+    fn judge(&mut self, read: Read) -> bool {
+        let before = self.problem.as_ref().map(LicenseError::reason);
+        let first = self.events.len();
+        let changed = self.judge_read(read);
+        let after = self.problem.as_ref().map(LicenseError::reason);
+        match (before, after) {
+            (Some(previous_reason), None) => {
+                // Before the read's own events: the fix, then what it brought in.
+                self.events.insert(
+                    first,
+                    LicenseEvent::Recovered {
+                        previous_reason,
+                        failed_checks: self.failed_reads,
+                        source: self.config.source.clone(),
+                    },
+                );
+                self.failed_reads = 0;
+            }
+            (_, Some(_)) => self.failed_reads = self.failed_reads.saturating_add(1),
+            (None, None) => {}
+        }
+        if after.is_none() {
+            // A failure after a good read is news, whatever it reads.
+            self.failure_reported = None;
+        }
+        changed
+    }
+
+    fn judge_read(&mut self, read: Read) -> bool {
+        let source = self.config.source.clone();
+        let kept_previous = !self.set.is_empty();
+        let lines = match read {
+            Read::Lines(lines) => lines,
+            Read::Failed(error) => {
+                if self.report_failure(error.to_string()) {
+                    self.events.push_back(match error {
+                        LicenseError::Missing { .. } => LicenseEvent::Missing {
+                            error: error.clone(),
+                            source,
+                            kept_previous,
+                        },
+                        _ => LicenseEvent::VerificationFailed {
+                            error: error.clone(),
+                            source,
+                            kept_previous,
+                            line: None,
+                            fingerprint: None,
+                        },
+                    });
+                }
+                self.problem = Some(error);
+                return false;
+            }
+        };
+        let selection = set::select(&lines, &self.set, self.time.now_secs());
+        let counts = !selection.members.is_empty() || kept_previous;
+        if !selection.refused.is_empty() {
+            // What was read, to tell an unchanged bad source from a new one.
+            let key: Vec<&str> = lines.iter().map(|l| l.print.as_str()).collect();
+            if self.report_failure(key.join(",")) {
+                for (line, print, error) in &selection.refused {
+                    self.events.push_back(LicenseEvent::VerificationFailed {
+                        error: error.clone(),
+                        source: source.clone(),
+                        kept_previous: counts,
+                        line: Some(*line),
+                        fingerprint: Some(print.clone()),
+                    });
+                }
+            }
+        }
+        self.problem = selection.problem();
+        if selection.members.is_empty() {
+            // Wholly bad: the last good set stays.
+            return false;
+        }
+        let changed = selection.members != self.set;
+        self.set = selection.members;
+        let set = &self.set;
+        self.announced.retain(|p| set.iter().any(|m| m.print == *p));
+        changed
+    }
+
+    /// Whether a failure reading `what` is to be reported now: a new one, or one last
+    /// reported a check interval ago or more.
+    fn report_failure(&mut self, what: String) -> bool {
+        let report = match &self.failure_reported {
+            Some((last, at)) if *last == what => {
+                due(Some(*at), self.mono, self.config.check_interval)
+            }
+            _ => true,
+        };
+        if report {
+            self.failure_reported = Some((what, self.mono));
+        }
+        report
+    }
+
+    /// `license.loaded` for each license that is in force now and has not been
+    /// announced: a new one read now, or a held one whose `nbf` has come.
+    fn announce(&mut self, verdict: &Verdict) {
+        for claims in &verdict.licenses {
+            let Some(member) = self.set.iter().find(|m| Arc::ptr_eq(&m.claims, claims)) else {
+                continue;
+            };
+            if self.announced.insert(member.print.clone()) {
+                self.events.push_back(LicenseEvent::Loaded {
+                    customer: claims.customer.clone(),
+                    expires_at: claims.expires_at(),
+                    jti: claims.jti.clone(),
+                    fingerprint: member.print.clone(),
+                });
+            }
+        }
+    }
+
+    /// The events for the change from the last evaluation to `new`.
+    fn transition_events(&mut self, new: &Evaluation, full: bool) {
+        let verdict = &new.verdict;
+        let previous = self.last.as_ref().map(|e| &e.verdict);
+        let was = previous.map(|v| v.state);
+        if let Some(previous) = previous {
+            if let Some(changed) = entitlements_changed(previous, verdict) {
+                self.events.push_back(changed);
+            }
+            // A new end of coverage (a renewal, a license dropped) starts its own alert
+            // schedule.
+            if previous.expires_at != verdict.expires_at {
+                self.alerted_at = None;
+            }
+        }
+        match (was, verdict.state) {
+            (Some(LicenseState::Grace | LicenseState::GraceExpired), LicenseState::Valid) => {
+                if let (Some(claims), Some(expires_at)) = (&verdict.claims, verdict.expires_at) {
+                    self.events.push_back(LicenseEvent::GraceModeExited {
+                        customer: claims.customer.clone(),
+                        expires_at,
+                    });
+                }
+            }
+            (
+                None | Some(LicenseState::Valid),
+                LicenseState::Grace | LicenseState::GraceExpired,
+            ) => {
+                self.events.push_back(self.grace_entered(verdict));
+                if verdict.state == LicenseState::GraceExpired {
+                    self.events.push_back(grace_expired(verdict));
+                }
+            }
+            (Some(LicenseState::Grace), LicenseState::GraceExpired) => {
+                self.events.push_back(grace_expired(verdict));
+            }
+            _ => {}
+        }
+        // An alert band fires when entered (only the innermost one when several are
+        // crossed at once), and repeats at a full check while in it, but at most once per
+        // check interval whatever woke the checker: a SIGHUP storm is not an alert storm.
+        if let (Some(band), Some(claims), Some(expires_at)) =
+            (verdict.band, &verdict.claims, verdict.expires_at)
+        {
+            let entered = previous.is_none_or(|p| p.band != Some(band) || !p.is_valid());
+            if entered || (full && due(self.alerted_at, self.mono, self.config.check_interval)) {
+                self.alerted_at = Some(self.mono);
+                self.events.push_back(LicenseEvent::Expiring {
+                    band,
+                    days_remaining: verdict.days_remaining().unwrap_or(0),
+                    expires_at,
+                    customer: claims.customer.clone(),
+                });
+            }
+        }
+    }
+
+    fn grace_entered(&self, verdict: &Verdict) -> LicenseEvent {
+        LicenseEvent::GraceModeEntered {
+            reason: verdict
+                .reason
+                .clone()
+                .unwrap_or(crate::GraceReason::Missing),
+            // The period this grace really has: the vendor's signed one for an expired
+            // license that carries it, else the builder's.
+            grace_period_seconds: match (verdict.grace_started_at, verdict.grace_ends_at) {
+                (Some(start), Some(end)) => end.duration_since(start).map_or(0, |d| d.as_secs()),
+                _ => self.config.grace_period.as_secs(),
+            },
+            grace_started_at: verdict.grace_started_at.unwrap_or(verdict.evaluated_at),
+            grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
+        }
+    }
+
+    /// Reports a wall clock behind a vendor floor (the build time, the license's `iat`),
+    /// at most once per check interval: drift, never manipulation, as the vendor's clock
+    /// may be the wrong one, and judging at the floor already takes away any gain.
+    fn report_floors(&mut self, issue_floor: Option<i64>) {
+        let wall = self.time.wall_secs();
+        let finding = match self.time.behind_build_floor() {
+            Some(seconds) => Some((DriftKind::BehindBuildTime, seconds)),
+            None => issue_floor.filter(|&floor| wall < floor).map(|floor| {
+                let iat = floor.saturating_add(IAT_TOLERANCE_SECS);
+                (DriftKind::BehindIssueTime, wall.saturating_sub(iat) as f64)
+            }),
+        };
+        let Some((kind, drift_seconds)) = finding else {
+            return;
+        };
+        if due(
+            self.floor_reported_at,
+            self.mono,
+            self.config.check_interval,
+        ) {
+            self.floor_reported_at = Some(self.mono);
+            self.events.push_back(LicenseEvent::TimeDriftDetected {
+                drift_seconds,
+                kind,
+            });
+        }
+    }
+}
+
+fn grace_expired(verdict: &Verdict) -> LicenseEvent {
+    LicenseEvent::GracePeriodExpired {
+        reason: verdict
+            .reason
+            .clone()
+            .unwrap_or(crate::GraceReason::Missing),
+        grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
+    }
+}
+
+/// `license.entitlements_changed` between two verdicts, if the features or limits of the
+/// licenses in force differ (whatever the state: the cut-off itself changes nothing here).
+fn entitlements_changed(before: &Verdict, after: &Verdict) -> Option<LicenseEvent> {
+    fn of(v: &Verdict) -> (BTreeSet<&str>, BTreeMap<&str, u64>) {
+        let features = v
+            .licenses
+            .iter()
+            .flat_map(|c| c.features.iter().map(String::as_str))
+            .collect();
+        let mut limits = BTreeMap::new();
+        for (name, value) in v.licenses.iter().flat_map(|c| c.limits.iter()) {
+            let entry = limits.entry(name.as_str()).or_insert(*value);
+            *entry = (*entry).max(*value);
+        }
+        (features, limits)
+    }
+    let (old_features, old_limits) = of(before);
+    let (new_features, new_limits) = of(after);
+    let added: Vec<String> = new_features
+        .difference(&old_features)
+        .map(|f| (*f).to_owned())
+        .collect();
+    let removed: Vec<String> = old_features
+        .difference(&new_features)
+        .map(|f| (*f).to_owned())
+        .collect();
+    let names: BTreeSet<&str> = old_limits
+        .keys()
+        .chain(new_limits.keys())
+        .copied()
+        .collect();
+    let limits: Vec<(String, Option<u64>, Option<u64>)> = names
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                old_limits.get(name).copied(),
+                new_limits.get(name).copied(),
+            )
+        })
+        .filter(|(_, before, after)| before != after)
+        .map(|(name, before, after)| (name.to_owned(), before, after))
+        .collect();
+    (!added.is_empty() || !removed.is_empty() || !limits.is_empty()).then_some(
+        LicenseEvent::EntitlementsChanged {
+            added,
+            removed,
+            limits,
+        },
+    )
+}
