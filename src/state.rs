@@ -36,6 +36,10 @@ pub(crate) struct PersistedState {
     /// at all, or a clock set back, anchors its grace there, so it buys nothing.
     #[serde(default)]
     pub(crate) not_valid_since: Option<i64>,
+    /// Where that grace was to end (version 2): a restart that finds no license at all
+    /// never ends it later.
+    #[serde(default)]
+    pub(crate) cut_off: Option<i64>,
     /// Seconds of monotonic time the honest drift budget has accrued (version 2).
     #[serde(default)]
     pub(crate) budget_age: u64,
@@ -65,6 +69,7 @@ impl PersistedState {
             grace_anchor,
             grace_floor: None,
             not_valid_since: None,
+            cut_off: None,
             budget_age: 0,
         }
     }
@@ -120,6 +125,7 @@ impl PersistedState {
             || state.grace_anchor.is_some_and(|a| !in_range(a))
             || state.grace_floor.is_some_and(|a| !in_range(a))
             || state.not_valid_since.is_some_and(|a| !in_range(a))
+            || state.cut_off.is_some_and(|a| !in_range(a))
             || state.budget_age > MAX_BUDGET_AGE
         {
             return Err(problem("corrupt", format!("{shown}: values out of range")));

@@ -268,6 +268,9 @@ pub(crate) struct Input<'a> {
     /// The latest cut-off an earlier episode without a license earned (its anchor plus
     /// the builder's grace): a license that came in meanwhile never makes it earlier.
     pub(crate) grace_floor: Option<i64>,
+    /// The latest the episode without a license may end (a restart that found no license
+    /// at all continues the grace of the run before, never past where it was to end).
+    pub(crate) grace_cap: Option<i64>,
     /// When clock manipulation was detected, while it has not cleared.
     pub(crate) manipulated_at: Option<i64>,
     /// The builder's grace period, in seconds.
@@ -302,6 +305,7 @@ pub fn judge(licenses: &[Arc<Claims>], at: SystemTime, default_grace: Duration) 
         now: crate::clock::unix_seconds(at),
         grace_anchor: None,
         grace_floor: None,
+        grace_cap: None,
         manipulated_at: None,
         grace_period: i64::try_from(default_grace.as_secs()).unwrap_or(i64::MAX),
         no_grace: false,
@@ -613,16 +617,15 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
         .unwrap_or(now);
     // While covered (manipulation only), the coverage's own cut-off stands behind it.
     let covered_cut = covered_end.and_then(|_| current.map(|c| c.cut));
-    let mut ends = [
-        set_cut,
-        covered_cut,
-        anchor.map(|a| a.saturating_add(input.grace_period)),
-        input.grace_floor,
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(now);
+    let episode_cut = anchor.map(|a| {
+        let cut = a.saturating_add(input.grace_period);
+        input.grace_cap.map_or(cut, |cap| cut.min(cap))
+    });
+    let mut ends = [set_cut, covered_cut, episode_cut, input.grace_floor]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
     if let Some(at) = input.manipulated_at {
         ends = ends.min(at.saturating_add(input.grace_period));
     }
@@ -683,6 +686,7 @@ mod tests {
             now,
             grace_anchor: None,
             grace_floor: None,
+            grace_cap: None,
             manipulated_at: None,
             grace_period: GRACE,
             no_grace: false,
@@ -1004,6 +1008,7 @@ mod tests {
                 now,
                 grace_anchor: anchor.map(|a| a.min(now)),
                 grace_floor: None,
+                grace_cap: None,
                 manipulated_at: manip.map(|m| m.min(now)),
                 grace_period: grace,
                 no_grace,
@@ -1032,6 +1037,7 @@ mod tests {
                 now,
                 grace_anchor: anchor.map(|a| a.min(now)),
                 grace_floor: None,
+                grace_cap: None,
                 manipulated_at: manip.map(|m| m.min(now)),
                 grace_period: grace,
                 no_grace,

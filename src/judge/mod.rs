@@ -16,6 +16,8 @@
 //! the shell turns a wake-up reading into a timer.
 
 pub(crate) mod set;
+#[cfg(test)]
+mod simulation;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -84,8 +86,10 @@ pub(crate) struct Judge {
     time: TrustedTime,
     /// The monotonic reading of the last check.
     mono: Duration,
-    /// The license set: every token of the last good read that verified (in force, held
-    /// for later, or expired), in canonical order.
+    /// What the last good read brought: the set is chosen from these at every check.
+    candidates: set::Candidates,
+    /// The license set: the licenses of the set's customer among the candidates (in
+    /// force, held for later, or expired), in canonical order.
     set: Vec<Member>,
     /// Tokens `license.loaded` has announced (by fingerprint), so that each is announced
     /// once, when it comes into force.
@@ -105,8 +109,15 @@ pub(crate) struct Judge {
     /// deleting an expired license, or setting the clock back, and restarting buys no
     /// fresh grace. (With a license present, its signed `exp` anchors anew.)
     restored_since: Option<i64>,
-    /// Since when the service has been in grace or cut off (`None` while valid).
+    /// Where the last run's grace was to end, from the state file.
+    restored_cut: Option<i64>,
+    /// The latest the current episode without a license may end (see `grace_cap` in
+    /// `verdict::Input`).
+    grace_cap: Option<i64>,
+    /// Since when the service has been in grace or cut off, and where that grace ends
+    /// (`None` while valid).
     not_valid_since: Option<i64>,
+    cut_off: Option<i64>,
     manipulated_at: Option<i64>,
     ever_valid: bool,
     last: Option<Evaluation>,
@@ -140,6 +151,7 @@ impl Judge {
             config,
             time,
             mono: first.mono,
+            candidates: Vec::new(),
             set: Vec::new(),
             announced: HashSet::new(),
             problem: None,
@@ -148,7 +160,10 @@ impl Judge {
             anchor_soft: false,
             grace_floor: None,
             restored_since: None,
+            restored_cut: None,
+            grace_cap: None,
             not_valid_since: None,
+            cut_off: None,
             manipulated_at: None,
             ever_valid: false,
             last: None,
@@ -200,6 +215,7 @@ impl Judge {
                     self.grace_anchor = state.grace_anchor;
                     self.grace_floor = state.grace_floor;
                     self.restored_since = state.not_valid_since;
+                    self.restored_cut = state.cut_off;
                 }
                 let age = Duration::from_secs(state.budget_age);
                 if let Some(anomaly) = self.time.restore_mark(state.high_water, age) {
@@ -237,11 +253,16 @@ impl Judge {
             Observation::Full(read) => (true, self.judge(read)),
             Observation::Changed(read) => (false, self.judge(read)),
         };
+        // The set's customer can change with time alone (a renamed renewal starts).
+        let (chosen, _) = set::choose(&self.candidates, self.time.now_secs());
+        self.set = chosen;
+        let restored_cut = self.restored_cut.take();
         if let Some(since) = self.restored_since.take() {
             // The first check after a restart: no license at all, or a clock found set
             // back, continues the grace the last run was in.
             if self.set.is_empty() {
                 self.grace_anchor = Some(self.grace_anchor.map_or(since, |a| a.min(since)));
+                self.grace_cap = restored_cut;
             }
             self.manipulated_at = self.manipulated_at.map(|m| m.min(since));
         }
@@ -325,9 +346,17 @@ impl Judge {
             // The episode without a license ended (a license came in): the cut-off it had
             // earned stays, so that license can never bring the cut-off earlier.
             let earned = anchor.saturating_add(grace);
+            let earned = self.grace_cap.map_or(earned, |cap| earned.min(cap));
             self.grace_floor = Some(self.grace_floor.map_or(earned, |f| f.max(earned)));
         }
         self.grace_anchor = evaluation.grace_anchor;
+        if self.grace_anchor.is_none() {
+            self.grace_cap = None;
+        }
+        self.cut_off = evaluation
+            .verdict
+            .grace_ends_at
+            .map(crate::clock::unix_seconds);
         self.not_valid_since = evaluation
             .verdict
             .grace_started_at
@@ -353,6 +382,26 @@ impl Judge {
     /// expired license's own `exp`, say), so a clock that may be wrong leaves nothing for
     /// later that a restart could gain from.
     pub(crate) fn poll_persist(&self) -> Option<PersistedState> {
+        let state = self.state_to_persist()?;
+        let due = match &self.persisted {
+            None => true,
+            Some(last) => {
+                last.version != state.version
+                    || last.grace_anchor != state.grace_anchor
+                    || last.grace_floor != state.grace_floor
+                    || last.not_valid_since != state.not_valid_since
+                    || last.cut_off != state.cut_off
+                    || ((last.high_water != state.high_water
+                        || last.budget_age != state.budget_age)
+                        && due(Some(self.persisted_at), self.mono, PERSIST_INTERVAL))
+            }
+        };
+        due.then_some(state)
+    }
+
+    /// The state as it would be written now (with a state file, once there is firm
+    /// evidence to write).
+    pub(crate) fn state_to_persist(&self) -> Option<PersistedState> {
         if !self.config.state_file {
             return None;
         }
@@ -364,38 +413,25 @@ impl Judge {
             Some(anchor) if !backed(anchor) => self.persisted.and_then(|p| p.grace_anchor),
             anchor => anchor,
         };
-        let since = match self.not_valid_since {
-            Some(since) if !backed(since) => self.persisted.and_then(|p| p.not_valid_since),
-            since => since,
+        let (since, cut_off) = match self.not_valid_since {
+            Some(since) if !backed(since) => self
+                .persisted
+                .map_or((None, None), |p| (p.not_valid_since, p.cut_off)),
+            since => (since, since.and(self.cut_off)),
         };
         let mut state = PersistedState::new(mark, anchor);
         state.grace_floor = self.grace_floor;
         state.not_valid_since = since;
+        state.cut_off = cut_off;
         state.budget_age = self.time.budget_age().as_secs();
-        let due = match &self.persisted {
-            None => true,
-            Some(last) => {
-                last.version != state.version
-                    || last.grace_anchor != state.grace_anchor
-                    || last.grace_floor != state.grace_floor
-                    || last.not_valid_since != state.not_valid_since
-                    || ((last.high_water != state.high_water
-                        || last.budget_age != state.budget_age)
-                        && due(Some(self.persisted_at), self.mono, PERSIST_INTERVAL))
-            }
-        };
-        due.then_some(state)
+        Some(state)
     }
 
     /// The monotonic reading at which the judge wants the next check: the next instant
     /// the verdict changes, the end of the drain, the next state-file write, and never
     /// more than [`MAX_SLEEP`] from now.
     pub(crate) fn poll_timeout(&self) -> Duration {
-        let change = self
-            .last
-            .as_ref()
-            .and_then(|e| e.next_change)
-            .map(|at| self.mono.saturating_add(self.time.until(at)));
+        let decision = self.decision_timeout();
         // With a state file, wake a minute after each write to keep its mark current: a
         // restart then finds a mark at most a minute old. Nothing written (no firm mark
         // yet, or the disk failed): retry in a minute, never in a busy loop.
@@ -407,12 +443,24 @@ impl Judge {
                 self.mono.saturating_add(PERSIST_INTERVAL)
             }
         });
-        let drain = self.drain_ends.filter(|_| !self.drained);
         let cap = self.mono.saturating_add(MAX_SLEEP);
-        [change, persist, drain]
+        [decision, persist]
             .into_iter()
             .flatten()
             .fold(cap, Duration::min)
+    }
+
+    /// The monotonic reading at which a decision is due: the verdict changes, or the
+    /// drain ends. (The simulations wake the judge there and at their own steps; the
+    /// shell also wakes it for the state file and at least once a minute.)
+    pub(crate) fn decision_timeout(&self) -> Option<Duration> {
+        let change = self
+            .last
+            .as_ref()
+            .and_then(|e| e.next_change)
+            .map(|at| self.mono.saturating_add(self.time.until(at)));
+        let drain = self.drain_ends.filter(|_| !self.drained);
+        change.into_iter().chain(drain).min()
     }
 
     // ---- the rules ----
@@ -428,6 +476,7 @@ impl Judge {
             now,
             grace_anchor: self.grace_anchor,
             grace_floor: self.grace_floor,
+            grace_cap: self.grace_cap,
             manipulated_at: self.manipulated_at,
             grace_period: self.grace_secs(),
             no_grace: self.config.fail_closed && !self.ever_valid,
@@ -546,6 +595,7 @@ impl Judge {
         }
         let changed = selection.members != self.set;
         self.set = selection.members;
+        self.candidates = selection.candidates;
         let set = &self.set;
         self.announced.retain(|p| set.iter().any(|m| m.print == *p));
         changed

@@ -30,11 +30,16 @@ pub(crate) struct Member {
     pub(crate) print: String,
 }
 
+/// The licenses a read brings: its lines that verified (a token repeated counts once),
+/// and licenses of the last set kept in force (line `None`).
+pub(crate) type Candidates = Vec<(Option<usize>, Member)>;
+
 /// What a read makes of the set.
 #[derive(Debug)]
 pub(crate) struct Selection {
-    /// The licenses, in canonical order (by `exp`, `nbf`, fingerprint); empty when no
-    /// line verified.
+    /// The read's candidates: what the set is chosen from at every check.
+    pub(crate) candidates: Candidates,
+    /// The set chosen now (see [`choose`]).
     pub(crate) members: Vec<Member>,
     /// The refused lines, by line number, with their fingerprint and reason.
     pub(crate) refused: Vec<(usize, String, LicenseError)>,
@@ -58,17 +63,21 @@ fn held(c: &Claims, now: i64) -> bool {
     c.nbf.is_some_and(|nbf| nbf > now) && c.nbf < Some(c.exp)
 }
 
-/// Chooses the set from a read's lines. `previous` is the set in force before it, and
-/// `now` trusted now.
+fn started(c: &Claims, now: i64) -> bool {
+    c.nbf.is_none_or(|nbf| nbf <= now) && c.nbf < Some(c.exp)
+}
+
+/// Reads the set from a read's lines. `previous` is the set before it, and `now` trusted
+/// now.
 pub(crate) fn select(lines: &[Line], previous: &[Member], now: i64) -> Selection {
-    let mut good: Vec<(usize, Member)> = Vec::new();
+    let mut candidates: Candidates = Vec::new();
     let mut refused: Vec<(usize, String, LicenseError)> = Vec::new();
     for line in lines {
         match &line.verified {
             // A token repeated is one license.
-            Ok(_) if good.iter().any(|(_, m)| m.print == line.print) => {}
-            Ok(claims) => good.push((
-                line.line,
+            Ok(_) if candidates.iter().any(|(_, m)| m.print == line.print) => {}
+            Ok(claims) => candidates.push((
+                Some(line.line),
                 Member {
                     claims: Arc::clone(claims),
                     print: line.print.clone(),
@@ -77,59 +86,81 @@ pub(crate) fn select(lines: &[Line], previous: &[Member], now: i64) -> Selection
             Err(error) => refused.push((line.line, line.print.clone(), error.clone())),
         }
     }
-    // The set's customer is the customer of the license that ends last: a renewal issued
-    // under a renamed customer takes over, wherever its line stands. (Ties: the smallest
-    // fingerprint, so that no order of lines decides.)
-    let customer = good
-        .iter()
-        .map(|(_, m)| m)
-        .max_by(|a, b| {
+    // A read of licenses held for later and nothing in force now, while the last set had
+    // a license in force (the operator replaced this year's token with next year's
+    // instead of adding it): the licenses in force stay until their own end, as if both
+    // lines were there. They were verified, and they end no later than they would have.
+    // (A read of expired licenses replaces the set outright, as any good read does.)
+    if !candidates.iter().any(|(_, m)| in_force(&m.claims, now))
+        && candidates.iter().any(|(_, m)| held(&m.claims, now))
+    {
+        for kept in previous {
+            if in_force(&kept.claims, now) && !candidates.iter().any(|(_, m)| m.print == kept.print)
+            {
+                candidates.push((None, kept.clone()));
+            }
+        }
+    }
+    let (members, mismatched) = choose(&candidates, now);
+    refused.extend(mismatched);
+    refused.sort_by_key(|r| r.0);
+    Selection {
+        candidates,
+        members,
+        refused,
+    }
+}
+
+/// Chooses the set among a read's candidates at `now`: the licenses of one customer, in
+/// canonical order (by `exp`, `nbf`, fingerprint), and the lines of other customers,
+/// refused. The customer is the one of the license that ends last among those whose
+/// window has started (among all, if none has): a renewal issued under a renamed customer
+/// takes over, wherever its line stands, once it starts, and a renewal installed ahead
+/// leaves the license in force alone until then. (Ties: the smallest fingerprint, so
+/// that no order of lines decides.)
+pub(crate) fn choose(
+    candidates: &[(Option<usize>, Member)],
+    now: i64,
+) -> (Vec<Member>, Vec<(usize, String, LicenseError)>) {
+    let last = |pool: &mut dyn Iterator<Item = &Member>| {
+        pool.max_by(|a, b| {
             a.claims
                 .exp
                 .cmp(&b.claims.exp)
                 .then_with(|| b.print.cmp(&a.print))
         })
-        .map(|m| m.claims.customer.clone());
-    if let Some(customer) = &customer {
-        good.retain(|(line, m)| {
-            if m.claims.customer == *customer {
-                return true;
+        .map(|m| m.claims.customer.clone())
+    };
+    let customer = last(
+        &mut candidates
+            .iter()
+            .map(|(_, m)| m)
+            .filter(|m| started(&m.claims, now)),
+    )
+    .or_else(|| last(&mut candidates.iter().map(|(_, m)| m)));
+    let mut members = Vec::new();
+    let mut mismatched = Vec::new();
+    for (line, member) in candidates {
+        match &customer {
+            Some(customer) if member.claims.customer != *customer => {
+                if let Some(line) = line {
+                    mismatched.push((
+                        *line,
+                        member.print.clone(),
+                        LicenseError::CustomerMismatch {
+                            expected: customer.clone(),
+                            found: member.claims.customer.clone(),
+                        },
+                    ));
+                }
             }
-            refused.push((
-                *line,
-                m.print.clone(),
-                LicenseError::CustomerMismatch {
-                    expected: customer.clone(),
-                    found: m.claims.customer.clone(),
-                },
-            ));
-            false
-        });
-    }
-    let mut members: Vec<Member> = good.into_iter().map(|(_, m)| m).collect();
-    // A set of licenses held for later and nothing in force now, read while the last set
-    // had a license in force (the operator replaced this year's token with next year's
-    // instead of adding it): the license in force stays until its own end, as if both
-    // lines were there. It was verified, and it ends no later than it would have. (A set
-    // of expired licenses replaces the last one outright.)
-    if !members.iter().any(|m| in_force(&m.claims, now))
-        && members.iter().any(|m| held(&m.claims, now))
-        && let Some(customer) = &customer
-    {
-        for kept in previous {
-            if in_force(&kept.claims, now)
-                && kept.claims.customer == *customer
-                && !members.iter().any(|m| m.print == kept.print)
-            {
-                members.push(kept.clone());
-            }
+            _ => members.push(member.clone()),
         }
     }
     members.sort_by(|a, b| {
         (a.claims.exp, a.claims.nbf, &a.print).cmp(&(b.claims.exp, b.claims.nbf, &b.print))
     });
-    refused.sort_by_key(|r| r.0);
-    Selection { members, refused }
+    (members, mismatched)
 }
 
 #[cfg(test)]
@@ -166,6 +197,40 @@ mod tests {
             assert_eq!(s.refused.len(), 1);
             assert_eq!(s.refused[0].2.reason(), "customer_mismatch");
         }
+    }
+
+    #[test]
+    fn a_renamed_renewal_installed_ahead_takes_over_when_it_starts() {
+        let current = line(1, "Acme Corp", 5_000);
+        let mut renewal = line(2, "Acme Corporation", 50_000);
+        let mut held = Claims::new("Acme Corporation", 50_000);
+        held.nbf = Some(4_000);
+        renewal.verified = Ok(Arc::new(held));
+        let s = select(&[current, renewal], &[], 1_000);
+        assert_eq!(
+            customers(&s),
+            ["Acme Corp"],
+            "the license in force stays alone"
+        );
+        let (later, refused) = choose(&s.candidates, 4_000);
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].claims.customer, "Acme Corporation");
+        assert_eq!(refused[0].0, 1);
+    }
+
+    #[test]
+    fn a_renewal_put_in_place_of_the_license_in_force_keeps_it_until_its_end() {
+        let valid = select(&[line(1, "Acme", 5_000)], &[], 1_000);
+        let mut held = line(1, "Acme", 50_000);
+        let mut claims = Claims::new("Acme", 50_000);
+        claims.nbf = Some(4_000);
+        held.verified = Ok(Arc::new(claims));
+        let s = select(&[held], &valid.members, 1_000);
+        assert_eq!(s.members.len(), 2);
+        assert!(s.refused.is_empty());
+        // An expired one in its place replaces it: a good read is the set.
+        let s = select(&[line(1, "Acme", 500)], &valid.members, 1_000);
+        assert_eq!(s.members.len(), 1);
     }
 
     #[test]
