@@ -18,18 +18,20 @@
 pub(crate) mod set;
 #[cfg(test)]
 mod simulation;
+pub(crate) mod time;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::clock::{ClockAnomaly, MIN_RFC3339, Reading, TrustedTime};
+use crate::clock::{MIN_RFC3339, Reading};
 use crate::event::{DriftKind, LicenseEvent};
 use crate::state::{PersistedState, StateProblem};
 use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError};
 use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate, instance_limit};
 
 pub(crate) use set::{Line, Member};
+use time::{ClockAnomaly, TrustedTime};
 
 /// How often the state file's mark is brought up to date.
 pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(60);
@@ -797,4 +799,238 @@ fn entitlements_changed(before: &Verdict, after: &Verdict) -> Option<LicenseEven
             limits,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::from_unix_seconds;
+
+    const T0: i64 = 1_800_000_000;
+    const HOUR: u64 = 3_600;
+
+    fn config() -> JudgeConfig {
+        JudgeConfig {
+            grace_period: Duration::from_secs(HOUR),
+            drain_period: Duration::from_secs(60),
+            check_interval: Duration::from_secs(HOUR),
+            fail_closed: false,
+            built_at: None,
+            source: "file:/test/license.key".into(),
+            state_file: true,
+        }
+    }
+
+    /// A reading `secs` into the run, with a wall clock that agrees.
+    fn at(secs: u64) -> Reading {
+        Reading {
+            wall: from_unix_seconds(T0 + secs as i64),
+            mono: Duration::from_secs(secs),
+            provisional: false,
+        }
+    }
+
+    fn read(licenses: &[Claims]) -> Read {
+        Read::Lines(
+            licenses
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Line {
+                    line: i + 1,
+                    print: format!("{}-{}", c.customer, c.exp),
+                    verified: Ok(Arc::new(c.clone())),
+                })
+                .collect(),
+        )
+    }
+
+    fn full(licenses: &[Claims]) -> Observation {
+        Observation::Full(read(licenses))
+    }
+
+    fn names(judge: &mut Judge) -> Vec<&'static str> {
+        std::iter::from_fn(|| judge.poll_event())
+            .map(|e| e.name())
+            .collect()
+    }
+
+    fn license(exp_in: u64) -> Claims {
+        Claims::new("Acme", T0 + exp_in as i64)
+    }
+
+    #[test]
+    fn an_alert_repeats_at_most_once_per_check_interval_whatever_wakes_the_judge() {
+        let lic = [license(10 * 24 * HOUR)];
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(&lic), false);
+        assert!(names(&mut judge).contains(&"license.expiring_30d"));
+        // A storm of full checks (SIGHUP, check_now) within the hour: nothing more.
+        for s in 1..200 {
+            judge.handle_check(at(s), full(&lic), false);
+            assert!(names(&mut judge).is_empty(), "at +{s} s");
+        }
+        judge.handle_check(at(HOUR), Observation::Transition, false);
+        assert!(
+            names(&mut judge).is_empty(),
+            "only a full check repeats an alert"
+        );
+        judge.handle_check(at(HOUR), full(&lic), false);
+        assert_eq!(names(&mut judge), ["license.expiring_30d"]);
+    }
+
+    #[test]
+    fn an_unchanged_bad_source_is_reported_at_most_once_per_check_interval() {
+        let bad = || Observation::Full(Read::Failed(LicenseError::BadSignature));
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), bad(), false);
+        assert!(names(&mut judge).contains(&"license.verification_failed"));
+        for s in 1..100 {
+            judge.handle_check(at(s), bad(), false);
+            assert!(!names(&mut judge).contains(&"license.verification_failed"));
+        }
+        // A different problem is news at once.
+        judge.handle_check(
+            at(100),
+            Observation::Changed(Read::Failed(LicenseError::Missing {
+                detail: "gone".into(),
+            })),
+            false,
+        );
+        assert!(names(&mut judge).contains(&"license.missing"));
+        judge.handle_check(at(100 + HOUR), bad(), false);
+        assert!(names(&mut judge).contains(&"license.verification_failed"));
+        assert_eq!(judge.problem(), Some("bad_signature"));
+    }
+
+    #[test]
+    fn the_drain_ends_a_drain_period_after_the_cut_off_and_a_renewal_stops_it() {
+        let mut trial = license(HOUR);
+        trial.grace_period_seconds = Some(0);
+        let mut judge = Judge::new(config(), at(0));
+        assert!(
+            judge
+                .handle_check(at(0), full(&[trial.clone()]), false)
+                .is_valid()
+        );
+        let cut = judge.handle_check(at(HOUR), Observation::Transition, false);
+        assert!(!cut.admits());
+        assert!(!judge.drained());
+        assert_eq!(
+            judge.decision_timeout(),
+            Some(Duration::from_secs(HOUR + 60))
+        );
+        judge.handle_check(at(HOUR + 59), Observation::Transition, false);
+        assert!(!judge.drained());
+        judge.handle_check(at(HOUR + 60), Observation::Transition, false);
+        assert!(judge.drained());
+
+        // Renewed during the drain: nothing is cut.
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(&[trial.clone()]), false);
+        judge.handle_check(at(HOUR), Observation::Transition, false);
+        let renewal = license(400 * 24 * HOUR);
+        let v = judge.handle_check(at(HOUR + 30), full(&[trial, renewal]), false);
+        assert!(v.is_valid());
+        judge.handle_check(at(HOUR + 90), Observation::Transition, false);
+        assert!(!judge.drained());
+    }
+
+    #[test]
+    fn without_an_instance_slot_grace_runs_from_when_it_was_lost_then_cuts_off() {
+        let mut limited = license(400 * 24 * HOUR);
+        limited.max_instances = Some(2);
+        let mut judge = Judge::new(config(), at(0));
+        assert!(
+            judge
+                .handle_check(at(0), full(&[limited]), false)
+                .is_valid()
+        );
+        assert_eq!(judge.instance_limit(), Some(2));
+        let v = judge.handle_check(at(10), Observation::Transition, true);
+        assert_eq!(v.reason, Some(crate::GraceReason::InstanceLimit));
+        assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0 + 10)));
+        assert!(
+            judge
+                .handle_check(at(10 + HOUR - 1), Observation::Transition, true)
+                .admits()
+        );
+        assert!(
+            !judge
+                .handle_check(at(10 + HOUR), Observation::Transition, true)
+                .admits()
+        );
+        // A slot again: valid at once.
+        assert!(
+            judge
+                .handle_check(at(20 + HOUR), Observation::Transition, false)
+                .is_valid()
+        );
+    }
+
+    #[test]
+    fn manipulation_clears_once_the_clock_is_right_and_a_license_is_in_force() {
+        let lic = [license(400 * 24 * HOUR)];
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(&lic), false);
+        let mut back = at(60);
+        back.wall = from_unix_seconds(T0 + 60 - 3_600);
+        let v = judge.handle_check(back, Observation::Transition, false);
+        assert_eq!(v.reason, Some(crate::GraceReason::ClockManipulation));
+        assert!(names(&mut judge).contains(&"license.time_manipulation_detected"));
+        assert!(
+            judge
+                .handle_check(at(120), Observation::Transition, false)
+                .is_valid()
+        );
+        assert!(names(&mut judge).contains(&"license.grace_mode_exited"));
+    }
+
+    #[test]
+    fn the_state_is_written_when_the_anchor_changes_and_the_mark_once_a_minute() {
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(
+            at(0),
+            Observation::Full(Read::Failed(LicenseError::BadSignature)),
+            false,
+        );
+        let first = judge.poll_persist().expect("the first state");
+        assert_eq!(first.grace_anchor, Some(T0));
+        assert_eq!(first.high_water, T0);
+        judge.handle_persisted(first);
+        judge.handle_check(at(30), Observation::Transition, false);
+        assert_eq!(
+            judge.poll_persist(),
+            None,
+            "the mark moved, a minute has not"
+        );
+        judge.handle_check(at(60), Observation::Transition, false);
+        let later = judge.poll_persist().expect("a minute on");
+        assert_eq!((later.high_water, later.budget_age), (T0 + 60, 60));
+        judge.handle_persisted(later);
+        // A license: the anchor changes, written at once.
+        judge.handle_check(at(61), full(&[license(400 * 24 * HOUR)]), false);
+        assert_eq!(judge.poll_persist().map(|s| s.grace_anchor), Some(None));
+    }
+
+    #[test]
+    fn the_judge_is_woken_at_least_once_a_minute_and_at_each_change() {
+        let lic = [license(10 * 24 * HOUR)];
+        let mut judge = Judge::new(
+            JudgeConfig {
+                state_file: false,
+                ..config()
+            },
+            at(0),
+        );
+        judge.handle_check(at(0), full(&lic), false);
+        assert_eq!(judge.poll_timeout(), Duration::from_secs(60));
+        // Seven days before the end: the next band edge, to the second.
+        let near = 10 * 24 * HOUR - 7 * 24 * HOUR - 5;
+        judge.handle_check(at(near), Observation::Transition, false);
+        assert_eq!(
+            judge.decision_timeout(),
+            Some(Duration::from_secs(near + 6))
+        );
+        assert_eq!(judge.poll_timeout(), Duration::from_secs(near + 6));
+    }
 }

@@ -1,0 +1,612 @@
+//! Trusted time: the judge's clock evidence. Pure: fed readings, never reads a clock.
+//!
+//! See [`crate::clock`] for the rules in prose, and "Honest drift budget" in the README.
+
+use std::time::{Duration, SystemTime};
+
+use crate::clock::{BOOT_WINDOW, JUMP_THRESHOLD, Reading, unix_nanos};
+
+/// What one sample of the clocks found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ClockAnomaly {
+    /// The wall clock is more than the threshold behind our own evidence: it was set back
+    /// (in one step, or creeping back in small ones).
+    BackwardJump {
+        /// How far the wall clock is behind trusted time, in seconds (negative).
+        seconds: i64,
+    },
+    /// The wall clock ran ahead of monotonic time by more than the threshold.
+    ForwardDrift {
+        /// By how much, in seconds.
+        seconds: f64,
+    },
+    /// A backward step corrected a provisional reading: the mark was re-based.
+    Corrected {
+        /// How far the mark moved back, in seconds (negative).
+        seconds: f64,
+    },
+}
+
+/// Trusted time. Pure: fed readings, never reads a clock itself.
+///
+/// Evidence comes in three strengths. The *stored* mark (an earlier run's, projected by
+/// monotonic time since) is hard. This run's *mark* (readings that were not provisional,
+/// advanced by monotonic time, absorbing small forward drift) is hard too, except for a
+/// while after its first reading when a stored mark exists or the run began in a boot
+/// window: that first reading may be a clock still wrong after boot, or real time gone
+/// by while the service was down, and nothing offline tells the two apart, so until it
+/// is confirmed a step back that lands at or above the stored mark is a correction.
+/// Provisional readings are no evidence.
+/// Manipulation is the wall more than the threshold behind hard evidence.
+#[derive(Debug, Clone)]
+pub(crate) struct TrustedTime {
+    last_wall: i128,
+    last_mono: Duration,
+    wall: i128,
+    provisional: bool,
+    /// This run's high-water mark, from readings that were not provisional.
+    mark: Option<i128>,
+    /// The stored mark, projected by monotonic time since it was restored.
+    stored: Option<i128>,
+    /// `mark` is not confirmed (see above) until a firm reading at or after this monotonic
+    /// reading agrees with it: confirmation needs a reading, not only time, so a
+    /// correction seen late (the checker slept, the machine was suspended) still counts.
+    soft_until: Option<Duration>,
+    /// The wall clock is behind hard evidence: a manipulation already reported.
+    behind: bool,
+    /// The vendor's build time.
+    build_floor: Option<i128>,
+    /// The honest drift budget: the monotonic reading it last started at (the run's
+    /// start, or the last correction), and the age an earlier run had earned (restored
+    /// from the state file).
+    budget_since: Duration,
+    budget_carried: Duration,
+}
+
+/// How fast an unsynchronized clock may drift, as the kernel's own error bound grows:
+/// 500 ppm, one nanosecond in 2,000.
+const DRIFT_DIVISOR: i128 = 2_000;
+
+const THRESHOLD_NANOS: i128 = JUMP_THRESHOLD.as_nanos() as i128;
+const NANOS: i128 = 1_000_000_000;
+/// How long the first reading of a run stays unconfirmed when a stored mark exists.
+const CONFIRM_AFTER: Duration = BOOT_WINDOW;
+
+fn max_opt(a: Option<i128>, b: Option<i128>) -> Option<i128> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl TrustedTime {
+    /// Starts tracking at the first reading.
+    pub(crate) fn new(reading: Reading) -> Self {
+        let wall = unix_nanos(reading.wall);
+        Self {
+            last_wall: wall,
+            last_mono: reading.mono,
+            wall,
+            provisional: reading.provisional,
+            mark: (!reading.provisional).then_some(wall),
+            stored: None,
+            soft_until: None,
+            behind: false,
+            build_floor: None,
+            budget_since: reading.mono,
+            budget_carried: Duration::ZERO,
+        }
+    }
+
+    /// The monotonic time the drift budget has been accruing: since the run's start or
+    /// the last correction, plus what an earlier run had earned.
+    pub(crate) fn budget_age(&self) -> Duration {
+        self.budget_carried
+            .saturating_add(self.last_mono.saturating_sub(self.budget_since))
+    }
+
+    /// The largest step back that an honest clock can need: the threshold, plus 500 ppm
+    /// of the budget's age.
+    fn budget_nanos(&self) -> i128 {
+        THRESHOLD_NANOS + self.budget_age().as_nanos() as i128 / DRIFT_DIVISOR
+    }
+
+    /// Re-bases all of our own evidence at `wall` after a correction within the budget,
+    /// and starts the budget again from zero.
+    fn rebase(&mut self, wall: i128) {
+        self.mark = self.mark.map(|m| m.min(wall));
+        self.stored = self.stored.map(|s| s.min(wall));
+        self.behind = false;
+        self.budget_since = self.last_mono;
+        self.budget_carried = Duration::ZERO;
+    }
+
+    /// Sets the vendor's build time as a floor under trusted time.
+    pub(crate) fn set_build_floor(&mut self, built_at: SystemTime) {
+        self.build_floor = Some(unix_nanos(built_at));
+    }
+
+    /// Hard evidence: the stored mark, and this run's mark once confirmed.
+    fn hard(&self) -> Option<i128> {
+        let confirmed = match self.soft_until {
+            Some(_) => None,
+            None => self.mark,
+        };
+        max_opt(self.stored, confirmed)
+    }
+
+    /// All of our own evidence.
+    fn evidence(&self) -> Option<i128> {
+        max_opt(self.mark, self.stored)
+    }
+
+    /// Takes a sample of both clocks and reports what it found, if anything.
+    pub(crate) fn sample(&mut self, reading: Reading) -> Option<ClockAnomaly> {
+        let wall = unix_nanos(reading.wall);
+        let was_provisional = self.provisional;
+        self.provisional = reading.provisional;
+        // A monotonic clock that went backwards (a restored checkpoint, C6) gives no
+        // information: re-baseline without judging.
+        let Some(elapsed) = reading.mono.checked_sub(self.last_mono) else {
+            self.budget_carried = self.budget_age();
+            self.budget_since = reading.mono;
+            self.last_wall = wall;
+            self.last_mono = reading.mono;
+            self.wall = wall;
+            self.soft_until = None;
+            return None;
+        };
+        let elapsed = elapsed.as_nanos() as i128;
+        let skew = (wall - self.last_wall) - elapsed;
+        self.last_wall = wall;
+        self.last_mono = reading.mono;
+        self.wall = wall;
+        for evidence in [&mut self.mark, &mut self.stored].into_iter().flatten() {
+            *evidence += elapsed;
+        }
+        let hard_behind = self.hard().is_some_and(|h| wall < h - THRESHOLD_NANOS);
+        let corrected = || ClockAnomaly::Corrected {
+            seconds: tenths(skew),
+        };
+        if reading.provisional {
+            // No evidence either way: judged against hard evidence once readings are
+            // firm. A step back meanwhile is NTP correcting a clock that booted wrong.
+            return (!hard_behind && skew < -THRESHOLD_NANOS).then(corrected);
+        }
+        let Some(mark) = self.mark else {
+            // The first firm reading of this run, after provisional ones: the clock may
+            // still be wrong after boot, so it is confirmed only later.
+            self.mark = Some(wall);
+            self.soft_until = Some(reading.mono.saturating_add(CONFIRM_AFTER));
+            return self
+                .judge_behind(hard_behind, skew)
+                .or_else(|| (was_provisional && skew < -THRESHOLD_NANOS).then(corrected));
+        };
+        if wall >= mark - THRESHOLD_NANOS {
+            // Small forward differences (NTP slew, timer jitter) are absorbed so the mark
+            // stays close to real time; large ones are not, so a clock set far ahead and
+            // then corrected does not leave trusted time in the future.
+            if wall > mark && wall - mark <= THRESHOLD_NANOS {
+                self.mark = Some(wall);
+            }
+            if self.soft_until.is_some_and(|until| reading.mono >= until) {
+                self.soft_until = None;
+            }
+            if !hard_behind {
+                self.behind = false;
+            }
+            // (A forward step that lands back on trusted time is a correction, not drift.)
+            if skew > THRESHOLD_NANOS && wall > mark + THRESHOLD_NANOS {
+                return Some(ClockAnomaly::ForwardDrift {
+                    seconds: tenths(skew),
+                });
+            }
+            return self.judge_behind(hard_behind, skew);
+        }
+        if !hard_behind {
+            // Only unconfirmed evidence said time was further on: this step corrects it.
+            let rebased = self.hard().map_or(wall, |h| h.max(wall));
+            self.mark = Some(rebased);
+            self.behind = false;
+            return Some(ClockAnomaly::Corrected {
+                seconds: tenths(rebased - mark),
+            });
+        }
+        self.judge_behind(true, skew)
+    }
+
+    /// Reports the wall behind hard evidence: once when it first falls behind (in one
+    /// step, or the last of many small ones), and again for each further step back.
+    ///
+    /// A first step behind that is no larger than the honest drift budget is NTP
+    /// correcting a clock that ran fast: the mark (and the stored one) re-base at the
+    /// corrected wall, and it is a correction, not manipulation. The mark ran as fast as
+    /// the wall (one oscillator drives both), so only such a step shows the drift.
+    fn judge_behind(&mut self, hard_behind: bool, skew: i128) -> Option<ClockAnomaly> {
+        if !hard_behind {
+            self.behind = false;
+            return None;
+        }
+        let first = !self.behind;
+        if first {
+            let hard = self.hard().unwrap_or(self.wall);
+            if hard - self.wall <= self.budget_nanos() {
+                let wall = self.wall;
+                self.rebase(wall);
+                return Some(ClockAnomaly::Corrected {
+                    seconds: tenths(wall - hard),
+                });
+            }
+        }
+        self.behind = true;
+        (first || skew < -THRESHOLD_NANOS).then(|| ClockAnomaly::BackwardJump {
+            seconds: round_secs(self.wall - self.now_nanos()),
+        })
+    }
+
+    /// Applies the mark stored by an earlier run. Reports a manipulation when the wall
+    /// clock is more than the threshold behind it (a clock set back while the service was
+    /// down), unless the reading is provisional.
+    ///
+    /// `budget_age` is the drift budget the earlier run had earned: a wall behind the
+    /// stored mark by no more than that budget is a correction (the stored mark re-bases),
+    /// as a clock that ran fast before the restart and was corrected since looks exactly
+    /// so. Downtime earns nothing: nobody saw the clock meanwhile.
+    pub(crate) fn restore_mark(
+        &mut self,
+        stored_secs: i64,
+        budget_age: Duration,
+    ) -> Option<ClockAnomaly> {
+        self.budget_carried = self.budget_carried.max(budget_age);
+        let stored = stored_secs as i128 * NANOS;
+        self.stored = Some(self.stored.map_or(stored, |s| s.max(stored)));
+        if self.mark.is_some() {
+            self.soft_until = Some(self.last_mono.saturating_add(CONFIRM_AFTER));
+        }
+        if self.provisional || self.wall >= stored - THRESHOLD_NANOS {
+            return None;
+        }
+        if stored - self.wall <= self.budget_nanos() {
+            let wall = self.wall;
+            self.rebase(wall);
+            return Some(ClockAnomaly::Corrected {
+                seconds: tenths(wall - stored),
+            });
+        }
+        self.behind = true;
+        Some(ClockAnomaly::BackwardJump {
+            seconds: round_secs(self.wall - stored),
+        })
+    }
+
+    /// The mark to persist, in whole seconds (floored): hard evidence only, never a
+    /// provisional or unconfirmed reading. `None` while there is none.
+    pub(crate) fn persistable_mark(&self) -> Option<i64> {
+        self.hard().map(secs_floor)
+    }
+
+    /// Whether trusted now may rest on a reading not yet confirmed (provisional, or a
+    /// run's first firm reading within its confirmation period).
+    pub(crate) fn unconfirmed(&self) -> bool {
+        self.provisional || self.soft_until.is_some()
+    }
+
+    /// Whether the last reading was provisional.
+    pub(crate) fn provisional(&self) -> bool {
+        self.provisional
+    }
+
+    /// The monotonic reading of the last sample.
+    pub(crate) fn last_mono(&self) -> Duration {
+        self.last_mono
+    }
+
+    /// The wall clock of the last sample, in whole seconds.
+    pub(crate) fn wall_secs(&self) -> i64 {
+        secs_floor(self.wall)
+    }
+
+    /// Trusted now, in nanoseconds since the epoch: max(wall, our evidence, build floor).
+    fn now_nanos(&self) -> i128 {
+        let now = max_opt(Some(self.wall), self.evidence()).unwrap_or(self.wall);
+        self.build_floor.map_or(now, |floor| now.max(floor))
+    }
+
+    /// Trusted now, in whole seconds since the epoch (floored).
+    pub(crate) fn now_secs(&self) -> i64 {
+        secs_floor(self.now_nanos())
+    }
+
+    /// Trusted now from evidence that is not provisional (our marks and the build floor),
+    /// if there is any.
+    pub(crate) fn firm_now_secs(&self) -> Option<i64> {
+        max_opt(self.evidence(), self.build_floor).map(secs_floor)
+    }
+
+    /// Trusted now from hard evidence alone (the stored mark, this run's mark once
+    /// confirmed, the build floor), if there is any.
+    pub(crate) fn hard_now_secs(&self) -> Option<i64> {
+        max_opt(self.hard(), self.build_floor).map(secs_floor)
+    }
+
+    /// How far the wall clock is behind the build floor, in seconds, if it is.
+    pub(crate) fn behind_build_floor(&self) -> Option<f64> {
+        let floor = self.build_floor?;
+        (self.wall < floor).then(|| tenths(self.wall - floor))
+    }
+
+    /// Whether the wall clock agrees with our own evidence (within the threshold).
+    pub(crate) fn wall_is_consistent(&self) -> bool {
+        self.evidence()
+            .is_none_or(|e| self.wall >= e - THRESHOLD_NANOS)
+    }
+
+    /// How long until trusted time reaches `secs`.
+    pub(crate) fn until(&self, secs: i64) -> Duration {
+        let delta = secs as i128 * NANOS - self.now_nanos();
+        if delta <= 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(u64::try_from(delta).unwrap_or(u64::MAX))
+        }
+    }
+}
+
+fn secs_floor(nanos: i128) -> i64 {
+    let secs = nanos.div_euclid(NANOS);
+    i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn round_secs(nanos: i128) -> i64 {
+    let rounded = (nanos + nanos.signum() * NANOS / 2) / NANOS;
+    i64::try_from(rounded).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Seconds, rounded to a tenth.
+fn tenths(nanos: i128) -> f64 {
+    (nanos as f64 / NANOS as f64 * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::from_unix_seconds;
+    use std::time::UNIX_EPOCH;
+
+    fn at(secs: i64) -> SystemTime {
+        from_unix_seconds(secs)
+    }
+    fn read(wall: i64, mono: u64) -> Reading {
+        Reading {
+            wall: at(wall),
+            mono: Duration::from_secs(mono),
+            provisional: false,
+        }
+    }
+    fn early(wall: i64, mono: u64) -> Reading {
+        Reading {
+            provisional: true,
+            ..read(wall, mono)
+        }
+    }
+
+    #[test]
+    fn steady_clocks_report_nothing() {
+        let mut t = TrustedTime::new(read(1000, 0));
+        assert_eq!(t.sample(read(1100, 100)), None);
+        assert_eq!(t.now_secs(), 1100);
+        // Small NTP corrections either way are tolerated (catalog C1).
+        assert_eq!(t.sample(read(1198, 200)), None);
+        assert_eq!(t.now_secs(), 1200);
+        assert_eq!(t.sample(read(1304, 300)), None);
+        assert_eq!(t.now_secs(), 1304);
+    }
+
+    #[test]
+    fn backward_jump_is_detected_and_does_not_move_trusted_time() {
+        let mut t = TrustedTime::new(read(10_000, 0));
+        let anomaly = t.sample(read(10_060 - 7200, 60));
+        assert_eq!(anomaly, Some(ClockAnomaly::BackwardJump { seconds: -7200 }));
+        assert_eq!(t.now_secs(), 10_060);
+        assert!(!t.wall_is_consistent());
+        // Later samples: trusted time keeps advancing with the monotonic clock, and the
+        // same manipulation is not reported again.
+        assert_eq!(t.sample(read(10_120 - 7200, 120)), None);
+        assert_eq!(t.now_secs(), 10_120);
+        // A further step back is.
+        assert_eq!(
+            t.sample(read(10_180 - 9000, 180)),
+            Some(ClockAnomaly::BackwardJump { seconds: -9000 })
+        );
+        // The clock is corrected: a step back to the truth is neither drift nor a jump.
+        assert_eq!(t.sample(read(10_240, 240)), None);
+        assert!(t.wall_is_consistent());
+        assert_eq!(t.now_secs(), 10_240);
+    }
+
+    #[test]
+    fn a_creeping_rollback_is_reported_once_it_passes_the_threshold() {
+        // Finding 5: 4 s back every 2 s never makes one step larger than 5 s.
+        let mut t = TrustedTime::new(read(10_000, 0));
+        let mut found = Vec::new();
+        for i in 1..=1000u64 {
+            let wall = 10_000 + 2 * i as i64 - 4 * i as i64;
+            if let Some(a) = t.sample(read(wall, 2 * i)) {
+                found.push((i, a));
+            }
+        }
+        assert_eq!(
+            found,
+            vec![(2, ClockAnomaly::BackwardJump { seconds: -8 })],
+            "reported once, when 8 s behind"
+        );
+        assert_eq!(t.now_secs(), 12_000, "trusted time never went back");
+    }
+
+    #[test]
+    fn forward_jump_is_drift_and_recovers_after_correction() {
+        let mut t = TrustedTime::new(read(10_000, 0));
+        let year = 365 * 86_400;
+        let anomaly = t.sample(read(10_010 + year, 10));
+        assert_eq!(
+            anomaly,
+            Some(ClockAnomaly::ForwardDrift {
+                seconds: year as f64
+            })
+        );
+        assert_eq!(t.now_secs(), 10_010 + year);
+        // Corrected back to the truth: not manipulation (catalog C4), and trusted time is
+        // real time again.
+        assert_eq!(t.sample(read(10_020, 20)), None);
+        assert_eq!(t.now_secs(), 10_020);
+        assert_eq!(t.persistable_mark(), Some(10_020));
+    }
+
+    #[test]
+    fn drift_of_ten_seconds_is_reported_with_its_size() {
+        let mut t = TrustedTime::new(read(0, 0));
+        assert_eq!(
+            t.sample(read(70, 60)),
+            Some(ClockAnomaly::ForwardDrift { seconds: 10.0 })
+        );
+    }
+
+    #[test]
+    fn monotonic_going_backwards_rebaselines() {
+        let mut t = TrustedTime::new(read(1000, 500));
+        assert_eq!(t.sample(read(1010, 3)), None);
+        assert_eq!(t.sample(read(1020, 13)), None);
+        assert_eq!(t.now_secs(), 1020);
+    }
+
+    #[test]
+    fn suspend_moves_both_clocks_and_is_nothing() {
+        // Catalog C5: BOOTTIME counts through the suspend, so wall and mono agree.
+        let mut t = TrustedTime::new(read(1000, 0));
+        assert_eq!(t.sample(read(1000 + 8 * 3600, 8 * 3600)), None);
+        assert_eq!(t.now_secs(), 1000 + 8 * 3600);
+    }
+
+    #[test]
+    fn a_clock_ahead_at_boot_corrected_by_ntp_is_a_correction() {
+        // Finding 3: started a year ahead while provisional, then corrected.
+        let year = 365 * 86_400;
+        let mut t = TrustedTime::new(early(10_000 + year, 30));
+        assert_eq!(
+            t.persistable_mark(),
+            None,
+            "provisional marks are not persisted"
+        );
+        assert_eq!(t.sample(early(10_060 + year, 90)), None);
+        assert_eq!(
+            t.sample(early(10_120, 150)),
+            Some(ClockAnomaly::Corrected {
+                seconds: -(year as f64)
+            })
+        );
+        assert_eq!(t.now_secs(), 10_120);
+        assert!(t.wall_is_consistent());
+        // The window closes: the first firm reading is confirmed by one 15 min later.
+        assert_eq!(t.sample(read(11_000, 1030)), None);
+        assert_eq!(t.persistable_mark(), None);
+        assert_eq!(t.sample(read(12_000, 2030)), None);
+        assert_eq!(t.persistable_mark(), Some(12_000));
+        // An RTC kept in local time (5 h 30 min ahead), corrected once not provisional:
+        // still a correction, as no firm reading ever saw the wrong time.
+        let mut t = TrustedTime::new(early(10_000 + 19_800, 10));
+        assert!(matches!(
+            t.sample(read(10_100, 110)),
+            Some(ClockAnomaly::Corrected { .. })
+        ));
+        assert_eq!(t.sample(read(11_100, 1110)), None);
+        assert_eq!(t.persistable_mark(), Some(11_100));
+    }
+
+    #[test]
+    fn a_provisional_step_back_below_firm_evidence_is_held_then_judged() {
+        let mut t = TrustedTime::new(early(10_000, 10));
+        assert_eq!(t.restore_mark(10_000, Duration::ZERO), None);
+        // Set back 30 days in the boot window: trusted time holds the stored mark.
+        assert_eq!(t.sample(early(10_060 - 30 * 86_400, 70)), None);
+        assert_eq!(t.now_secs(), 10_060);
+        // The window closes with the wall still behind: manipulation.
+        assert_eq!(
+            t.sample(read(11_000 - 30 * 86_400, 1010)),
+            Some(ClockAnomaly::BackwardJump {
+                seconds: -30 * 86_400
+            })
+        );
+        assert_eq!(t.now_secs(), 11_000);
+    }
+
+    #[test]
+    fn a_first_reading_still_ahead_is_unconfirmed_for_a_while() {
+        // The boot window closes with the clock still 10 s ahead; NTP fixes it minutes
+        // later. With a stored mark, that first firm reading is not yet hard evidence.
+        let mut t = TrustedTime::new(early(10_000, 10));
+        assert_eq!(t.restore_mark(10_000, Duration::ZERO), None);
+        assert_eq!(t.sample(read(10_910, 900)), None);
+        assert_eq!(
+            t.persistable_mark(),
+            Some(10_890),
+            "the stored mark, not the wall"
+        );
+        assert_eq!(
+            t.sample(read(11_000, 1000)),
+            Some(ClockAnomaly::Corrected { seconds: -10.0 })
+        );
+        assert!(t.wall_is_consistent());
+        // Confirmed after 15 minutes: from then on, a step back is manipulation.
+        assert_eq!(t.sample(read(12_000, 2000)), None);
+        assert_eq!(t.persistable_mark(), Some(12_000));
+        assert_eq!(
+            t.sample(read(12_050, 2060)),
+            Some(ClockAnomaly::BackwardJump { seconds: -10 })
+        );
+        // But never below the stored mark, confirmed or not.
+        let mut t = TrustedTime::new(read(9_000, 0));
+        assert!(t.restore_mark(10_000, Duration::ZERO).is_some());
+        assert_eq!(t.now_secs(), 10_000);
+    }
+
+    #[test]
+    fn a_stored_mark_ahead_of_the_wall_at_start_is_manipulation() {
+        let mut t = TrustedTime::new(read(5_000, 0));
+        assert_eq!(
+            t.restore_mark(9_000, Duration::ZERO),
+            Some(ClockAnomaly::BackwardJump { seconds: -4000 })
+        );
+        assert_eq!(t.now_secs(), 9_000);
+        let mut ok = TrustedTime::new(read(9_003, 0));
+        assert_eq!(ok.restore_mark(9_000, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn the_build_floor_is_trusted_now_but_never_the_mark() {
+        let mut t = TrustedTime::new(read(1_000, 0));
+        t.set_build_floor(at(5_000));
+        assert_eq!(t.now_secs(), 5_000);
+        assert_eq!(t.behind_build_floor(), Some(-4000.0));
+        assert_eq!(t.persistable_mark(), Some(1_000));
+        assert_eq!(t.sample(read(1_060, 60)), None, "not manipulation");
+        assert!(t.wall_is_consistent());
+        assert_eq!(t.firm_now_secs(), Some(5_000));
+    }
+
+    #[test]
+    fn pre_epoch_clock_does_not_panic() {
+        let mut t = TrustedTime::new(Reading {
+            wall: UNIX_EPOCH - Duration::from_secs(86_400),
+            mono: Duration::ZERO,
+            provisional: false,
+        });
+        assert!(t.now_secs() < 0);
+        t.sample(read(-86_000, 400));
+        assert_eq!(t.until(10), Duration::from_secs(86_010));
+        // A stored mark at the limit of i64 is no reason to panic either.
+        let _ = t.restore_mark(i64::MAX, Duration::MAX);
+        let _ = t.restore_mark(i64::MIN, Duration::ZERO);
+        let _ = t.until(i64::MIN);
+        let _ = t.until(i64::MAX);
+    }
+}
