@@ -1,4 +1,9 @@
-//! A property-based simulation of trusted time against an oracle that knows true time.
+//! A property-based simulation of trusted time against an oracle that knows true time,
+//! through the whole monitor in tokio's paused time: it checks that the checker task (the
+//! shell) wires the judge right (its timers, reads, restarts with a real state file, and
+//! a subscriber that loses nothing). The judge's own simulation
+//! (`src/judge/simulation.rs`) checks the same invariants, the set laws and honest drift
+//! at 100,000 schedules without a runtime.
 //!
 //! Each case drives one monitor (and its restarts) in paused time through a random
 //! schedule: wall steps both ways, slow creeps, suspends (wall and monotonic time jump,
@@ -27,7 +32,7 @@
 //!
 //! Half the cases keep a state file; restarts without one, or that delete it, are out of
 //! scope for invariants 2 and 3 (DESIGN). 2,000 cases run in
-//! `cargo test`; `IOSETU_SIM_CASES=100000 cargo test --test simulation` runs more.
+//! `cargo test`; `IOSETU_SHELL_SIM_CASES=100000 cargo test --test simulation` runs more.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -573,7 +578,7 @@ fn scratch() -> PathBuf {
 
 #[test]
 fn trusted_time_holds_both_invariants_over_random_schedules() {
-    let cases = std::env::var("IOSETU_SIM_CASES")
+    let cases = std::env::var("IOSETU_SHELL_SIM_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);

@@ -215,6 +215,9 @@ impl Judge {
                     self.restored_since = state.grace_anchor;
                 } else {
                     self.grace_anchor = state.grace_anchor;
+                    // An episode carried over never ends later than the run before would
+                    // have ended it.
+                    self.grace_cap = state.grace_anchor.and(state.cut_off);
                     self.grace_floor = state.grace_floor;
                     self.restored_since = state.not_valid_since;
                     self.restored_cut = state.cut_off;
