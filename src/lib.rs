@@ -49,10 +49,17 @@
 //!   stable reason codes for every refusal ([`LicenseError::reason`]).
 //! * [`source`]: where the token is read ([`LicenseSource`]), bounded and non-blocking.
 //! * [`clock`]: wall and monotonic clocks, and the trusted time licenses are judged by.
-//! * [`verdict`]: the pure core that turns a license, trusted time and the grace anchor
-//!   into a [`Verdict`] and the next instant it can change.
+//! * [`verdict`]: the pure core that turns a license set, trusted time and the grace
+//!   anchors into a [`Verdict`] and the next instant it can change.
+//! * The judge (internal): every decision the monitor makes (trusted time and its honest
+//!   drift budget, the set rules, grace, manipulation, drain timing, alert rate limits,
+//!   instance grace) as one synchronous state machine without I/O or clock reads, in the
+//!   manner of quinn-proto's `Connection`; the checker task only drives it. Its
+//!   simulation runs 100,000 random schedules in each of three tests in `cargo test`.
 //! * [`event`]: [`LicenseEvent`], its names, levels and attributes.
-//! * [`LicenseMonitor`]: the handle, and the checker task that is the verdict's only writer.
+//! * [`LicenseMonitor`]: the handle, and the checker task that is the verdict's only writer
+//!   (it waits for timers and triggers, reads off the async workers, feeds the judge,
+//!   publishes and emits).
 //! * [`layer`]: [`LicenseLayer`] and [`License`], the middleware; see its docs for an
 //!   axum example. [`RequireFeatureLayer`] (`monitor.require_feature("sso")`) guards the
 //!   routes of a paid tier. [`HealthService`] serves `/health`.

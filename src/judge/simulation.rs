@@ -828,7 +828,13 @@ impl World {
                     self.host.true_secs() - T0
                 );
             }
-            (Some(Twin::Adds { .. }), Some(twin)) if self.law5_in_scope => {
+            // (A signed `iat` lifts trusted now for the whole set it is in, where DESIGN
+            // wants it for that license only: a twin that kept such a license is judged at
+            // a later instant, and two verdicts at different instants are not compared.
+            // It takes a wall clock set back below the `iat`: tampering.)
+            (Some(Twin::Adds { .. }), Some(twin))
+                if self.law5_in_scope && twin.verdict.evaluated_at == reference.evaluated_at =>
+            {
                 let (a, b) = (&**reference, &*twin.verdict);
                 prop_assert!(
                     rank(b.state) <= rank(a.state),
