@@ -944,17 +944,25 @@ fn cases() -> u32 {
         .unwrap_or(100_000)
 }
 
-fn runner(cases: u32, file: &'static str) -> TestRunner {
-    TestRunner::new(Config {
-        cases,
+/// Runs `cases()` schedules drawn from `strategy` through `case`; failures found are
+/// replayed first on later runs from `file` (commit it).
+fn check<S: Strategy>(
+    file: &'static str,
+    strategy: S,
+    case: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
         // XorShift: ChaCha's cost (unoptimised in a test build) would be most of the run.
         rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        // Failures found are replayed first on later runs: commit the file.
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::Direct(file),
         )),
         ..Config::default()
-    })
+    });
+    if let Err(e) = runner.run(&strategy, case) {
+        panic!("{e}");
+    }
 }
 
 fn schedule() -> impl Strategy<Value = (bool, Vec<Step>)> {
@@ -978,38 +986,35 @@ fn first_source() -> impl Strategy<Value = Lic> {
 #[test]
 fn trusted_time_holds_and_adding_a_license_never_makes_it_worse() {
     let twin = (any::<u8>(), 0usize..16).prop_map(|(license, from)| Twin::Adds { license, from });
-    let result = runner(cases(), "proptest-regressions/judge-simulation.txt").run(
-        &(schedule(), any::<bool>(), twin, first_source()),
+    check(
+        "proptest-regressions/judge-simulation.txt",
+        (schedule(), any::<bool>(), twin, first_source()),
         |((honest, steps), with_state, twin, first)| {
             let mut world = World::new(honest, with_state, false, Some(twin));
             run_case(&mut world, first, &steps)
         },
     );
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }
 
 /// Invariants 1 to 4, and 6: a twin reads the same lines permuted and repeated.
 #[test]
 fn trusted_time_holds_and_the_order_of_lines_does_not_matter() {
-    let result = runner(cases(), "proptest-regressions/judge-permuted.txt").run(
-        &(schedule(), any::<bool>(), any::<u64>(), first_source()),
+    check(
+        "proptest-regressions/judge-permuted.txt",
+        (schedule(), any::<bool>(), any::<u64>(), first_source()),
         |((honest, steps), with_state, seed, first)| {
             let mut world = World::new(honest, with_state, false, Some(Twin::Permutes(seed)));
             run_case(&mut world, first, &steps)
         },
     );
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }
 
 /// Invariant 7 over random schedules of drift, corrections, restarts and suspends.
 #[test]
 fn an_honest_drifting_clock_never_leaves_valid() {
-    let result = runner(cases(), "proptest-regressions/judge-drift.txt").run(
-        &(proptest::collection::vec(drifting(), 1..12), any::<bool>()),
+    check(
+        "proptest-regressions/judge-drift.txt",
+        (proptest::collection::vec(drifting(), 1..12), any::<bool>()),
         |(mut steps, with_state)| {
             // The budget outlives a restart in the state file only (DESIGN): without one, a
             // restart is a fresh start, and the drift before it is unknowable.
@@ -1033,7 +1038,4 @@ fn an_honest_drifting_clock_never_leaves_valid() {
             Ok(())
         },
     );
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }
