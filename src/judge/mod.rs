@@ -116,10 +116,6 @@ pub(crate) struct Judge {
     /// The latest the current episode without a license may end (see `grace_cap` in
     /// `verdict::Input`).
     grace_cap: Option<i64>,
-    /// Since when the service has been in grace or cut off (`None` while valid), and
-    /// where it is cut off if nothing new comes in.
-    not_valid_since: Option<i64>,
-    cut_off: Option<i64>,
     manipulated_at: Option<i64>,
     ever_valid: bool,
     last: Option<Evaluation>,
@@ -164,8 +160,6 @@ impl Judge {
             restored_since: None,
             restored_cut: None,
             grace_cap: None,
-            not_valid_since: None,
-            cut_off: None,
             manipulated_at: None,
             ever_valid: false,
             last: None,
@@ -365,11 +359,6 @@ impl Judge {
         if self.grace_anchor.is_none() {
             self.grace_cap = None;
         }
-        self.cut_off = evaluation.cut_off;
-        self.not_valid_since = evaluation
-            .verdict
-            .grace_started_at
-            .map(crate::clock::unix_seconds);
         self.ever_valid |= evaluation.verdict.is_valid();
         let mut verdict = evaluation.verdict.clone();
         verdict.evaluated_mono = self.time.last_mono();
@@ -422,11 +411,17 @@ impl Judge {
             Some(anchor) if !backed(anchor) => self.persisted.and_then(|p| p.grace_anchor),
             anchor => anchor,
         };
-        let (since, cut_off) = match self.not_valid_since {
+        // Since when the service has been in grace or cut off (`None` while valid), and
+        // where it is cut off if nothing new comes in.
+        let last = self.last.as_ref();
+        let not_valid_since = last
+            .and_then(|e| e.verdict.grace_started_at)
+            .map(crate::clock::unix_seconds);
+        let (since, cut_off) = match not_valid_since {
             Some(since) if !backed(since) => self
                 .persisted
                 .map_or((None, None), |p| (p.not_valid_since, p.cut_off)),
-            since => (since, self.cut_off),
+            since => (since, last.and_then(|e| e.cut_off)),
         };
         let mut state = PersistedState::new(mark, anchor);
         state.grace_floor = self.grace_floor;

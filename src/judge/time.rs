@@ -111,6 +111,19 @@ impl TrustedTime {
         THRESHOLD_NANOS + self.budget_age().as_nanos() as i128 / DRIFT_DIVISOR
     }
 
+    /// A wall behind `evidence` by no more than the honest drift budget is a correction:
+    /// our evidence re-bases at the wall, and the budget starts again.
+    fn correct_within_budget(&mut self, evidence: i128) -> Option<ClockAnomaly> {
+        let wall = self.wall;
+        if evidence - wall > self.budget_nanos() {
+            return None;
+        }
+        self.rebase(wall);
+        Some(ClockAnomaly::Corrected {
+            seconds: tenths(wall - evidence),
+        })
+    }
+
     /// Re-bases all of our own evidence at `wall` after a correction within the budget,
     /// and starts the budget again from zero.
     fn rebase(&mut self, wall: i128) {
@@ -228,15 +241,10 @@ impl TrustedTime {
             return None;
         }
         let first = !self.behind;
-        if first {
-            let hard = self.hard().unwrap_or(self.wall);
-            if hard - self.wall <= self.budget_nanos() {
-                let wall = self.wall;
-                self.rebase(wall);
-                return Some(ClockAnomaly::Corrected {
-                    seconds: tenths(wall - hard),
-                });
-            }
+        if first
+            && let Some(corrected) = self.correct_within_budget(self.hard().unwrap_or(self.wall))
+        {
+            return Some(corrected);
         }
         self.behind = true;
         (first || skew < -THRESHOLD_NANOS).then(|| ClockAnomaly::BackwardJump {
@@ -266,12 +274,8 @@ impl TrustedTime {
         if self.provisional || self.wall >= stored - THRESHOLD_NANOS {
             return None;
         }
-        if stored - self.wall <= self.budget_nanos() {
-            let wall = self.wall;
-            self.rebase(wall);
-            return Some(ClockAnomaly::Corrected {
-                seconds: tenths(wall - stored),
-            });
+        if let Some(corrected) = self.correct_within_budget(stored) {
+            return Some(corrected);
         }
         self.behind = true;
         Some(ClockAnomaly::BackwardJump {
