@@ -15,9 +15,13 @@ use common::{
     Hello, State, Streamer, monitor, one_request, one_request_as_served, one_streamed_request,
     runtime,
 };
+use common::floor::FloorLayer;
 use tower::Layer;
 use tower::layer::util::Identity;
 
+// Kept out of `run`: each variant is compiled on its own, not as a part of one
+// function whose other arms shape its registers and stack.
+#[inline(never)]
 fn drive<S>(mut service: S, n: u64)
 where
     S: tower::Service<common::Req>,
@@ -28,6 +32,9 @@ where
     }
 }
 
+// Kept out of `run`: each variant is compiled on its own, not as a part of one
+// function whose other arms shape its registers and stack.
+#[inline(never)]
 fn drive_served<S>(mut service: S, n: u64)
 where
     S: tower::Service<common::Req>,
@@ -38,6 +45,9 @@ where
     }
 }
 
+// Kept out of `run`: each variant is compiled on its own, not as a part of one
+// function whose other arms shape its registers and stack.
+#[inline(never)]
 fn drive_streams<S, B>(mut service: S, n: u64)
 where
     S: tower::Service<common::Req, Response = http::Response<B>>,
@@ -50,17 +60,20 @@ where
     }
 }
 
-const VARIANTS: [&str; 11] = [
+const VARIANTS: [&str; 14] = [
     "bare",
     "identity",
+    "floor",
     "valid",
     "grace",
     "rejecting",
     "feature",
     "served-identity",
+    "served-floor",
     "served-valid",
     "served-feature",
     "stream-identity",
+    "stream-floor",
     "stream-valid",
 ];
 
@@ -69,6 +82,7 @@ fn run(variant: &str, n: u64) {
     match variant {
         "bare" => drive(Hello, n),
         "identity" => drive(Identity::new().layer(Hello), n),
+        "floor" => drive(FloorLayer.layer(Hello), n),
         "valid" => drive(monitor(&rt, State::Valid).layer().layer(Hello), n),
         "grace" => drive(monitor(&rt, State::Grace).layer().layer(Hello), n),
         "rejecting" => drive(monitor(&rt, State::Rejecting).layer().layer(Hello), n),
@@ -79,6 +93,7 @@ fn run(variant: &str, n: u64) {
             n,
         ),
         "served-identity" => drive_served(Identity::new().layer(Hello), n),
+        "served-floor" => drive_served(FloorLayer.layer(Hello), n),
         "served-valid" => drive_served(monitor(&rt, State::Valid).layer().layer(Hello), n),
         "served-feature" => drive_served(
             monitor(&rt, State::Valid)
@@ -87,6 +102,7 @@ fn run(variant: &str, n: u64) {
             n,
         ),
         "stream-identity" => drive_streams(Identity::new().layer(Streamer), n),
+        "stream-floor" => drive_streams(FloorLayer.layer(Streamer), n),
         "stream-valid" => drive_streams(monitor(&rt, State::Valid).layer().layer(Streamer), n),
         other => {
             eprintln!("unknown variant {other}: one of {VARIANTS:?}");

@@ -4,6 +4,10 @@
 # fixed costs (start-up, the monitor) cancel out.
 #
 #   bash benches/instructions.sh            # needs valgrind (Debian package "valgrind")
+#   bash benches/instructions.sh served-identity served-valid   # only these rows
+#
+# "floor" is a minimal gate+drain layer written by hand in benches/common (what the same
+# behaviour on ready responses costs at the least): the row to hold the crate's layer to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
@@ -21,20 +25,24 @@ ir() { # variant iterations -> total instructions
 }
 printf '%-16s %14s %18s\n' variant "instr/request" "vs identity"
 declare -A per
-for variant in bare identity valid grace rejecting feature served-identity served-valid served-feature stream-identity stream-valid; do
+all=(bare identity floor valid grace rejecting feature served-identity served-floor served-valid
+  served-feature stream-identity stream-floor stream-valid)
+if (($#)); then variants=("$@"); else variants=("${all[@]}"); fi
+for variant in "${variants[@]}"; do
   m=$n; [[ $variant == stream-* ]] && m=$((n / 10))
   a=$(ir "$variant" "$m"); b=$(ir "$variant" $((2 * m)))
   per[$variant]=$(( (b - a) / m ))
   case $variant in
-    stream-*) delta=$(( per[$variant] - per[stream-identity] )) ;;
-    served-*) delta=$(( per[$variant] - per[served-identity] )) ;;
-    bare) delta="-" ;;
-    *) delta=$(( per[$variant] - per[identity] )) ;;
+    stream-*) base=stream-identity ;;
+    served-*) base=served-identity ;;
+    *) base=identity ;;
   esac
+  if [[ $variant == bare || -z ${per[$base]:-} ]]; then delta="-"; else delta=$(( per[$variant] - per[$base] )); fi
   printf '%-16s %14s %18s\n' "$variant" "${per[$variant]}" "$delta"
 done
 # Per frame of a 100-frame body: what the stream adds to the same request, over 100.
-for x in identity valid; do
+for x in identity floor valid; do
+  [[ -n ${per[stream-$x]:-} && -n ${per[$x]:-} ]] || continue
   frame=$(( (per[stream-$x] - per[$x]) ))
   printf 'per frame, %-9s %d.%02d\n' "$x:" $((frame / 100)) $((frame % 100))
 done

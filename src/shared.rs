@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
+use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use crate::Clock;
@@ -47,11 +48,19 @@ pub(crate) struct Shared {
 pub(crate) struct FeatureGate {
     name: String,
     on: CacheLine<AtomicBool>,
+    /// What the feature's admitted responses watch: over when the monitor's drain is, or
+    /// a drain period after a renewal took the feature away.
+    drain: &'static Drain,
 }
 
 impl FeatureGate {
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    #[inline(always)]
+    pub(crate) fn drain(&self) -> &'static Drain {
+        self.drain
     }
 
     #[inline]
@@ -69,10 +78,11 @@ impl FeatureGate {
 /// Tells responses still running that the drain period after a cut-off is over, and
 /// wakes those that wait for their inner body or future.
 ///
-/// Every admitted response holds a `&'static Drain`, never a reference count: cloning an
-/// `Arc` per request would write to a cache line every core shares, on the path that must
-/// cost one load. So each monitor leaks one `Drain` (a flag and its waiter lists, about
-/// 2 KiB): responses may outlive the monitor, and they can never read freed memory.
+/// Every admitted response holds a `&'static Link` of a drain, never a reference count:
+/// cloning an `Arc` per request would write to a cache line every core shares, on the path
+/// that must cost one load. So each monitor (and each feature gate) leaks one `Drain` and
+/// its waiter lists (about 2 KiB): responses may outlive the monitor, and they can never
+/// read freed memory.
 ///
 /// A response that goes pending registers in a waiter list (a `Notify`), which is a write
 /// to shared memory. The lists are sharded by thread, each on a cache line of its own, so
@@ -80,7 +90,29 @@ impl FeatureGate {
 /// once": one list cost two threads 4.6 times what one thread paid).
 #[derive(Debug)]
 pub(crate) struct Drain {
-    over: CacheLine<AtomicBool>,
+    /// The two ways a response can watch this drain; both flags are set together.
+    links: CacheLine<[Link; 2]>,
+    /// How many times the drain has ended: a connection accepted before the latest end is
+    /// closed by it, one accepted after is not (see `crate::connection`).
+    ends: AtomicU64,
+    waiters: &'static Waiters,
+}
+
+/// What an admitted response holds: the drain's flag, and what a cut answers. One word
+/// in the response, one load per poll.
+#[derive(Debug)]
+pub(crate) struct Link {
+    over: AtomicBool,
+    /// A cut answers in a form gRPC clients read as UNAVAILABLE: trailers for a gRPC
+    /// response body, the 503 with `grpc-status` headers for an HTTP/2 request cut before
+    /// its response started.
+    grpc: bool,
+    waiters: &'static Waiters,
+}
+
+/// The waiter lists of a drain.
+#[derive(Debug)]
+pub(crate) struct Waiters {
     shards: [CacheLine<Notify>; DRAIN_SHARDS],
 }
 
@@ -88,49 +120,112 @@ pub(crate) struct Drain {
 /// service, few enough that the end of a drain wakes them all at once.
 const DRAIN_SHARDS: usize = 16;
 
-impl Drain {
+impl Waiters {
     const fn new() -> Self {
-        Drain {
-            over: CacheLine(AtomicBool::new(false)),
+        Waiters {
             shards: [const { CacheLine(Notify::const_new()) }; DRAIN_SHARDS],
         }
     }
 
-    fn leak() -> &'static Drain {
-        Box::leak(Box::new(Drain::new()))
+    /// A future that completes when the drain is next over, in this thread's waiter list.
+    /// It receives that notification from the moment it is created, so a waiter created
+    /// before reading the flag cannot miss it.
+    pub(crate) fn notified(&'static self) -> Notified<'static> {
+        self.shards[shard()].0.notified()
     }
 
-    /// The drain of responses that are never cut (exempt paths): never over.
-    pub(crate) fn never() -> &'static Drain {
-        static NEVER: Drain = Drain::new();
-        &NEVER
+    fn wake_all(&self) {
+        for shard in &self.shards {
+            shard.0.notify_waiters();
+        }
+    }
+}
+
+impl Link {
+    const fn new(grpc: bool, waiters: &'static Waiters) -> Self {
+        Link {
+            over: AtomicBool::new(false),
+            grpc,
+            waiters,
+        }
     }
 
     /// Whether responses must end now: one relaxed load, per poll of an admitted
     /// response's future or body.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_over(&self) -> bool {
-        self.over.0.load(Ordering::Relaxed)
+        self.over.load(Ordering::Relaxed)
     }
 
-    /// Whether it is over, ordered after the registration of a waiter (see `waiter`).
+    /// Whether it is over, ordered after the registration of a waiter.
     pub(crate) fn is_over_acquire(&self) -> bool {
-        self.over.0.load(Ordering::Acquire)
+        self.over.load(Ordering::Acquire)
     }
 
-    /// A future that completes when the drain is over, in this thread's waiter list.
-    /// Created before checking `is_over_acquire`, it cannot miss the notification.
-    pub(crate) fn waiter(&self) -> tokio::sync::futures::Notified<'_> {
-        self.shards[shard()].0.notified()
+    /// Whether a cut answers in gRPC's form as well.
+    #[inline(always)]
+    pub(crate) fn grpc(&self) -> bool {
+        self.grpc
     }
 
-    fn set(&self, over: bool) {
-        if self.over.0.load(Ordering::Relaxed) != over {
-            self.over.0.store(over, Ordering::Release);
+    pub(crate) fn waiters(&self) -> &'static Waiters {
+        self.waiters
+    }
+}
+
+impl Drain {
+    const fn new(waiters: &'static Waiters) -> Self {
+        Drain {
+            links: CacheLine([Link::new(false, waiters), Link::new(true, waiters)]),
+            ends: AtomicU64::new(0),
+            waiters,
+        }
+    }
+
+    pub(crate) fn leak() -> &'static Drain {
+        let waiters = Box::leak(Box::new(Waiters::new()));
+        Box::leak(Box::new(Drain::new(waiters)))
+    }
+
+    /// The drain of responses that are never cut (exempt paths): never over.
+    pub(crate) fn never() -> &'static Drain {
+        static WAITERS: Waiters = Waiters::new();
+        static NEVER: Drain = Drain::new(&WAITERS);
+        &NEVER
+    }
+
+    /// The link a response holds: `grpc` when a cut must answer in gRPC's form.
+    #[inline(always)]
+    pub(crate) fn link(&'static self, grpc: bool) -> &'static Link {
+        &self.links.0[usize::from(grpc)]
+    }
+
+    /// Whether responses must end now (one relaxed load).
+    #[inline(always)]
+    pub(crate) fn is_over(&self) -> bool {
+        self.links.0[0].is_over()
+    }
+
+    /// How many times the drain has ended, ordered after the flag it is read with.
+    pub(crate) fn ends(&self) -> u64 {
+        self.ends.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn waiters(&self) -> &'static Waiters {
+        self.waiters
+    }
+
+    pub(crate) fn set(&self, over: bool) {
+        if self.is_over() != over {
             if over {
-                for shard in &self.shards {
-                    shard.0.notify_waiters();
-                }
+                // Counted before the flags are set: whoever sees a flag set sees the count.
+                self.ends.fetch_add(1, Ordering::Release);
+            }
+            for link in &self.links.0 {
+                link.over.store(over, Ordering::Release);
+            }
+            if over {
+                self.waiters.wake_all();
             }
         }
     }
@@ -209,6 +304,7 @@ impl Shared {
         let verdict = self.verdict.load();
         for gate in lock(&self.features).iter() {
             gate.set(verdict.has_feature(&gate.name));
+            gate.drain.set(self.drain.is_over());
         }
     }
 }
@@ -257,13 +353,15 @@ impl View {
         let gate = Arc::new(FeatureGate {
             name: feature.to_owned(),
             on: CacheLine(AtomicBool::new(self.verdict().has_feature(feature))),
+            drain: Drain::leak(),
         });
+        gate.drain.set(self.0.drain.is_over());
         gates.push(Arc::clone(&gate));
         gate
     }
 
-    /// The drain switch admitted responses watch.
-    #[inline]
+    /// The drain admitted responses watch.
+    #[inline(always)]
     pub(crate) fn drain(&self) -> &'static Drain {
         self.0.drain
     }

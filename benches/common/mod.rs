@@ -314,3 +314,124 @@ where
         }
     }
 }
+
+/// The floor: the least a layer with the same behaviour on ready responses can do, written
+/// by hand for the benches (a gate load on `call`, a drain check when the future is
+/// polled, a body that checks the drain per frame and ends with an error when cut). It
+/// has no rejection body, no gRPC form, no waking of pending responses: it is the row
+/// that says how far the crate's layer is from nothing.
+pub mod floor {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll};
+
+    use http::{Request, Response};
+    use http_body::{Body, Frame};
+    use pin_project_lite::pin_project;
+    use tower::{Layer, Service};
+
+    static ADMITS: AtomicBool = AtomicBool::new(true);
+    static DRAINED: AtomicBool = AtomicBool::new(false);
+
+    /// Layer of [`Floor`].
+    #[derive(Clone, Copy, Debug)]
+    pub struct FloorLayer;
+
+    impl<S> Layer<S> for FloorLayer {
+        type Service = Floor<S>;
+        fn layer(&self, inner: S) -> Floor<S> {
+            Floor(inner)
+        }
+    }
+
+    /// The service.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Floor<S>(S);
+
+    impl<S, Q, B> Service<Request<Q>> for Floor<S>
+    where
+        S: Service<Request<Q>, Response = Response<B>>,
+    {
+        type Response = Response<FloorBody<B>>;
+        type Error = S::Error;
+        type Future = FloorFuture<S::Future>;
+        #[inline]
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+        #[inline]
+        fn call(&mut self, request: Request<Q>) -> Self::Future {
+            if ADMITS.load(Ordering::Relaxed) {
+                FloorFuture { inner: Some(self.0.call(request)) }
+            } else {
+                FloorFuture { inner: None }
+            }
+        }
+    }
+
+    pin_project! {
+        /// The future.
+        pub struct FloorFuture<F> {
+            #[pin]
+            inner: Option<F>,
+        }
+    }
+
+    impl<F, B, E> Future for FloorFuture<F>
+    where
+        F: Future<Output = Result<Response<B>, E>>,
+    {
+        type Output = Result<Response<FloorBody<B>>, E>;
+        #[inline]
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project().inner.as_pin_mut() {
+                Some(inner) if !DRAINED.load(Ordering::Relaxed) => inner
+                    .poll(cx)
+                    .map(|r| r.map(|response| response.map(|body| FloorBody { inner: Some(body) }))),
+                _ => Poll::Ready(Ok(Response::new(FloorBody { inner: None }))),
+            }
+        }
+    }
+
+    pin_project! {
+        /// The body.
+        pub struct FloorBody<B> {
+            #[pin]
+            inner: Option<B>,
+        }
+    }
+
+    /// The body's error when cut.
+    #[derive(Debug)]
+    pub struct Cut;
+    impl std::fmt::Display for Cut {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cut")
+        }
+    }
+    impl std::error::Error for Cut {}
+
+    impl<B> Body for FloorBody<B>
+    where
+        B: Body,
+        B::Error: Into<super::BoxError>,
+    {
+        type Data = B::Data;
+        type Error = super::BoxError;
+        #[inline]
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<B::Data>, super::BoxError>>> {
+            match self.project().inner.as_pin_mut() {
+                Some(_) if DRAINED.load(Ordering::Relaxed) => Poll::Ready(Some(Err(Box::new(Cut)))),
+                Some(inner) => inner.poll_frame(cx).map_err(Into::into),
+                None => Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// What hyper, axum and tonic take a body's error as.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

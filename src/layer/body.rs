@@ -8,11 +8,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::futures::Notified;
 
-use super::future::wait_for_drain;
+use super::future::{Waiting, wait_for_drain};
 use super::rejection::GRPC_MESSAGE;
-use crate::shared::Drain;
+use crate::shared::Link;
 
 /// A boxed error, what hyper, axum and tonic take a body's error as.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,7 +86,12 @@ pin_project! {
         Inner {
             #[pin]
             body: B,
-            link: Link,
+            // The drain it watches, and whether a cut ends it as gRPC (trailers) or as
+            // plain HTTP (an error).
+            link: &'static Link,
+            // Registered only once the body is pending; boxed, so that the body stays
+            // `Unpin` when the inner body is, and costs one empty word until then.
+            waiting: Waiting,
         },
         // Also what is left of a body cut at the end of the drain period (nothing). A
         // reference to a static slice, empty once sent: one word, nothing to drop, so the
@@ -96,53 +100,19 @@ pin_project! {
     }
 }
 
-/// How an admitted body is tied to the drain: one word and a tag.
-#[derive(Debug)]
-enum Link {
-    /// Watching the drain; a cut ends the body with an error (plain HTTP).
-    Http(&'static Drain),
-    /// Watching the drain; a cut ends the stream with `grpc-status: 14` trailers.
-    Grpc(&'static Drain),
-    /// The body went pending: registered to be woken at the end of the drain period.
-    /// Boxed (once) so that the body stays `Unpin` when the inner body is.
-    Waiting(Pin<Box<Waiting>>),
-}
-
-pin_project! {
-    #[derive(Debug)]
-    struct Waiting {
-        drain: &'static Drain,
-        grpc: bool,
-        #[pin]
-        notified: Notified<'static>,
-    }
-}
-
-impl Link {
-    #[inline(always)]
-    fn drain(&self) -> &'static Drain {
-        match self {
-            Link::Http(drain) | Link::Grpc(drain) => drain,
-            Link::Waiting(waiting) => waiting.drain,
-        }
-    }
-}
-
 /// The empty body.
 static EMPTY: &[u8] = &[];
 
 impl<B> ResponseBody<B> {
-    #[inline]
-    pub(crate) fn inner(body: B, drain: Option<&'static Drain>, grpc: bool) -> Self {
-        // An exempt path's body watches a drain that is never over.
-        let drain = drain.unwrap_or_else(Drain::never);
-        let link = if grpc {
-            Link::Grpc(drain)
-        } else {
-            Link::Http(drain)
-        };
+    /// An admitted response's body, watching `link`.
+    #[inline(always)]
+    pub(crate) fn watching(body: B, link: &'static Link) -> Self {
         Self {
-            kind: Kind::Inner { body, link },
+            kind: Kind::Inner {
+                body,
+                link,
+                waiting: None,
+            },
         }
     }
 
@@ -170,34 +140,18 @@ type PolledFrame<E> = Poll<Option<Result<Frame<Bytes>, BodyError<E>>>>;
 /// stays small enough to inline.
 #[cold]
 #[inline(never)]
-fn poll_slow<B: Body<Data = Bytes>>(
+fn poll_other<B: Body<Data = Bytes>>(
     mut kind: Pin<&mut Kind<B>>,
     cx: &mut Context<'_>,
 ) -> PolledFrame<B::Error> {
     let grpc = match kind.as_mut().project() {
-        KindProj::Inner { link, .. } => {
+        KindProj::Inner { link, waiting, .. } => {
             // (The inner body was pending, or the drain is over.)
-            let (drain, grpc) = match link {
-                Link::Http(drain) => (*drain, false),
-                Link::Grpc(drain) => (*drain, true),
-                Link::Waiting(waiting) => (waiting.drain, waiting.grpc),
-            };
-            if !drain.is_over_acquire() {
-                if !matches!(link, Link::Waiting(_)) {
-                    *link = Link::Waiting(Box::pin(Waiting {
-                        drain,
-                        grpc,
-                        notified: drain.waiter(),
-                    }));
-                }
-                if let Link::Waiting(waiting) = link {
-                    let notified = waiting.as_mut().project().notified;
-                    if !wait_for_drain(drain, notified, cx) {
-                        return Poll::Pending;
-                    }
-                }
+            let link: &'static Link = link;
+            if !wait_for_drain(link, waiting, cx) {
+                return Poll::Pending;
             }
-            grpc
+            link.grpc()
         }
         KindProj::Full { data } => {
             let bytes: &'static [u8] = data;
@@ -238,20 +192,19 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut kind = self.project().kind;
-        if let KindProj::Inner { body, link } = kind.as_mut().project() {
-            // The admitted path: one relaxed load per frame, then the inner body's frame.
-            if !link.drain().is_over() {
+        if let KindProj::Inner { body, link, .. } = kind.as_mut().project() {
+            // The admitted path: one relaxed load per frame, then the inner body's frame,
+            // passed on as it is.
+            if !link.is_over() {
                 match body.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-                    Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Some(Err(BodyError::Inner(e))));
-                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(BodyError::Inner(e)))),
                     Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Pending => {}
                 }
             }
         }
-        poll_slow(kind, cx)
+        poll_other(kind, cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -294,7 +247,8 @@ mod tests {
 
     #[tokio::test]
     async fn inner_body_passes_through() {
-        let body = ResponseBody::inner(Full::new(Bytes::from_static(b"hello")), None, false);
+        let link = crate::shared::Drain::never().link(false);
+        let body = ResponseBody::watching(Full::new(Bytes::from_static(b"hello")), link);
         assert_eq!(body.size_hint().exact(), Some(5));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
     }

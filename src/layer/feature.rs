@@ -149,7 +149,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The flag is on only while the license admits and grants the feature.
         if self.gate.is_on() {
-            return admit(&mut self.inner, &self.view, request);
+            return admit(&mut self.inner, self.gate.drain(), request);
         }
         self.not_licensed(request)
     }

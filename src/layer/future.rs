@@ -10,7 +10,7 @@ use tokio::sync::futures::Notified;
 
 use super::body::ResponseBody;
 use super::rejection::Rejection;
-use crate::shared::Drain;
+use crate::shared::{Drain, Link};
 
 pin_project! {
     /// The future returned by [`License`](super::License): the inner service's future for
@@ -34,39 +34,40 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            // For exempt paths, a drain that is never over.
+            // The drain it watches (for exempt paths, one that is never over).
             drain: &'static Drain,
-            // Registered only once the inner future is pending, so that the end of the
-            // drain period wakes it.
-            #[pin]
-            waiter: Option<Notified<'static>>,
             // An HTTP/2 request: its response may be gRPC (told by the response's own
             // content type), and a cut before it starts answers in a form gRPC clients
             // read as UNAVAILABLE too.
             h2: bool,
+            // Registered only once the inner future is pending, so that the end of the
+            // drain period wakes it; boxed, so that a response that is ready at once
+            // carries one empty word.
+            waiting: Waiting,
         },
-        Rejected { rejection: Option<Rejection> },
+        Rejected { rejection: Rejection },
     }
 }
 
+/// A registration for the end of a drain, made the first time a response goes pending.
+pub(crate) type Waiting = Option<Pin<Box<Notified<'static>>>>;
+
 impl<F> ResponseFuture<F> {
-    #[inline]
-    pub(crate) fn inner(future: F, drain: Option<&'static Drain>, h2: bool) -> Self {
+    #[inline(always)]
+    pub(crate) fn inner(future: F, drain: &'static Drain, h2: bool) -> Self {
         Self {
             kind: Kind::Inner {
                 future,
-                drain: drain.unwrap_or_else(Drain::never),
-                waiter: None,
+                drain,
                 h2,
+                waiting: None,
             },
         }
     }
 
     pub(crate) fn rejected(rejection: Rejection) -> Self {
         Self {
-            kind: Kind::Rejected {
-                rejection: Some(rejection),
-            },
+            kind: Kind::Rejected { rejection },
         }
     }
 }
@@ -80,73 +81,105 @@ where
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
-        let cut = match kind.as_mut().project() {
-            KindProj::Inner {
-                future,
-                drain,
-                mut waiter,
-                h2,
-            } => {
-                let (drain, h2) = (*drain, *h2);
-                if !drain.is_over() {
-                    match future.poll(cx) {
-                        Poll::Ready(result) => {
-                            return Poll::Ready(result.map(|response| {
-                                let grpc = h2 && is_grpc_response(response.headers());
-                                response.map(|body| ResponseBody::inner(body, Some(drain), grpc))
-                            }));
-                        }
-                        Poll::Pending => {
-                            if waiter.is_none() {
-                                // Created before `wait_for_drain` checks the flag, so a
-                                // notification in between is not missed.
-                                waiter.set(Some(drain.waiter()));
-                            }
-                            if let Some(waiter) = waiter.as_pin_mut()
-                                && !wait_for_drain(drain, waiter, cx)
-                            {
-                                return Poll::Pending;
-                            }
-                        }
-                    }
-                }
-                // The request's headers are gone by now: an HTTP/2 request gets the
-                // answer both gRPC and plain HTTP clients read right.
-                if h2 {
-                    Rejection::HttpAndGrpc
-                } else {
-                    Rejection::Http
-                }
+        // The admitted path: an HTTP/1 request (HTTP/2 may be gRPC: see `poll_other`), the
+        // drain not over (one relaxed load), the inner future ready. Nothing is looked at
+        // in the response: it moves once, straight into place.
+        if let KindProj::Inner {
+            future,
+            drain,
+            h2: false,
+            ..
+        } = kind.as_mut().project()
+        {
+            let drain: &'static Drain = drain;
+            if !drain.is_over()
+                && let Poll::Ready(result) = future.poll(cx)
+            {
+                let link = drain.link(false);
+                return Poll::Ready(
+                    result.map(|response| response.map(|body| ResponseBody::watching(body, link))),
+                );
             }
-            KindProj::Rejected { rejection } => {
-                // Polled again after completion: answer again rather than panic.
-                let rejection = rejection.take().unwrap_or(Rejection::Http);
-                return Poll::Ready(Ok(rejection.into_response()));
-            }
-        };
-        // The drain period is over and the response has not started: drop the inner
-        // future (its work stops here) and answer as a new request would be.
-        kind.set(Kind::Rejected { rejection: None });
-        Poll::Ready(Ok(cut.into_response()))
+        }
+        poll_other(kind, cx)
     }
 }
 
-/// Whether a response is gRPC, by its content type. Out of line: only HTTP/2 responses
-/// are asked.
+/// Everything but a ready HTTP/1 response: an HTTP/2 response, a pending future
+/// registering for the end of the drain, the cut, a rejection. Out of line, so that the
+/// admitted path stays small enough to inline and writes its response in one move.
+#[cold]
 #[inline(never)]
-fn is_grpc_response(headers: &http::HeaderMap) -> bool {
-    Rejection::for_request(headers) == Rejection::Grpc
+fn poll_other<F, B, E>(
+    mut kind: Pin<&mut Kind<F>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResponseBody<B>>, E>>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    let rejection = match kind.as_mut().project() {
+        KindProj::Inner {
+            future,
+            drain,
+            h2,
+            waiting,
+        } => {
+            let (drain, h2): (&'static Drain, bool) = (drain, *h2);
+            let link = drain.link(false);
+            // (An HTTP/1 future polled here was just polled by `poll`, and was pending or
+            // the drain is over: it is not polled twice in a row.)
+            if h2 && !drain.is_over() {
+                if let Poll::Ready(result) = future.poll(cx) {
+                    return Poll::Ready(result.map(|response| {
+                        let grpc = Rejection::for_request(response.headers()) == Rejection::Grpc;
+                        response.map(|body| ResponseBody::watching(body, drain.link(grpc)))
+                    }));
+                }
+            }
+            if !wait_for_drain(link, waiting, cx) {
+                return Poll::Pending;
+            }
+            // The drain period is over before the response started. The request's headers
+            // are gone by now: an HTTP/2 request gets the answer both gRPC and plain HTTP
+            // clients read right.
+            if h2 {
+                Rejection::HttpAndGrpc
+            } else {
+                Rejection::Http
+            }
+        }
+        // Polled again after completion: answer again rather than panic.
+        KindProj::Rejected { rejection } => *rejection,
+    };
+    // The inner future is dropped here: its work stops.
+    kind.set(Kind::Rejected { rejection });
+    Poll::Ready(Ok(rejection.into_response()))
 }
 
-/// Registers `cx` to be woken when the drain period ends; returns whether it has ended
-/// already. `waiter` must have been created before this call (it then cannot miss a
-/// notification sent after the flag was read). Called only after the inner future or
-/// body returned `Pending`: a response that is ready costs nothing here.
+/// Registers `cx` to be woken when the drain period ends; returns whether it has ended.
+/// Called only after the inner future or body returned `Pending` (or the drain is over):
+/// a response that is ready costs nothing here.
 #[cold]
+#[inline(never)]
 pub(crate) fn wait_for_drain(
-    drain: &'static Drain,
-    waiter: Pin<&mut Notified<'static>>,
+    link: &'static Link,
+    waiting: &mut Waiting,
     cx: &mut Context<'_>,
 ) -> bool {
-    drain.is_over_acquire() || waiter.poll(cx).is_ready()
+    if link.is_over_acquire() {
+        return true;
+    }
+    // Created before the flag is read again, so a notification in between is not missed.
+    let notified = waiting.get_or_insert_with(|| Box::pin(link.waiters().notified()));
+    loop {
+        if link.is_over_acquire() {
+            return true;
+        }
+        if notified.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // Woken by a drain that a renewal stopped again before this poll: wait for the
+        // next one.
+        notified.set(link.waiters().notified());
+    }
 }

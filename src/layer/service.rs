@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::layer::LicenseLayer;
 use super::rejection::Rejection;
 use crate::LicenseMonitor;
-use crate::shared::View;
+use crate::shared::{Drain, View};
 
 /// Middleware that refuses new requests once the license's grace period is over.
 ///
@@ -88,7 +88,7 @@ where
         // flag with each verdict; a request that reads the old value a moment after a
         // change is ordered before the change, which is all a cut-off promises.
         if self.view.admits() {
-            return admit(&mut self.inner, &self.view, request);
+            return admit(&mut self.inner, self.view.drain(), request);
         }
         refused_or_exempt(&mut self.inner, &self.view, request)
     }
@@ -96,22 +96,22 @@ where
 
 /// An admitted request: to the inner service, its response watched by the drain.
 ///
-/// Nothing but the HTTP version is looked at here: whether the response is gRPC (so that
-/// a cut at the end of a drain period ends it with trailers) is read from the response's
-/// own headers when it arrives, for HTTP/2 only. Looking at the request's headers here
-/// would let a reference to the request escape, and the compiler would copy the request
-/// to hand it to the inner service (43 instructions per request, measured).
+/// Nothing but the HTTP version is looked at here: whether an HTTP/2 response is gRPC (so
+/// that a cut ends it with trailers) is read from the response's own content type when it
+/// arrives. Looking at the request's headers would let a reference to the request escape,
+/// and the compiler would copy the request to hand it to the inner service (43
+/// instructions per request, measured).
 #[inline(always)]
 pub(super) fn admit<S, ReqBody, ResBody>(
     inner: &mut S,
-    view: &View,
+    drain: &'static Drain,
     request: Request<ReqBody>,
 ) -> ResponseFuture<S::Future>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     let h2 = request.version() == Version::HTTP_2;
-    ResponseFuture::inner(inner.call(request), Some(view.drain()), h2)
+    ResponseFuture::inner(inner.call(request), drain, h2)
 }
 
 /// A request after the cut-off: the rejection, unless its path is exempt.
@@ -126,7 +126,7 @@ where
 {
     if view.is_exempt(request.uri().path()) {
         // Exempt paths are never cut, by the drain either.
-        return ResponseFuture::inner(inner.call(request), None, false);
+        return ResponseFuture::inner(inner.call(request), Drain::never(), false);
     }
     ResponseFuture::rejected(Rejection::for_request(request.headers()))
 }
