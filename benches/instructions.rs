@@ -11,11 +11,11 @@ mod common;
 
 use std::hint::black_box;
 
+use common::floor::FloorLayer;
 use common::{
     Hello, State, Streamer, monitor, one_request, one_request_as_served, one_streamed_request,
     runtime,
 };
-use common::floor::FloorLayer;
 use tower::Layer;
 use tower::layer::util::Identity;
 

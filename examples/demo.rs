@@ -129,6 +129,9 @@ fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
         .route_service("/health", monitor.health_service());
     let listener = real.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
+    // Through the monitor's listener: at the end of a drain period after a cut-off the
+    // connections it accepted close, and with them any WebSocket or upload.
+    let listener = monitor.listener(listener);
     real.spawn(async move { axum::serve(listener, app).await });
     println!("serving a protected axum app on http://{addr}");
 

@@ -77,14 +77,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set_service_status("", ServingStatus::Serving)
         .await;
 
-    let addr = std::env::var("ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:50051".to_owned())
-        .parse()?;
-    println!("gRPC health service on {addr}");
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:50051".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("gRPC health service on {}", listener.local_addr()?);
+    // Through the monitor's listener (feature `tonic`): at the end of a drain period after
+    // a cut-off the connections close, and with them the client's half of any stream.
     tonic::transport::Server::builder()
         .layer(monitor.layer())
         .add_service(health)
-        .serve_with_shutdown(addr, async {
+        .serve_with_incoming_shutdown(monitor.listener(listener).into_incoming(), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;

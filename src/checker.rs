@@ -242,7 +242,10 @@ impl Checker {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            shared.publish(Arc::clone(&verdict), self.judge.drained());
+            let judge = &self.judge;
+            shared.publish(Arc::clone(&verdict), judge.drained(), |feature| {
+                judge.feature_drained(feature)
+            });
             drop(shared);
             // After publishing (a slow disk delays the state file, never the verdict) and
             // before answering `check_now` (whose caller may restart next).

@@ -215,6 +215,12 @@ impl Drain {
         self.waiters
     }
 
+    /// Whether a connection accepted when `accepted` drain periods had ended must close:
+    /// a drain period has ended since, and no renewal has stopped it.
+    pub(crate) fn cuts(&self, accepted: u64) -> bool {
+        self.links.0[0].is_over_acquire() && self.ends() != accepted
+    }
+
     pub(crate) fn set(&self, over: bool) {
         if self.is_over() != over {
             if over {
@@ -291,7 +297,14 @@ impl Shared {
 
     /// Stores a new verdict, and whether the drain period after a cut-off is over (the
     /// checker is the only caller).
-    pub(crate) fn publish(&self, verdict: Arc<Verdict>, drained: bool) {
+    /// `feature_drained` tells, for a feature's gate, whether the open responses of that
+    /// feature's routes must end (see `Judge::feature_drained`).
+    pub(crate) fn publish(
+        &self,
+        verdict: Arc<Verdict>,
+        drained: bool,
+        feature_drained: impl Fn(&str) -> bool,
+    ) {
         let admits = verdict.admits();
         self.verdict.store(verdict);
         // Written only when it changes, so readers' cache lines stay shared.
@@ -304,7 +317,8 @@ impl Shared {
         let verdict = self.verdict.load();
         for gate in lock(&self.features).iter() {
             gate.set(verdict.has_feature(&gate.name));
-            gate.drain.set(self.drain.is_over());
+            gate.drain
+                .set(self.drain.is_over() || feature_drained(&gate.name));
         }
     }
 }

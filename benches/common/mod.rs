@@ -363,7 +363,9 @@ pub mod floor {
         #[inline]
         fn call(&mut self, request: Request<Q>) -> Self::Future {
             if ADMITS.load(Ordering::Relaxed) {
-                FloorFuture { inner: Some(self.0.call(request)) }
+                FloorFuture {
+                    inner: Some(self.0.call(request)),
+                }
             } else {
                 FloorFuture { inner: None }
             }
@@ -386,9 +388,9 @@ pub mod floor {
         #[inline]
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             match self.project().inner.as_pin_mut() {
-                Some(inner) if !DRAINED.load(Ordering::Relaxed) => inner
-                    .poll(cx)
-                    .map(|r| r.map(|response| response.map(|body| FloorBody { inner: Some(body) }))),
+                Some(inner) if !DRAINED.load(Ordering::Relaxed) => inner.poll(cx).map(|r| {
+                    r.map(|response| response.map(|body| FloorBody { inner: Some(body) }))
+                }),
                 _ => Poll::Ready(Ok(Response::new(FloorBody { inner: None }))),
             }
         }

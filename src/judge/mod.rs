@@ -130,6 +130,10 @@ pub(crate) struct Judge {
     /// While cut off: when the drain period ends, and whether it has.
     drain_ends: Option<Duration>,
     drained: bool,
+    /// Features that a renewal (or the end of the license that granted them) took away
+    /// while the service stayed licensed: when the drain period of their routes' open
+    /// responses ends.
+    feature_drains: BTreeMap<String, Duration>,
     /// Since when (trusted seconds) this replica has held no instance slot.
     without_slot_since: Option<i64>,
     /// What was last written to the state file, and when.
@@ -168,6 +172,7 @@ impl Judge {
             floor_reported_at: None,
             drain_ends: None,
             drained: false,
+            feature_drains: BTreeMap::new(),
             without_slot_since: None,
             persisted: None,
             persisted_at: first.mono,
@@ -180,6 +185,16 @@ impl Judge {
     /// Whether the drain period after a cut-off is over.
     pub(crate) fn drained(&self) -> bool {
         self.drained
+    }
+
+    /// Whether the open responses of `feature`'s routes must end: a drain period has
+    /// passed since the feature was taken away (or since the cut-off).
+    pub(crate) fn feature_drained(&self, feature: &str) -> bool {
+        self.drained
+            || self
+                .feature_drains
+                .get(feature)
+                .is_some_and(|ends| self.mono >= *ends)
     }
 
     /// The instance limit of the licenses that apply now (also after a cut-off: a replica
@@ -359,11 +374,31 @@ impl Judge {
         if self.grace_anchor.is_none() {
             self.grace_cap = None;
         }
+        self.track_feature_drains(&evaluation.verdict);
         self.ever_valid |= evaluation.verdict.is_valid();
         let mut verdict = evaluation.verdict.clone();
         verdict.evaluated_mono = self.time.last_mono();
         self.last = Some(evaluation);
         Arc::new(verdict)
+    }
+
+    /// A feature that goes while the service stays licensed gets the drain period for
+    /// the responses its routes admitted, as the whole service gets one at the cut-off;
+    /// a feature that comes back stops it. (After the cut-off, the cut-off's drain covers
+    /// every route.)
+    fn track_feature_drains(&mut self, verdict: &Verdict) {
+        if !verdict.admits() {
+            return;
+        }
+        let now = verdict.features();
+        self.feature_drains
+            .retain(|feature, _| !now.contains(&feature.as_str()));
+        if let Some(before) = self.last.as_ref().map(|e| e.verdict.features()) {
+            let ends = self.mono.saturating_add(self.config.drain_period);
+            for gone in before.into_iter().filter(|f| !now.contains(f)) {
+                self.feature_drains.entry(gone.to_owned()).or_insert(ends);
+            }
+        }
     }
 
     // ---- polls ----
@@ -464,7 +499,13 @@ impl Judge {
             .and_then(|e| e.next_change)
             .map(|at| self.mono.saturating_add(self.time.until(at)));
         let drain = self.drain_ends.filter(|_| !self.drained);
-        change.into_iter().chain(drain).min()
+        let features = self
+            .feature_drains
+            .values()
+            .copied()
+            .filter(|ends| *ends > self.mono)
+            .min();
+        change.into_iter().chain(drain).chain(features).min()
     }
 
     // ---- the rules ----
@@ -935,6 +976,46 @@ mod tests {
         assert!(v.is_valid());
         judge.handle_check(at(HOUR + 90), Observation::Transition, false);
         assert!(!judge.drained());
+    }
+
+    #[test]
+    fn a_feature_a_renewal_takes_away_drains_its_routes_and_coming_back_stops_it() {
+        let mut with_sso = license(400 * 24 * HOUR);
+        with_sso.features = vec!["sso".into(), "audit".into()];
+        let mut without = license(400 * 24 * HOUR);
+        without.features = vec!["audit".into()];
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(std::slice::from_ref(&with_sso)), false);
+        assert!(!judge.feature_drained("sso"));
+
+        // The renewal without "sso": its routes' open responses get the drain period.
+        let v = judge.handle_check(at(HOUR), full(std::slice::from_ref(&without)), false);
+        assert!(v.is_valid() && !v.has_feature("sso"));
+        assert!(!judge.feature_drained("sso") && !judge.feature_drained("audit"));
+        assert_eq!(
+            judge.decision_timeout(),
+            Some(Duration::from_secs(HOUR + 60))
+        );
+        judge.handle_check(at(HOUR + 59), Observation::Transition, false);
+        assert!(!judge.feature_drained("sso"));
+        judge.handle_check(at(HOUR + 60), Observation::Transition, false);
+        assert!(judge.feature_drained("sso"));
+        assert!(!judge.feature_drained("audit") && !judge.drained());
+        assert!(judge.decision_timeout() > Some(Duration::from_secs(HOUR + 60)));
+
+        // Back in a later renewal: its routes are open again, and nothing is drained.
+        judge.handle_check(at(2 * HOUR), full(std::slice::from_ref(&with_sso)), false);
+        assert!(!judge.feature_drained("sso"));
+
+        // Taken away and given back within the drain period: nothing is cut.
+        judge.handle_check(at(3 * HOUR), full(std::slice::from_ref(&without)), false);
+        judge.handle_check(
+            at(3 * HOUR + 30),
+            full(std::slice::from_ref(&with_sso)),
+            false,
+        );
+        judge.handle_check(at(3 * HOUR + 90), Observation::Transition, false);
+        assert!(!judge.feature_drained("sso"));
     }
 
     #[test]

@@ -198,7 +198,9 @@ where
             if !link.is_over() {
                 match body.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(BodyError::Inner(e)))),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Some(Err(BodyError::Inner(e))));
+                    }
                     Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Pending => {}
                 }

@@ -128,13 +128,14 @@ where
             let link = drain.link(false);
             // (An HTTP/1 future polled here was just polled by `poll`, and was pending or
             // the drain is over: it is not polled twice in a row.)
-            if h2 && !drain.is_over() {
-                if let Poll::Ready(result) = future.poll(cx) {
-                    return Poll::Ready(result.map(|response| {
-                        let grpc = Rejection::for_request(response.headers()) == Rejection::Grpc;
-                        response.map(|body| ResponseBody::watching(body, drain.link(grpc)))
-                    }));
-                }
+            if h2
+                && !drain.is_over()
+                && let Poll::Ready(result) = future.poll(cx)
+            {
+                return Poll::Ready(result.map(|response| {
+                    let grpc = Rejection::for_request(response.headers()) == Rejection::Grpc;
+                    response.map(|body| ResponseBody::watching(body, drain.link(grpc)))
+                }));
             }
             if !wait_for_drain(link, waiting, cx) {
                 return Poll::Pending;

@@ -40,6 +40,7 @@
 //! ```
 
 mod body;
+pub mod connection;
 mod feature;
 mod future;
 #[allow(clippy::module_inception)]
@@ -48,6 +49,9 @@ mod rejection;
 mod service;
 
 pub use body::{BodyError, BoxError, Drained, ResponseBody};
+#[cfg(feature = "tonic")]
+pub use connection::LicensedIncoming;
+pub use connection::{LicensedIo, LicensedListener};
 pub use feature::{RequireFeature, RequireFeatureLayer};
 pub use future::ResponseFuture;
 pub use layer::LicenseLayer;
