@@ -489,3 +489,49 @@ async fn an_sse_stream_of_a_feature_a_renewal_takes_away_ends_after_the_drain() 
         .expect("the stream was cut");
     assert!(matches!(end, Some(Err(_))), "{end:?}");
 }
+
+#[tokio::test]
+async fn short_requests_admitted_before_the_cut_off_finish_normally_through_the_listener() {
+    // The product's promise: requests in flight at the cut-off finish. The listener
+    // closes nothing before the drain period ends, over HTTP/1.1 or HTTP/2.
+    let (_dir, path, monitor) = licensed(&[]).await;
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                "done"
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve_licensed(&monitor, app).await;
+    let http1 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let http2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<Bytes>>();
+    let get = |client: &hyper_util::client::legacy::Client<_, Empty<Bytes>>| {
+        let request = Request::get(format!("http://{addr}/slow"))
+            .body(Empty::new())
+            .unwrap();
+        client.request(request)
+    };
+    let (one, two) = (tokio::spawn(get(&http1)), tokio::spawn(get(&http2)));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cut_off(&path, &monitor).await;
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    for response in [one.unwrap(), two.unwrap()] {
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"done");
+    }
+    // New requests, on the same connections, are refused.
+    assert_eq!(
+        get(&http1).await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(&http2).await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
