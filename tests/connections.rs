@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 mod common;
+use common::now;
 
 use axum::Router;
 use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
@@ -37,13 +38,6 @@ const DRAIN: Duration = Duration::from_millis(300);
 const AFTER_DRAIN: Duration = Duration::from_millis(900);
 /// How many messages an attacker tries to get through after the drain.
 const ATTEMPTS: usize = 20;
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn signer() -> LicenseSigner {
     LicenseSigner::from_seed([33; 32])

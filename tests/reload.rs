@@ -8,9 +8,10 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 mod common;
+use common::now;
 
 use http::{Request, Response, StatusCode};
 use iosetu_license::{
@@ -22,13 +23,6 @@ use tower::{Layer as _, ServiceExt as _};
 const DAY: i64 = 86_400;
 /// The product's promise: a replaced file is live within 5 s.
 const LIVE_WITHIN: Duration = Duration::from_secs(5);
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn signer() -> LicenseSigner {
     LicenseSigner::from_seed([31; 32])

@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 mod common;
+use common::now;
 
 use axum::Router;
 use axum::routing::get;
@@ -21,13 +21,6 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 const DAY: i64 = 86_400;
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn signer() -> LicenseSigner {
     LicenseSigner::from_seed([21; 32])

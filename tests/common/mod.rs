@@ -83,6 +83,14 @@ pub fn find<'a>(events: &'a [LicenseEvent], name: &str) -> &'a LicenseEvent {
         .unwrap_or_else(|| panic!("no {name} in {:?}", names(events)))
 }
 
+/// The system clock's Unix seconds, for tests in real time.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// The system's clocks, never [provisional](Clock::provisional): for tests in real time
 /// whose outcome must not depend on how long ago the machine booted (in its first 15
 /// minutes `SystemClock` holds a cut-off as grace).
