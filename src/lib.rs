@@ -128,9 +128,11 @@ pub use instances::InstanceSlots;
 #[cfg(feature = "issue")]
 pub use issue::LicenseSigner;
 pub use key::{KeyError, PublicKey};
+#[cfg(feature = "tonic")]
+pub use layer::LicensedIncoming;
 pub use layer::{
-    Drained, License, LicenseLayer, RequireFeature, RequireFeatureLayer, ResponseBody,
-    ResponseFuture,
+    Drained, License, LicenseLayer, LicensedIo, LicensedListener, RequireFeature,
+    RequireFeatureLayer, ResponseBody, ResponseFuture,
 };
 #[cfg(feature = "prometheus")]
 pub use metrics::MetricsService;

@@ -243,3 +243,120 @@ async fn streams_on_exempt_paths_opened_after_the_cut_off_are_never_cut() {
     tx.send(Bytes::from_static(b"probe")).await.unwrap();
     assert_eq!(next(&mut body).await, "data:probe");
 }
+
+mod connections {
+    //! `LicensedIo` in paused time, over an in-memory pipe: what a connection does at the
+    //! end of the drain period, to the second.
+
+    use std::time::Duration;
+
+    use iosetu_license::{Claims, LicenseSource, LicenseState, LicensedIo, TestClock};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+    use super::common::{DAY, HOUR, T0, builder, run_for, signer, t0};
+    use super::monitor;
+
+    /// A connection through `monitor`'s wrapper, and the client's end of it.
+    fn connect(
+        monitor: &iosetu_license::LicenseMonitor,
+    ) -> (LicensedIo<DuplexStream>, DuplexStream) {
+        let (server, client) = duplex(1024);
+        (LicensedIo::new(server, monitor), client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_stops_reading_at_the_end_of_the_drain_and_closes_a_second_later() {
+        let clock = TestClock::new(t0());
+        let monitor = monitor(&clock).await;
+        run_for(HOUR - 10).await;
+        let (mut server, mut client) = connect(&monitor);
+        client.write_all(b"before").await.unwrap();
+        let mut buf = [0; 16];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"before");
+
+        // Cut off, in the drain period: the connection carries on.
+        run_for(10 + 30).await;
+        assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
+        client.write_all(b"draining").await.unwrap();
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"draining");
+        assert!(!server.is_cut());
+
+        // A read waiting when the drain period ends (an idle WebSocket): it is woken, and
+        // reads nothing more, though the client sends.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0; 16];
+            let read = server.read(&mut buf).await;
+            (read.map_err(|e| e.kind()), server)
+        });
+        tokio::time::sleep(Duration::from_millis(30_500)).await;
+        client.write_all(b"after").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!reader.is_finished(), "nothing read after the drain");
+        // A second after the end of the drain the connection fails, and the server drops
+        // it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (read, mut server) = reader.await.unwrap();
+        assert_eq!(read, Err(std::io::ErrorKind::ConnectionAborted));
+        assert!(server.is_cut());
+        let write = server.write_all(b"late").await.unwrap_err();
+        assert_eq!(write.kind(), std::io::ErrorKind::ConnectionAborted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_connection_still_writes_its_final_answer() {
+        let clock = TestClock::new(t0());
+        let monitor = monitor(&clock).await;
+        let (mut server, mut client) = connect(&monitor);
+        run_for(HOUR + 61).await;
+        assert!(server.is_cut());
+        // Within the second after the cut: the final answer (trailers, a 503) goes out.
+        server.write_all(b"grpc-status: 14").await.unwrap();
+        server.flush().await.unwrap();
+        let mut buf = [0; 32];
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"grpc-status: 14");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_accepted_after_the_drain_is_never_closed_by_it() {
+        // Its requests get the layer's 503: closing it would only hide that answer.
+        let clock = TestClock::new(t0());
+        let monitor = monitor(&clock).await;
+        run_for(HOUR + 61).await;
+        let (mut server, mut client) = connect(&monitor);
+        run_for(HOUR).await;
+        client.write_all(b"GET /").await.unwrap();
+        let mut buf = [0; 16];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /");
+        assert!(!server.is_cut());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_during_the_drain_leaves_connections_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("license.key");
+        std::fs::write(&path, "").unwrap();
+        let clock = TestClock::new(t0());
+        let monitor = builder(&clock, LicenseSource::File(path.clone()))
+            .grace_period(Duration::from_secs(HOUR as u64))
+            .watch_file(false)
+            .file_poll_interval(None)
+            .start()
+            .await
+            .unwrap();
+        let (mut server, mut client) = connect(&monitor);
+        run_for(HOUR + 30).await;
+        assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
+        std::fs::write(&path, signer().sign(&Claims::new("Acme", T0 + 90 * DAY))).unwrap();
+        assert_eq!(monitor.check_now().await.state, LicenseState::Valid);
+        run_for(HOUR).await;
+        client.write_all(b"still here").await.unwrap();
+        let mut buf = [0; 16];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"still here");
+        assert!(!server.is_cut());
+    }
+}

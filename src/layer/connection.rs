@@ -56,6 +56,7 @@ pin_project! {
         writing: Waiting,
         read_closing: Closing,
         write_closing: Closing,
+        closes_at: Option<tokio::time::Instant>,
     }
 }
 
@@ -74,6 +75,7 @@ impl<T> LicensedIo<T> {
             writing: None,
             read_closing: Closing::default(),
             write_closing: Closing::default(),
+            closes_at: None,
         }
     }
 
@@ -137,19 +139,21 @@ fn wait_for_cut(
 pub const CLOSE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What one direction of a connection does once it is cut: reads stop at once (nothing
-/// more is received, so nothing more is processed), writes go on for [`CLOSE_AFTER`], then
-/// both fail and the server drops the connection.
+/// more is received, so nothing more is processed), writes go on until [`CLOSE_AFTER`]
+/// after the cut was first seen, then both fail and the server drops the connection.
 #[derive(Debug, Default)]
 struct Closing(Option<Pin<Box<tokio::time::Sleep>>>);
 
 impl Closing {
-    /// Whether the connection must fail now; registers `cx` for when it must.
+    /// Whether the connection must fail now (`closes_at`, shared by both directions, is
+    /// set the first time either sees the cut); registers `cx` for when it must.
     #[cold]
     #[inline(never)]
-    fn over(&mut self, cx: &mut Context<'_>) -> bool {
+    fn over(&mut self, closes_at: &mut Option<tokio::time::Instant>, cx: &mut Context<'_>) -> bool {
+        let deadline = *closes_at.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_AFTER);
         let sleep = self
             .0
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_AFTER)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         sleep.as_mut().poll(cx).is_ready()
     }
 }
@@ -173,7 +177,7 @@ impl<T: AsyncRead> AsyncRead for LicensedIo<T> {
             }
         }
         // Cut: nothing more is read; the read fails when the connection closes.
-        if this.read_closing.over(cx) {
+        if this.read_closing.over(this.closes_at, cx) {
             Poll::Ready(Err(aborted()))
         } else {
             Poll::Pending
@@ -190,14 +194,17 @@ impl<T: AsyncWrite> LicensedIo<T> {
         write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         let this = self.project();
-        if this.drain.is_over() && this.drain.cuts(*this.accepted) && this.write_closing.over(cx) {
+        if this.drain.is_over()
+            && this.drain.cuts(*this.accepted)
+            && this.write_closing.over(this.closes_at, cx)
+        {
             return Poll::Ready(Err(aborted()));
         }
         match write(this.io, cx) {
             Poll::Pending => {
                 if !this.drain.cuts(*this.accepted)
                     && wait_for_cut(this.drain, *this.accepted, this.writing, cx)
-                    && this.write_closing.over(cx)
+                    && this.write_closing.over(this.closes_at, cx)
                 {
                     return Poll::Ready(Err(aborted()));
                 }
