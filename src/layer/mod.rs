@@ -11,6 +11,11 @@
 //! does the same for one feature: 403 `feature_not_licensed` while no license in force
 //! grants it, so routes without it are a free tier and routes with it the paid one.
 //!
+//! Neither sees what a request opens beside its response: an upgraded connection (a
+//! WebSocket) or a request body read by a task of its own. [`LicensedListener`]
+//! (`monitor.listener(tcp)`, [`connection`]) closes those at the end of the drain period;
+//! serve through it.
+//!
 //! Both work with axum's `Router::layer` and tonic's `Server::builder().layer`; the
 //! service's error type is the inner service's, so it never turns an infallible service
 //! fallible.
