@@ -62,7 +62,10 @@
 //!   publishes and emits).
 //! * [`layer`]: [`LicenseLayer`] and [`License`], the middleware; see its docs for an
 //!   axum example. [`RequireFeatureLayer`] (`monitor.require_feature("sso")`) guards the
-//!   routes of a paid tier. [`HealthService`] serves `/health`.
+//!   routes of a paid tier. [`HealthService`] serves `/health`. [`LicensedListener`]
+//!   (`monitor.listener(tcp)`, [`layer::connection`]) closes, at the end of the drain
+//!   period after a cut-off, the connections a layer cannot see into: WebSockets and
+//!   request bodies read by tasks of their own.
 //!
 //! A source may hold a license set, one token per line: a renewal installed ahead comes
 //! into force at its exact `nbf` second, and the verdict carries the features and limits
@@ -77,6 +80,9 @@
 //! * `otel`: events as OpenTelemetry log records
 //!   (`LicenseMonitorBuilder::otel_logger_provider`) and gauges
 //!   (`LicenseMonitor::register_otel_metrics`).
+//! * `axum`: [`LicensedListener`] as an `axum::serve::Listener`.
+//! * `tonic`: `LicensedListener::into_incoming` for `Server::serve_with_incoming`, and
+//!   [`LicensedIo`] as tonic's `Connected`.
 //! * `cli`: the `iosetu-license` tool (keygen, issue, inspect, verify, timeline).
 //! * `kubernetes`: `InstanceSlots` (`LicenseMonitorBuilder::instance_slots`), which
 //!   counts replicas against a license's `max_instances` with Kubernetes Leases; see

@@ -250,7 +250,7 @@ impl<T: AsyncWrite> AsyncWrite for LicensedIo<T> {
 /// each one it accepts is a [`LicensedIo`].
 ///
 /// With feature `axum` it is an `axum::serve::Listener` (`axum::serve(monitor.listener(tcp),
-/// app)`); with feature `tonic`, [`LicensedListener::into_incoming`] is what tonic's
+/// app)`); with feature `tonic`, `LicensedListener::into_incoming` is what tonic's
 /// `serve_with_incoming` takes. Anything else can call [`LicensedListener::accept`].
 #[derive(Debug)]
 pub struct LicensedListener<L> {
