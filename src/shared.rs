@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     /// One flag per feature a `RequireFeature` layer asks for, published with each
     /// verdict like `admits`.
     features: Mutex<Vec<Arc<FeatureGate>>>,
+    /// When the drains' waiter lists were last swept (monotonic; see `Tickets`).
+    swept_at: Mutex<Option<Duration>>,
     pub(crate) events: broadcast::Sender<LicenseEvent>,
     // Dropping the last handle drops this sender, which is how the checker learns to stop.
     pub(crate) commands: mpsc::Sender<Command>,
@@ -110,20 +113,84 @@ pub(crate) struct Link {
     waiters: &'static Waiters,
 }
 
-/// The waiter lists of a drain.
+/// The waiter lists of a drain: wakers of pending responses, and `Notify` lists for
+/// connections.
 #[derive(Debug)]
 pub(crate) struct Waiters {
     shards: [CacheLine<Notify>; DRAIN_SHARDS],
+    tickets: [CacheLine<Mutex<Tickets>>; DRAIN_SHARDS],
 }
+
+/// How often the checker sweeps the drains' waiter lists at the least (it checks at least
+/// once a minute): the longest a response dropped while pending keeps its waker there.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How many waiter lists a drain has: more than the cores of most hosts that run one
 /// service, few enough that the end of a drain wakes them all at once.
 const DRAIN_SHARDS: usize = 16;
 
+/// The wakers of the responses that went pending, in one shard.
+///
+/// A response holds a [`Ticket`] (plain bits, nothing to drop) rather than a registration
+/// it would have to remove when dropped: a response that owned one carried drop glue, and
+/// its drop stopped being inlined (about 30 instructions per request, measured). A response
+/// gives its slot back when it completes; one dropped while pending (a client that went
+/// away) leaves its waker until the next sweep, which the checker runs at each check (at
+/// least once a minute): it wakes every waker it holds (a spurious wake-up: a response
+/// still pending registers again) and starts a new generation, so that no slot outlives a
+/// minute.
+#[derive(Debug)]
+struct Tickets {
+    /// Starts at 1: a ticket of generation 0 is no ticket.
+    generation: u32,
+    slots: Vec<Option<Waker>>,
+    free: Vec<u32>,
+}
+
+impl Tickets {
+    const fn new() -> Self {
+        Tickets {
+            generation: 1,
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+/// A pending response's place in a drain's waiter lists: shard, slot and generation,
+/// packed in a word; 0 when it holds none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
+impl Ticket {
+    pub(crate) const NONE: Ticket = Ticket(0);
+
+    fn new(shard: usize, slot: u32, generation: u32) -> Self {
+        // (Slots are bounded far below 2^28, shards by 16.)
+        Ticket(u64::from(generation) << 32 | (shard as u64) << 28 | u64::from(slot))
+    }
+
+    fn parts(self) -> Option<(usize, usize, u32)> {
+        let generation = (self.0 >> 32) as u32;
+        (generation != 0).then_some((
+            ((self.0 >> 28) & 0xf) as usize,
+            (self.0 & 0x0fff_ffff) as usize,
+            generation,
+        ))
+    }
+
+    /// Whether it holds a place (checked on the path of a completed response).
+    #[inline(always)]
+    pub(crate) fn is_some(self) -> bool {
+        self.0 != 0
+    }
+}
+
 impl Waiters {
     const fn new() -> Self {
         Waiters {
             shards: [const { CacheLine(Notify::const_new()) }; DRAIN_SHARDS],
+            tickets: [const { CacheLine(Mutex::new(Tickets::new())) }; DRAIN_SHARDS],
         }
     }
 
@@ -134,10 +201,79 @@ impl Waiters {
         self.shards[shard()].0.notified()
     }
 
+    /// Registers `waker` to be woken at the end of the drain (or by a sweep), in the place
+    /// `ticket` holds if it is still current, else in a new one in this thread's shard.
+    pub(crate) fn register(&self, ticket: &mut Ticket, waker: &Waker) {
+        if let Some((shard, slot, generation)) = ticket.parts() {
+            let mut tickets = lock(&self.tickets[shard].0);
+            if tickets.generation == generation
+                && let Some(held) = tickets.slots.get_mut(slot)
+            {
+                match held {
+                    Some(held) if held.will_wake(waker) => {}
+                    _ => *held = Some(waker.clone()),
+                }
+                return;
+            }
+        }
+        let shard = shard();
+        let mut tickets = lock(&self.tickets[shard].0);
+        let slot = match tickets.free.pop() {
+            Some(slot) => {
+                tickets.slots[slot as usize] = Some(waker.clone());
+                slot
+            }
+            None => {
+                tickets.slots.push(Some(waker.clone()));
+                // (A shard holds what one thread registered within a minute: far fewer
+                // than 2^28.)
+                u32::try_from(tickets.slots.len() - 1).unwrap_or(u32::MAX) & 0x0fff_ffff
+            }
+        };
+        *ticket = Ticket::new(shard, slot, tickets.generation);
+    }
+
+    /// Gives the place back (a response that completed).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn release(&self, ticket: &mut Ticket) {
+        if let Some((shard, slot, generation)) = ticket.parts() {
+            let mut tickets = lock(&self.tickets[shard].0);
+            if tickets.generation == generation
+                && let Some(held) = tickets.slots.get_mut(slot)
+                && held.take().is_some()
+            {
+                tickets.free.push(slot as u32);
+            }
+        }
+        *ticket = Ticket::NONE;
+    }
+
+    /// Wakes every registered waker and starts a new generation of places: at the end of
+    /// a drain, and at each check (see [`Tickets`]).
+    pub(crate) fn sweep(&self) {
+        for shard in &self.tickets {
+            let wakers = {
+                let mut tickets = lock(&shard.0);
+                if tickets.slots.is_empty() {
+                    continue;
+                }
+                tickets.generation = tickets.generation.wrapping_add(1).max(1);
+                tickets.free.clear();
+                std::mem::take(&mut tickets.slots)
+            };
+            // Woken outside the lock: a waker may run code of its own.
+            for waker in wakers.into_iter().flatten() {
+                waker.wake();
+            }
+        }
+    }
+
     fn wake_all(&self) {
         for shard in &self.shards {
             shard.0.notify_waiters();
         }
+        self.sweep();
     }
 }
 
@@ -285,6 +421,7 @@ impl Shared {
             grace_period: parts.grace_period,
             stats: parts.stats,
             features: Mutex::new(Vec::new()),
+            swept_at: Mutex::new(None),
             events: parts.events,
             commands: parts.commands,
             release: parts.release,
@@ -315,7 +452,22 @@ impl Shared {
         // After the verdict is stored: a gate registered meanwhile read this verdict or
         // is set here (both happen under the lock).
         let verdict = self.verdict.load();
+        let sweep = {
+            let now = self.clock.monotonic();
+            let mut swept_at = lock(&self.swept_at);
+            let due = swept_at.is_none_or(|at| now.saturating_sub(at) >= SWEEP_INTERVAL);
+            if due {
+                *swept_at = Some(now);
+            }
+            due
+        };
+        if sweep {
+            self.drain.waiters().sweep();
+        }
         for gate in lock(&self.features).iter() {
+            if sweep {
+                gate.drain.waiters().sweep();
+            }
             gate.set(verdict.has_feature(&gate.name));
             gate.drain
                 .set(self.drain.is_over() || feature_drained(&gate.name));
@@ -485,4 +637,84 @@ impl Stats {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps hold plain counters: a panic elsewhere cannot leave them inconsistent.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::{Ticket, Waiters};
+
+    /// A waker that counts its wake-ups.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        (Arc::clone(&counter), Waker::from(Arc::clone(&counter)))
+    }
+
+    fn held(waiters: &Waiters) -> usize {
+        waiters
+            .tickets
+            .iter()
+            .map(|shard| super::lock(&shard.0).slots.iter().flatten().count())
+            .sum()
+    }
+
+    #[test]
+    fn a_registered_waker_is_woken_by_a_sweep_once_and_its_ticket_goes_stale() {
+        let waiters = Waiters::new();
+        let (count, waker) = counter();
+        let mut ticket = Ticket::NONE;
+        waiters.register(&mut ticket, &waker);
+        assert!(ticket.is_some());
+        // Registering again with the same ticket keeps one place.
+        waiters.register(&mut ticket, &waker);
+        assert_eq!(held(&waiters), 1);
+        waiters.sweep();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(held(&waiters), 0);
+        waiters.sweep();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
+        // The stale ticket takes a new place in the new generation.
+        waiters.register(&mut ticket, &waker);
+        assert_eq!(held(&waiters), 1);
+        waiters.wake_all();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_completed_response_gives_its_place_back_and_the_place_is_reused() {
+        let waiters = Waiters::new();
+        let (count, waker) = counter();
+        let mut first = Ticket::NONE;
+        waiters.register(&mut first, &waker);
+        waiters.release(&mut first);
+        assert_eq!(first, Ticket::NONE);
+        assert_eq!(held(&waiters), 0);
+        let mut second = Ticket::NONE;
+        waiters.register(&mut second, &waker);
+        let slots: usize = waiters
+            .tickets
+            .iter()
+            .map(|shard| super::lock(&shard.0).slots.len())
+            .sum();
+        assert_eq!(slots, 1, "the freed place was reused");
+        // A ticket from before a sweep releases nothing of the new generation.
+        waiters.sweep();
+        let mut third = Ticket::NONE;
+        waiters.register(&mut third, &waker);
+        waiters.release(&mut second);
+        assert_eq!(held(&waiters), 1);
+        waiters.sweep();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
 }

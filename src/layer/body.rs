@@ -9,9 +9,9 @@ use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::future::{Waiting, wait_for_drain};
+use super::future::wait_for_drain;
 use super::rejection::GRPC_MESSAGE;
-use crate::shared::Link;
+use crate::shared::{Link, Ticket};
 
 /// A boxed error, what hyper, axum and tonic take a body's error as.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -89,9 +89,9 @@ pin_project! {
             // The drain it watches, and whether a cut ends it as gRPC (trailers) or as
             // plain HTTP (an error).
             link: &'static Link,
-            // Registered only once the body is pending; boxed, so that the body stays
-            // `Unpin` when the inner body is, and costs one empty word until then.
-            waiting: Waiting,
+            // Its place among the drain's wakers, taken only once the body is pending:
+            // plain bits, nothing to drop.
+            ticket: Ticket,
         },
         // Also what is left of a body cut at the end of the drain period (nothing). A
         // reference to a static slice, empty once sent: one word, nothing to drop, so the
@@ -111,7 +111,7 @@ impl<B> ResponseBody<B> {
             kind: Kind::Inner {
                 body,
                 link,
-                waiting: None,
+                ticket: Ticket::NONE,
             },
         }
     }
@@ -145,12 +145,13 @@ fn poll_other<B: Body<Data = Bytes>>(
     cx: &mut Context<'_>,
 ) -> PolledFrame<B::Error> {
     let grpc = match kind.as_mut().project() {
-        KindProj::Inner { link, waiting, .. } => {
+        KindProj::Inner { link, ticket, .. } => {
             // (The inner body was pending, or the drain is over.)
             let link: &'static Link = link;
-            if !wait_for_drain(link, waiting, cx) {
+            if !wait_for_drain(link, ticket, cx) {
                 return Poll::Pending;
             }
+            link.waiters().release(ticket);
             link.grpc()
         }
         KindProj::Full { data } => {
@@ -192,16 +193,23 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut kind = self.project().kind;
-        if let KindProj::Inner { body, link, .. } = kind.as_mut().project() {
+        if let KindProj::Inner { body, link, ticket } = kind.as_mut().project() {
             // The admitted path: one relaxed load per frame, then the inner body's frame,
             // passed on as it is.
             if !link.is_over() {
                 match body.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
                     Poll::Ready(Some(Err(e))) => {
+                        link.waiters().release(ticket);
                         return Poll::Ready(Some(Err(BodyError::Inner(e))));
                     }
-                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        if ticket.is_some() {
+                            // It waited: its place among the drain's wakers goes back.
+                            link.waiters().release(ticket);
+                        }
+                        return Poll::Ready(None);
+                    }
                     Poll::Pending => {}
                 }
             }

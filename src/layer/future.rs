@@ -10,7 +10,7 @@ use tokio::sync::futures::Notified;
 
 use super::body::ResponseBody;
 use super::rejection::Rejection;
-use crate::shared::{Drain, Link};
+use crate::shared::{Drain, Link, Ticket};
 
 pin_project! {
     /// The future returned by [`License`](super::License): the inner service's future for
@@ -40,16 +40,16 @@ pin_project! {
             // content type), and a cut before it starts answers in a form gRPC clients
             // read as UNAVAILABLE too.
             h2: bool,
-            // Registered only once the inner future is pending, so that the end of the
-            // drain period wakes it; boxed, so that a response that is ready at once
-            // carries one empty word.
-            waiting: Waiting,
+            // Its place among the drain's wakers, taken only once the inner future is
+            // pending, so that the end of the drain period wakes it: plain bits, nothing
+            // to drop.
+            ticket: Ticket,
         },
         Rejected { rejection: Rejection },
     }
 }
 
-/// A registration for the end of a drain, made the first time a response goes pending.
+/// A registration for the end of a drain, made the first time a connection waits.
 pub(crate) type Waiting = Option<Pin<Box<Notified<'static>>>>;
 
 impl<F> ResponseFuture<F> {
@@ -60,7 +60,7 @@ impl<F> ResponseFuture<F> {
                 future,
                 drain,
                 h2,
-                waiting: None,
+                ticket: Ticket::NONE,
             },
         }
     }
@@ -81,38 +81,45 @@ where
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
-        // The admitted path: an HTTP/1 request (HTTP/2 may be gRPC: see `poll_other`), the
-        // drain not over (one relaxed load), the inner future ready. Nothing is looked at
-        // in the response: it moves once, straight into place.
+        // The admitted path: an HTTP/1 request (HTTP/2 may be gRPC: see `poll_other`) that
+        // never waited, the drain not over (one relaxed load), the inner future ready.
+        // Nothing is looked at in the response: it moves once, straight into place.
+        let mut polled = false;
         if let KindProj::Inner {
             future,
             drain,
             h2: false,
-            ..
+            ticket,
         } = kind.as_mut().project()
+            && !ticket.is_some()
         {
             let drain: &'static Drain = drain;
-            if !drain.is_over()
-                && let Poll::Ready(result) = future.poll(cx)
-            {
-                let link = drain.link(false);
-                return Poll::Ready(
-                    result.map(|response| response.map(|body| ResponseBody::watching(body, link))),
-                );
+            if !drain.is_over() {
+                if let Poll::Ready(result) = future.poll(cx) {
+                    let link = drain.link(false);
+                    return Poll::Ready(
+                        result.map(|response| {
+                            response.map(|body| ResponseBody::watching(body, link))
+                        }),
+                    );
+                }
+                polled = true;
             }
         }
-        poll_other(kind, cx)
+        poll_other(kind, cx, polled)
     }
 }
 
-/// Everything but a ready HTTP/1 response: an HTTP/2 response, a pending future
-/// registering for the end of the drain, the cut, a rejection. Out of line, so that the
+/// Everything but an HTTP/1 response ready without waiting: an HTTP/2 response, a future
+/// that waited, a pending future registering for the end of the drain, the cut, a
+/// rejection. Out of line, so that the
 /// admitted path stays small enough to inline and writes its response in one move.
 #[cold]
 #[inline(never)]
 fn poll_other<F, B, E>(
     mut kind: Pin<&mut Kind<F>>,
     cx: &mut Context<'_>,
+    polled: bool,
 ) -> Poll<Result<Response<ResponseBody<B>>, E>>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -122,24 +129,28 @@ where
             future,
             drain,
             h2,
-            waiting,
+            ticket,
         } => {
             let (drain, h2): (&'static Drain, bool) = (drain, *h2);
             let link = drain.link(false);
-            // (An HTTP/1 future polled here was just polled by `poll`, and was pending or
-            // the drain is over: it is not polled twice in a row.)
-            if h2
+            // (`polled`: `poll` just polled it, and it was pending.)
+            if !polled
                 && !drain.is_over()
                 && let Poll::Ready(result) = future.poll(cx)
             {
+                // Its place among the drain's wakers, if it waited, goes back.
+                link.waiters().release(ticket);
                 return Poll::Ready(result.map(|response| {
-                    let grpc = Rejection::for_request(response.headers()) == Rejection::Grpc;
+                    // HTTP/2 may be gRPC, by the response's content type: a cut then ends
+                    // it with trailers.
+                    let grpc = h2 && Rejection::for_request(response.headers()) == Rejection::Grpc;
                     response.map(|body| ResponseBody::watching(body, drain.link(grpc)))
                 }));
             }
-            if !wait_for_drain(link, waiting, cx) {
+            if !wait_for_drain(link, ticket, cx) {
                 return Poll::Pending;
             }
+            link.waiters().release(ticket);
             // The drain period is over before the response started. The request's headers
             // are gone by now: an HTTP/2 request gets the answer both gRPC and plain HTTP
             // clients read right.
@@ -164,23 +175,13 @@ where
 #[inline(never)]
 pub(crate) fn wait_for_drain(
     link: &'static Link,
-    waiting: &mut Waiting,
+    ticket: &mut Ticket,
     cx: &mut Context<'_>,
 ) -> bool {
     if link.is_over_acquire() {
         return true;
     }
-    // Created before the flag is read again, so a notification in between is not missed.
-    let notified = waiting.get_or_insert_with(|| Box::pin(link.waiters().notified()));
-    loop {
-        if link.is_over_acquire() {
-            return true;
-        }
-        if notified.as_mut().poll(cx).is_pending() {
-            return false;
-        }
-        // Woken by a drain that a renewal stopped again before this poll: wait for the
-        // next one.
-        notified.set(link.waiters().notified());
-    }
+    // Registered before the flag is read again: an end of the drain in between wakes it.
+    link.waiters().register(ticket, cx.waker());
+    link.is_over_acquire()
 }
