@@ -21,11 +21,8 @@ use crate::verdict::Verdict;
 
 /// State every handle shares. Only the checker writes it.
 pub(crate) struct Shared {
-    /// Whether new requests are admitted: the one thing the request path reads. A plain
-    /// flag, published right after each verdict, so a request costs one relaxed load of a
-    /// cache line that only the checker ever writes (and only when the verdict changes).
-    admits: CacheLine<AtomicBool>,
-    /// Whether responses admitted before a cut-off must end now; see [`Drain`].
+    /// Whether new requests are admitted (the one thing the request path reads: see
+    /// `Drain::admits`), and whether responses admitted before a cut-off must end now.
     drain: &'static Drain,
     verdict: ArcSwap<Verdict>,
     exempt_paths: Box<[String]>,
@@ -50,7 +47,6 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct FeatureGate {
     name: String,
-    on: CacheLine<AtomicBool>,
     /// What the feature's admitted responses watch: over when the monitor's drain is, or
     /// a drain period after a renewal took the feature away.
     drain: &'static Drain,
@@ -66,15 +62,14 @@ impl FeatureGate {
         self.drain
     }
 
+    /// Whether the feature is licensed now (its drain's `admits`).
     #[inline]
     pub(crate) fn is_on(&self) -> bool {
-        self.on.0.load(Ordering::Relaxed)
+        self.drain.admits()
     }
 
     fn set(&self, on: bool) {
-        if self.on.0.load(Ordering::Relaxed) != on {
-            self.on.0.store(on, Ordering::Release);
-        }
+        self.drain.set_admits(on);
     }
 }
 
@@ -93,6 +88,13 @@ impl FeatureGate {
 /// once": one list cost two threads 4.6 times what one thread paid).
 #[derive(Debug)]
 pub(crate) struct Drain {
+    /// Whether new requests are admitted (for a feature's drain: whether the feature is
+    /// licensed): the one thing the request path reads. A plain flag, published right
+    /// after each verdict, so a request costs one relaxed load of a cache line that only
+    /// the checker ever writes (and only when admission changes). Here, beside the drain
+    /// it goes with, so that a service holding `&'static Drain` reaches both with one
+    /// pointer.
+    admits: CacheLine<AtomicBool>,
     /// The two ways a response can watch this drain; both flags are set together.
     links: CacheLine<[Link; 2]>,
     /// How many times the drain has ended: a connection accepted before the latest end is
@@ -310,8 +312,9 @@ impl Link {
 }
 
 impl Drain {
-    const fn new(waiters: &'static Waiters) -> Self {
+    const fn new(admits: bool, waiters: &'static Waiters) -> Self {
         Drain {
+            admits: CacheLine(AtomicBool::new(admits)),
             links: CacheLine([Link::new(false, waiters), Link::new(true, waiters)]),
             ends: AtomicU64::new(0),
             waiters,
@@ -320,14 +323,27 @@ impl Drain {
 
     pub(crate) fn leak() -> &'static Drain {
         let waiters = Box::leak(Box::new(Waiters::new()));
-        Box::leak(Box::new(Drain::new(waiters)))
+        Box::leak(Box::new(Drain::new(false, waiters)))
     }
 
     /// The drain of responses that are never cut (exempt paths): never over.
     pub(crate) fn never() -> &'static Drain {
         static WAITERS: Waiters = Waiters::new();
-        static NEVER: Drain = Drain::new(&WAITERS);
+        static NEVER: Drain = Drain::new(true, &WAITERS);
         &NEVER
+    }
+
+    /// Whether new requests are admitted: one relaxed load, the whole request path.
+    #[inline(always)]
+    pub(crate) fn admits(&self) -> bool {
+        self.admits.0.load(Ordering::Relaxed)
+    }
+
+    fn set_admits(&self, admits: bool) {
+        // Written only when it changes, so readers' cache lines stay shared.
+        if self.admits() != admits {
+            self.admits.0.store(admits, Ordering::Release);
+        }
     }
 
     /// The link a response holds: `grpc` when a cut must answer in gRPC's form.
@@ -411,9 +427,9 @@ pub(crate) struct Parts {
 impl Shared {
     pub(crate) fn new(parts: Parts) -> Self {
         let drain = Drain::leak();
+        drain.set_admits(parts.first.admits());
         drain.set(parts.first_drained);
         Self {
-            admits: CacheLine(AtomicBool::new(parts.first.admits())),
             drain,
             verdict: ArcSwap::new(parts.first),
             exempt_paths: parts.exempt_paths.into_boxed_slice(),
@@ -445,9 +461,7 @@ impl Shared {
         let admits = verdict.admits();
         self.verdict.store(verdict);
         // Written only when it changes, so readers' cache lines stay shared.
-        if self.admits.0.load(Ordering::Relaxed) != admits {
-            self.admits.0.store(admits, Ordering::Release);
-        }
+        self.drain.set_admits(admits);
         self.drain.set(drained && !admits);
         // After the verdict is stored: a gate registered meanwhile read this verdict or
         // is set here (both happen under the lock).
@@ -488,7 +502,7 @@ impl View {
     /// Whether new requests are admitted: one relaxed load, the whole request path.
     #[inline]
     pub(crate) fn admits(&self) -> bool {
-        self.0.admits.0.load(Ordering::Relaxed)
+        self.0.drain.admits()
     }
 
     /// The current verdict, borrowed (cheapest; do not hold across an `.await`).
@@ -518,9 +532,9 @@ impl View {
         }
         let gate = Arc::new(FeatureGate {
             name: feature.to_owned(),
-            on: CacheLine(AtomicBool::new(self.verdict().has_feature(feature))),
             drain: Drain::leak(),
         });
+        gate.set(self.verdict().has_feature(feature));
         gate.drain.set(self.0.drain.is_over());
         gates.push(Arc::clone(&gate));
         gate

@@ -12,7 +12,7 @@ use super::future::ResponseFuture;
 use super::rejection::{FeatureText, Rejection};
 use super::service::{admit, refused_or_exempt};
 use crate::LicenseMonitor;
-use crate::shared::{FeatureGate, View};
+use crate::shared::{Drain, FeatureGate, View};
 
 /// A tower [`Layer`] that lets a request through only when a license in force grants a
 /// feature: the paid tier of a service whose other routes are free.
@@ -83,6 +83,7 @@ impl<S> Layer<S> for RequireFeatureLayer {
     fn layer(&self, inner: S) -> RequireFeature<S> {
         RequireFeature {
             inner,
+            drain: self.gate.drain(),
             view: self.view.clone(),
             gate: Arc::clone(&self.gate),
             text: self.text,
@@ -105,6 +106,9 @@ impl fmt::Debug for RequireFeatureLayer {
 /// Readiness is the inner service's, as for [`License`](super::License).
 pub struct RequireFeature<S> {
     inner: S,
+    /// The feature's drain, with the flag `call` reads (on while the feature is
+    /// licensed): one pointer away.
+    drain: &'static Drain,
     view: View,
     gate: Arc<FeatureGate>,
     text: &'static FeatureText,
@@ -148,8 +152,8 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The flag is on only while the license admits and grants the feature.
-        if self.gate.is_on() {
-            return admit(&mut self.inner, self.gate.drain(), request);
+        if self.drain.admits() {
+            return admit(&mut self.inner, self.drain, request);
         }
         self.not_licensed(request)
     }
@@ -180,6 +184,7 @@ impl<S: Clone> Clone for RequireFeature<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            drain: self.drain,
             view: self.view.clone(),
             gate: Arc::clone(&self.gate),
             text: self.text,

@@ -32,20 +32,23 @@ use crate::shared::{Drain, View};
 /// released when the service is dropped; it is never leaked.
 pub struct License<S> {
     inner: S,
+    /// The monitor's drain, with the flag `call` reads: one pointer away.
+    drain: &'static Drain,
     view: View,
 }
 
 impl<S> License<S> {
     /// Wraps `inner`, judging requests by `monitor`'s verdict.
     pub fn new(inner: S, monitor: &LicenseMonitor) -> Self {
-        Self {
-            inner,
-            view: monitor.view(),
-        }
+        Self::from_view(inner, monitor.view())
     }
 
     pub(crate) fn from_view(inner: S, view: View) -> Self {
-        Self { inner, view }
+        Self {
+            inner,
+            drain: view.drain(),
+            view,
+        }
     }
 
     /// A [`LicenseLayer`] for `monitor`, to wrap services with.
@@ -87,8 +90,8 @@ where
         // The admitted path: one relaxed atomic load and a branch. The checker publishes the
         // flag with each verdict; a request that reads the old value a moment after a
         // change is ordered before the change, which is all a cut-off promises.
-        if self.view.admits() {
-            return admit(&mut self.inner, self.view.drain(), request);
+        if self.drain.admits() {
+            return admit(&mut self.inner, self.drain, request);
         }
         refused_or_exempt(&mut self.inner, &self.view, request)
     }
@@ -135,6 +138,7 @@ impl<S: Clone> Clone for License<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            drain: self.drain,
             view: self.view.clone(),
         }
     }
