@@ -206,19 +206,26 @@ async fn a_response_not_started_by_the_end_of_the_drain_is_refused_and_dropped()
     assert!(dropped.await.is_err(), "the inner future was dropped");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_renewal_during_the_drain_period_stops_the_drain() {
+/// No license in a file that a test replaces (checked on `check_now` only), one hour of
+/// grace from T0.
+async fn renewable(clock: &TestClock) -> (tempfile::TempDir, std::path::PathBuf, LicenseMonitor) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("license.key");
     std::fs::write(&path, "").unwrap();
-    let clock = TestClock::new(t0());
-    let monitor = builder(&clock, LicenseSource::File(path.clone()))
+    let monitor = builder(clock, LicenseSource::File(path.clone()))
         .grace_period(Duration::from_secs(HOUR as u64))
         .watch_file(false)
         .file_poll_interval(None)
         .start()
         .await
         .unwrap();
+    (dir, path, monitor)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_during_the_drain_period_stops_the_drain() {
+    let clock = TestClock::new(t0());
+    let (_dir, path, monitor) = renewable(&clock).await;
     run_for(HOUR - 10).await;
     let (mut body, tx) = open(&monitor, Request::new(())).await;
     run_for(10 + 30).await;
@@ -250,11 +257,11 @@ mod connections {
 
     use std::time::Duration;
 
-    use iosetu_license::{Claims, LicenseSource, LicenseState, LicensedIo, TestClock};
+    use iosetu_license::{Claims, LicenseState, LicensedIo, TestClock};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
-    use super::common::{DAY, HOUR, T0, builder, run_for, signer, t0};
-    use super::monitor;
+    use super::common::{DAY, HOUR, T0, run_for, signer, t0};
+    use super::{monitor, renewable};
 
     /// A connection through `monitor`'s wrapper, and the client's end of it.
     fn connect(
@@ -336,17 +343,8 @@ mod connections {
 
     #[tokio::test(start_paused = true)]
     async fn a_renewal_during_the_drain_leaves_connections_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("license.key");
-        std::fs::write(&path, "").unwrap();
         let clock = TestClock::new(t0());
-        let monitor = builder(&clock, LicenseSource::File(path.clone()))
-            .grace_period(Duration::from_secs(HOUR as u64))
-            .watch_file(false)
-            .file_poll_interval(None)
-            .start()
-            .await
-            .unwrap();
+        let (_dir, path, monitor) = renewable(&clock).await;
         let (mut server, mut client) = connect(&monitor);
         run_for(HOUR + 30).await;
         assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
