@@ -141,13 +141,22 @@ const DRAIN_SHARDS: usize = 16;
 /// least once a minute): it wakes every waker it holds (a spurious wake-up: a response
 /// still pending registers again) and starts a new generation, so that no slot outlives a
 /// minute.
+///
+/// A shard that reaches [`SHARD_BOUND`] places (a flood of requests abandoned while
+/// pending) is swept at once, at most once a second, so its memory stays bounded between
+/// the checker's sweeps too.
 #[derive(Debug)]
 struct Tickets {
     /// Starts at 1: a ticket of generation 0 is no ticket.
     generation: u32,
     slots: Vec<Option<Waker>>,
     free: Vec<u32>,
+    /// When this shard was last swept for being full.
+    swept_full_at: Option<std::time::Instant>,
 }
+
+/// How many places a shard holds before it sweeps itself (see [`Tickets`]).
+const SHARD_BOUND: usize = 1 << 16;
 
 impl Tickets {
     const fn new() -> Self {
@@ -155,7 +164,16 @@ impl Tickets {
             generation: 1,
             slots: Vec::new(),
             free: Vec::new(),
+            swept_full_at: None,
         }
+    }
+
+    /// Starts a new generation; returns the wakers to wake (outside the lock: a waker may
+    /// run code of its own).
+    fn renew(&mut self) -> Vec<Option<Waker>> {
+        self.generation = (self.generation.wrapping_add(1) & 0x7fff_ffff).max(1);
+        self.free.clear();
+        std::mem::take(&mut self.slots)
     }
 }
 
@@ -220,6 +238,20 @@ impl Waiters {
         }
         let shard = shard();
         let mut tickets = lock(&self.tickets[shard].0);
+        if tickets.free.is_empty()
+            && tickets.slots.len() >= SHARD_BOUND
+            && tickets
+                .swept_full_at
+                .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            tickets.swept_full_at = Some(std::time::Instant::now());
+            let wakers = tickets.renew();
+            drop(tickets);
+            for waker in wakers.into_iter().flatten() {
+                waker.wake();
+            }
+            tickets = lock(&self.tickets[shard].0);
+        }
         let slot = match tickets.free.pop() {
             Some(slot) => {
                 tickets.slots[slot as usize] = Some(waker.clone());
@@ -260,9 +292,7 @@ impl Waiters {
                 if tickets.slots.is_empty() {
                     continue;
                 }
-                tickets.generation = tickets.generation.wrapping_add(1).max(1);
-                tickets.free.clear();
-                std::mem::take(&mut tickets.slots)
+                tickets.renew()
             };
             // Woken outside the lock: a waker may run code of its own.
             for waker in wakers.into_iter().flatten() {
@@ -730,5 +760,23 @@ mod tests {
         assert_eq!(held(&waiters), 1);
         waiters.sweep();
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_full_shard_sweeps_itself_so_abandoned_places_cannot_pile_up() {
+        // Responses dropped while pending never give their places back; past the bound
+        // the shard wakes them (once) and starts over.
+        let waiters = Waiters::new();
+        let (count, waker) = counter();
+        for _ in 0..super::SHARD_BOUND {
+            let mut abandoned = Ticket::NONE;
+            waiters.register(&mut abandoned, &waker);
+        }
+        assert_eq!(held(&waiters), super::SHARD_BOUND);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        let mut next = Ticket::NONE;
+        waiters.register(&mut next, &waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), super::SHARD_BOUND);
+        assert_eq!(held(&waiters), 1);
     }
 }
