@@ -429,19 +429,9 @@ async fn an_sse_stream_of_a_feature_a_renewal_takes_away_ends_after_the_drain() 
     // renewal delivered every paid frame afterwards. The layer alone reaches this one: a
     // plain listener.
     let (_dir, path, monitor) = licensed(&["live"]).await;
-    let (senders, mut streams) = tokio::sync::mpsc::unbounded_channel();
+    let (route, mut streams) = common::streaming_route();
     let app = Router::new()
-        .route(
-            "/live",
-            get(move || {
-                let senders = senders.clone();
-                async move {
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-                    senders.send(tx).unwrap();
-                    axum::body::Body::new(common::ChannelBody(rx))
-                }
-            }),
-        )
+        .route("/live", route)
         .layer(monitor.require_feature("live"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

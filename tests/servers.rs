@@ -284,20 +284,8 @@ async fn an_axum_stream_open_at_the_cut_off_is_cut_after_the_drain_period() {
     let path = dir.path().join("license.key");
     write_license(&path, now() + 90 * DAY);
     let monitor = draining_monitor(&path, std::time::Duration::from_millis(300)).await;
-    let (senders, mut streams) = tokio::sync::mpsc::unbounded_channel();
-    let app = Router::new()
-        .route(
-            "/events",
-            get(move || {
-                let senders = senders.clone();
-                async move {
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-                    senders.send(tx).unwrap();
-                    axum::body::Body::new(common::ChannelBody(rx))
-                }
-            }),
-        )
-        .layer(monitor.layer());
+    let (route, mut streams) = common::streaming_route();
+    let app = Router::new().route("/events", route).layer(monitor.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

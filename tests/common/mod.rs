@@ -127,6 +127,25 @@ impl Body for ChannelBody {
     }
 }
 
+/// An axum GET route whose every response streams a [`ChannelBody`] (an SSE stream, as
+/// far as the layer can tell), and the receiver of each response's sender.
+pub fn streaming_route() -> (
+    axum::routing::MethodRouter,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::mpsc::Sender<Bytes>>,
+) {
+    let (senders, streams) = tokio::sync::mpsc::unbounded_channel();
+    let route = axum::routing::get(move || {
+        let senders = senders.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+            // (The test may have stopped listening: the stream is then never fed.)
+            let _ = senders.send(tx);
+            axum::body::Body::new(ChannelBody(rx))
+        }
+    });
+    (route, streams)
+}
+
 /// Asserts `headers` carry gRPC status `code` with a message that mentions `about`.
 pub fn assert_grpc_status(headers: &http::HeaderMap, code: &str, about: &str) {
     assert_eq!(headers["grpc-status"], code, "{headers:?}");
