@@ -135,41 +135,52 @@ impl<B> Default for ResponseBody<B> {
 /// What `poll_frame` returns.
 type PolledFrame<E> = Poll<Option<Result<Frame<Bytes>, BodyError<E>>>>;
 
-/// Everything but an admitted frame: a fixed body, a pending body registering for the
-/// end of the drain period, and the cut itself. Out of line, so that the admitted path
-/// stays small enough to inline.
+/// What a body that is pending, or whose drain is over, does next.
+enum Next {
+    /// Pending, with its (new) place among the drain's wakers.
+    Wait(Ticket),
+    /// The drain period is over: the body ends here.
+    Cut,
+}
+
+/// A pending body registers for the end of the drain period; one whose drain is over
+/// gives its place back. Out of line, and given the ticket by value rather than a pointer
+/// into the body: nothing of the body escapes its `poll_frame`, so a caller that inlines
+/// it keeps the body's fields in registers.
 #[cold]
 #[inline(never)]
-fn poll_other<B: Body<Data = Bytes>>(
-    mut kind: Pin<&mut Kind<B>>,
-    cx: &mut Context<'_>,
-) -> PolledFrame<B::Error> {
-    let grpc = match kind.as_mut().project() {
-        KindProj::Inner { link, ticket, .. } => {
-            // (The inner body was pending, or the drain is over.)
-            let link: &'static Link = link;
-            if !wait_for_drain(link, ticket, cx) {
-                return Poll::Pending;
-            }
-            link.waiters().release(ticket);
-            link.grpc()
-        }
-        KindProj::Full { data } => {
-            let bytes: &'static [u8] = data;
-            *data = &EMPTY;
-            return Poll::Ready(
-                (!bytes.is_empty()).then(|| Ok(Frame::data(Bytes::from_static(bytes)))),
-            );
-        }
-    };
-    // The drain period is over: the inner body is dropped, and the stream ends as a
-    // failure the client cannot mistake for a complete response.
-    kind.set(Kind::Full { data: &EMPTY });
+fn wait_or_cut(link: &'static Link, mut ticket: Ticket, cx: &mut Context<'_>) -> Next {
+    if !wait_for_drain(link, &mut ticket, cx) {
+        return Next::Wait(ticket);
+    }
+    link.waiters().release(&mut ticket);
+    Next::Cut
+}
+
+/// The place among the drain's wakers of a body that ended, given back.
+#[cold]
+#[inline(never)]
+fn release(link: &'static Link, mut ticket: Ticket) {
+    link.waiters().release(&mut ticket);
+}
+
+/// The last frame of a body cut at the end of the drain period: a failure the client
+/// cannot mistake for a complete response.
+#[cold]
+#[inline(never)]
+fn cut_frame<E>(grpc: bool) -> PolledFrame<E> {
     if grpc {
         Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable()))))
     } else {
         Poll::Ready(Some(Err(BodyError::Drained(Drained))))
     }
+}
+
+/// The one frame of a fixed body.
+#[cold]
+#[inline(never)]
+fn full_frame<E>(bytes: &'static [u8]) -> PolledFrame<E> {
+    Poll::Ready((!bytes.is_empty()).then(|| Ok(Frame::data(Bytes::from_static(bytes)))))
 }
 
 /// The trailers a gRPC stream cut at the end of the drain period ends with.
@@ -193,28 +204,48 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut kind = self.project().kind;
-        if let KindProj::Inner { body, link, ticket } = kind.as_mut().project() {
-            // The admitted path: one relaxed load per frame, then the inner body's frame,
-            // passed on as it is.
-            if !link.is_over() {
-                match body.poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-                    Poll::Ready(Some(Err(e))) => {
-                        link.waiters().release(ticket);
-                        return Poll::Ready(Some(Err(BodyError::Inner(e))));
-                    }
-                    Poll::Ready(None) => {
-                        if ticket.is_some() {
-                            // It waited: its place among the drain's wakers goes back.
-                            link.waiters().release(ticket);
+        let grpc = match kind.as_mut().project() {
+            KindProj::Inner { body, link, ticket } => {
+                let link: &'static Link = link;
+                // The admitted path: one relaxed load per frame, then the inner body's
+                // frame, passed on as it is.
+                if !link.is_over() {
+                    match body.poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                        Poll::Ready(Some(Err(e))) => {
+                            if ticket.is_some() {
+                                release(link, std::mem::take(ticket));
+                            }
+                            return Poll::Ready(Some(Err(BodyError::Inner(e))));
                         }
-                        return Poll::Ready(None);
+                        Poll::Ready(None) => {
+                            if ticket.is_some() {
+                                // It waited: its place among the drain's wakers goes back.
+                                release(link, std::mem::take(ticket));
+                            }
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending => {}
                     }
-                    Poll::Pending => {}
+                }
+                match wait_or_cut(link, *ticket, cx) {
+                    Next::Wait(held) => {
+                        *ticket = held;
+                        return Poll::Pending;
+                    }
+                    Next::Cut => link.grpc(),
                 }
             }
-        }
-        poll_other(kind, cx)
+            KindProj::Full { data } => {
+                let bytes: &'static [u8] = data;
+                *data = &EMPTY;
+                return full_frame(bytes);
+            }
+        };
+        // The drain period is over: the inner body is dropped here, and the stream ends
+        // as a failure the client cannot mistake for a complete response.
+        kind.set(Kind::Full { data: &EMPTY });
+        cut_frame(grpc)
     }
 
     fn is_end_stream(&self) -> bool {

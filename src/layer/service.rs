@@ -93,6 +93,23 @@ where
         if self.drain.admits() {
             return admit(&mut self.inner, self.drain, request);
         }
+        self.not_admitted(request)
+    }
+}
+
+impl<S> License<S> {
+    /// Out of line and given `self` whole: the admitted path then keeps no more values
+    /// alive across its branch than it needs itself (each one more is a callee-saved
+    /// register pushed and popped on every request).
+    #[cold]
+    #[inline(never)]
+    fn not_admitted<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
         refused_or_exempt(&mut self.inner, &self.view, request)
     }
 }
