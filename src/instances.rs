@@ -5,13 +5,20 @@
 //! its namespace, the object client-go's leader election and kube-apiserver's own
 //! identity leases use. Nothing else is involved: no gossip, no server of ours.
 //!
-//! * A replica claims a slot that is absent (create), released (no holder), its own (a
-//!   restarted container of the same pod), or expired, by an update carrying the
-//!   `resourceVersion` it read: the API server applies at most one of two racing writes
-//!   and answers the other 409 Conflict, so two replicas never both hold a slot.
+//! * Each process is a holder of its own: `<pod name>_<pod uid>_<nonce>`, the nonce random
+//!   per process, so replicas that share a pod name or UID (a copied environment) are
+//!   still told apart. A pod without a UID (`POD_UID`, from the downward API) reports it
+//!   and holds no slot rather than share an identity.
+//! * A replica claims a slot that is absent (create), released (no holder), or expired,
+//!   by an update carrying the `resourceVersion` it read: the API server applies at most
+//!   one of two racing writes and answers the other 409 Conflict, so two replicas never
+//!   both hold a slot; a holder whose renewal gets 409 (someone else wrote its Lease)
+//!   gives it up.
 //! * A slot is expired when its `resourceVersion` has not changed for
 //!   [`LEASE_DURATION`] of the *observer's* monotonic time, as client-go judges leases;
 //!   the holder's `renewTime` is never compared with our clock (pods' clocks disagree).
+//!   A slot held by another process of this same pod (a restarted container) is expired
+//!   after [`SAME_POD_TAKEOVER`] (30 s), longer than a live holder's renewal interval.
 //! * The holder renews every [`RENEW_INTERVAL`] and counts itself a holder only until
 //!   [`RENEW_DEADLINE`] after the last renewal that went through (measured from when it
 //!   was sent), well before anyone else may take the slot over.
@@ -57,6 +64,11 @@ pub const RENEW_INTERVAL: Duration = Duration::from_secs(20);
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(40);
 /// How often a replica without a slot lists the slots again.
 pub const ACQUIRE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a Lease held by another process of this same pod (a restarted container: the
+/// same pod name and UID, another instance nonce) must go unrenewed, on the observer's
+/// clock, before this process takes it over. A live holder renews every
+/// [`RENEW_INTERVAL`], so two live processes that share a pod never both hold.
+pub const SAME_POD_TAKEOVER: Duration = Duration::from_secs(30);
 /// How soon a failed API call is tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one API call may take before it counts as failed: a hung API server must
@@ -138,8 +150,9 @@ impl InstanceSlots {
         self
     }
 
-    /// The pod's UID (default: `POD_UID`). With it, a new pod of the same name (a
-    /// StatefulSet's) is told from the old one.
+    /// The pod's UID (default: `POD_UID`, from the downward API). Required: a replica
+    /// without one reports `license.instance_check_failed` (operation `identity`) and
+    /// counts as holding no slot, rather than share an identity with its copies.
     pub fn pod_uid(mut self, uid: impl Into<String>) -> Self {
         self.pod_uid = Some(uid.into());
         self
@@ -170,20 +183,55 @@ impl InstanceSlots {
         Ok(())
     }
 
-    /// The holder identity this replica writes: `<pod name>_<pod uid>` (or the name
-    /// alone without a UID), from the settings or the downward-API environment.
-    fn identity(&self) -> Option<String> {
+    /// Who this process is among the slots' holders: the pod (its name and UID, from the
+    /// settings or the downward-API environment) and a random nonce of this process, so
+    /// that two processes never share a holder identity, whatever their environment.
+    fn identity(&self) -> Result<Identity, String> {
         let env = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let name = self
             .pod_name
             .clone()
             .or_else(|| env("POD_NAME"))
-            .or_else(|| env("HOSTNAME"))?;
-        Some(match self.pod_uid.clone().or_else(|| env("POD_UID")) {
-            Some(uid) => format!("{name}_{uid}"),
-            None => name,
-        })
+            .or_else(|| env("HOSTNAME"))
+            .ok_or("no pod name: set POD_NAME and POD_UID from the downward API")?;
+        let uid = self.pod_uid.clone().or_else(|| env("POD_UID")).ok_or(
+            "no pod UID: set POD_UID from the downward API (fieldRef metadata.uid); \
+             without it this replica counts as holding no instance slot",
+        )?;
+        Ok(Identity::new(format!("{name}_{uid}"), nonce()))
     }
+}
+
+/// A holder identity: `<pod name>_<pod uid>_<nonce>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Identity {
+    /// `<pod name>_<pod uid>`: what processes of one pod share.
+    pod: String,
+    /// The whole identity, written as the Lease's `holderIdentity`.
+    full: String,
+}
+
+impl Identity {
+    fn new(pod: String, nonce: String) -> Self {
+        let full = format!("{pod}_{nonce}");
+        Self { pod, full }
+    }
+
+    /// Whether `holder` is another process of this same pod.
+    fn same_pod(&self, holder: &str) -> bool {
+        holder != self.full
+            && holder
+                .rsplit_once('_')
+                .is_some_and(|(pod, _)| pod == self.pod)
+    }
+}
+
+/// 64 random bits, as hex: the standard library's per-process random hash keys (seeded
+/// from the operating system), enough to tell two processes apart; no secret rests on it.
+fn nonce() -> String {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    format!("{:016x}", state.hash_one(std::process::id()))
 }
 
 /// Wires a slot task to a checker: the checker's link, the sender that asks for the slot
@@ -202,9 +250,10 @@ pub(crate) fn wire(
     let (without_tx, without_rx) = watch::channel(false);
     let (release_tx, release_rx) = mpsc::channel(4);
     let identity = slots.identity();
-    // A fixed hash (not a random per-process one) so that tests replay exactly.
+    // A fixed hash of the pod (not of the nonce, nor a random per-process one) so that
+    // tests replay exactly.
     let mut hasher = DefaultHasher::new();
-    identity.hash(&mut hasher);
+    identity.as_ref().ok().map(|i| &i.pod).hash(&mut hasher);
     let jitter = Duration::from_millis(hasher.finish() % 2_000);
     let task = SlotTask {
         selector: format!("{SLOT_LABEL}={}", slots.prefix),
@@ -258,7 +307,8 @@ struct SlotTask {
     namespace: Option<String>,
     client: Option<kube::Client>,
     api: Option<Api<Lease>>,
-    identity: Option<String>,
+    /// Who this process is, or why it cannot say (then it holds no slot).
+    identity: Result<Identity, String>,
     jitter: Duration,
     grace: Duration,
     clock: Arc<dyn Clock>,
@@ -351,6 +401,8 @@ impl SlotTask {
         );
         let without = match (limit, &self.held, self.failing_since) {
             (None, _, _) | (Some(_), Some(_), _) => false,
+            // Without an identity of its own it never holds one.
+            (Some(_), None, _) if self.identity.is_err() => true,
             (Some(_), None, Some(since)) if self.standing_ok => {
                 Instant::now() >= later(since, self.grace)
             }
@@ -397,12 +449,9 @@ impl SlotTask {
         if let Some(api) = &self.api {
             return Some(api.clone());
         }
-        if self.identity.is_none() {
-            self.fault(
-                "client",
-                None,
-                "no pod name: set POD_NAME (and POD_UID) from the downward API".into(),
-            );
+        if let Err(why) = &self.identity {
+            let why = why.clone();
+            self.fault("identity", None, why);
             return None;
         }
         let (client, default_ns) = match self.client.clone() {
@@ -556,15 +605,26 @@ impl SlotTask {
         let Some(holder) = holder else {
             return true;
         };
-        if Some(holder) == self.identity.as_deref() {
+        let Ok(me) = &self.identity else {
+            return false;
+        };
+        if holder == me.full {
+            // Our own write, applied but not answered.
             return true;
         }
+        // Another process of this pod (a restarted container) waits less than a stranger,
+        // but still longer than a live holder's renewal interval.
+        let wait = if me.same_pod(holder) {
+            SAME_POD_TAKEOVER
+        } else {
+            LEASE_DURATION
+        };
         lease
             .metadata
             .name
             .as_ref()
             .and_then(|name| self.observed.get(name))
-            .is_some_and(|(_, since)| seen.saturating_duration_since(*since) >= LEASE_DURATION)
+            .is_some_and(|(_, since)| seen.saturating_duration_since(*since) >= wait)
     }
 
     /// Creates slot `index` for this replica. `Ok(false)`: it exists already.
@@ -577,7 +637,7 @@ impl SlotTask {
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
-                holder_identity: self.identity.clone(),
+                holder_identity: self.holder(),
                 lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
                 acquire_time: Some(now.clone()),
                 renew_time: Some(now),
@@ -610,12 +670,12 @@ impl SlotTask {
             .get_or_insert_with(Default::default)
             .insert(SLOT_LABEL.to_owned(), self.prefix.clone());
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let ours = spec.holder_identity.is_some() && spec.holder_identity == self.identity;
+        let ours = spec.holder_identity.is_some() && spec.holder_identity == self.holder();
         if !ours {
             spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
             spec.acquire_time = Some(now.clone());
         }
-        spec.holder_identity = self.identity.clone();
+        spec.holder_identity = self.holder();
         spec.lease_duration_seconds = Some(LEASE_DURATION.as_secs() as i32);
         spec.renew_time = Some(now);
         let name = slot_name(&self.prefix, index);
@@ -631,6 +691,11 @@ impl SlotTask {
                 Err(Fault)
             }
         }
+    }
+
+    /// The `holderIdentity` this process writes.
+    fn holder(&self) -> Option<String> {
+        self.identity.as_ref().ok().map(|i| i.full.clone())
     }
 
     fn hold(&mut self, index: u32, lease: Lease, sent: Instant) {
@@ -831,10 +896,29 @@ mod tests {
     }
 
     #[test]
-    fn the_identity_is_the_pod_name_and_uid() {
+    fn the_identity_is_the_pod_name_and_uid_and_a_nonce_of_the_process() {
         let slots = InstanceSlots::new("acme")
             .pod_name("web-7f9c")
             .pod_uid("1234-abcd");
-        assert_eq!(slots.identity().as_deref(), Some("web-7f9c_1234-abcd"));
+        let (a, b) = (slots.identity().unwrap(), slots.identity().unwrap());
+        assert_eq!(a.pod, "web-7f9c_1234-abcd");
+        assert!(a.full.starts_with("web-7f9c_1234-abcd_") && a.full.len() == a.pod.len() + 17);
+        // Two processes with the same settings are still two holders, of one pod.
+        assert_ne!(a.full, b.full);
+        assert!(a.same_pod(&b.full) && b.same_pod(&a.full));
+        assert!(!a.same_pod(&a.full));
+        assert!(
+            !a.same_pod("web-7f9c_1234-abcd"),
+            "a holder of the old format is a stranger"
+        );
+        assert!(!a.same_pod("web-7f9c_9999_0123456789abcdef"));
+    }
+
+    #[test]
+    fn without_a_pod_uid_there_is_no_identity() {
+        let slots = InstanceSlots::new("acme").pod_name("web-7f9c");
+        if std::env::var_os("POD_UID").is_none() {
+            assert!(slots.identity().unwrap_err().contains("POD_UID"));
+        }
     }
 }

@@ -36,6 +36,17 @@ fn slots(name: &str) -> InstanceSlots {
         .pod_uid(format!("uid-{name}"))
 }
 
+/// The pod part of a holder identity (`<pod name>_<pod uid>_<nonce>`), checking that a
+/// 16-hex-digit nonce follows it.
+fn pod_of(holder: Option<&str>) -> Option<&str> {
+    let (pod, nonce) = holder?.rsplit_once('_')?;
+    assert!(
+        nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{holder:?}"
+    );
+    Some(pod)
+}
+
 /// A replica in real time, its client over loopback HTTP through `door`.
 async fn replica_over_http(
     door: &Door,
@@ -90,7 +101,7 @@ async fn a_replica_takes_a_free_slot_with_the_real_client_over_http() {
         .remove("acme-slot-0")
         .expect("the Lease exists");
     let spec = lease.spec.unwrap();
-    assert_eq!(spec.holder_identity.as_deref(), Some("a_uid-a"));
+    assert_eq!(pod_of(spec.holder_identity.as_deref()), Some("a_uid-a"));
     assert_eq!(spec.lease_duration_seconds, Some(60));
     assert!(spec.renew_time.is_some() && spec.acquire_time.is_some());
     assert_eq!(
@@ -442,7 +453,10 @@ async fn a_crashed_holders_slot_is_taken_over_after_a_lease_duration_of_the_obse
         "{:?}",
         names(&seen)
     );
-    assert_eq!(api.holder(NS, "acme-slot-0").as_deref(), Some("b_uid-b"));
+    assert_eq!(
+        pod_of(api.holder(NS, "acme-slot-0").as_deref()),
+        Some("b_uid-b")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -554,7 +568,7 @@ async fn a_claim_applied_but_unanswered_is_recognised_as_our_own_at_the_next_rou
     tick(1).await;
     assert_eq!(a.instance_slot(), None);
     assert_eq!(
-        api.holder(NS, "acme-slot-0").as_deref(),
+        pod_of(api.holder(NS, "acme-slot-0").as_deref()),
         Some("a_uid-a"),
         "the create was applied"
     );
@@ -580,5 +594,122 @@ async fn a_lease_deleted_by_hand_is_created_again_by_its_holder() {
     // The next renewal finds it gone (404) and creates it again.
     tick(21).await;
     assert_eq!(a.instance_slot(), Some(0));
-    assert_eq!(api.holder(NS, "acme-slot-0").as_deref(), Some("a_uid-a"));
+    assert_eq!(
+        pod_of(api.holder(NS, "acme-slot-0").as_deref()),
+        Some("a_uid-a")
+    );
+}
+
+// ---- holder identities ----
+
+/// A replica in paused time with the given slot settings (its client through `door`).
+async fn replica_with(
+    door: &Door,
+    slots: InstanceSlots,
+    clock: &TestClock,
+    max: u64,
+) -> (LicenseMonitor, broadcast::Receiver<LicenseEvent>) {
+    let builder = builder(
+        clock,
+        LicenseSource::Static(token(Some(max), T0 + 90 * DAY)),
+    )
+    .grace_period(Duration::from_secs(30 * 86_400))
+    .instance_slots(slots.client(door.client(NS)));
+    start(builder).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_that_share_a_pod_name_and_uid_never_both_hold_a_slot() {
+    // A copied environment (or a template without the downward API that sets the same
+    // values everywhere): four processes with one pod name and UID, on a limit of one.
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let mut fleet = Vec::new();
+    for _ in 0..4 {
+        fleet.push(replica_with(&api.door(), slots("web"), &clock, 1).await.0);
+    }
+    let mut holding_seconds = 0;
+    for second in 0..600 {
+        tick(1).await;
+        let holding = fleet.iter().filter(|m| m.instance_slot().is_some()).count();
+        assert!(holding <= 1, "{holding} holders at second {second}");
+        holding_seconds += holding;
+        if second >= 30 {
+            let in_grace = fleet
+                .iter()
+                .filter(|m| m.verdict().reason == Some(GraceReason::InstanceLimit))
+                .count();
+            assert!(in_grace >= 3, "{in_grace} in grace at second {second}");
+        }
+    }
+    assert!(
+        holding_seconds >= 590,
+        "the slot stays held: {holding_seconds}"
+    );
+    assert_eq!(api.holders(NS).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_container_takes_its_pods_slot_over_after_30_s_not_at_once() {
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let door = api.door();
+    let (a, _) = replica_with(&door, slots("web"), &clock, 1).await;
+    tick(1).await;
+    assert_eq!(a.instance_slot(), Some(0));
+    let first = api.holder(NS, "acme-slot-0").unwrap();
+    // The container dies without a word; kubelet starts it again: same pod, new process.
+    door.set(Fault::Refuse);
+    drop(a);
+    let (again, _) = replica_with(&api.door(), slots("web"), &clock, 1).await;
+    let mut taken = None;
+    for s in 1..=60 {
+        tick(1).await;
+        if again.instance_slot() == Some(0) {
+            taken = Some(s);
+            break;
+        }
+    }
+    let taken = taken.expect("the new process takes its pod's slot over");
+    // 30 s of its own time since it first saw the Lease, at lists 10-12 s apart: sooner
+    // than a stranger (60 s), never before a live holder would have renewed (20 s).
+    assert!((30..=45).contains(&taken), "taken after {taken} s");
+    let second = api.holder(NS, "acme-slot-0").unwrap();
+    assert_ne!(first, second, "a new holder identity");
+    assert_eq!(pod_of(Some(&first)), pod_of(Some(&second)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_pod_uid_a_replica_says_so_and_holds_no_slot() {
+    // (The test process has no POD_UID; the builder is given none.)
+    if std::env::var_os("POD_UID").is_some() {
+        return;
+    }
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let (a, mut events) = replica_with(
+        &api.door(),
+        InstanceSlots::new("acme").pod_name("web"),
+        &clock,
+        2,
+    )
+    .await;
+    tick(30).await;
+    assert_eq!(a.instance_slot(), None);
+    assert_eq!(
+        api.holders(NS).len(),
+        0,
+        "no Lease written under a shared identity"
+    );
+    let seen = drain(&mut events);
+    match find(&seen, "license.instance_check_failed") {
+        LicenseEvent::InstanceCheckFailed {
+            operation, error, ..
+        } => {
+            assert_eq!(*operation, "identity");
+            assert!(error.contains("POD_UID"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.verdict().reason, Some(GraceReason::InstanceLimit));
 }
