@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::Clock;
 use crate::clock::{Reading, escape_control};
 use crate::event::Reporter;
-use crate::judge::{Judge, JudgeConfig, Line, Observation, Read};
+use crate::judge::{Judge, JudgeConfig, Line, Observation, Read, SlotWord};
 use crate::reload::{MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
 use crate::shared::{Command, Shared, Stats};
 use crate::source::{self, LicenseSource};
@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) drain_period: Duration,
     pub(crate) check_interval: Duration,
     pub(crate) fail_closed: bool,
+    pub(crate) instance_settling: Duration,
     pub(crate) triggers: Triggers,
     pub(crate) file_poll_interval: Option<Duration>,
     pub(crate) state_path: Option<PathBuf>,
@@ -49,7 +50,8 @@ pub(crate) struct Config {
 /// slot.
 pub(crate) struct InstanceLink {
     pub(crate) limit: watch::Sender<Option<u64>>,
-    pub(crate) without: watch::Receiver<bool>,
+    /// The task's word; `without` there after a grace period of API faults.
+    pub(crate) without: watch::Receiver<SlotWord>,
 }
 
 /// What woke the checker.
@@ -154,6 +156,7 @@ impl Checker {
                 built_at: config.built_at,
                 source: config.source.describe(),
                 state_file: config.state_path.is_some(),
+                instance_settling: config.instance_settling,
             },
             first,
         );
@@ -352,11 +355,13 @@ impl Checker {
                 }
             }
         };
-        let without_slot = match &mut self.instances {
-            Some(link) => self.instances_gone || *link.without.borrow_and_update(),
-            None => false,
+        let slot = match &mut self.instances {
+            // A task that died counts as a slot lost.
+            Some(_) if self.instances_gone => SlotWord::from(true),
+            Some(link) => *link.without.borrow_and_update(),
+            None => SlotWord::default(),
         };
-        let verdict = self.judge.handle_check(reading, observation, without_slot);
+        let verdict = self.judge.handle_check(reading, observation, slot);
         if judged {
             self.stats.record_check(self.judge.problem());
         }

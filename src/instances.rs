@@ -18,13 +18,27 @@
 //!   [`LEASE_DURATION`] of the *observer's* monotonic time, as client-go judges leases;
 //!   the holder's `renewTime` is never compared with our clock (pods' clocks disagree).
 //!   A slot held by another process of this same pod (a restarted container) is expired
-//!   after [`SAME_POD_TAKEOVER`] (30 s), longer than a live holder's renewal interval.
+//!   after [`SAME_POD_TAKEOVER`] (55 s), longer than a holder cut off from the API server
+//!   may still count itself one.
 //! * The holder renews every [`RENEW_INTERVAL`] and counts itself a holder only until
 //!   [`RENEW_DEADLINE`] after the last renewal that went through (measured from when it
 //!   was sent), well before anyone else may take the slot over.
 //! * A replica without a slot lists the slots every [`ACQUIRE_INTERVAL`] (one LIST with
-//!   a label selector per round) and serves in grace (reason `instance_limit`) until it
-//!   gets one, or is cut off when the grace period ends.
+//!   a label selector per round). New to the fleet, it first *settles*: admitted, quiet,
+//!   `/health` healthy, for the builder's `instance_settling` (120 s), so that a
+//!   rollout's surge pod gets the slot an old pod gives back at shutdown without paging
+//!   anyone. Then it serves in grace (reason `instance_limit`) until it gets one, or is
+//!   cut off when the grace period ends. A replica that lost a slot it held does not
+//!   settle.
+//! * The fleet remembers overuse, not the pod: every replica waiting for a slot keeps the
+//!   Lease `<prefix>-overuse` (annotation [`OVERUSE_SINCE`]: when the fleet's first
+//!   waiter began, re-stamped on each writer's clock with its `renewTime`, so readers
+//!   take the age and never compare two pods' clocks beyond [`CLOCK_TOLERANCE`]). While
+//!   it is live, settling counts from the fleet's first waiter and grace from the end of
+//!   that, so restarting or replacing pods buys nothing; it goes stale a lease duration
+//!   (and the tolerance) after no replica waits any more. A waiter that gets a slot
+//!   stamps [`SLOT_TAKEN_AT`]: while waiters get slots (a rollout), each new replica
+//!   settles on its own clock.
 //! * A lower limit (a renewal selling fewer instances) frees the highest slots first:
 //!   their holders give them up and look for a free lower one like any other replica.
 //! * [`LicenseMonitor::shutdown`](crate::LicenseMonitor::shutdown) deletes the slot, so a
@@ -52,6 +66,7 @@ use tokio::time::Instant;
 use crate::Clock;
 use crate::checker::{InstanceLink, later};
 use crate::event::{LicenseEvent, Reporter};
+use crate::judge::SlotWord;
 
 /// How long a slot may go without a renewal, on its observer's clock, before another
 /// replica may take it over.
@@ -66,15 +81,28 @@ pub const RENEW_DEADLINE: Duration = Duration::from_secs(40);
 pub const ACQUIRE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a Lease held by another process of this same pod (a restarted container: the
 /// same pod name and UID, another instance nonce) must go unrenewed, on the observer's
-/// clock, before this process takes it over. A live holder renews every
-/// [`RENEW_INTERVAL`], so two live processes that share a pod never both hold.
-pub const SAME_POD_TAKEOVER: Duration = Duration::from_secs(30);
+/// clock, before this process takes it over: a little longer than a holder cut off from
+/// the API server may still count itself one ([`RENEW_DEADLINE`] and a last
+/// [`CALL_TIMEOUT`]), so two processes that share a pod never both hold, and shorter than
+/// a stranger waits ([`LEASE_DURATION`]).
+pub const SAME_POD_TAKEOVER: Duration = Duration::from_secs(55);
 /// How soon a failed API call is tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one API call may take before it counts as failed: a hung API server must
 /// not keep the task from noticing its renew deadline (and a holder counts itself one
 /// until at most `RENEW_DEADLINE + CALL_TIMEOUT`, still short of `LEASE_DURATION`).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How far apart two pods' wall clocks may be and the fleet's overuse record still be
+/// read by the writer's own timestamps (see [`OVERUSE_SINCE`]).
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(30);
+/// The annotation of the fleet's overuse record (the Lease `<prefix>-overuse`): when the
+/// fleet began to run more replicas than its limit, on the clock of the replica that last
+/// wrote it (whose `renewTime` is on the same clock, so the difference is the overuse's
+/// age whatever the readers' clocks say).
+pub const OVERUSE_SINCE: &str = "iosetu-license/overuse-since";
+/// The annotation of the fleet's overuse record that says when a waiting replica last got
+/// a slot (on the writer's clock, as [`OVERUSE_SINCE`]).
+pub const SLOT_TAKEN_AT: &str = "iosetu-license/slot-taken-at";
 /// The label every slot Lease carries, whose value is the prefix: the LIST selector.
 pub const SLOT_LABEL: &str = "iosetu-license/slots";
 /// The API verbs used on `leases` (in the pod's namespace): what the Role must grant.
@@ -110,6 +138,7 @@ pub struct InstanceSlots {
     pod_name: Option<String>,
     pod_uid: Option<String>,
     client: Option<kube::Client>,
+    config: Option<kube::Config>,
 }
 
 impl fmt::Debug for InstanceSlots {
@@ -120,6 +149,7 @@ impl fmt::Debug for InstanceSlots {
             .field("pod_name", &self.pod_name)
             .field("pod_uid", &self.pod_uid)
             .field("client", &self.client.as_ref().map(|_| "custom"))
+            .field("cluster_url", &self.config.as_ref().map(|c| &c.cluster_url))
             .finish()
     }
 }
@@ -135,6 +165,7 @@ impl InstanceSlots {
             pod_name: None,
             pod_uid: None,
             client: None,
+            config: None,
         }
     }
 
@@ -162,6 +193,17 @@ impl InstanceSlots {
     /// in-cluster service account (for a custom TLS or proxy setup, and for tests).
     pub fn client(mut self, client: kube::Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// Talk to the API server `config` describes (a kubeconfig context loaded with
+    /// `kube::Config::from_kubeconfig`, say) instead of the in-cluster service account.
+    /// The client is built as for the in-cluster one: TLS with ring as an explicit
+    /// provider, trusting the configuration's CA alone; a proxy, an exec plugin or
+    /// `insecure-skip-tls-verify` is an error (build a client and use
+    /// [`client`](Self::client) for those).
+    pub fn kube_config(mut self, config: kube::Config) -> Self {
+        self.config = Some(config);
         self
     }
 
@@ -247,7 +289,7 @@ pub(crate) fn wire(
     impl Future<Output = ()> + Send + 'static,
 ) {
     let (limit_tx, limit_rx) = watch::channel(None);
-    let (without_tx, without_rx) = watch::channel(false);
+    let (without_tx, without_rx) = watch::channel(SlotWord::default());
     let (release_tx, release_rx) = mpsc::channel(4);
     let identity = slots.identity();
     // A fixed hash of the pod (not of the nonce, nor a random per-process one) so that
@@ -260,6 +302,7 @@ pub(crate) fn wire(
         prefix: slots.prefix,
         namespace: slots.namespace,
         client: slots.client,
+        config: slots.config,
         api: None,
         identity,
         jitter,
@@ -272,6 +315,9 @@ pub(crate) fn wire(
         held: None,
         observed: HashMap::new(),
         settled_without: false,
+        ever_held: false,
+        waiting_since: None,
+        fleet: None,
         failing_since: None,
         standing_ok: true,
         reported: None,
@@ -301,11 +347,67 @@ struct Held {
 /// Why a call did not give an answer to act on.
 struct Fault;
 
+/// The fleet's overuse record (the Lease `<prefix>-overuse`), as this replica observes it.
+struct FleetRecord {
+    lease: Lease,
+    /// When this replica first listed the record (any version).
+    first_seen: Instant,
+    /// Its current version, and when this replica first saw it (on the task's and the
+    /// judge's monotonic clocks).
+    version: String,
+    version_seen: Instant,
+    version_seen_mono: Duration,
+    /// The overuse's age when this replica first saw that version: its `renewTime` minus
+    /// its `overuse-since` (both on the writer's clock), plus the time since the write by
+    /// this replica's clock when the two agree within [`CLOCK_TOLERANCE`].
+    age_at_write: Duration,
+    /// How long before this replica first saw that version a waiting replica last got a
+    /// slot ([`SLOT_TAKEN_AT`], on the writer's clock, as `age_at_write`).
+    taken_ago_at_write: Option<Duration>,
+    /// The writer's `renewTime` was within a lease duration (and the clock tolerance) of
+    /// this replica's wall clock when the version was first seen.
+    recent_by_clocks: bool,
+}
+
+impl FleetRecord {
+    /// Whether the record shows a fleet over its limit now: renewed within a lease
+    /// duration, by this replica's own observation when it has watched the record for
+    /// that long (a version that changed meanwhile, or did not), else by the writer's
+    /// timestamp. A record left behind when the fleet came within its limit again goes
+    /// stale a lease duration after its last renewal.
+    fn live(&self, now: Instant) -> bool {
+        let changed_while_watched = self.version_seen > self.first_seen;
+        if now.saturating_duration_since(self.version_seen) < LEASE_DURATION
+            && changed_while_watched
+        {
+            return true;
+        }
+        now.saturating_duration_since(self.first_seen) < LEASE_DURATION && self.recent_by_clocks
+    }
+
+    /// Whether waiting replicas have been getting slots (within a lease duration and the
+    /// clock tolerance): the fleet is turning over, as in a rollout, and a replica new to
+    /// it may settle.
+    fn turning_over(&self, now: Instant) -> bool {
+        self.taken_ago_at_write.is_some_and(|ago| {
+            ago.saturating_add(now.saturating_duration_since(self.version_seen))
+                < LEASE_DURATION + CLOCK_TOLERANCE
+        })
+    }
+
+    /// The overuse's age now.
+    fn age(&self, now: Instant) -> Duration {
+        self.age_at_write
+            .saturating_add(now.saturating_duration_since(self.version_seen))
+    }
+}
+
 struct SlotTask {
     prefix: String,
     selector: String,
     namespace: Option<String>,
     client: Option<kube::Client>,
+    config: Option<kube::Config>,
     api: Option<Api<Lease>>,
     /// Who this process is, or why it cannot say (then it holds no slot).
     identity: Result<Identity, String>,
@@ -313,7 +415,12 @@ struct SlotTask {
     grace: Duration,
     clock: Arc<dyn Clock>,
     limit: watch::Receiver<Option<u64>>,
-    without: watch::Sender<bool>,
+    without: watch::Sender<SlotWord>,
+    /// Since when this replica has waited without a slot (it keeps the fleet's overuse
+    /// record meanwhile), by this task's clock.
+    waiting_since: Option<Instant>,
+    /// The fleet's overuse record as last listed.
+    fleet: Option<FleetRecord>,
     release: mpsc::Receiver<oneshot::Sender<()>>,
     reporter: Reporter,
     held: Option<Held>,
@@ -321,6 +428,8 @@ struct SlotTask {
     observed: HashMap<String, (String, Instant)>,
     /// The last round completed and found no free slot.
     settled_without: bool,
+    /// It has held a slot since it started.
+    ever_held: bool,
     /// Since when API calls have been failing (none went through since).
     failing_since: Option<Instant>,
     /// When the failures began, this replica held a slot or had not been told it has
@@ -409,8 +518,16 @@ impl SlotTask {
             (Some(_), None, Some(_)) => true,
             (Some(_), None, None) => self.settled_without,
         };
+        let now = Instant::now();
+        let live = self.fleet.as_ref().filter(|f| without && f.live(now));
+        let word = SlotWord {
+            without,
+            ever_held: self.ever_held,
+            fleet_waited: live.map(|f| (f.age_at_write, f.version_seen_mono)),
+            fleet_turning_over: live.is_some_and(|f| f.turning_over(now)),
+        };
         self.without
-            .send_if_modified(|w| std::mem::replace(w, without) != without);
+            .send_if_modified(|w| std::mem::replace(w, word) != word);
     }
 
     /// One round under limit `n`: renew the slot held, or look for one. Returns when the
@@ -454,18 +571,21 @@ impl SlotTask {
             self.fault("identity", None, why);
             return None;
         }
-        let (client, default_ns) = match self.client.clone() {
-            Some(client) => {
-                let ns = client.default_namespace().to_owned();
-                (client, ns)
+        let built = if let Some(client) = self.client.clone() {
+            let ns = client.default_namespace().to_owned();
+            Ok((client, ns))
+        } else if let Some(config) = self.config.clone() {
+            let ns = config.default_namespace.clone();
+            api_client(config).map(|client| (client, ns))
+        } else {
+            in_cluster_client().await
+        };
+        let (client, default_ns) = match built {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.fault("client", None, e);
+                return None;
             }
-            None => match in_cluster_client().await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    self.fault("client", None, e);
-                    return None;
-                }
-            },
         };
         let ns = self.namespace.clone().unwrap_or(default_ns);
         let api = Api::<Lease>::namespaced(client, &ns);
@@ -537,8 +657,15 @@ impl SlotTask {
             }
         };
         let seen = Instant::now();
+        let seen_mono = self.clock.monotonic();
         let mut slots: HashMap<u32, Lease> = HashMap::new();
+        let record_name = overuse_name(&self.prefix);
+        let mut record = None;
         for lease in list.items {
+            if lease.metadata.name.as_deref() == Some(record_name.as_str()) {
+                record = Some(lease);
+                continue;
+            }
             let Some(index) = lease
                 .metadata
                 .name
@@ -567,6 +694,7 @@ impl SlotTask {
         self.observed.retain(|name, _| {
             slot_index(&self.prefix, name).is_some_and(|i| slots.contains_key(&i))
         });
+        self.observe_record(record, seen, seen_mono);
         let mut creates = 0;
         for index in 0..u32::try_from(n).unwrap_or(u32::MAX) {
             let claimed = match slots.get(&index) {
@@ -583,6 +711,12 @@ impl SlotTask {
             match claimed {
                 Ok(true) => {
                     self.went_through();
+                    if self.waiting_since.is_some() {
+                        // A waiter got a slot: the fleet is turning over (a rollout), not
+                        // over its limit; new replicas may settle.
+                        self.keep_record(api, true).await;
+                        self.waiting_since = None;
+                    }
                     return self.next_renewal();
                 }
                 Ok(false) => continue, // another replica was faster
@@ -591,7 +725,133 @@ impl SlotTask {
         }
         self.settled_without = true;
         self.went_through();
+        self.keep_record(api, false).await;
         Instant::now() + ACQUIRE_INTERVAL + self.jitter
+    }
+
+    /// Takes in the fleet's overuse record as listed (or its absence).
+    fn observe_record(&mut self, record: Option<Lease>, seen: Instant, seen_mono: Duration) {
+        let Some(lease) = record else {
+            self.fleet = None;
+            return;
+        };
+        let Some(version) = lease.metadata.resource_version.clone() else {
+            self.fleet = None;
+            return;
+        };
+        if let Some(fleet) = &mut self.fleet
+            && fleet.version == version
+        {
+            return;
+        }
+        let spec = lease.spec.as_ref();
+        let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
+        let stamp = |key: &str| {
+            lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .and_then(|v| v.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        };
+        let since = stamp(OVERUSE_SINCE);
+        let taken = stamp(SLOT_TAKEN_AT);
+        // A record without its timestamps (written by hand, say) counts as just begun.
+        let age_at_write = match (renewed, since) {
+            (Some(renewed), Some(since)) => signed_secs(renewed, since).max(0),
+            _ => 0,
+        };
+        let wall = k8s_openapi::jiff::Timestamp::try_from(self.clock.wall())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let window = (LEASE_DURATION + CLOCK_TOLERANCE).as_secs() as i64;
+        // (A renewal stamped ahead of our clock is recent: a clock set back must not make
+        // the fleet's record look old.)
+        let since_write = renewed.map(|r| signed_secs(wall, r));
+        let recent_by_clocks = since_write.is_some_and(|d| d <= window);
+        // The time between the write and this sight, by the clocks, where they can say
+        // (bounded by the window: a live record was renewed within it); nothing else.
+        let since_write = since_write.filter(|_| recent_by_clocks).unwrap_or(0).max(0);
+        let first_seen = self.fleet.as_ref().map_or(seen, |f| f.first_seen);
+        self.fleet = Some(FleetRecord {
+            lease,
+            first_seen,
+            version,
+            version_seen: seen,
+            version_seen_mono: seen_mono,
+            age_at_write: Duration::from_secs(age_at_write.unsigned_abs())
+                .saturating_add(Duration::from_secs(since_write.unsigned_abs())),
+            taken_ago_at_write: match (renewed, taken) {
+                (Some(renewed), Some(taken)) => Some(Duration::from_secs(
+                    (signed_secs(renewed, taken).max(0) + since_write).unsigned_abs(),
+                )),
+                _ => None,
+            },
+            recent_by_clocks,
+        });
+    }
+
+    /// Keeps the fleet's overuse record while this replica waits without a slot: carries
+    /// on the live one (its times re-stamped on this replica's clock), or starts one.
+    /// `taken`: this replica, which waited, has just got a slot (stamped as the last
+    /// time one did). A write that races another (409) waits for the next round.
+    async fn keep_record(&mut self, api: &Api<Lease>, taken: bool) {
+        let now = Instant::now();
+        let own_since = *self.waiting_since.get_or_insert(now);
+        let own_age = now.saturating_duration_since(own_since);
+        let live = self.fleet.as_ref().filter(|f| f.live(now));
+        let age = live.map_or(own_age, |f| f.age(now).max(own_age));
+        let taken_ago = if taken {
+            Some(Duration::ZERO)
+        } else {
+            live.and_then(|f| {
+                f.taken_ago_at_write
+                    .map(|ago| ago.saturating_add(now.saturating_duration_since(f.version_seen)))
+            })
+        };
+        let wall = self.clock.wall();
+        let since = wall.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+        let mut lease = self.fleet.as_ref().map_or_else(
+            || Lease {
+                metadata: ObjectMeta {
+                    name: Some(overuse_name(&self.prefix)),
+                    labels: Some([(SLOT_LABEL.to_owned(), self.prefix.clone())].into()),
+                    ..ObjectMeta::default()
+                },
+                spec: None,
+            },
+            |f| f.lease.clone(),
+        );
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(OVERUSE_SINCE.to_owned(), micro_time(since).0.to_string());
+        if let Some(ago) = taken_ago {
+            let at = wall.checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH);
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(SLOT_TAKEN_AT.to_owned(), micro_time(at).0.to_string());
+        }
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        spec.holder_identity = self.holder();
+        spec.renew_time = Some(micro_time(wall));
+        spec.lease_duration_seconds = Some(LEASE_DURATION.as_secs() as i32);
+        let answer = if self.fleet.is_some() {
+            let name = overuse_name(&self.prefix);
+            bounded(api.replace(&name, &PostParams::default(), &lease)).await
+        } else {
+            bounded(api.create(&PostParams::default(), &lease)).await
+        };
+        match answer {
+            Ok(written) => {
+                let seen_mono = self.clock.monotonic();
+                self.observe_record(Some(written), Instant::now(), seen_mono);
+            }
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => {}
+            Err(e) => self.fault("overuse", status_of(&e), e.to_string()),
+        }
     }
 
     /// Whether a listed slot may be claimed: released, this pod's own, or unchanged for
@@ -707,6 +967,7 @@ impl SlotTask {
             retry: false,
         });
         self.settled_without = false;
+        self.ever_held = true;
         if new {
             let max_instances = (*self.limit.borrow()).unwrap_or(0);
             self.reporter.emit(LicenseEvent::InstanceSlotAcquired {
@@ -806,6 +1067,16 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// The fleet's overuse record: `<prefix>-overuse` (not a slot name: no `-slot-`).
+fn overuse_name(prefix: &str) -> String {
+    format!("{prefix}-overuse")
+}
+
+/// `a - b` in whole seconds.
+fn signed_secs(a: k8s_openapi::jiff::Timestamp, b: k8s_openapi::jiff::Timestamp) -> i64 {
+    a.as_second().saturating_sub(b.as_second())
+}
+
 /// `<prefix>-slot-<index>`.
 fn slot_name(prefix: &str, index: u32) -> String {
     format!("{prefix}-slot-{index}")
@@ -843,15 +1114,126 @@ async fn in_cluster_client() -> Result<(kube::Client, String), String> {
         Ok(ns) if !ns.trim().is_empty() => ns.trim().to_owned(),
         _ => config.default_namespace.clone(),
     };
-    // rustls panics building a TLS config when the application's dependencies enable
-    // two crypto providers and none is installed; install ours (ring, as kube is built
-    // with) only in that case, as rustls itself would with one provider.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok((api_client(config)?, namespace))
+}
+
+/// kube's client over a connection whose TLS this crate sets up with ring as an explicit
+/// provider. kube's own TLS stack builds its rustls config through the process-wide
+/// default provider, installing one when none is (or panicking when the application
+/// enables two): a library must not change, or depend on, process globals. The
+/// layers are kube's own (base URI, authentication with token refresh, extra headers).
+pub(crate) fn api_client(config: kube::Config) -> Result<kube::Client, String> {
+    use kube::client::ConfigExt;
+
+    if config.proxy_url.is_some() {
+        return Err(unsupported("a proxy"));
     }
-    let client =
-        kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
-    Ok((client, namespace))
+    let tls = tls_config(&config)?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let https = match &config.tls_server_name {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| format!("tls-server-name {name:?}: {e}"))?;
+            https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => https,
+    };
+    let connection =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, kube::client::Body>(https.enable_http1().wrap_connector(http));
+    let auth = config
+        .auth_layer()
+        .map_err(|e| format!("the Kubernetes credentials: {e}"))?;
+    let headers = config
+        .extra_headers_layer()
+        .map_err(|e| format!("the Kubernetes configuration's headers: {e}"))?;
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(auth)
+        .layer(headers)
+        .map_err(BoxError::from)
+        .service(connection);
+    Ok(kube::Client::new(service, config.default_namespace))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn unsupported(what: &str) -> String {
+    format!(
+        "the Kubernetes configuration uses {what}, which the built-in client does not \
+         support: build a kube::Client yourself and give it to InstanceSlots::client"
+    )
+}
+
+/// TLS to the API server: the cluster's CA as the only trust root, ring as the provider,
+/// the kubeconfig's client certificate if it names one.
+fn tls_config(config: &kube::Config) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    if config.accept_invalid_certs {
+        return Err(unsupported("insecure-skip-tls-verify"));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for der in config.root_cert.iter().flatten() {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| format!("the cluster's CA certificate: {e}"))?;
+    }
+    if roots.is_empty() && config.cluster_url.scheme_str() == Some("https") {
+        return Err(unsupported("no certificate authority (system roots)"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    let info = &config.auth_info;
+    let has_identity = info.client_certificate.is_some() || info.client_certificate_data.is_some();
+    if info.exec.is_some() && !has_identity && info.token.is_none() && info.token_file.is_none() {
+        // (An exec plugin may answer with a client certificate, which needs kube's TLS.)
+        return Err(unsupported("an exec credential plugin"));
+    }
+    if !has_identity {
+        return Ok(builder.with_no_client_auth());
+    }
+    let certificate = pem_of(
+        info.client_certificate_data.as_deref(),
+        info.client_certificate.as_deref(),
+        "client certificate",
+    )?;
+    let key_data = info
+        .client_key_data
+        .as_ref()
+        .map(|k| secrecy::ExposeSecret::expose_secret(k).to_owned());
+    let key = pem_of(
+        key_data.as_deref(),
+        info.client_key.as_deref(),
+        "client key",
+    )?;
+    let chain = CertificateDer::pem_slice_iter(&certificate)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the client certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("the client key: {e}"))?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("the client certificate: {e}"))
+}
+
+/// A kubeconfig PEM given inline (base64) or as a file.
+fn pem_of(data: Option<&str>, file: Option<&str>, what: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    match (data, file) {
+        (Some(data), _) => base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| format!("the kubeconfig's {what} data: {e}")),
+        (None, Some(file)) => std::fs::read(file).map_err(|e| format!("the {what} {file}: {e}")),
+        (None, None) => Err(format!("the kubeconfig names no {what}")),
+    }
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ pub use metrics::MetricsService;
 pub use metrics::MetricsSnapshot;
 pub use monitor::{
     DEFAULT_CHECK_INTERVAL, DEFAULT_DRAIN_PERIOD, DEFAULT_FILE_POLL_INTERVAL, DEFAULT_GRACE_PERIOD,
-    LicenseMonitor, LicenseMonitorBuilder, StartError,
+    DEFAULT_INSTANCE_SETTLING, LicenseMonitor, LicenseMonitorBuilder, StartError,
 };
 #[cfg(feature = "otel")]
 pub use otel::OtelGauges;

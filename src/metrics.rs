@@ -55,6 +55,10 @@ pub struct MetricsSnapshot {
     /// The instance slot this replica holds (`iosetu_license_instance_slot`, -1 for
     /// none); see `crate::instances` (feature `kubernetes`).
     pub instance_slot: Option<u32>,
+    /// 1 while this replica, new to the fleet, waits without an instance slot before
+    /// instance-limit grace starts (`iosetu_license_instance_settling`; see
+    /// [`Verdict::instance_settling_until`](crate::Verdict::instance_settling_until)).
+    pub instance_settling: bool,
 }
 
 impl MetricsSnapshot {
@@ -104,6 +108,7 @@ impl MetricsSnapshot {
             // Also after a cut-off: a replica cut off for want of a slot shows the limit.
             instances_max: crate::verdict::instance_limit(&verdict.licenses),
             instance_slot: stats.instance_slot(),
+            instance_settling: verdict.instance_settling_until.is_some(),
         }
     }
 }
@@ -277,6 +282,14 @@ mod prometheus {
                 "The instance slot this replica holds (-1: none)",
                 None,
                 m.instance_slot.map_or(-1.0, f64::from),
+            )?;
+            gauge(
+                &mut encoder,
+                "iosetu_license_instance_settling",
+                "1 while this replica, new to the fleet, waits for an instance slot before \
+                 instance-limit grace",
+                None,
+                if m.instance_settling { 1.0 } else { 0.0 },
             )?;
 
             let mut checks = encoder.encode_descriptor(

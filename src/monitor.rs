@@ -25,6 +25,9 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 /// Default drain period: how long responses admitted before a cut-off keep running.
 pub const DEFAULT_DRAIN_PERIOD: Duration = Duration::from_secs(60);
+/// Default instance settling: how long a replica new to the fleet waits for an instance
+/// slot, quietly, before instance-limit grace starts (two lease durations).
+pub const DEFAULT_INSTANCE_SETTLING: Duration = Duration::from_secs(120);
 /// Default interval between polls of a license file (a backstop for the watch).
 pub const DEFAULT_FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How many events a subscriber may fall behind before it starts losing the oldest.
@@ -119,6 +122,38 @@ impl LicenseMonitor {
         }
     }
 
+    /// A future that completes at SIGTERM (what Kubernetes sends a pod it stops) or
+    /// Ctrl-C, once this replica has given its instance slot back
+    /// ([`shutdown`](Self::shutdown)): hand it to
+    /// `axum::serve(..).with_graceful_shutdown(..)` (or tonic's
+    /// `serve_with_incoming_shutdown`), so that a rollout's new pod gets the slot while
+    /// this one finishes its requests, instead of waiting out the Lease (see the README's
+    /// rollout recipe). The signals are registered when it is first polled; without
+    /// instance slots it only waits for the signal.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let monitor = self.clone();
+        async move {
+            #[cfg(unix)]
+            let terminate = async {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        term.recv().await;
+                    }
+                    // (Only when the process cannot install a handler: Ctrl-C still works.)
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let terminate = std::future::pending::<()>();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminate => {}
+            }
+            monitor.shutdown().await;
+        }
+    }
+
     /// The paths that pass the gate whatever the verdict (exact match).
     pub fn exempt_paths(&self) -> &[String] {
         self.shared.exempt_paths()
@@ -176,6 +211,7 @@ pub struct LicenseMonitorBuilder {
     pub(crate) event_hook: Option<crate::otel::EventHook>,
     #[cfg(feature = "kubernetes")]
     instance_slots: Option<crate::instances::InstanceSlots>,
+    instance_settling: Duration,
 }
 
 impl LicenseMonitorBuilder {
@@ -201,6 +237,7 @@ impl LicenseMonitorBuilder {
             event_hook: None,
             #[cfg(feature = "kubernetes")]
             instance_slots: None,
+            instance_settling: DEFAULT_INSTANCE_SETTLING,
         }
     }
 
@@ -211,6 +248,19 @@ impl LicenseMonitorBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
     pub fn instance_slots(mut self, slots: crate::instances::InstanceSlots) -> Self {
         self.instance_slots = Some(slots);
+        self
+    }
+
+    /// How long a replica new to the fleet may wait for an instance slot, admitted and
+    /// quiet (`/health` healthy, no error event), before instance-limit grace starts
+    /// (default 120 s, two lease durations). A rollout's surge pod waits here until an
+    /// old pod gives its slot back at shutdown. It is the vendor's to set, in code: no
+    /// environment variable or file changes it. A replica that lost a slot it held, or
+    /// that joins a fleet the cluster records as over its limit, does not settle.
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    pub fn instance_settling(mut self, settling: Duration) -> Self {
+        self.instance_settling = settling;
         self
     }
 
@@ -446,6 +496,7 @@ impl LicenseMonitorBuilder {
             drain_period: self.drain_period,
             check_interval: self.check_interval,
             fail_closed: self.fail_closed,
+            instance_settling: self.instance_settling,
             triggers,
             file_poll_interval,
             state_path: self.state_file,

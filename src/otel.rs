@@ -93,6 +93,7 @@ pub struct OtelGauges {
     _limit: ObservableGauge<u64>,
     _instances_max: ObservableGauge<u64>,
     _instance_slot: ObservableGauge<i64>,
+    _instance_settling: ObservableGauge<u64>,
 }
 
 impl LicenseMonitor {
@@ -105,8 +106,8 @@ impl LicenseMonitor {
     /// `iosetu.license.check_failing{reason}` (one point per reason code, from the first
     /// collection), `iosetu.license.feature{feature}` (1 per feature in force),
     /// `iosetu.license.feature_ends{feature}` (unit `s`), `iosetu.license.limit{name}`,
-    /// `iosetu.license.instances_max` (0: no limit) and `iosetu.license.instance_slot`
-    /// (-1: none).
+    /// `iosetu.license.instances_max` (0: no limit), `iosetu.license.instance_slot`
+    /// (-1: none) and `iosetu.license.instance_settling`.
     /// The callbacks hold the monitor weakly.
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
@@ -130,6 +131,7 @@ impl LicenseMonitor {
         let expiry = read(|m| m.expiry_timestamp_seconds);
         let grace = read(|m| Some(m.grace_remaining_seconds));
         let manipulated = flag(|m| m.clock_manipulated);
+        let settling = flag(|m| m.instance_settling);
         let snapshot = || {
             let weak: WeakView = self.view().downgrade();
             move || weak.upgrade().map(|view| MetricsSnapshot::read(&view))
@@ -254,6 +256,15 @@ impl LicenseMonitor {
                         o.observe(m.instance_slot.map_or(-1, i64::from), &[]);
                     }
                 })
+                .build(),
+            _instance_settling: meter
+                .u64_observable_gauge("iosetu.license.instance_settling")
+                .with_description(
+                    "1 while this replica, new to the fleet, waits for an instance slot \
+                     before instance-limit grace",
+                )
+                .with_unit("1")
+                .with_callback(move |o| settling().into_iter().for_each(|v| o.observe(v, &[])))
                 .build(),
         }
     }

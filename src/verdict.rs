@@ -147,6 +147,11 @@ pub struct Verdict {
     pub band: Option<ExpiryBand>,
     /// The trusted time this verdict was reached at.
     pub evaluated_at: SystemTime,
+    /// While a replica new to the fleet waits for an instance slot without one (see
+    /// `instances`, feature `kubernetes`): when its quiet settling ends and
+    /// instance-limit grace starts, unless it gets a slot first. Admitted meanwhile, with
+    /// `/health` healthy and no error event; `None` otherwise.
+    pub instance_settling_until: Option<SystemTime>,
     /// The clock's monotonic reading when the verdict was reached, so that readers (the
     /// metrics) can tell trusted time since then without the wall clock.
     pub(crate) evaluated_mono: Duration,
@@ -543,6 +548,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                     band: None,
                     evaluated_at,
                     evaluated_mono: Duration::ZERO,
+                    instance_settling_until: None,
                 },
                 grace_anchor: None,
                 next_change,
@@ -572,6 +578,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                 band: ExpiryBand::for_remaining(remaining),
                 evaluated_at,
                 evaluated_mono: Duration::ZERO,
+                instance_settling_until: None,
             },
             grace_anchor: None,
             next_change: Some(next_change),
@@ -664,6 +671,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             band: None,
             evaluated_at,
             evaluated_mono: Duration::ZERO,
+            instance_settling_until: None,
         },
         grace_anchor: anchor,
         next_change,

@@ -52,6 +52,40 @@ pub(crate) struct JudgeConfig {
     pub(crate) source: String,
     /// Whether a state file is kept (then [`Judge::poll_persist`] says what to write).
     pub(crate) state_file: bool,
+    /// How long a replica that has not yet held an instance slot waits, quietly, before
+    /// instance-limit grace starts (see [`SlotWord`]).
+    pub(crate) instance_settling: Duration,
+}
+
+/// The instance-slot task's word (see `crate::instances`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SlotWord {
+    /// This replica holds no slot while a limit is in force.
+    pub(crate) without: bool,
+    /// It has held one since it started: losing it starts grace at once, with no
+    /// settling (a replica new to the fleet settles first: a rollout's surge pod).
+    pub(crate) ever_held: bool,
+    /// How long the fleet had run more replicas than slots (some replica has waited
+    /// without one ever since), by a live overuse record in the cluster, as of a reading
+    /// of the judge's monotonic clock: `(age, at)`. Settling is counted from the fleet's
+    /// first waiter, so that restarting or replacing pods buys no time. (An age, not an
+    /// instant: the overuse may have begun before this process's clock started.)
+    pub(crate) fleet_waited: Option<(Duration, Duration)>,
+    /// Waiting replicas have been getting slots (within a lease duration): the fleet is
+    /// turning over, as in a rollout, and a replica new to it settles on its own clock.
+    pub(crate) fleet_turning_over: bool,
+}
+
+impl From<bool> for SlotWord {
+    /// The word of a replica that held a slot: `without` it now, or not.
+    fn from(without: bool) -> Self {
+        SlotWord {
+            without,
+            ever_held: true,
+            fleet_waited: None,
+            fleet_turning_over: false,
+        }
+    }
 }
 
 /// One read of the source.
@@ -136,6 +170,10 @@ pub(crate) struct Judge {
     feature_drains: BTreeMap<String, Duration>,
     /// Since when (trusted seconds) this replica has held no instance slot.
     without_slot_since: Option<i64>,
+    /// Until when (trusted seconds) a replica new to the fleet settles without a slot.
+    settling_until: Option<i64>,
+    /// Where instance-limit grace runs from (trusted seconds), once settled.
+    instance_anchor: Option<i64>,
     /// What was last written to the state file, and when.
     persisted: Option<PersistedState>,
     persisted_at: Duration,
@@ -174,6 +212,8 @@ impl Judge {
             drained: false,
             feature_drains: BTreeMap::new(),
             without_slot_since: None,
+            settling_until: None,
+            instance_anchor: None,
             persisted: None,
             persisted_at: first.mono,
             events: VecDeque::new(),
@@ -256,8 +296,9 @@ impl Judge {
         &mut self,
         reading: Reading,
         observation: Observation,
-        without_slot: bool,
+        slot: impl Into<SlotWord>,
     ) -> Arc<Verdict> {
+        let slot = slot.into();
         self.mono = reading.mono;
         if let Some(anomaly) = self.time.sample(reading) {
             self.on_clock_anomaly(anomaly);
@@ -319,11 +360,7 @@ impl Judge {
         {
             self.manipulated_at = None;
         }
-        self.without_slot_since = match (without_slot, self.without_slot_since) {
-            (true, Some(since)) => Some(since.min(now)),
-            (true, None) => Some(now),
-            (false, _) => None,
-        };
+        self.judge_slot(slot, now);
         let licenses: Vec<Arc<Claims>> = self.set.iter().map(|m| Arc::clone(&m.claims)).collect();
         let mut evaluation = evaluate(&self.input(&licenses, now));
         if evaluation.verdict.state == LicenseState::GraceExpired && self.time.provisional() {
@@ -378,8 +415,56 @@ impl Judge {
         self.ever_valid |= evaluation.verdict.is_valid();
         let mut verdict = evaluation.verdict.clone();
         verdict.evaluated_mono = self.time.last_mono();
+        verdict.instance_settling_until = self
+            .settling_until
+            .filter(|_| verdict.admits())
+            .map(crate::clock::from_unix_seconds);
         self.last = Some(evaluation);
         Arc::new(verdict)
+    }
+
+    /// Where instance-limit grace runs from. A replica without a slot that never held
+    /// one first settles: admitted, quiet, for `instance_settling` (a rollout's surge pod
+    /// gets its slot when an old pod goes); grace then runs from the end of settling. One
+    /// that lost its slot starts grace at once. A live record of the fleet's overuse
+    /// counts settling from when the fleet's first waiter began (unless waiters have been
+    /// getting slots, as in a rollout) and grace from the end of that, so a restarted or
+    /// replaced pod buys nothing.
+    fn judge_slot(&mut self, slot: SlotWord, now: i64) {
+        if !slot.without {
+            self.without_slot_since = None;
+            self.settling_until = None;
+            self.instance_anchor = None;
+            return;
+        }
+        let since = self.without_slot_since.map_or(now, |s| s.min(now));
+        self.without_slot_since = Some(since);
+        let fleet = slot.fleet_waited.map(|(age, at)| {
+            let ago = self.mono.saturating_sub(at).saturating_add(age).as_secs();
+            now.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))
+        });
+        let settle = i64::try_from(self.config.instance_settling.as_secs()).unwrap_or(i64::MAX);
+        // The fleet gets one settling, counted from its first waiter, unless waiters have
+        // been getting slots (a rollout): then each new replica settles on its own.
+        let fleet_end = fleet.map(|f| f.saturating_add(settle));
+        let own_end = since.saturating_add(settle);
+        let window_end = match fleet_end {
+            Some(end) if !slot.fleet_turning_over => end.min(own_end),
+            _ => own_end,
+        };
+        // Settling is had once per episode: a settled replica that later sees no record
+        // does not settle again.
+        if !slot.ever_held && self.instance_anchor.is_none() && now < window_end {
+            self.settling_until = Some(window_end);
+            return;
+        }
+        let own = match self.settling_until.take() {
+            Some(until) => until.min(now),
+            None if slot.ever_held => since,
+            None => window_end.min(now),
+        };
+        let anchor = self.instance_anchor.map_or(own, |a| a.min(own));
+        self.instance_anchor = Some(fleet_end.map_or(anchor, |f| f.min(anchor)));
     }
 
     /// A feature that goes while the service stays licensed gets the drain period for
@@ -505,7 +590,15 @@ impl Judge {
             .copied()
             .filter(|ends| *ends > self.mono)
             .min();
-        change.into_iter().chain(drain).chain(features).min()
+        let settled = self
+            .settling_until
+            .map(|at| self.mono.saturating_add(self.time.until(at)));
+        change
+            .into_iter()
+            .chain(drain)
+            .chain(features)
+            .chain(settled)
+            .min()
     }
 
     // ---- the rules ----
@@ -525,7 +618,7 @@ impl Judge {
             manipulated_at: self.manipulated_at,
             grace_period: self.grace_secs(),
             no_grace: self.config.fail_closed && !self.ever_valid,
-            without_slot_since: self.without_slot_since,
+            without_slot_since: self.instance_anchor,
         }
     }
 
@@ -860,6 +953,7 @@ mod tests {
             fail_closed: false,
             built_at: None,
             source: "file:/test/license.key".into(),
+            instance_settling: Duration::from_secs(120),
             state_file: true,
         }
     }
@@ -1047,6 +1141,138 @@ mod tests {
             judge
                 .handle_check(at(20 + HOUR), Observation::Transition, false)
                 .is_valid()
+        );
+    }
+
+    /// A replica new to the fleet, without a slot.
+    fn new_without(fleet_waited: Option<(Duration, Duration)>) -> SlotWord {
+        SlotWord {
+            without: true,
+            ever_held: false,
+            fleet_waited,
+            fleet_turning_over: false,
+        }
+    }
+
+    #[test]
+    fn a_replica_new_to_the_fleet_settles_quietly_before_instance_grace() {
+        let mut limited = license(400 * 24 * HOUR);
+        limited.max_instances = Some(1);
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(&[limited]), SlotWord::default());
+        while judge.poll_event().is_some() {}
+        // Without a slot from 10 s: valid, settling until 130 s, and a wake then.
+        let v = judge.handle_check(at(10), Observation::Transition, new_without(None));
+        assert!(v.is_valid());
+        assert_eq!(v.instance_settling_until, Some(from_unix_seconds(T0 + 130)));
+        assert_eq!(judge.decision_timeout(), Some(Duration::from_secs(130)));
+        assert!(judge.poll_event().is_none(), "settling is quiet");
+        let v = judge.handle_check(at(129), Observation::Transition, new_without(None));
+        assert!(v.is_valid());
+        // Settled: grace from the end of settling, with its events.
+        let v = judge.handle_check(at(130), Observation::Transition, new_without(None));
+        assert_eq!(v.reason, Some(crate::GraceReason::InstanceLimit));
+        assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0 + 130)));
+        assert_eq!(v.instance_settling_until, None);
+        let mut names = Vec::new();
+        while let Some(e) = judge.poll_event() {
+            names.push(e.name());
+        }
+        assert!(names.contains(&"license.grace_mode_entered"), "{names:?}");
+        // Settling is had once: a slot, then none again, starts grace at once.
+        judge.handle_check(at(200), Observation::Transition, SlotWord::default());
+        let lost = SlotWord {
+            without: true,
+            ever_held: true,
+            fleet_waited: None,
+            fleet_turning_over: false,
+        };
+        let v = judge.handle_check(at(210), Observation::Transition, lost);
+        assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0 + 210)));
+    }
+
+    #[test]
+    fn a_surge_replica_that_gets_a_slot_while_settling_never_enters_grace() {
+        let mut limited = license(400 * 24 * HOUR);
+        limited.max_instances = Some(1);
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(&[limited]), new_without(None));
+        for s in (10..100).step_by(10) {
+            assert!(
+                judge
+                    .handle_check(at(s), Observation::Transition, new_without(None))
+                    .is_valid()
+            );
+        }
+        let held = SlotWord {
+            without: false,
+            ever_held: true,
+            fleet_waited: None,
+            fleet_turning_over: false,
+        };
+        let v = judge.handle_check(at(100), Observation::Transition, held);
+        assert!(v.is_valid() && v.instance_settling_until.is_none());
+        while let Some(e) = judge.poll_event() {
+            assert!(
+                e.level() != tracing::Level::ERROR,
+                "an error event in a rollout: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fleets_overuse_record_anchors_grace_and_ends_settling() {
+        let mut limited = license(400 * 24 * HOUR);
+        limited.max_instances = Some(1);
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(&[limited]), SlotWord::default());
+        let v = judge.handle_check(at(1000), Observation::Transition, new_without(None));
+        assert!(v.instance_settling_until.is_some());
+        // The cluster records the fleet as over its limit since the judge's monotonic
+        // clock read 0 (at T0), with no waiter getting a slot since: the fleet's settling
+        // ended at T0 + 120, and grace runs from then.
+        let record = new_without(Some((Duration::ZERO, Duration::ZERO)));
+        let v = judge.handle_check(at(1010), Observation::Transition, record);
+        assert_eq!(v.reason, Some(crate::GraceReason::InstanceLimit));
+        assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0 + 120)));
+        // A grace period (an hour) after that: cut off, though this replica is only
+        // minutes old.
+        assert!(
+            judge
+                .handle_check(at(HOUR + 119), Observation::Transition, record)
+                .admits()
+        );
+        assert!(
+            !judge
+                .handle_check(at(HOUR + 120), Observation::Transition, record)
+                .admits()
+        );
+        // The record gone stale does not give the time back.
+        assert!(
+            !judge
+                .handle_check(at(HOUR + 200), Observation::Transition, new_without(None))
+                .admits()
+        );
+    }
+
+    #[test]
+    fn in_a_fleet_that_is_turning_over_a_new_replica_settles_on_its_own_clock() {
+        let mut limited = license(400 * 24 * HOUR);
+        limited.max_instances = Some(1);
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), full(&[limited]), SlotWord::default());
+        // A rollout that began at T0: waiters have been getting slots.
+        let rollout = SlotWord {
+            without: true,
+            ever_held: false,
+            fleet_waited: Some((Duration::ZERO, Duration::ZERO)),
+            fleet_turning_over: true,
+        };
+        let v = judge.handle_check(at(1000), Observation::Transition, rollout);
+        assert!(v.is_valid());
+        assert_eq!(
+            v.instance_settling_until,
+            Some(from_unix_seconds(T0 + 1120))
         );
     }
 

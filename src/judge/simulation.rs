@@ -332,6 +332,7 @@ fn config(with_state: bool) -> JudgeConfig {
         fail_closed: false,
         built_at: None,
         source: "file:/sim/license.key".into(),
+        instance_settling: Duration::from_secs(120),
         state_file: with_state,
     }
 }

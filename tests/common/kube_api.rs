@@ -417,9 +417,19 @@ impl Door {
 
     /// Serves this door over HTTP on 127.0.0.1 (port 0); returns its URL.
     pub async fn listen(&self) -> String {
+        self.serve(None).await
+    }
+
+    /// The same over TLS with `tls` (an `https://` base URL for a client).
+    pub async fn listen_tls(&self, tls: tokio_rustls::TlsAcceptor) -> String {
+        self.serve(Some(tls)).await
+    }
+
+    async fn serve(&self, tls: Option<tokio_rustls::TlsAcceptor>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let door = self.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -430,6 +440,7 @@ impl Door {
                     continue;
                 }
                 let door = door.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -453,13 +464,24 @@ impl Door {
                                 answer.ok_or_else(|| std::io::Error::other("connection dropped"))
                             }
                         });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                    }
                 });
             }
         });
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 
