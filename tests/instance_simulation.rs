@@ -273,6 +273,22 @@ impl Fleet {
     }
 }
 
+/// A runtime for one case: one thread, paused time.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// A license for `n` instances, valid for the whole run.
+fn limited(n: u64) -> Claims {
+    let mut claims = Claims::new("Acme Corp", T0 + 90 * DAY);
+    claims.max_instances = Some(n);
+    claims
+}
+
 fn simulate(
     n: u64,
     replicas: usize,
@@ -280,14 +296,8 @@ fn simulate(
     shared: Vec<bool>,
     actions: Vec<(Action, u64)>,
 ) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut claims = Claims::new("Acme Corp", T0 + 90 * DAY);
-        claims.max_instances = Some(n);
+    paused_runtime().block_on(async move {
+        let claims = limited(n);
         let api = ApiServer::new();
         let mut fleet = Fleet {
             token: signer().sign(&claims),
@@ -449,14 +459,8 @@ fn rollout(
     skews: Vec<i64>,
     waits: Vec<(u64, u64)>,
 ) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut claims = Claims::new("Acme Corp", T0 + 90 * DAY);
-        claims.max_instances = Some(n);
+    paused_runtime().block_on(async move {
+        let claims = limited(n);
         let token = signer().sign(&claims);
         let api = ApiServer::new();
         let log = format!("limit {n}, {replicas} replicas, surge {surge}, waits {waits:?}");
@@ -549,14 +553,8 @@ fn overuse(
     skews: Vec<i64>,
     restarts: Vec<(usize, Restart, bool, u64, u64)>,
 ) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut claims = Claims::new("Acme Corp", T0 + 90 * DAY);
-        claims.max_instances = Some(n);
+    paused_runtime().block_on(async move {
+        let claims = limited(n);
         let token = signer().sign(&claims);
         let api = ApiServer::new();
         let replicas = n as usize + k;

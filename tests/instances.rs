@@ -656,6 +656,16 @@ async fn a_lease_deleted_by_hand_is_created_again_by_its_holder() {
 
 // ---- holder identities ----
 
+/// The operation and error of the first `license.instance_check_failed` in `seen`.
+fn check_failed(seen: &[LicenseEvent]) -> (&'static str, &str) {
+    match find(seen, "license.instance_check_failed") {
+        LicenseEvent::InstanceCheckFailed {
+            operation, error, ..
+        } => (*operation, error.as_str()),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A replica in paused time with the given slot settings (its client through `door`).
 async fn replica_with(
     door: &Door,
@@ -763,15 +773,9 @@ async fn without_a_pod_uid_a_replica_says_so_and_holds_no_slot() {
         "no Lease written under a shared identity"
     );
     let seen = drain(&mut events);
-    match find(&seen, "license.instance_check_failed") {
-        LicenseEvent::InstanceCheckFailed {
-            operation, error, ..
-        } => {
-            assert_eq!(*operation, "identity");
-            assert!(error.contains("POD_UID"), "{error}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (operation, error) = check_failed(&seen);
+    assert_eq!(operation, "identity");
+    assert!(error.contains("POD_UID"), "{error}");
     assert_eq!(a.verdict().reason, Some(GraceReason::InstanceLimit));
 }
 
@@ -851,17 +855,50 @@ async fn a_kubeconfig_the_built_in_client_cannot_honour_is_a_clear_error() {
         names(&seen).contains(&"license.instance_check_failed")
     })
     .await;
-    match find(&seen, "license.instance_check_failed") {
-        LicenseEvent::InstanceCheckFailed {
-            operation, error, ..
-        } => {
-            assert_eq!(*operation, "client");
-            assert!(error.contains("insecure-skip-tls-verify"), "{error}");
-            assert!(error.contains("InstanceSlots::client"), "{error}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (operation, error) = check_failed(&seen);
+    assert_eq!(operation, "client");
+    assert!(error.contains("insecure-skip-tls-verify"), "{error}");
+    assert!(error.contains("InstanceSlots::client"), "{error}");
     assert_eq!(api.load(), (0, 0));
     // The replica keeps serving while it cannot count (an API fault is no breach).
     assert!(a.verdict().admits());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_extra_pod_joins_the_fleets_grace_instead_of_starting_its_own() {
+    let api = ApiServer::new();
+    let clock = TestClock::new(t0());
+    let hour = Duration::from_secs(3600);
+    let (a, _) = replica(&api.door(), "a", &clock, 1, hour).await;
+    tick(1).await;
+    assert_eq!(a.instance_slot(), Some(0));
+    // b is the extra replica: it settles for 120 s, then its grace runs.
+    let b_door = api.door();
+    let (b, _) = replica(&b_door, "b", &clock, 1, hour).await;
+    tick(600).await;
+    let first = b.verdict();
+    assert_eq!(first.reason, Some(GraceReason::InstanceLimit));
+    let started = secs(first.grace_started_at.unwrap());
+    assert!((T0 + 115..=T0 + 125).contains(&started), "{started}");
+    // A CronJob deletes b; its ReplicaSet makes a new pod c a few seconds later.
+    b.shutdown().await;
+    drop(b);
+    tick(5).await;
+    let (c, mut events) = replica(&api.door(), "c", &clock, 1, hour).await;
+    tick(15).await;
+    // c is not new to an overused fleet: no settling, and the fleet's grace, not its own.
+    let verdict = c.verdict();
+    assert_eq!(verdict.reason, Some(GraceReason::InstanceLimit));
+    assert_eq!(verdict.instance_settling_until, None);
+    let joined = secs(verdict.grace_started_at.unwrap());
+    assert!(
+        (started - 5..=started + 15).contains(&joined),
+        "c's grace starts at {joined}, b's at {started}"
+    );
+    assert!(names(&drain(&mut events)).contains(&"license.grace_mode_entered"));
+    // And it ends with the fleet's grace: an hour after b's began, c is cut off.
+    tokio::time::sleep(Duration::from_secs((started + HOUR - T0) as u64 - 621)).await;
+    tick(20).await;
+    assert!(!c.verdict().admits(), "{:?}", c.verdict());
+    assert!(a.verdict().is_valid());
 }

@@ -1181,13 +1181,8 @@ mod tests {
         assert!(names.contains(&"license.grace_mode_entered"), "{names:?}");
         // Settling is had once: a slot, then none again, starts grace at once.
         judge.handle_check(at(200), Observation::Transition, SlotWord::default());
-        let lost = SlotWord {
-            without: true,
-            ever_held: true,
-            fleet_waited: None,
-            fleet_turning_over: false,
-        };
-        let v = judge.handle_check(at(210), Observation::Transition, lost);
+        // (The word of a replica that held a slot and lost it.)
+        let v = judge.handle_check(at(210), Observation::Transition, true);
         assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0 + 210)));
     }
 
@@ -1204,13 +1199,8 @@ mod tests {
                     .is_valid()
             );
         }
-        let held = SlotWord {
-            without: false,
-            ever_held: true,
-            fleet_waited: None,
-            fleet_turning_over: false,
-        };
-        let v = judge.handle_check(at(100), Observation::Transition, held);
+        // (The word of a replica that holds a slot.)
+        let v = judge.handle_check(at(100), Observation::Transition, false);
         assert!(v.is_valid() && v.instance_settling_until.is_none());
         while let Some(e) = judge.poll_event() {
             assert!(
