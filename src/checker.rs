@@ -14,12 +14,12 @@ use tokio::time::Instant;
 use crate::Clock;
 use crate::clock::{Reading, escape_control};
 use crate::event::Reporter;
-use crate::judge::{Judge, JudgeConfig, Line, Observation, Read, SlotWord};
+use crate::judge::{Judge, JudgeConfig, Line, NoticeLine, Observation, Read, SlotWord};
 use crate::reload::{MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
 use crate::shared::{Command, Shared, Stats};
 use crate::source::{self, LicenseSource};
 use crate::state::{PersistedState, StateProblem};
-use crate::token::{LicenseError, LicenseVerifier, fingerprint};
+use crate::token::{self, LicenseError, LicenseVerifier, fingerprint};
 use crate::verdict::Verdict;
 /// How long a read or write of a file may take before it counts as hung (a dead network
 /// or FUSE mount): the checker goes on, and the last good license stays.
@@ -126,7 +126,7 @@ pub(crate) struct Checker {
     /// The last read of the source, to tell a changed file from an unchanged one.
     last_read: Option<Result<String, LicenseError>>,
     /// The last text verified and its lines: an unchanged source is not verified again.
-    verified: Option<(String, Vec<Line>)>,
+    verified: Option<(String, Vec<Line>, Vec<NoticeLine>)>,
     verifier: LicenseVerifier,
     source: LicenseSource,
     clock: Arc<dyn Clock>,
@@ -308,28 +308,39 @@ impl Checker {
             Ok(text) => text,
             Err(error) => return Read::Failed(error),
         };
-        if let Some((last, lines)) = &self.verified
+        if let Some((last, lines, notices)) = &self.verified
             && *last == text
         {
-            return Read::Lines(lines.clone());
+            return Read::Lines(lines.clone(), notices.clone());
         }
         let tokens = match source::tokens(&text) {
             Ok(tokens) => tokens,
             Err(error) => return Read::Failed(error),
         };
-        let lines: Vec<Line> = tokens
-            .into_iter()
-            .map(|(line, token)| Line {
-                line,
-                print: fingerprint(token),
-                verified: self
-                    .verifier
-                    .verify_token(token)
-                    .map(|v| Arc::new(v.claims)),
-            })
-            .collect();
-        self.verified = Some((text, lines.clone()));
-        Read::Lines(lines)
+        let mut lines = Vec::new();
+        let mut notices = Vec::new();
+        for (line, token) in tokens {
+            let print = fingerprint(token);
+            // The header routes a line; verification checks the type again, signed.
+            if token::is_notice(token) {
+                notices.push(NoticeLine {
+                    line,
+                    print,
+                    verified: self.verifier.verify_notice(token).map(Arc::new),
+                });
+            } else {
+                lines.push(Line {
+                    line,
+                    print,
+                    verified: self
+                        .verifier
+                        .verify_token(token)
+                        .map(|v| Arc::new(v.claims)),
+                });
+            }
+        }
+        self.verified = Some((text, lines.clone(), notices.clone()));
+        Read::Lines(lines, notices)
     }
 
     /// One wake: sample the clocks, hand the judge what was read (`full`: a full check,
@@ -400,13 +411,14 @@ impl Checker {
         let (Some(path), Some(state)) = (self.state_path.clone(), self.judge.poll_persist()) else {
             return;
         };
+        let written = state.clone();
         let shown = escape_control(&path.display().to_string()).into_owned();
         match off_thread(&mut self.hung_state, IO_DEADLINE, move || {
             state.store(&path)
         })
         .await
         {
-            Ok(Ok(())) => self.judge.handle_persisted(state),
+            Ok(Ok(())) => self.judge.handle_persisted(written),
             Ok(Err(e)) => tracing::warn!(target: crate::event::TARGET, path = %shown,
                 error = %escape_control(&e.to_string()), "cannot write the license state file"),
             Err(_) => tracing::warn!(target: crate::event::TARGET, path = %shown,

@@ -25,6 +25,9 @@
 //! | `license.instance_slot_acquired` | INFO | this replica took an instance slot (a Kubernetes Lease) |
 //! | `license.instance_slot_lost` | WARN | this replica no longer holds its slot (`reason` says why) |
 //! | `license.instance_check_failed` | WARN | a Kubernetes API call for the slots failed (the same failure at most once a minute) |
+//! | `license.revoked` | WARN | a vendor notice revoked a license of the source, or a license superseded one (INFO when no license of the source has that `jti`) |
+//! | `license.clock_attested` | INFO | a vendor notice attested real time: trusted time re-based, clock-manipulation grace ended |
+//! | `license.notice_rejected` | WARN | a vendor notice was refused (`reason`: `stale_seq`, `customer_mismatch`, `expired`, or why it did not verify; the same notice at most once per check interval) |
 
 use std::time::SystemTime;
 
@@ -219,6 +222,45 @@ pub enum LicenseEvent {
         /// What went wrong.
         error: String,
     },
+    /// A vendor notice revoked a license (`revoke`), or a license superseded one
+    /// (`supersedes`): from `revoked_at` on it counts as expired, with reason `revoked`.
+    Revoked {
+        /// The revoked license's `jti`.
+        jti: String,
+        /// From when.
+        revoked_at: SystemTime,
+        /// The notice's `seq`; `None` when a superseding license revoked it.
+        seq: Option<u64>,
+        /// Whether the revoked license is among the source's licenses.
+        in_set: bool,
+    },
+    /// A vendor notice attested real time: trusted time re-based there, and grace for a
+    /// clock judged set back ended.
+    ClockAttested {
+        /// The notice's `seq`.
+        seq: u64,
+        /// The real time it attests.
+        attested_time: SystemTime,
+        /// The wall clock minus the attested time, in seconds, when it was accepted.
+        wall_offset_seconds: i64,
+        /// How far trusted time moved (negative: back, the usual case).
+        trusted_time_moved_seconds: i64,
+        /// Whether it ended grace for clock manipulation.
+        cleared_manipulation: bool,
+    },
+    /// A vendor notice was refused: it did not verify, is for another customer, is
+    /// older than the highest accepted (`stale_seq`), or attests time past its `exp`.
+    /// The same notice at most once per check interval.
+    NoticeRejected {
+        /// Why (`reason` is its code).
+        error: LicenseError,
+        /// Its line in the source.
+        line: usize,
+        /// A short hash of the token.
+        fingerprint: String,
+        /// Its `seq`, if it verified.
+        seq: Option<u64>,
+    },
 }
 
 /// Changed limits as one attribute: `seats:10->25,nodes:->3` (empty side: not set).
@@ -251,6 +293,9 @@ pub enum DriftKind {
     /// The wall clock reads more than 5 minutes before the license's signed `iat`
     /// (`behind_issue_time`).
     BehindIssueTime,
+    /// The wall clock reads more than 5 s before a time a vendor notice attested
+    /// (`behind_attested_time`).
+    BehindAttestedTime,
 }
 
 impl DriftKind {
@@ -261,6 +306,7 @@ impl DriftKind {
             DriftKind::ClockCorrected => "clock_corrected",
             DriftKind::BehindBuildTime => "behind_build_time",
             DriftKind::BehindIssueTime => "behind_issue_time",
+            DriftKind::BehindAttestedTime => "behind_attested_time",
         }
     }
 }
@@ -305,7 +351,7 @@ pub enum AttributeValue {
 impl LicenseEvent {
     /// Every dotted event [`name`](LicenseEvent::name), for exporters that publish a
     /// series per event from the start.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 21] = [
         "license.expiring_30d",
         "license.expiring_7d",
         "license.expiring_24h",
@@ -324,6 +370,9 @@ impl LicenseEvent {
         "license.instance_slot_acquired",
         "license.instance_slot_lost",
         "license.instance_check_failed",
+        "license.revoked",
+        "license.clock_attested",
+        "license.notice_rejected",
     ];
 
     /// The dotted event name, e.g. `license.grace_mode_entered`.
@@ -349,6 +398,9 @@ impl LicenseEvent {
             LicenseEvent::InstanceSlotAcquired { .. } => "license.instance_slot_acquired",
             LicenseEvent::InstanceSlotLost { .. } => "license.instance_slot_lost",
             LicenseEvent::InstanceCheckFailed { .. } => "license.instance_check_failed",
+            LicenseEvent::Revoked { .. } => "license.revoked",
+            LicenseEvent::ClockAttested { .. } => "license.clock_attested",
+            LicenseEvent::NoticeRejected { .. } => "license.notice_rejected",
         }
     }
 
@@ -362,12 +414,16 @@ impl LicenseEvent {
             | LicenseEvent::TimeDriftDetected { .. }
             | LicenseEvent::StateInvalid { .. }
             | LicenseEvent::InstanceSlotLost { .. }
-            | LicenseEvent::InstanceCheckFailed { .. } => Level::WARN,
+            | LicenseEvent::InstanceCheckFailed { .. }
+            | LicenseEvent::NoticeRejected { .. }
+            | LicenseEvent::Revoked { in_set: true, .. } => Level::WARN,
             LicenseEvent::InstanceSlotAcquired { .. }
             | LicenseEvent::GraceModeExited { .. }
             | LicenseEvent::Loaded { .. }
             | LicenseEvent::Recovered { .. }
-            | LicenseEvent::EntitlementsChanged { .. } => Level::INFO,
+            | LicenseEvent::EntitlementsChanged { .. }
+            | LicenseEvent::Revoked { in_set: false, .. }
+            | LicenseEvent::ClockAttested { .. } => Level::INFO,
             _ => Level::ERROR,
         }
     }
@@ -411,6 +467,11 @@ impl LicenseEvent {
             LicenseEvent::InstanceCheckFailed { .. } => {
                 "Instance slot check failed - keeping the last standing for now"
             }
+            LicenseEvent::Revoked { .. } => "License revoked by the vendor",
+            LicenseEvent::ClockAttested { .. } => {
+                "Vendor attested the time - trusted time re-based"
+            }
+            LicenseEvent::NoticeRejected { .. } => "Vendor notice refused",
         }
     }
 
@@ -585,6 +646,64 @@ impl LicenseEvent {
                 }
                 v
             }
+            LicenseEvent::Revoked {
+                jti,
+                revoked_at,
+                seq,
+                in_set,
+            } => {
+                let mut v = vec![
+                    ("jti", Str(jti.clone())),
+                    ("revoked_at", time(revoked_at)),
+                    (
+                        "by",
+                        Str(if seq.is_some() {
+                            "notice"
+                        } else {
+                            "supersedes"
+                        }
+                        .into()),
+                    ),
+                    ("in_set", Bool(*in_set)),
+                ];
+                if let Some(seq) = seq {
+                    v.push(("seq", Int(i64::try_from(*seq).unwrap_or(i64::MAX))));
+                }
+                v
+            }
+            LicenseEvent::ClockAttested {
+                seq,
+                attested_time,
+                wall_offset_seconds,
+                trusted_time_moved_seconds,
+                cleared_manipulation,
+            } => vec![
+                ("seq", Int(i64::try_from(*seq).unwrap_or(i64::MAX))),
+                ("attested_time", time(attested_time)),
+                ("wall_offset_seconds", Int(*wall_offset_seconds)),
+                (
+                    "trusted_time_moved_seconds",
+                    Int(*trusted_time_moved_seconds),
+                ),
+                ("cleared_manipulation", Bool(*cleared_manipulation)),
+            ],
+            LicenseEvent::NoticeRejected {
+                error,
+                line,
+                fingerprint,
+                seq,
+            } => {
+                let mut v = vec![
+                    ("reason", Str(error.reason().into())),
+                    ("error", Str(error.to_string())),
+                    ("line", Int(i64::try_from(*line).unwrap_or(i64::MAX))),
+                    ("fingerprint", Str(fingerprint.clone())),
+                ];
+                if let Some(seq) = seq {
+                    v.push(("seq", Int(i64::try_from(*seq).unwrap_or(i64::MAX))));
+                }
+                v
+            }
         };
         attrs.push(("severity", Str(self.severity().as_str().into())));
         attrs
@@ -716,6 +835,33 @@ impl LicenseEvent {
                 error,
             } => log_at!(level, event, msg, severity, operation = *operation, status = *status,
                 error = %esc(error), "{detail}"),
+            LicenseEvent::Revoked {
+                jti,
+                revoked_at,
+                seq,
+                in_set,
+            } => log_at!(level, event, msg, severity, jti = %esc(jti),
+                revoked_at = %time(revoked_at),
+                by = if seq.is_some() { "notice" } else { "supersedes" }, seq = *seq,
+                in_set = *in_set, "{detail}"),
+            LicenseEvent::ClockAttested {
+                seq,
+                attested_time,
+                wall_offset_seconds,
+                trusted_time_moved_seconds,
+                cleared_manipulation,
+            } => log_at!(level, event, msg, severity, seq = *seq,
+                attested_time = %time(attested_time), wall_offset_seconds = *wall_offset_seconds,
+                trusted_time_moved_seconds = *trusted_time_moved_seconds,
+                cleared_manipulation = *cleared_manipulation, "{detail}"),
+            LicenseEvent::NoticeRejected {
+                error,
+                line,
+                fingerprint,
+                seq,
+            } => log_at!(level, event, msg, severity, reason = error.reason(),
+                error = %esc(&error.to_string()), line = *line, fingerprint = %fingerprint,
+                seq = *seq, "{detail}"),
         }
     }
 }
@@ -867,6 +1013,25 @@ mod tests {
                 status: Some(403),
                 error: "forbidden".into(),
             },
+            LicenseEvent::Revoked {
+                jti: "lic-1".into(),
+                revoked_at: at,
+                seq: Some(3),
+                in_set: true,
+            },
+            LicenseEvent::ClockAttested {
+                seq: 4,
+                attested_time: at,
+                wall_offset_seconds: 0,
+                trusted_time_moved_seconds: -86_400,
+                cleared_manipulation: true,
+            },
+            LicenseEvent::NoticeRejected {
+                error: LicenseError::StaleSequence { seq: 2, highest: 4 },
+                line: 3,
+                fingerprint: "0123456789abcdef".into(),
+                seq: Some(2),
+            },
         ];
         // A new variant fails to compile here until it is listed above and in NAMES.
         for e in &every {
@@ -885,7 +1050,10 @@ mod tests {
                 | LicenseEvent::StateInvalid { .. }
                 | LicenseEvent::InstanceSlotAcquired { .. }
                 | LicenseEvent::InstanceSlotLost { .. }
-                | LicenseEvent::InstanceCheckFailed { .. } => {}
+                | LicenseEvent::InstanceCheckFailed { .. }
+                | LicenseEvent::Revoked { .. }
+                | LicenseEvent::ClockAttested { .. }
+                | LicenseEvent::NoticeRejected { .. } => {}
             }
         }
         let names: Vec<&str> = every.iter().map(LicenseEvent::name).collect();
@@ -909,6 +1077,19 @@ mod tests {
                 ("status", AttributeValue::Int(403)),
                 ("severity", AttributeValue::Str("warning".into())),
             ]
+        );
+        assert_eq!(every[18].level(), Level::WARN);
+        assert_eq!(every[19].level(), Level::INFO);
+        assert_eq!(every[20].level(), Level::WARN);
+        assert!(
+            every[20]
+                .attributes()
+                .contains(&("reason", AttributeValue::Str("stale_seq".into())))
+        );
+        assert!(
+            every[18]
+                .attributes()
+                .contains(&("by", AttributeValue::Str("notice".into())))
         );
     }
 

@@ -12,6 +12,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::{Map, Value};
 
+use crate::token::{NOTICE_TYPE, Notice};
 use crate::{Claims, KeyError, PublicKey};
 
 /// An Ed25519 signing key that issues licenses.
@@ -103,14 +104,25 @@ impl LicenseSigner {
     /// Signs `claims` into a license token (header `{"alg":"EdDSA","typ":"JWT"}`, plus
     /// `kid` when the signer has one).
     pub fn sign(&self, claims: &Claims) -> String {
+        self.sign_typed("JWT", claims.to_json())
+    }
+
+    /// Signs `notice` into a vendor notice token (header `{"alg":"EdDSA","typ":
+    /// "iosetu-notice"}`, plus `kid` when the signer has one): a line to add to the
+    /// customer's license source.
+    pub fn sign_notice(&self, notice: &Notice) -> String {
+        self.sign_typed(NOTICE_TYPE, notice.to_json())
+    }
+
+    fn sign_typed(&self, typ: &str, claims: Map<String, Value>) -> String {
         let mut header = Map::new();
         header.insert("alg".into(), Value::from("EdDSA"));
-        header.insert("typ".into(), Value::from("JWT"));
+        header.insert("typ".into(), Value::from(typ));
         if let Some(kid) = &self.kid {
             header.insert("kid".into(), Value::from(kid.as_str()));
         }
         let header = Value::Object(header).to_string();
-        let payload = Value::Object(claims.to_json()).to_string();
+        let payload = Value::Object(claims).to_string();
         self.sign_raw(header.as_bytes(), payload.as_bytes())
     }
 

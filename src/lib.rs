@@ -150,7 +150,7 @@ pub use monitor::{
 #[cfg(feature = "otel")]
 pub use otel::OtelGauges;
 pub use source::LicenseSource;
-pub use token::{Claims, LicenseError, LicenseVerifier};
+pub use token::{Claims, LicenseError, LicenseVerifier, Notice};
 pub use verdict::{ExpiryBand, GraceReason, LicenseState, Verdict};
 
 /// The README's code blocks, compiled and run as doc tests so they cannot rot.

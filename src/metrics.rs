@@ -59,6 +59,13 @@ pub struct MetricsSnapshot {
     /// instance-limit grace starts (`iosetu_license_instance_settling`; see
     /// [`Verdict::instance_settling_until`](crate::Verdict::instance_settling_until)).
     pub instance_settling: bool,
+    /// The highest vendor notice `seq` accepted for the set's customer
+    /// (`iosetu_license_notice_seq`, 0 before any): compare it with the last `seq` the
+    /// vendor issued to see whether a notice was installed.
+    pub notice_seq: Option<u64>,
+    /// How many license `jti`s notices or superseding licenses revoked
+    /// (`iosetu_license_revocations`).
+    pub revocations: usize,
 }
 
 impl MetricsSnapshot {
@@ -109,6 +116,8 @@ impl MetricsSnapshot {
             instances_max: crate::verdict::instance_limit(&verdict.licenses),
             instance_slot: stats.instance_slot(),
             instance_settling: verdict.instance_settling_until.is_some(),
+            notice_seq: verdict.notice_seq,
+            revocations: verdict.revocations,
         }
     }
 }
@@ -290,6 +299,20 @@ mod prometheus {
                  instance-limit grace",
                 None,
                 if m.instance_settling { 1.0 } else { 0.0 },
+            )?;
+            gauge(
+                &mut encoder,
+                "iosetu_license_notice_seq",
+                "The highest vendor notice seq accepted for the licensed customer (0: none)",
+                None,
+                m.notice_seq.map_or(0.0, |n| n as f64),
+            )?;
+            gauge(
+                &mut encoder,
+                "iosetu_license_revocations",
+                "License jtis revoked by vendor notices or superseding licenses",
+                None,
+                m.revocations as f64,
             )?;
 
             let mut checks = encoder.encode_descriptor(

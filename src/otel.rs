@@ -94,6 +94,8 @@ pub struct OtelGauges {
     _instances_max: ObservableGauge<u64>,
     _instance_slot: ObservableGauge<i64>,
     _instance_settling: ObservableGauge<u64>,
+    _notice_seq: ObservableGauge<u64>,
+    _revocations: ObservableGauge<u64>,
 }
 
 impl LicenseMonitor {
@@ -107,7 +109,8 @@ impl LicenseMonitor {
     /// collection), `iosetu.license.feature{feature}` (1 per feature in force),
     /// `iosetu.license.feature_ends{feature}` (unit `s`), `iosetu.license.limit{name}`,
     /// `iosetu.license.instances_max` (0: no limit), `iosetu.license.instance_slot`
-    /// (-1: none) and `iosetu.license.instance_settling`.
+    /// (-1: none), `iosetu.license.instance_settling`, `iosetu.license.notice_seq` (0:
+    /// none) and `iosetu.license.revocations`.
     /// The callbacks hold the monitor weakly.
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
@@ -132,6 +135,12 @@ impl LicenseMonitor {
         let grace = read(|m| Some(m.grace_remaining_seconds));
         let manipulated = flag(|m| m.clock_manipulated);
         let settling = flag(|m| m.instance_settling);
+        let count = |f: fn(&MetricsSnapshot) -> u64| {
+            let weak: WeakView = self.view().downgrade();
+            move || weak.upgrade().map(|view| f(&MetricsSnapshot::read(&view)))
+        };
+        let notice_seq = count(|m| m.notice_seq.unwrap_or(0));
+        let revocations = count(|m| m.revocations as u64);
         let snapshot = || {
             let weak: WeakView = self.view().downgrade();
             move || weak.upgrade().map(|view| MetricsSnapshot::read(&view))
@@ -265,6 +274,20 @@ impl LicenseMonitor {
                 )
                 .with_unit("1")
                 .with_callback(move |o| settling().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _notice_seq: meter
+                .u64_observable_gauge("iosetu.license.notice_seq")
+                .with_description(
+                    "The highest vendor notice seq accepted for the licensed customer (0: none)",
+                )
+                .with_unit("1")
+                .with_callback(move |o| notice_seq().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _revocations: meter
+                .u64_observable_gauge("iosetu.license.revocations")
+                .with_description("License jtis revoked by vendor notices or superseding licenses")
+                .with_unit("1")
+                .with_callback(move |o| revocations().into_iter().for_each(|v| o.observe(v, &[])))
                 .build(),
         }
     }

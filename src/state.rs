@@ -7,6 +7,7 @@
 //! `iat` as a floor under time). A missing, unreadable or corrupt file is reported and
 //! ignored: it never blocks start-up.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use crate::clock::{MAX_RFC3339, MIN_RFC3339};
 use crate::source::{kind_of, open_nonblocking, shown};
 
 /// What is kept across restarts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PersistedState {
     /// Format version, for future changes.
@@ -44,15 +45,29 @@ pub(crate) struct PersistedState {
     /// Seconds of monotonic time the honest drift budget has accrued (version 2).
     #[serde(default)]
     pub(crate) budget_age: u64,
+    /// The highest vendor notice `seq` accepted, by customer (version 3): an older notice
+    /// (a replayed time attestation) is refused after a restart too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) notice_seq: BTreeMap<String, u64>,
+    /// The revoked license `jti`s and from when, seconds since the epoch (version 3): a
+    /// revocation stays when its notice's line is deleted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) revoked: BTreeMap<String, i64>,
 }
 
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Version 1 files (a mark and an anchor) still load.
 const OLDEST_VERSION: u32 = 1;
 /// No run earns a drift budget older than this: a larger stored age is not ours.
 const MAX_BUDGET_AGE: u64 = 100 * 366 * 86_400;
-/// State files are tiny; anything larger is not ours.
-const MAX_STATE_BYTES: u64 = 4096;
+/// The most revocations kept (the oldest go first beyond it: a license revoked that long
+/// ago has most likely expired by its own `exp`).
+pub(crate) const MAX_REVOKED: usize = 512;
+/// The most customers whose notice `seq` is kept.
+pub(crate) const MAX_NOTICE_CUSTOMERS: usize = 16;
+/// State files are small (at most [`MAX_REVOKED`] revocations); anything larger is not
+/// ours.
+const MAX_STATE_BYTES: u64 = 256 * 1024;
 
 /// Why the state file could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +87,8 @@ impl PersistedState {
             not_valid_since: None,
             cut_off: None,
             budget_age: 0,
+            notice_seq: BTreeMap::new(),
+            revoked: BTreeMap::new(),
         }
     }
 
@@ -128,6 +145,14 @@ impl PersistedState {
             || state.not_valid_since.is_some_and(|a| !in_range(a))
             || state.cut_off.is_some_and(|a| !in_range(a))
             || state.budget_age > MAX_BUDGET_AGE
+            || state.revoked.len() > MAX_REVOKED
+            || state.revoked.values().any(|&at| !in_range(at))
+            || state
+                .revoked
+                .keys()
+                .any(|jti| jti.is_empty() || jti.len() > crate::token::MAX_JTI_BYTES)
+            || state.notice_seq.len() > MAX_NOTICE_CUSTOMERS
+            || state.notice_seq.values().any(|&seq| seq == 0)
         {
             return Err(problem("corrupt", format!("{shown}: values out of range")));
         }
@@ -212,7 +237,11 @@ mod tests {
             "",
             "{",
             r#"{"version":1,"high_water":"x","grace_anchor":null}"#,
-            r#"{"version":3,"high_water":1,"grace_anchor":null}"#,
+            r#"{"version":4,"high_water":1,"grace_anchor":null}"#,
+            r#"{"version":3,"high_water":1,"grace_anchor":null,"revoked":{"a":1e300}}"#,
+            r#"{"version":3,"high_water":1,"grace_anchor":null,"revoked":{"":1}}"#,
+            r#"{"version":3,"high_water":1,"grace_anchor":null,"notice_seq":{"acme":0}}"#,
+            r#"{"version":3,"high_water":1,"grace_anchor":null,"notice_seq":{"acme":-1}}"#,
             r#"{"version":2,"high_water":1,"grace_anchor":null,"budget_age":-1}"#,
             r#"{"version":2,"high_water":1,"grace_anchor":null,"budget_age":99999999999999}"#,
             r#"{"version":2,"high_water":1,"grace_anchor":null,"grace_floor":9223372036854775807}"#,
@@ -236,11 +265,27 @@ mod tests {
             (old.high_water, old.grace_anchor, old.budget_age),
             (5, Some(4), 0)
         );
-        std::fs::write(&path, vec![b' '; 5000]).unwrap();
+        std::fs::write(&path, vec![b' '; 300 * 1024]).unwrap();
         assert_eq!(PersistedState::load(&path).unwrap_err().reason, "corrupt");
         let as_dir = dir.path().join("d");
         std::fs::create_dir(&as_dir).unwrap();
         assert_eq!(PersistedState::load(&as_dir).unwrap_err().reason, "corrupt");
+    }
+
+    #[test]
+    fn notices_and_revocations_round_trip_and_version_2_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut state = PersistedState::new(1_800_000_000, None);
+        state.notice_seq.insert("acme".into(), 7);
+        for n in 0..MAX_REVOKED {
+            state.revoked.insert(format!("{n:0>200}"), 1_700_000_000);
+        }
+        state.store(&path).unwrap();
+        assert_eq!(PersistedState::load(&path).unwrap(), state);
+        std::fs::write(&path, r#"{"version":2,"high_water":5,"grace_anchor":null}"#).unwrap();
+        let old = PersistedState::load(&path).unwrap();
+        assert!(old.revoked.is_empty() && old.notice_seq.is_empty());
     }
 
     #[test]

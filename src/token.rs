@@ -48,6 +48,19 @@ pub const MAX_TOKENS: usize = 32;
 /// set back (DESIGN: "a wall clock more than 5 min before it").
 pub const IAT_TOLERANCE_SECS: i64 = 300;
 
+/// The header `typ` of a vendor notice ([`Notice`]): a token with it is never a license,
+/// and a notice needs it.
+pub const NOTICE_TYPE: &str = "iosetu-notice";
+
+/// The longest a time attestation may be valid: its `exp` within 7 days of its `iat`.
+pub const MAX_ATTESTATION_SECS: i64 = 7 * 86_400;
+
+/// The most `jti`s one notice may revoke (or one license supersede).
+pub const MAX_REVOKE: usize = 64;
+
+/// The longest `jti` a notice may revoke (or a license supersede), in bytes.
+pub const MAX_JTI_BYTES: usize = 256;
+
 /// Why a license was refused.
 ///
 /// Every variant has a stable snake_case [`reason`](LicenseError::reason) code that also
@@ -154,6 +167,28 @@ pub enum LicenseError {
         /// The `iat` claim, in seconds since the epoch.
         issued_at: i64,
     },
+    /// A vendor notice where a license was expected, or the reverse (the header's `typ`
+    /// says which a token is; see [`NOTICE_TYPE`]).
+    #[error("the token is not a {expected}")]
+    WrongType {
+        /// What was expected: `license` or `notice`.
+        expected: &'static str,
+    },
+    /// A vendor notice revoked this license (or a newer license superseded it).
+    #[error("license was revoked as of {}", rfc3339(*.revoked_at))]
+    Revoked {
+        /// From when, in seconds since the epoch.
+        revoked_at: i64,
+    },
+    /// A notice whose `seq` is below the highest this service has accepted for its
+    /// customer: an older notice, ignored.
+    #[error("notice seq {seq} is older than the highest accepted ({highest})")]
+    StaleSequence {
+        /// The notice's `seq`.
+        seq: u64,
+        /// The highest accepted.
+        highest: u64,
+    },
 }
 
 impl LicenseError {
@@ -176,12 +211,15 @@ impl LicenseError {
             LicenseError::WrongIssuer => "wrong_issuer",
             LicenseError::WrongAudience => "wrong_audience",
             LicenseError::IssuedInFuture { .. } => "issued_in_future",
+            LicenseError::WrongType { .. } => "wrong_type",
+            LicenseError::Revoked { .. } => "revoked",
+            LicenseError::StaleSequence { .. } => "stale_seq",
         }
     }
 
     /// Every [`reason`](LicenseError::reason) code, for exporters that publish a series
     /// per reason from the start.
-    pub const REASONS: [&'static str; 16] = [
+    pub const REASONS: [&'static str; 19] = [
         "missing",
         "unreadable",
         "too_large",
@@ -198,6 +236,9 @@ impl LicenseError {
         "wrong_audience",
         "issued_in_future",
         "customer_mismatch",
+        "wrong_type",
+        "revoked",
+        "stale_seq",
     ];
 
     fn malformed(detail: impl Into<String>) -> Self {
@@ -248,6 +289,14 @@ pub struct Claims {
     /// `None`: no limit). Counted across a fleet with Kubernetes Leases when the
     /// monitor is built with `instance_slots` (feature `kubernetes`).
     pub max_instances: Option<u64>,
+    /// The `jti`s of the licenses this one replaces (claim `supersedes`): they count as
+    /// revoked from when this license starts (its `nbf`, else its `iat`), as if a vendor
+    /// notice had revoked them.
+    pub supersedes: Vec<String>,
+    /// Set by the monitor, never read from the token: from when a vendor notice (or a
+    /// superseding license) revoked this license, in seconds since the epoch. From then
+    /// on it counts as expired (reason `revoked`, its own grace applies).
+    pub revoked_at: Option<i64>,
     /// Every other claim, as it was signed.
     pub extra: Map<String, Value>,
 }
@@ -267,8 +316,21 @@ impl Claims {
             limits: BTreeMap::new(),
             grace_period_seconds: None,
             max_instances: None,
+            supersedes: Vec::new(),
+            revoked_at: None,
             extra: Map::new(),
         }
+    }
+
+    /// Where the license's window ends: its `exp`, or earlier where it was revoked
+    /// ([`revoked_at`](Claims::revoked_at)).
+    pub fn ends(&self) -> i64 {
+        self.revoked_at.map_or(self.exp, |at| at.min(self.exp))
+    }
+
+    /// Whether a revocation, not `exp`, ends the license's window.
+    pub fn revoked(&self) -> bool {
+        self.revoked_at.is_some_and(|at| at < self.exp)
     }
 
     /// `exp` as a [`SystemTime`].
@@ -304,6 +366,9 @@ impl Claims {
         {
             return Err(LicenseError::NotYetValid { not_before: nbf });
         }
+        if let Some(revoked_at) = self.revoked_at.filter(|at| now >= *at && *at < self.exp) {
+            return Err(LicenseError::Revoked { revoked_at });
+        }
         if now >= self.exp {
             return Err(LicenseError::Expired {
                 expired_at: self.exp,
@@ -331,7 +396,11 @@ impl Claims {
                 None => map.remove(name),
             };
         }
-        for (name, list) in [("aud", &self.aud), ("features", &self.features)] {
+        for (name, list) in [
+            ("aud", &self.aud),
+            ("features", &self.features),
+            ("supersedes", &self.supersedes),
+        ] {
             if list.is_empty() {
                 map.remove(name);
             } else {
@@ -450,6 +519,7 @@ impl Claims {
                 }
             },
         };
+        let supersedes = jti_list(&mut map, "supersedes")?;
         Ok(Self {
             customer,
             exp,
@@ -462,6 +532,8 @@ impl Claims {
             limits,
             grace_period_seconds,
             max_instances,
+            supersedes,
+            revoked_at: None,
             extra: map,
         })
     }
@@ -512,6 +584,235 @@ fn string_list(claim: &str, items: Vec<Value>) -> Result<Vec<String>, LicenseErr
             )),
         })
         .collect()
+}
+
+/// A list of `jti`s (`revoke` in a notice, `supersedes` in a license): non-empty strings
+/// of at most [`MAX_JTI_BYTES`], at most [`MAX_REVOKE`] of them.
+fn jti_list(map: &mut Map<String, Value>, claim: &str) -> Result<Vec<String>, LicenseError> {
+    let items = match map.remove(claim) {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(LicenseError::invalid_claim(
+                claim,
+                "must be an array of jti strings",
+            ));
+        }
+    };
+    if items.len() > MAX_REVOKE {
+        return Err(LicenseError::invalid_claim(
+            claim,
+            format!("at most {MAX_REVOKE} entries"),
+        ));
+    }
+    let list = string_list(claim, items)?;
+    if list
+        .iter()
+        .any(|jti| jti.is_empty() || jti.len() > MAX_JTI_BYTES)
+    {
+        return Err(LicenseError::invalid_claim(
+            claim,
+            format!("each jti must be 1 to {MAX_JTI_BYTES} bytes"),
+        ));
+    }
+    Ok(list)
+}
+
+/// A vendor notice: a signed statement that travels the way licenses do (a line of the
+/// license source) and is verified with the same keys, by the same rules, but is never a
+/// license (its header's `typ` is [`NOTICE_TYPE`]).
+///
+/// It can revoke licenses (`revoke`, from its `iat` on) and attest real time (`time`,
+/// valid until its `exp`, at most [`MAX_ATTESTATION_SECS`] after `iat`): see "Revoking
+/// and un-bricking" in the README. `seq` orders one customer's notices: with a state file,
+/// the highest accepted is kept and an older notice is ignored.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Notice {
+    /// The customer it is for (required): a notice of another customer than the
+    /// license set's is refused.
+    pub customer: String,
+    /// When the vendor signed it (required), seconds since the epoch: revocations apply
+    /// from then on.
+    pub iat: i64,
+    /// The customer's notice sequence number (required, positive).
+    pub seq: u64,
+    /// The `jti`s it revokes.
+    pub revoke: Vec<String>,
+    /// The real time it attests, seconds since the epoch (requires `exp`).
+    pub time: Option<i64>,
+    /// Until when an attestation may be accepted.
+    pub exp: Option<i64>,
+    /// Issuer (checked like a license's when the verifier has one).
+    pub iss: Option<String>,
+    /// Audiences (checked like a license's when the verifier has one).
+    pub aud: Vec<String>,
+    /// The notice's own id.
+    pub jti: Option<String>,
+    /// Every other claim, as it was signed.
+    pub extra: Map<String, Value>,
+}
+
+impl Notice {
+    /// A notice with no revocation and no attestation (the CLI fills it in).
+    pub fn new(customer: impl Into<String>, iat: i64, seq: u64) -> Self {
+        Self {
+            customer: customer.into(),
+            iat,
+            seq,
+            revoke: Vec::new(),
+            time: None,
+            exp: None,
+            iss: None,
+            aud: Vec::new(),
+            jti: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The claims as a JSON object, as they are signed.
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut map = self.extra.clone();
+        map.insert("customer".into(), Value::from(self.customer.as_str()));
+        map.insert("iat".into(), Value::from(self.iat));
+        map.insert("seq".into(), Value::from(self.seq));
+        for (name, value) in [("time", self.time), ("exp", self.exp)] {
+            match value {
+                Some(v) => map.insert(name.into(), Value::from(v)),
+                None => map.remove(name),
+            };
+        }
+        for (name, value) in [("iss", &self.iss), ("jti", &self.jti)] {
+            match value {
+                Some(v) => map.insert(name.into(), Value::from(v.as_str())),
+                None => map.remove(name),
+            };
+        }
+        for (name, list) in [("aud", &self.aud), ("revoke", &self.revoke)] {
+            if list.is_empty() {
+                map.remove(name);
+            } else {
+                map.insert(name.into(), Value::from(list.clone()));
+            }
+        }
+        map
+    }
+
+    /// Reads a notice's claims by the same rules as a license's: required claims,
+    /// integer dates in range, and a time attestation that is short-lived.
+    pub(crate) fn from_json(mut map: Map<String, Value>) -> Result<Self, LicenseError> {
+        let customer = match map.remove("customer") {
+            None | Some(Value::Null) => {
+                return Err(LicenseError::MissingClaim {
+                    claim: "customer".into(),
+                });
+            }
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            Some(_) => {
+                return Err(LicenseError::invalid_claim(
+                    "customer",
+                    "must be a non-empty string",
+                ));
+            }
+        };
+        let iat = numeric_date(&mut map, "iat")?.ok_or_else(|| LicenseError::MissingClaim {
+            claim: "iat".into(),
+        })?;
+        let seq = match map.remove("seq") {
+            None => {
+                return Err(LicenseError::MissingClaim {
+                    claim: "seq".into(),
+                });
+            }
+            // Bounded to what every JSON reader holds exactly.
+            Some(value) => match value.as_u64() {
+                Some(v) if (1..=MAX_SEQ).contains(&v) => v,
+                _ => {
+                    return Err(LicenseError::invalid_claim(
+                        "seq",
+                        "must be a positive integer (at most 2^53)",
+                    ));
+                }
+            },
+        };
+        let time = numeric_date(&mut map, "time")?;
+        let exp = numeric_date(&mut map, "exp")?;
+        match (time, exp) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                // A revocation never lapses: an `exp` would say otherwise.
+                return Err(LicenseError::invalid_claim(
+                    "exp",
+                    "only a time attestation (`time`) expires",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(LicenseError::MissingClaim {
+                    claim: "exp".into(),
+                });
+            }
+            (Some(time), Some(exp)) => {
+                if exp <= iat || exp - iat > MAX_ATTESTATION_SECS {
+                    return Err(LicenseError::invalid_claim(
+                        "exp",
+                        "an attestation expires within 7 days of its iat",
+                    ));
+                }
+                if time > exp || time < iat.saturating_sub(MAX_ATTESTATION_SECS) {
+                    return Err(LicenseError::invalid_claim(
+                        "time",
+                        "must lie within 7 days before iat and exp",
+                    ));
+                }
+            }
+        }
+        if map.contains_key("nbf") {
+            return Err(LicenseError::invalid_claim(
+                "nbf",
+                "a notice applies from its iat",
+            ));
+        }
+        let revoke = jti_list(&mut map, "revoke")?;
+        let iss = optional_string(&mut map, "iss")?;
+        let jti = optional_string(&mut map, "jti")?;
+        let aud = match map.remove("aud") {
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(items)) => string_list("aud", items)?,
+            Some(_) => {
+                return Err(LicenseError::invalid_claim(
+                    "aud",
+                    "must be a string or an array of strings",
+                ));
+            }
+        };
+        Ok(Self {
+            customer,
+            iat,
+            seq,
+            revoke,
+            time,
+            exp,
+            iss,
+            aud,
+            jti,
+            extra: map,
+        })
+    }
+}
+
+/// The largest `seq` a notice may carry: 2^53, exact in every JSON reader.
+const MAX_SEQ: u64 = 1 << 53;
+
+/// Whether `token`'s header says it is a vendor notice (`typ` is [`NOTICE_TYPE`]). Only a
+/// hint for routing a line: verification checks it again, under the signature.
+pub fn is_notice(token: &str) -> bool {
+    let Ok((_, [header, _, _])) = split(token) else {
+        return false;
+    };
+    b64("header", header)
+        .and_then(|bytes| strict_object("header", &bytes))
+        .is_ok_and(|h| h.get("typ").and_then(Value::as_str) == Some(NOTICE_TYPE))
 }
 
 /// A token that passed every check, with what the monitor needs to know about it.
@@ -576,10 +877,45 @@ impl LicenseVerifier {
     }
 
     pub(crate) fn verify_token(&self, token: &str) -> Result<Verified, LicenseError> {
+        let (notice, claims) = self.verify_signed(token)?;
+        if notice {
+            return Err(LicenseError::WrongType {
+                expected: "license",
+            });
+        }
+        let claims = Claims::from_json(claims)?;
+        self.check_issuer_audience(claims.iss.as_deref(), &claims.aud)?;
+        Ok(Verified { claims })
+    }
+
+    /// Verifies a vendor notice (header `typ` [`NOTICE_TYPE`]) with the keys, issuer
+    /// and audience of licenses, and returns it. A license is never a notice.
+    pub fn verify_notice(&self, token: &str) -> Result<Notice, LicenseError> {
+        let (notice, claims) = self.verify_signed(token)?;
+        if !notice {
+            return Err(LicenseError::WrongType { expected: "notice" });
+        }
+        let notice = Notice::from_json(claims)?;
+        self.check_issuer_audience(notice.iss.as_deref(), &notice.aud)?;
+        Ok(notice)
+    }
+
+    /// The checks every signed token gets: shape, header, key, signature, strict JSON.
+    /// Returns whether it is a notice, and its claims (not yet read).
+    fn verify_signed(&self, token: &str) -> Result<(bool, Map<String, Value>), LicenseError> {
         let (token, [header_b64, payload_b64, signature_b64]) = split(token)?;
         // The header first: an `alg: none` token is refused as such, whatever follows.
         let header = strict_object("header", &b64("header", header_b64)?)?;
         let kid = check_header(&header)?;
+        let notice = match header.get("typ") {
+            None => false,
+            Some(Value::String(typ)) => typ == NOTICE_TYPE,
+            Some(_) => {
+                return Err(LicenseError::malformed(
+                    "the header's `typ` is not a string",
+                ));
+            }
+        };
         let candidates = self.candidates(kid.as_deref())?;
         let payload_bytes = b64("payload", payload_b64)?;
         let signature_bytes = b64("signature", signature_b64)?;
@@ -596,10 +932,7 @@ impl LicenseVerifier {
         {
             return Err(LicenseError::BadSignature);
         }
-
-        let claims = Claims::from_json(strict_object("claims", &payload_bytes)?)?;
-        self.check_issuer_audience(&claims)?;
-        Ok(Verified { claims })
+        Ok((notice, strict_object("claims", &payload_bytes)?))
     }
 
     fn candidates(&self, kid: Option<&str>) -> Result<Vec<&PublicKey>, LicenseError> {
@@ -621,25 +954,25 @@ impl LicenseVerifier {
 
     /// The issuer and audience the verifier was configured with, checked against claims
     /// that are already verified.
-    fn check_issuer_audience(&self, claims: &Claims) -> Result<(), LicenseError> {
+    fn check_issuer_audience(&self, iss: Option<&str>, aud: &[String]) -> Result<(), LicenseError> {
         if let Some(expected) = &self.issuer {
-            match &claims.iss {
+            match iss {
                 None => {
                     return Err(LicenseError::MissingClaim {
                         claim: "iss".into(),
                     });
                 }
-                Some(iss) if iss == expected => {}
+                Some(iss) if iss == expected.as_str() => {}
                 Some(_) => return Err(LicenseError::WrongIssuer),
             }
         }
         if let Some(expected) = &self.audience {
-            if claims.aud.is_empty() {
+            if aud.is_empty() {
                 return Err(LicenseError::MissingClaim {
                     claim: "aud".into(),
                 });
             }
-            if !claims.aud.iter().any(|aud| aud == expected) {
+            if !aud.iter().any(|aud| aud == expected) {
                 return Err(LicenseError::WrongAudience);
             }
         }
@@ -688,6 +1021,16 @@ impl Unverified {
     /// **unverified**: for tools that preview what a token would do (a timeline).
     pub fn parse_claims(&self) -> Result<Claims, LicenseError> {
         Claims::from_json(self.claims.clone())
+    }
+
+    /// Whether the header says the token is a vendor notice (see [`NOTICE_TYPE`]).
+    pub fn is_notice(&self) -> bool {
+        self.header.get("typ").and_then(Value::as_str) == Some(NOTICE_TYPE)
+    }
+
+    /// The claims read as a vendor notice by the verifier's rules, still **unverified**.
+    pub fn parse_notice(&self) -> Result<Notice, LicenseError> {
+        Notice::from_json(self.claims.clone())
     }
 }
 
@@ -892,6 +1235,11 @@ mod tests {
                 expected: s(),
                 found: s(),
             },
+            LicenseError::WrongType {
+                expected: "license",
+            },
+            LicenseError::Revoked { revoked_at: 0 },
+            LicenseError::StaleSequence { seq: 1, highest: 2 },
         ];
         // A new variant fails to compile here until it is listed above and in REASONS.
         for e in &every {
@@ -912,7 +1260,10 @@ mod tests {
                 | LicenseError::WrongAudience
                 | LicenseError::IssuedInFuture { .. }
                 | LicenseError::TooManyTokens { .. }
-                | LicenseError::CustomerMismatch { .. } => {}
+                | LicenseError::CustomerMismatch { .. }
+                | LicenseError::WrongType { .. }
+                | LicenseError::Revoked { .. }
+                | LicenseError::StaleSequence { .. } => {}
             }
         }
         let mut codes: Vec<&str> = every.iter().map(LicenseError::reason).collect();

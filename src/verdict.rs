@@ -51,6 +51,9 @@ pub enum GraceReason {
     /// the others hold them all, or the Kubernetes API has not answered for a grace
     /// period.
     InstanceLimit,
+    /// A vendor notice revoked the license in force (or a newer license superseded it):
+    /// its own grace runs from the revocation.
+    Revoked,
 }
 
 impl GraceReason {
@@ -63,6 +66,7 @@ impl GraceReason {
             GraceReason::Invalid(e) => e.reason(),
             GraceReason::ClockManipulation => "clock_manipulation",
             GraceReason::InstanceLimit => "instance_limit",
+            GraceReason::Revoked => "revoked",
         }
     }
 }
@@ -152,6 +156,11 @@ pub struct Verdict {
     /// instance-limit grace starts, unless it gets a slot first. Admitted meanwhile, with
     /// `/health` healthy and no error event; `None` otherwise.
     pub instance_settling_until: Option<SystemTime>,
+    /// The highest vendor notice `seq` accepted for the set's customer (see
+    /// [`Notice`](crate::Notice)); `None` before any.
+    pub notice_seq: Option<u64>,
+    /// How many license `jti`s vendor notices (or superseding licenses) have revoked.
+    pub revocations: usize,
     /// The clock's monotonic reading when the verdict was reached, so that readers (the
     /// metrics) can tell trusted time since then without the wall clock.
     pub(crate) evaluated_mono: Duration,
@@ -327,9 +336,10 @@ pub fn judge(licenses: &[Arc<Claims>], at: SystemTime, default_grace: Duration) 
 /// license with no grace followed by one that starts a second later is one coverage.
 pub(crate) const CONTINUATION_SECS: i64 = 60;
 
-/// A license's window `[start, end)`: from `nbf` (or the beginning of time) to `exp`.
+/// A license's window `[start, end)`: from `nbf` (or the beginning of time) to `exp`, or
+/// to its revocation (a revoked license ends there, as if it expired).
 fn window(c: &Claims) -> (i64, i64) {
-    (c.nbf.unwrap_or(i64::MIN), c.exp)
+    (c.nbf.unwrap_or(i64::MIN), c.ends())
 }
 
 fn in_force_at(c: &Claims, t: i64) -> bool {
@@ -362,7 +372,7 @@ struct Chain {
 /// license repeated changes nothing.
 fn chains(set: &[Arc<Claims>], default_grace: i64) -> Vec<Chain> {
     let mut order: Vec<usize> = (0..set.len())
-        .filter(|&i| window(&set[i]).0 < set[i].exp)
+        .filter(|&i| window(&set[i]).0 < set[i].ends())
         .collect();
     order.sort_by_key(|&i| window(&set[i]));
     let mut chains: Vec<Chain> = Vec::new();
@@ -393,7 +403,7 @@ fn coverage_end(licenses: &[Arc<Claims>], t: i64) -> Option<i64> {
     let mut end = licenses
         .iter()
         .filter(|c| in_force_at(c, t))
-        .map(|c| c.exp)
+        .map(|c| c.ends())
         .max()?;
     // Each pass extends by every window that starts within the coverage so far; at most
     // one pass per license.
@@ -426,7 +436,7 @@ fn ends_last(licenses: &[Arc<Claims>]) -> Option<Arc<Claims>> {
     licenses
         .iter()
         .fold(None::<&Arc<Claims>>, |best, c| match best {
-            Some(b) if b.exp >= c.exp => Some(b),
+            Some(b) if b.ends() >= c.ends() => Some(b),
             _ => Some(c),
         })
         .cloned()
@@ -450,7 +460,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     let set = input.licenses;
     let upcoming: Vec<Arc<Claims>> = set
         .iter()
-        .filter(|c| window(c).0 > now && window(c).0 < c.exp)
+        .filter(|c| window(c).0 > now && window(c).0 < c.ends())
         .cloned()
         .collect();
     // A held license coming into force changes the licenses (and maybe the features) in
@@ -472,10 +482,10 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                 .members
                 .iter()
                 .map(|&i| &set[i])
-                .filter(|c| c.exp <= now);
-            let expired_at = before.clone().map(|c| c.exp).max().unwrap_or(now);
+                .filter(|c| c.ends() <= now);
+            let expired_at = before.clone().map(|c| c.ends()).max().unwrap_or(now);
             let cut = before
-                .map(|c| c.exp.saturating_add(grace_of(c, input.grace_period)))
+                .map(|c| c.ends().saturating_add(grace_of(c, input.grace_period)))
                 .chain(next_start)
                 .max()
                 .unwrap_or(now);
@@ -502,7 +512,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     let set_changes = || {
         in_force
             .iter()
-            .map(|c| c.exp)
+            .map(|c| c.ends())
             .chain(next_start)
             .filter(|&edge| edge > now)
     };
@@ -549,6 +559,8 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                     evaluated_at,
                     evaluated_mono: Duration::ZERO,
                     instance_settling_until: None,
+                    notice_seq: None,
+                    revocations: 0,
                 },
                 grace_anchor: None,
                 next_change,
@@ -579,6 +591,8 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                 evaluated_at,
                 evaluated_mono: Duration::ZERO,
                 instance_settling_until: None,
+                notice_seq: None,
+                revocations: 0,
             },
             grace_anchor: None,
             next_change: Some(next_change),
@@ -610,8 +624,16 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     };
     let reason = if input.manipulated_at.is_some() {
         GraceReason::ClockManipulation
-    } else if expired_at.is_some() {
-        GraceReason::Expired
+    } else if let Some(at) = expired_at {
+        // A coverage ended by a vendor's revocation says so.
+        if set.iter().any(|c| c.revoked() && c.ends() == at) {
+            GraceReason::Revoked
+        } else {
+            GraceReason::Expired
+        }
+    } else if matches!(standing, Standing::Unlicensed) && set.iter().any(|c| c.revoked()) {
+        // Only licenses revoked before they started.
+        GraceReason::Revoked
     } else {
         match (input.problem, next_start) {
             (Some(LicenseError::Missing { .. }) | None, Some(not_before)) => {
@@ -672,6 +694,8 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             evaluated_at,
             evaluated_mono: Duration::ZERO,
             instance_settling_until: None,
+            notice_seq: None,
+            revocations: 0,
         },
         grace_anchor: anchor,
         next_change,

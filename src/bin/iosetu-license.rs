@@ -1,5 +1,6 @@
 //! `iosetu-license`: the vendor's tool to make keys, issue, inspect and verify licenses,
-//! and preview when a license's alerts, grace and cut-off will happen.
+//! sign vendor notices (revocations, time attestations), and preview when a license's
+//! alerts, grace and cut-off will happen.
 //!
 //! It shares the library's token code, so what it issues is exactly what the monitor
 //! accepts. Exit codes: 0 success (for `verify`: valid), 1 invalid license, 2 usage or
@@ -13,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use iosetu_license::token::decode_unverified;
-use iosetu_license::{Claims, ExpiryBand, LicenseSigner, LicenseVerifier, PublicKey};
+use iosetu_license::token::{decode_unverified, is_notice};
+use iosetu_license::{Claims, ExpiryBand, LicenseSigner, LicenseVerifier, Notice, PublicKey};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -45,6 +46,10 @@ enum Command {
     },
     /// Issue a license: prints the token (or writes it with --out).
     Issue(IssueArgs),
+    /// Sign a vendor notice for a customer: revoke licenses (--revoke JTI), attest the
+    /// real time to un-brick a service whose clock evidence went wrong (--time now), or
+    /// both. The customer adds the printed line to its license source.
+    Notice(NoticeArgs),
     /// Show a token's header and claims, UNVERIFIED unless --public-key is given.
     Inspect {
         #[command(flatten)]
@@ -111,6 +116,10 @@ struct IssueArgs {
     /// with Kubernetes Leases by services built with `instance_slots`.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_instances: Option<u32>,
+    /// The `jti` of a license this one replaces; repeatable. The service counts it as
+    /// revoked from when this license starts (its --not-before, else now).
+    #[arg(long = "supersedes")]
+    supersedes: Vec<String>,
     /// Any other claim, `name=value` (value parsed as JSON if it is JSON); repeatable.
     #[arg(long = "claim", value_parser = parse_claim)]
     claims: Vec<(String, Value)>,
@@ -130,6 +139,44 @@ struct IssueArgs {
     /// license (to see grace and the cut-off on a test system). Never ship one.
     #[arg(long)]
     allow_past: bool,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("action").required(true).multiple(true).args(["revoke", "time"])))]
+struct NoticeArgs {
+    /// The private key (PKCS#8 PEM) from `keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    /// Who the notice is for: the customer of the licenses it concerns.
+    #[arg(long)]
+    customer: String,
+    /// The customer's notice sequence number: one more than the last notice you gave
+    /// this customer (a service refuses a notice older than the newest it accepted).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1 << 53)))]
+    seq: u64,
+    /// Revoke the license with this `jti` from now on; repeatable. List every jti still
+    /// revoked, so that the newest notice alone says everything.
+    #[arg(long = "revoke")]
+    revoke: Vec<String>,
+    /// Attest the real time: `now`, or an RFC 3339 time. The service re-bases its trusted
+    /// time there and leaves grace for a clock judged set back.
+    #[arg(long)]
+    time: Option<String>,
+    /// How long an attestation may be installed, at most 7d.
+    #[arg(long, default_value = "3d", value_parser = parse_duration)]
+    valid_for: Duration,
+    /// Key id to put in the header (must match the one the service registers).
+    #[arg(long)]
+    kid: Option<String>,
+    /// Issuer (`iss`), if the service checks one.
+    #[arg(long)]
+    iss: Option<String>,
+    /// Audience (`aud`), if the service checks one.
+    #[arg(long)]
+    aud: Option<String>,
+    /// Write the notice to this file instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -218,6 +265,7 @@ fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Keygen { out, kid, force } => keygen(&out, kid, force),
         Command::Issue(args) => issue(args),
+        Command::Notice(args) => notice(args),
         Command::Inspect { input, public_key } => inspect(&input, public_key.as_deref()),
         Command::Verify {
             input,
@@ -352,6 +400,16 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
         claims.grace_period_seconds = Some(grace.as_secs());
     }
     claims.max_instances = args.max_instances.map(u64::from);
+    if let Some(bad) = args
+        .supersedes
+        .iter()
+        .find(|j| j.is_empty() || j.len() > iosetu_license::token::MAX_JTI_BYTES)
+    {
+        return Err(usage(format!(
+            "--supersedes {bad:?}: a jti is 1 to 256 bytes"
+        )));
+    }
+    claims.supersedes = args.supersedes;
     let mut jti = [0u8; 16];
     getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
     claims.jti = Some(jti.iter().map(|b| format!("{b:02x}")).collect());
@@ -366,6 +424,87 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
         None => say!("{token}"),
     }
     Ok(())
+}
+
+fn notice(args: NoticeArgs) -> Result<(), Failure> {
+    if args.customer.trim().is_empty() {
+        return Err(usage("--customer cannot be empty"));
+    }
+    if args.revoke.len() > iosetu_license::token::MAX_REVOKE {
+        return Err(usage("at most 64 --revoke per notice"));
+    }
+    if let Some(bad) = args
+        .revoke
+        .iter()
+        .find(|j| j.is_empty() || j.len() > iosetu_license::token::MAX_JTI_BYTES)
+    {
+        return Err(usage(format!("--revoke {bad:?}: a jti is 1 to 256 bytes")));
+    }
+    let valid = i64::try_from(args.valid_for.as_secs()).unwrap_or(i64::MAX);
+    if args.time.is_some() && !(1..=iosetu_license::token::MAX_ATTESTATION_SECS).contains(&valid) {
+        return Err(usage("--valid-for is at most 7d"));
+    }
+    let now = unix(SystemTime::now());
+    let time = match args.time.as_deref() {
+        None => None,
+        Some("now") => Some(now),
+        Some(text) => Some(unix(parse_date(text).map_err(usage)?)),
+    };
+    let pem = std::fs::read_to_string(&args.key).map_err(|e| io(&args.key, e))?;
+    let mut signer = LicenseSigner::from_pkcs8_pem(&pem)
+        .map_err(|e| usage(format!("{}: {e}", args.key.display())))?;
+    if let Some(kid) = &args.kid {
+        signer = signer.with_kid(kid.clone());
+    }
+    let mut notice = Notice::new(args.customer, now, args.seq);
+    notice.revoke = args.revoke;
+    notice.time = time;
+    notice.exp = time.map(|_| now.saturating_add(valid));
+    if let Some(t) = time
+        && notice.exp.is_some_and(|exp| t > exp || t < now - valid)
+    {
+        return Err(usage("--time must lie within the notice's validity"));
+    }
+    notice.iss = args.iss;
+    notice.aud = args.aud.into_iter().collect();
+    let mut jti = [0u8; 16];
+    getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
+    notice.jti = Some(jti.iter().map(|b| format!("{b:02x}")).collect());
+    let token = signer.sign_notice(&notice);
+    for line in describe_notice(&notice) {
+        eprintln!("{line}");
+    }
+    eprintln!("add the line to the customer's license source (beside the license)");
+    match args.out {
+        Some(path) => {
+            std::fs::write(&path, format!("{token}\n")).map_err(|e| io(&path, e))?;
+            eprintln!("notice written to {}", path.display());
+        }
+        None => say!("{token}"),
+    }
+    Ok(())
+}
+
+/// What a notice does, in words.
+fn describe_notice(n: &Notice) -> Vec<String> {
+    let mut out = vec![format!(
+        "notice seq {} for {}, signed {}",
+        n.seq,
+        n.customer,
+        rfc3339(n.iat)
+    )];
+    for jti in &n.revoke {
+        out.push(format!("  revokes {jti} from {}", rfc3339(n.iat)));
+    }
+    if let (Some(time), Some(exp)) = (n.time, n.exp) {
+        out.push(format!(
+            "  attests the time {} (to install before {}): trusted time re-bases there, \
+             grace for a clock judged set back ends",
+            rfc3339(time),
+            rfc3339(exp)
+        ));
+    }
+    out
 }
 
 /// What to do instead of `--claim name=…` for a claim the tool sets itself.
@@ -383,6 +522,7 @@ fn reserved_claim(name: &str) -> Option<&'static str> {
         "iat" => "`iat` is always the time of issue, set by the tool",
         "jti" => "`jti` is always a fresh random id, set by the tool",
         "sub" => "the licensee goes in --customer; `sub` is not used",
+        "supersedes" => "use --supersedes JTI, once per license replaced",
         _ => return None,
     })
 }
@@ -449,21 +589,37 @@ fn inspect(input: &TokenInput, public_key: Option<&Path>) -> Result<(), Failure>
                 continue;
             }
         };
-        let label = match verifier.as_ref().map(|v| v.verify(token)) {
+        let notice = decoded.is_notice();
+        let checked = verifier.as_ref().map(|v| {
+            if notice {
+                v.verify_notice(token).map(drop)
+            } else {
+                v.verify(token).map(drop)
+            }
+        });
+        let label = match checked {
             None => "UNVERIFIED (no --public-key given): do not trust what follows".to_owned(),
-            Some(Ok(_)) => "VERIFIED: the signature is good".to_owned(),
+            Some(Ok(())) => "VERIFIED: the signature is good".to_owned(),
             Some(Err(e)) => {
                 invalid += 1;
                 format!("INVALID: {e} ({})", e.reason())
             }
         };
         say!("{label}");
+        if notice {
+            say!("a vendor NOTICE, not a license");
+        }
         let pretty = |v: &serde_json::Map<String, Value>| {
             serde_json::to_string_pretty(v).unwrap_or_default()
         };
         say!("header:\n{}", pretty(&decoded.header));
         say!("claims:\n{}", pretty(&decoded.claims));
-        if let Some(exp) = decoded.claims.get("exp").and_then(Value::as_i64) {
+        if notice {
+            match decoded.parse_notice() {
+                Ok(n) => describe_notice(&n).iter().for_each(|line| say!("{line}")),
+                Err(e) => say!("not a valid notice: {e} ({})", e.reason()),
+            }
+        } else if let Some(exp) = decoded.claims.get("exp").and_then(Value::as_i64) {
             say!(
                 "expires: {} ({:.1} days remaining)",
                 rfc3339(exp),
@@ -525,12 +681,29 @@ fn verify(
         .map(|(i, path)| load_key(path, kids.get(i)))
         .collect::<Result<Vec<_>, _>>()?;
     let text = read_token(input)?;
-    let lines = match iosetu_license::source::tokens(&text) {
+    let all = match iosetu_license::source::tokens(&text) {
         Ok(lines) => lines,
         Err(e) => return verdict_failure(json, &e, &[]),
     };
-    let judged = judge_set(&LicenseVerifier::new(keys), &lines);
+    let (notice_lines, lines): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, t)| is_notice(t));
+    let verifier = LicenseVerifier::new(keys);
+    let mut judged = judge_set(&verifier, &lines);
     let now = SystemTime::now();
+    // Notices as the monitor judges them (without its state file): for the set's
+    // customer, the newest `seq` first; their revocations and the set's `supersedes`.
+    let customer = judged
+        .iter()
+        .find_map(|j| j.result.as_ref().ok().map(|c| c.customer.clone()));
+    let notices = judge_notices(&verifier, &notice_lines, customer.as_deref());
+    let revoked = revocations(&judged, &notices, unix(now));
+    let newest = newest_seq(&notices);
+    for j in &mut judged {
+        if let Ok(c) = &mut j.result
+            && let Some(at) = c.jti.as_ref().and_then(|jti| revoked.get(jti))
+        {
+            Arc::make_mut(c).revoked_at = Some(*at);
+        }
+    }
     let set: Vec<Arc<Claims>> = judged
         .iter()
         .filter_map(|j| j.result.as_ref().ok().cloned())
@@ -551,6 +724,14 @@ fn verify(
             }
             Err(e) => json!({"line": j.line, "valid": false, "reason": e.reason(), "error": e.to_string()}),
         })
+        .chain(notices.iter().map(|(line, result)| match result {
+            Ok(n) => json!({"line": line, "notice": true, "valid": true, "seq": n.seq,
+                "newest": Some(n.seq) == newest,
+                "customer": n.customer, "issued_at": rfc3339(n.iat), "revoke": n.revoke,
+                "attested_time": n.time.map(rfc3339), "attestation_expires_at": n.exp.map(rfc3339)}),
+            Err(e) => json!({"line": line, "notice": true, "valid": false, "reason": e.reason(),
+                "error": e.to_string()}),
+        }))
         .collect();
     if verdict.is_valid()
         && let (Some(claims), Some(end)) = (&verdict.claims, verdict.expires_at)
@@ -576,8 +757,9 @@ fn verify(
                 rfc3339(end),
                 days_remaining(end)
             );
-            if lines.len() > 1 {
+            if lines.len() > 1 || !notices.is_empty() {
                 print_lines(&judged, now);
+                print_notices(&notices);
             }
         }
         return Ok(());
@@ -591,10 +773,95 @@ fn verify(
         .unwrap_or(iosetu_license::LicenseError::Missing {
             detail: "no token".into(),
         });
-    if !json && lines.len() > 1 {
+    if !json && (lines.len() > 1 || !notices.is_empty()) {
         print_lines(&judged, now);
+        print_notices(&notices);
     }
     verdict_failure(json, &error, &per_line)
+}
+
+type JudgedNotice = (usize, Result<Notice, iosetu_license::LicenseError>);
+
+/// Verifies the notice lines and judges them for `customer` as a monitor without a state
+/// file does at start: of another customer, refused; older than the newest, refused
+/// (`stale_seq`) but its revocations stand (see [`revocations`]).
+fn judge_notices(
+    verifier: &LicenseVerifier,
+    lines: &[(usize, &str)],
+    customer: Option<&str>,
+) -> Vec<JudgedNotice> {
+    let verified: Vec<JudgedNotice> = lines
+        .iter()
+        .map(|&(line, token)| (line, verifier.verify_notice(token)))
+        .collect();
+    verified
+        .into_iter()
+        .map(|(line, result)| {
+            let result = result.and_then(|n| match customer {
+                Some(c) if n.customer != c => Err(iosetu_license::LicenseError::CustomerMismatch {
+                    expected: c.to_owned(),
+                    found: n.customer,
+                }),
+                _ => Ok(n),
+            });
+            (line, result)
+        })
+        .collect()
+}
+
+/// The revocations in force: the accepted notices' `revoke` from their `iat`, and the
+/// verified licenses' `supersedes` from when each starts.
+fn revocations(
+    judged: &[Judged],
+    notices: &[JudgedNotice],
+    now: i64,
+) -> std::collections::BTreeMap<String, i64> {
+    let mut revoked = std::collections::BTreeMap::new();
+    let mut add = |jti: &str, at: i64| {
+        let entry = revoked.entry(jti.to_owned()).or_insert(at);
+        *entry = (*entry).min(at);
+    };
+    // Every notice of the customer revokes, the older ones too: a revocation never ends.
+    for n in notices.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        n.revoke.iter().for_each(|jti| add(jti, n.iat));
+    }
+    for c in judged.iter().filter_map(|j| j.result.as_ref().ok()) {
+        let at = c.nbf.or(c.iat).unwrap_or(now);
+        for jti in c.supersedes.iter().filter(|j| Some(*j) != c.jti.as_ref()) {
+            add(jti, at);
+        }
+    }
+    revoked
+}
+
+/// The newest `seq` among the accepted notices.
+fn newest_seq(notices: &[JudgedNotice]) -> Option<u64> {
+    notices
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|n| n.seq)
+        .max()
+}
+
+fn print_notices(notices: &[JudgedNotice]) {
+    let newest = newest_seq(notices);
+    for (line, result) in notices {
+        match result {
+            Ok(n) => {
+                let older = if Some(n.seq) == newest {
+                    ""
+                } else {
+                    " (older than the newest: its revocations stand, its attestation is \
+                     not used; the service reports it as stale_seq)"
+                };
+                say!("  line {line}: notice{older}");
+                for text in describe_notice(n) {
+                    say!("    {text}");
+                }
+            }
+            Err(e) => say!("  line {line}: notice refused: {} ({e})", e.reason()),
+        }
+    }
 }
 
 fn print_lines(judged: &[Judged], now: SystemTime) {
@@ -605,8 +872,12 @@ fn print_lines(judged: &[Judged], now: SystemTime) {
                     Ok(()) => "in force".to_owned(),
                     Err(e) => e.reason().replace('_', " "),
                 };
+                let revoked = c
+                    .revoked_at
+                    .filter(|_| c.revoked())
+                    .map_or_else(String::new, |at| format!(", revoked from {}", rfc3339(at)));
                 say!(
-                    "  line {}: {} ({}), {} to {}",
+                    "  line {}: {} ({}), {} to {}{revoked}",
                     j.line,
                     c.customer,
                     state,
@@ -642,12 +913,51 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
     let text = read_token(input)?;
     let lines = tokens(&text)?;
     let mut set: Vec<(usize, Arc<Claims>)> = Vec::new();
+    let mut notices: Vec<(usize, Notice)> = Vec::new();
     let mut skipped = Vec::new();
     for (line, token) in &lines {
-        match decode_unverified(token).and_then(|u| u.parse_claims()) {
+        let decoded = decode_unverified(token);
+        if decoded.as_ref().is_ok_and(|u| u.is_notice()) {
+            match decoded.and_then(|u| u.parse_notice()) {
+                Ok(n) => notices.push((*line, n)),
+                Err(e) => skipped.push(format!("  line {line}: skipped, {e} ({})", e.reason())),
+            }
+            continue;
+        }
+        match decoded.and_then(|u| u.parse_claims()) {
             Ok(claims) => set.push((*line, Arc::new(claims))),
             // As the monitor does: a bad line is reported and the others still count.
             Err(e) => skipped.push(format!("  line {line}: skipped, {e} ({})", e.reason())),
+        }
+    }
+    // What the notices and `supersedes` revoke, as the monitor would apply it (the notices
+    // of the set's customer, and every license's `supersedes`).
+    let customer = set.first().map(|(_, c)| c.customer.clone());
+    let newest = notices
+        .iter()
+        .filter(|(_, n)| Some(&n.customer) == customer.as_ref())
+        .map(|(_, n)| n.seq)
+        .max();
+    let mut revoked: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for (_, n) in notices
+        .iter()
+        .filter(|(_, n)| Some(&n.customer) == customer.as_ref())
+    {
+        for jti in &n.revoke {
+            revoked.insert(jti.clone(), n.iat);
+        }
+    }
+    let today = unix(SystemTime::now());
+    for (_, c) in &set {
+        let at = c.nbf.or(c.iat).unwrap_or(today);
+        for jti in c.supersedes.iter().filter(|j| Some(*j) != c.jti.as_ref()) {
+            let entry = revoked.entry(jti.clone()).or_insert(at);
+            *entry = (*entry).min(at);
+        }
+    }
+    for (_, c) in &mut set {
+        if let Some(at) = c.jti.as_ref().and_then(|jti| revoked.get(jti)) {
+            Arc::make_mut(c).revoked_at = Some(*at);
         }
     }
     if set.is_empty() {
@@ -670,18 +980,41 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
         let instances = c
             .max_instances
             .map_or_else(String::new, |n| format!(", {n} instances"));
+        let revoked = c
+            .revoked_at
+            .filter(|_| c.revoked())
+            .map_or_else(String::new, |at| format!(", REVOKED from {}", rfc3339(at)));
         say!(
-            "  line {line}: {} to {}{features}{instances}, {signed}",
+            "  line {line}: {} to {}{features}{instances}, {signed}{revoked}",
             c.nbf.map_or_else(|| "-".to_owned(), rfc3339),
             rfc3339(c.exp)
         );
+    }
+    if !notices.is_empty() {
+        say!("notices:");
+        for (line, n) in &notices {
+            let used = if Some(&n.customer) != customer.as_ref() {
+                " (another customer's: refused)"
+            } else if Some(n.seq) != newest {
+                " (older than the newest: its revocations stand, its attestation is not used)"
+            } else {
+                ""
+            };
+            say!("  line {line}:{used}");
+            for text in describe_notice(n) {
+                say!("    {text}");
+            }
+        }
     }
     for line in &skipped {
         say!("{line}");
     }
     // The coverage now (or the next one to begin), merged from the windows.
     let start_of = |c: &Claims| c.nbf.unwrap_or(i64::MIN);
-    let from = if licenses.iter().any(|c| start_of(c) <= now && now < c.exp) {
+    let from = if licenses
+        .iter()
+        .any(|c| start_of(c) <= now && now < c.ends())
+    {
         now
     } else {
         match licenses
@@ -693,7 +1026,7 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
             Some(next) => next,
             None => licenses
                 .iter()
-                .map(|c| c.exp)
+                .map(|c| c.ends())
                 .max()
                 .unwrap_or(now)
                 .saturating_sub(1),
@@ -712,7 +1045,7 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
     let end = unix(end);
     let begin = licenses
         .iter()
-        .filter(|c| start_of(c) <= from && from < c.exp)
+        .filter(|c| start_of(c) <= from && from < c.ends())
         .map(|c| start_of(c))
         .min()
         .unwrap_or(from);

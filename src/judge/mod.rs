@@ -20,14 +20,14 @@ pub(crate) mod set;
 mod simulation;
 pub(crate) mod time;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::{MIN_RFC3339, Reading};
 use crate::event::{DriftKind, LicenseEvent};
-use crate::state::{PersistedState, StateProblem};
-use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError};
+use crate::state::{MAX_NOTICE_CUSTOMERS, MAX_REVOKED, PersistedState, StateProblem};
+use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError, Notice};
 use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate, instance_limit};
 
 pub(crate) use set::{Line, Member};
@@ -88,13 +88,25 @@ impl From<bool> for SlotWord {
     }
 }
 
+/// One vendor notice of a read (a line whose header says it is one), verified by the
+/// shell.
+#[derive(Debug, Clone)]
+pub(crate) struct NoticeLine {
+    /// 1-based line number in the source.
+    pub(crate) line: usize,
+    /// The token's fingerprint.
+    pub(crate) print: String,
+    /// The verified notice, or why it was refused.
+    pub(crate) verified: Result<Arc<Notice>, LicenseError>,
+}
+
 /// One read of the source.
 #[derive(Debug, Clone)]
 pub(crate) enum Read {
     /// The source could not be read, or holds no token (or too many).
     Failed(LicenseError),
-    /// Its tokens, each verified.
-    Lines(Vec<Line>),
+    /// Its tokens, each verified: the licenses, and the vendor notices.
+    Lines(Vec<Line>, Vec<NoticeLine>),
 }
 
 /// What a wake brought besides a clock reading.
@@ -174,6 +186,13 @@ pub(crate) struct Judge {
     settling_until: Option<i64>,
     /// Where instance-limit grace runs from (trusted seconds), once settled.
     instance_anchor: Option<i64>,
+    /// The highest vendor notice `seq` accepted, by customer (kept in the state file).
+    notice_seq: BTreeMap<String, u64>,
+    /// Revoked license `jti`s, and from when (trusted seconds; kept in the state file).
+    revoked: BTreeMap<String, i64>,
+    /// Refused notices reported (by fingerprint), and when: each at most once per check
+    /// interval.
+    notices_reported: HashMap<String, Duration>,
     /// What was last written to the state file, and when.
     persisted: Option<PersistedState>,
     persisted_at: Duration,
@@ -214,6 +233,9 @@ impl Judge {
             without_slot_since: None,
             settling_until: None,
             instance_anchor: None,
+            notice_seq: BTreeMap::new(),
+            revoked: BTreeMap::new(),
+            notices_reported: HashMap::new(),
             persisted: None,
             persisted_at: first.mono,
             events: VecDeque::new(),
@@ -258,7 +280,11 @@ impl Judge {
     pub(crate) fn handle_restored(&mut self, restored: Result<PersistedState, StateProblem>) {
         match restored {
             Ok(state) => {
-                self.persisted = Some(state);
+                self.persisted = Some(state.clone());
+                // Accepted notices stay accepted: an older one (a replayed attestation)
+                // is refused after a restart, and a revocation stays when its line goes.
+                self.notice_seq = state.notice_seq;
+                self.revoked = state.revoked;
                 if state.version < 2 {
                     // Version 1 kept one anchor, of any kind.
                     self.restored_since = state.grace_anchor;
@@ -330,12 +356,7 @@ impl Judge {
         }
         // A license's signed `iat` is a floor for judging that license (real time is at
         // least that, give or take the vendor's clock): it never raises the mark.
-        let issue_floor = self
-            .set
-            .iter()
-            .filter_map(|m| m.claims.iat)
-            .max()
-            .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS));
+        let issue_floor = self.issue_floor();
         let now = issue_floor.map_or(self.time.now_secs(), |f| f.max(self.time.now_secs()));
         self.report_floors(issue_floor);
         // Anchors never lie ahead of trusted time: a reading far ahead (provisional, or
@@ -356,7 +377,7 @@ impl Judge {
             && self
                 .set
                 .iter()
-                .any(|m| m.claims.nbf.is_none_or(|nbf| nbf <= now) && now < m.claims.exp)
+                .any(|m| m.claims.nbf.is_none_or(|nbf| nbf <= now) && now < m.claims.ends())
         {
             self.manipulated_at = None;
         }
@@ -419,6 +440,12 @@ impl Judge {
             .settling_until
             .filter(|_| verdict.admits())
             .map(crate::clock::from_unix_seconds);
+        verdict.notice_seq = self
+            .set
+            .first()
+            .and_then(|m| self.notice_seq.get(&m.claims.customer))
+            .copied();
+        verdict.revocations = self.revoked.len();
         self.last = Some(evaluation);
         Arc::new(verdict)
     }
@@ -509,6 +536,8 @@ impl Judge {
                     || last.grace_floor != state.grace_floor
                     || last.not_valid_since != state.not_valid_since
                     || last.cut_off != state.cut_off
+                    || last.notice_seq != state.notice_seq
+                    || last.revoked != state.revoked
                     || ((last.high_water != state.high_water
                         || last.budget_age != state.budget_age)
                         && due(Some(self.persisted_at), self.mono, PERSIST_INTERVAL))
@@ -528,7 +557,7 @@ impl Judge {
             !self.time.provisional() || self.time.firm_now_secs().is_some_and(|firm| at <= firm)
         };
         let anchor = match self.grace_anchor {
-            Some(anchor) if !backed(anchor) => self.persisted.and_then(|p| p.grace_anchor),
+            Some(anchor) if !backed(anchor) => self.persisted.as_ref().and_then(|p| p.grace_anchor),
             anchor => anchor,
         };
         // Since when the service has been in grace or cut off (`None` while valid), and
@@ -540,6 +569,7 @@ impl Judge {
         let (since, cut_off) = match not_valid_since {
             Some(since) if !backed(since) => self
                 .persisted
+                .as_ref()
                 .map_or((None, None), |p| (p.not_valid_since, p.cut_off)),
             since => (since, last.and_then(|e| e.cut_off)),
         };
@@ -548,6 +578,8 @@ impl Judge {
         state.not_valid_since = since;
         state.cut_off = cut_off;
         state.budget_age = self.time.budget_age().as_secs();
+        state.notice_seq = self.notice_seq.clone();
+        state.revoked = self.revoked.clone();
         Some(state)
     }
 
@@ -686,8 +718,8 @@ impl Judge {
     fn judge_read(&mut self, read: Read) -> bool {
         let source = self.config.source.clone();
         let kept_previous = !self.set.is_empty();
-        let lines = match read {
-            Read::Lines(lines) => lines,
+        let (lines, notices) = match read {
+            Read::Lines(lines, notices) => (lines, notices),
             Read::Failed(error) => {
                 if self.report_failure(error.to_string()) {
                     self.events.push_back(match error {
@@ -709,7 +741,30 @@ impl Judge {
                 return false;
             }
         };
-        let selection = set::select(&lines, &self.set, self.time.now_secs());
+        let now = self.time.now_secs();
+        let revoked_before = self.revoked.clone();
+        // Licenses that supersede others revoke them from when they start; then every
+        // revocation known applies to the lines, before the set is chosen from them.
+        for line in &lines {
+            if let Ok(claims) = &line.verified {
+                let at = claims.nbf.or(claims.iat).unwrap_or(now);
+                for jti in &claims.supersedes {
+                    if claims.jti.as_ref() != Some(jti) {
+                        self.learn_revocation(jti, at, None);
+                    }
+                }
+            }
+        }
+        let lines: Vec<Line> = lines
+            .into_iter()
+            .map(|mut line| {
+                if let Ok(claims) = &line.verified {
+                    line.verified = Ok(self.revoked_claims(claims));
+                }
+                line
+            })
+            .collect();
+        let selection = set::select(&lines, &self.set, now);
         let counts = !selection.members.is_empty() || kept_previous;
         if !selection.refused.is_empty() {
             // What was read, to tell an unchanged bad source from a new one.
@@ -727,16 +782,242 @@ impl Judge {
             }
         }
         self.problem = selection.problem();
+        // Notices are judged for the set's customer: the one this read brings, else the
+        // one in force. (With no license at all they wait for one.)
+        let customer = selection
+            .members
+            .first()
+            .or(self.set.first())
+            .map(|m| m.claims.customer.clone());
+        self.judge_notices(&notices, customer.as_deref());
+        let learned = self.revoked != revoked_before;
         if selection.members.is_empty() {
-            // Wholly bad: the last good set stays.
+            // Wholly bad: the last good set stays (with what the notices revoked).
+            if learned {
+                self.revoke_candidates();
+                let before = std::mem::take(&mut self.set);
+                self.set = before.iter().map(|m| self.revoked_member(m)).collect();
+                return self.set != before;
+            }
             return false;
         }
-        let changed = selection.members != self.set;
+        let changed = selection.members != self.set || learned;
         self.set = selection.members;
         self.candidates = selection.candidates;
+        if learned {
+            self.revoke_candidates();
+            let set: Vec<Member> = self.set.iter().map(|m| self.revoked_member(m)).collect();
+            self.set = set;
+        }
         let set = &self.set;
         self.announced.retain(|p| set.iter().any(|m| m.print == *p));
         changed
+    }
+
+    // ---- vendor notices ----
+
+    /// `claims` with its revocation, if one is known (the same `Arc` if nothing changes).
+    fn revoked_claims(&self, claims: &Arc<Claims>) -> Arc<Claims> {
+        let at = claims
+            .jti
+            .as_ref()
+            .and_then(|jti| self.revoked.get(jti))
+            .copied();
+        if at == claims.revoked_at {
+            return Arc::clone(claims);
+        }
+        let mut revoked = Claims::clone(claims);
+        revoked.revoked_at = at;
+        Arc::new(revoked)
+    }
+
+    fn revoked_member(&self, member: &Member) -> Member {
+        Member {
+            claims: self.revoked_claims(&member.claims),
+            print: member.print.clone(),
+        }
+    }
+
+    fn revoke_candidates(&mut self) {
+        let candidates = std::mem::take(&mut self.candidates);
+        self.candidates = candidates
+            .into_iter()
+            .map(|(line, m)| (line, self.revoked_member(&m)))
+            .collect();
+    }
+
+    /// Records that `jti` is revoked from `at` (an earlier revocation stands), by notice
+    /// `seq` (or by a superseding license), and reports it when it is news.
+    fn learn_revocation(&mut self, jti: &str, at: i64, seq: Option<u64>) {
+        if self.revoked.get(jti).is_some_and(|&known| known <= at) {
+            return;
+        }
+        self.revoked.insert(jti.to_owned(), at);
+        if self.revoked.len() > MAX_REVOKED {
+            // The oldest revocation goes: its license has most likely expired by now.
+            if let Some(oldest) = self
+                .revoked
+                .iter()
+                .min_by_key(|(jti, at)| (**at, (*jti).clone()))
+                .map(|(jti, _)| jti.clone())
+            {
+                self.revoked.remove(&oldest);
+            }
+        }
+        let in_set = self
+            .candidates
+            .iter()
+            .map(|(_, m)| m)
+            .chain(self.set.iter())
+            .any(|m| m.claims.jti.as_deref() == Some(jti));
+        self.events.push_back(LicenseEvent::Revoked {
+            jti: jti.to_owned(),
+            revoked_at: crate::clock::from_unix_seconds(at),
+            seq,
+            in_set,
+        });
+    }
+
+    /// Judges a read's vendor notices for `customer` (the set's), oldest `seq` first. One
+    /// of another customer, or an attestation past its `exp`, is refused as a whole; one
+    /// older than the highest accepted (`seq`) is refused too, but what it revokes stays
+    /// revoked (a revocation never ends). Refusals are reported, each at most once per
+    /// check interval. The highest accepted notice is read again at every check without
+    /// effect but its revocations; only a newer one's attestation re-bases trusted time,
+    /// so no attestation is ever used twice.
+    fn judge_notices(&mut self, notices: &[NoticeLine], customer: Option<&str>) {
+        let Some(customer) = customer else {
+            return;
+        };
+        let mut order: Vec<&NoticeLine> = notices.iter().collect();
+        order.sort_by_key(|n| {
+            (
+                n.verified.as_ref().map_or(0, |notice| notice.seq),
+                n.print.clone(),
+            )
+        });
+        let mut seen = HashSet::new();
+        for line in order {
+            seen.insert(line.print.clone());
+            let notice = match &line.verified {
+                Ok(notice) => Arc::clone(notice),
+                Err(error) => {
+                    self.reject_notice(line, error.clone(), None);
+                    continue;
+                }
+            };
+            if notice.customer != customer {
+                let error = LicenseError::CustomerMismatch {
+                    expected: customer.to_owned(),
+                    found: notice.customer.clone(),
+                };
+                self.reject_notice(line, error, Some(notice.seq));
+                continue;
+            }
+            let highest = self.notice_seq.get(customer).copied().unwrap_or(0);
+            if notice.seq < highest {
+                // Its attestation is never used. What it revokes stays revoked, though: a
+                // revoked license never comes back, and its revocations were in force
+                // when it was the newest (or the newer notice lists them again).
+                for jti in &notice.revoke {
+                    self.learn_revocation(jti, notice.iat, Some(notice.seq));
+                }
+                let error = LicenseError::StaleSequence {
+                    seq: notice.seq,
+                    highest,
+                };
+                self.reject_notice(line, error, Some(notice.seq));
+                continue;
+            }
+            if notice.seq == highest {
+                // Accepted before (this run or an earlier one): what it revoked stays
+                // revoked, and what it attested is still a floor under real time.
+                for jti in &notice.revoke {
+                    self.learn_revocation(jti, notice.iat, Some(notice.seq));
+                }
+                if let Some(time) = notice.time {
+                    self.time.attest_floor(time);
+                }
+                continue;
+            }
+            if let (Some(_), Some(exp)) = (notice.time, notice.exp) {
+                // Judged by the wall and the vendor's floors, not by our own marks: the
+                // attestation is there to correct them.
+                let floors = [self.time.vendor_floor_secs(), self.issue_floor()]
+                    .into_iter()
+                    .flatten()
+                    .fold(self.time.wall_secs(), i64::max);
+                if floors >= exp {
+                    self.reject_notice(
+                        line,
+                        LicenseError::Expired { expired_at: exp },
+                        Some(notice.seq),
+                    );
+                    continue;
+                }
+            }
+            self.accept_notice(customer, &notice);
+        }
+        self.notices_reported
+            .retain(|print, _| seen.contains(print));
+    }
+
+    fn accept_notice(&mut self, customer: &str, notice: &Notice) {
+        if !self.notice_seq.contains_key(customer) && self.notice_seq.len() >= MAX_NOTICE_CUSTOMERS
+        {
+            // (Only a renamed customer's history goes: its notices no longer apply.)
+            if let Some(other) = self.notice_seq.keys().find(|c| *c != customer).cloned() {
+                self.notice_seq.remove(&other);
+            }
+        }
+        self.notice_seq.insert(customer.to_owned(), notice.seq);
+        for jti in &notice.revoke {
+            self.learn_revocation(jti, notice.iat, Some(notice.seq));
+        }
+        let Some(time) = notice.time else {
+            return;
+        };
+        let wall = self.time.wall_secs();
+        let moved = self.time.attest(time);
+        let cleared = self.manipulated_at.take().is_some();
+        // The episode the wrong mark started ends with it; an earlier run's grace that
+        // the mark carried over does too.
+        if cleared {
+            self.restored_since = None;
+        }
+        self.events.push_back(LicenseEvent::ClockAttested {
+            seq: notice.seq,
+            attested_time: crate::clock::from_unix_seconds(time),
+            wall_offset_seconds: wall.saturating_sub(time),
+            trusted_time_moved_seconds: moved,
+            cleared_manipulation: cleared,
+        });
+    }
+
+    fn reject_notice(&mut self, line: &NoticeLine, error: LicenseError, seq: Option<u64>) {
+        let due = match self.notices_reported.get(&line.print) {
+            Some(at) => due(Some(*at), self.mono, self.config.check_interval),
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        self.notices_reported.insert(line.print.clone(), self.mono);
+        self.events.push_back(LicenseEvent::NoticeRejected {
+            error,
+            line: line.line,
+            fingerprint: line.print.clone(),
+            seq,
+        });
+    }
+
+    /// The floor a license set's signed `iat`s put under trusted time, if any.
+    fn issue_floor(&self) -> Option<i64> {
+        self.set
+            .iter()
+            .filter_map(|m| m.claims.iat)
+            .max()
+            .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS))
     }
 
     /// Whether a failure reading `what` is to be reported now: a new one, or one last
@@ -851,9 +1132,13 @@ impl Judge {
     /// may be the wrong one, and judging at the floor already takes away any gain.
     fn report_floors(&mut self, issue_floor: Option<i64>) {
         let wall = self.time.wall_secs();
-        let finding = match self.time.behind_build_floor() {
-            Some(seconds) => Some((DriftKind::BehindBuildTime, seconds)),
-            None => issue_floor.filter(|&floor| wall < floor).map(|floor| {
+        let finding = match (
+            self.time.behind_build_floor(),
+            self.time.behind_attested_floor(),
+        ) {
+            (Some(seconds), _) => Some((DriftKind::BehindBuildTime, seconds)),
+            (None, Some(seconds)) => Some((DriftKind::BehindAttestedTime, seconds)),
+            (None, None) => issue_floor.filter(|&floor| wall < floor).map(|floor| {
                 let iat = floor.saturating_add(IAT_TOLERANCE_SECS);
                 (DriftKind::BehindIssueTime, wall.saturating_sub(iat) as f64)
             }),
@@ -941,6 +1226,7 @@ fn entitlements_changed(before: &Verdict, after: &Verdict) -> Option<LicenseEven
 mod tests {
     use super::*;
     use crate::clock::from_unix_seconds;
+    use crate::verdict::GraceReason;
 
     const T0: i64 = 1_800_000_000;
     const HOUR: u64 = 3_600;
@@ -978,6 +1264,7 @@ mod tests {
                     verified: Ok(Arc::new(c.clone())),
                 })
                 .collect(),
+            Vec::new(),
         )
     }
 
@@ -993,6 +1280,268 @@ mod tests {
 
     fn license(exp_in: u64) -> Claims {
         Claims::new("Acme", T0 + exp_in as i64)
+    }
+
+    fn with_notices(licenses: &[Claims], notices: &[Notice]) -> Observation {
+        let Read::Lines(lines, _) = read(licenses) else {
+            unreachable!("read() always gives lines")
+        };
+        let notices = notices
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NoticeLine {
+                line: licenses.len() + i + 1,
+                print: format!("notice-{}-{}-{}", n.customer, n.seq, n.iat),
+                verified: Ok(Arc::new(n.clone())),
+            })
+            .collect();
+        Observation::Full(Read::Lines(lines, notices))
+    }
+
+    fn revoke(seq: u64, iat_in: u64, jtis: &[&str]) -> Notice {
+        let mut n = Notice::new("Acme", T0 + iat_in as i64, seq);
+        n.revoke = jtis.iter().map(|j| (*j).to_owned()).collect();
+        n
+    }
+
+    fn attest(seq: u64, time: i64) -> Notice {
+        let mut n = Notice::new("Acme", time, seq);
+        n.time = Some(time);
+        n.exp = Some(time + 86_400);
+        n
+    }
+
+    fn with_jti(exp_in: u64, jti: &str) -> Claims {
+        let mut c = license(exp_in);
+        c.jti = Some(jti.into());
+        c
+    }
+
+    fn restarted(judge: &Judge, reading: Reading) -> Judge {
+        let mut next = Judge::new(config(), reading);
+        next.handle_restored(Ok(judge.state_to_persist().expect("a firm mark")));
+        next
+    }
+
+    #[test]
+    fn a_revocation_applies_from_the_notice_iat_with_the_license_own_grace() {
+        let lic = [with_jti(300 * 24 * HOUR, "lic-1")];
+        let mut judge = Judge::new(config(), at(0));
+        assert!(judge.handle_check(at(0), full(&lic), false).is_valid());
+        names(&mut judge);
+        // Signed 10 minutes ago, installed now: in grace from its iat.
+        let v = judge.handle_check(
+            at(1200),
+            with_notices(&lic, &[revoke(1, 600, &["lic-1"])]),
+            false,
+        );
+        assert_eq!(v.state, LicenseState::Grace);
+        assert_eq!(v.reason, Some(GraceReason::Revoked));
+        assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0 + 600)));
+        assert_eq!(
+            v.grace_ends_at,
+            Some(from_unix_seconds(T0 + 600 + HOUR as i64))
+        );
+        assert_eq!((v.notice_seq, v.revocations), (Some(1), 1));
+        assert_eq!(
+            names(&mut judge),
+            ["license.revoked", "license.grace_mode_entered"]
+        );
+        let cut = judge.handle_check(at(600 + HOUR), Observation::Transition, false);
+        assert!(!cut.admits());
+        assert_eq!(cut.reason.as_ref().map(GraceReason::code), Some("revoked"));
+        // The same notice read again changes nothing and reports nothing.
+        judge.handle_check(
+            at(700 + HOUR),
+            with_notices(&lic, &[revoke(1, 600, &["lic-1"])]),
+            false,
+        );
+        assert!(names(&mut judge).iter().all(|n| *n != "license.revoked"));
+    }
+
+    #[test]
+    fn a_deleted_notice_line_keeps_its_revocations_through_the_state_file() {
+        let lic = [
+            with_jti(300 * 24 * HOUR, "lic-1"),
+            with_jti(200 * 24 * HOUR, "lic-2"),
+        ];
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(
+            at(0),
+            with_notices(&lic, &[revoke(1, 0, &["lic-1", "lic-2"])]),
+            false,
+        );
+        let later = at(2 * HOUR);
+        let mut next = restarted(&judge, later);
+        let v = next.handle_check(later, full(&lic), false);
+        assert!(
+            !v.admits(),
+            "the notice's line is gone, its revocations are not"
+        );
+        assert_eq!(v.reason, Some(GraceReason::Revoked));
+        // Without a state file a restart forgets: the vendor's notice must stay in place.
+        let mut fresh = Judge::new(config(), later);
+        assert!(fresh.handle_check(later, full(&lic), false).is_valid());
+    }
+
+    #[test]
+    fn a_renewal_keeps_a_customer_whose_old_license_was_revoked() {
+        let old = with_jti(30 * 24 * HOUR, "lic-1");
+        let mut judge = Judge::new(config(), at(0));
+        let v = judge.handle_check(
+            at(60),
+            with_notices(std::slice::from_ref(&old), &[revoke(1, 0, &["lic-1"])]),
+            false,
+        );
+        assert_eq!(v.reason, Some(GraceReason::Revoked));
+        // The vendor issues a replacement: valid again, the revoked one never comes back.
+        let renewal = with_jti(300 * 24 * HOUR, "lic-2");
+        let v = judge.handle_check(at(120), full(&[old.clone(), renewal.clone()]), false);
+        assert!(v.is_valid());
+        assert_eq!(v.licenses.len(), 1);
+        assert_eq!(v.licenses[0].jti.as_deref(), Some("lic-2"));
+    }
+
+    #[test]
+    fn a_superseding_license_revokes_from_when_it_starts() {
+        let old = with_jti(300 * 24 * HOUR, "lic-1");
+        let mut new = with_jti(400 * 24 * HOUR, "lic-2");
+        new.nbf = Some(T0 + 2 * HOUR as i64);
+        new.supersedes = vec!["lic-1".into()];
+        new.features = vec!["new".into()];
+        let mut judge = Judge::new(config(), at(0));
+        let v = judge.handle_check(at(0), full(&[old.clone(), new.clone()]), false);
+        assert!(
+            v.is_valid(),
+            "the old one is in force until the new one starts"
+        );
+        assert_eq!(v.licenses[0].jti.as_deref(), Some("lic-1"));
+        let v = judge.handle_check(at(2 * HOUR), Observation::Transition, false);
+        assert!(v.is_valid());
+        assert_eq!(v.licenses.len(), 1);
+        assert_eq!(v.licenses[0].jti.as_deref(), Some("lic-2"));
+        // Dropping the new license does not bring the old one back.
+        let v = judge.handle_check(at(3 * HOUR), full(&[old]), false);
+        assert_eq!(v.reason, Some(GraceReason::Revoked));
+    }
+
+    #[test]
+    fn older_and_foreign_notices_are_refused_and_reported_once_per_interval() {
+        let lic = [with_jti(300 * 24 * HOUR, "lic-1")];
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), with_notices(&lic, &[revoke(5, 0, &[])]), false);
+        names(&mut judge);
+        let mut foreign = revoke(9, 0, &["lic-1"]);
+        foreign.customer = "Other".into();
+        let stale = attest(4, T0);
+        let notices = [revoke(5, 0, &[]), stale, foreign];
+        let v = judge.handle_check(at(10), with_notices(&lic, &notices), false);
+        assert!(v.is_valid(), "neither refused notice revokes anything");
+        let events: Vec<LicenseEvent> = std::iter::from_fn(|| judge.poll_event()).collect();
+        let reasons: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                LicenseEvent::NoticeRejected { error, .. } => Some(error.reason()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, ["stale_seq", "customer_mismatch"]);
+        judge.handle_check(at(20), with_notices(&lic, &notices), false);
+        assert!(names(&mut judge).is_empty());
+        judge.handle_check(at(20 + HOUR), with_notices(&lic, &notices), false);
+        assert_eq!(names(&mut judge), ["license.notice_rejected"; 2]);
+    }
+
+    #[test]
+    fn an_attestation_ends_manipulation_grace_and_rebases_the_stored_mark() {
+        // The clock was set a year ahead for a day (a mark persisted there), then put right.
+        let year = 365 * 24 * HOUR as i64;
+        let lic = [with_jti(300 * 24 * HOUR, "lic-1")];
+        let ahead = Reading {
+            wall: from_unix_seconds(T0 + year),
+            ..at(0)
+        };
+        let mut judge = Judge::new(config(), ahead);
+        judge.handle_check(ahead, full(&lic), false);
+        let mut next = restarted(&judge, at(60));
+        let v = next.handle_check(at(60), full(&lic), false);
+        assert!(!v.is_valid(), "the right clock now reads as set back");
+        assert!(names(&mut next).contains(&"license.time_manipulation_detected"));
+        // The vendor attests the time: valid at once, and the mark is re-based for good.
+        let fix = [attest(1, T0 + 30)];
+        let v = next.handle_check(at(90), with_notices(&lic, &fix), false);
+        assert!(v.is_valid(), "{v:?}");
+        let events: Vec<LicenseEvent> = std::iter::from_fn(|| next.poll_event()).collect();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            LicenseEvent::ClockAttested { seq: 1, cleared_manipulation: true, trusted_time_moved_seconds, .. }
+                if *trusted_time_moved_seconds < -(year - 100)
+        )), "{events:?}");
+        let stored = next.poll_persist().expect("written at once");
+        assert!(stored.high_water <= T0 + 90 && stored.notice_seq["Acme"] == 1);
+        next.handle_persisted(stored);
+        // A restart with the notice still in place: the same attestation is not used
+        // again, and nothing is wrong.
+        let mut third = restarted(&next, at(200));
+        assert!(
+            third
+                .handle_check(at(200), with_notices(&lic, &fix), false)
+                .is_valid()
+        );
+        assert!(!names(&mut third).contains(&"license.clock_attested"));
+    }
+
+    #[test]
+    fn a_replayed_attestation_is_refused() {
+        // A customer used attestation 1 in January; in June, after expiry, the clock is
+        // set back to January and the old notice put back: it gains nothing.
+        let lic = [with_jti(30 * 24 * HOUR, "lic-1")];
+        let mut judge = Judge::new(config(), at(0));
+        judge.handle_check(at(0), with_notices(&lic, &[attest(1, T0)]), false);
+        names(&mut judge);
+        let june = at(150 * 24 * HOUR);
+        judge.handle_check(june, full(&lic), false);
+        let mut next = restarted(&judge, june);
+        let set_back = Reading {
+            wall: from_unix_seconds(T0 + 60),
+            ..at(150 * 24 * HOUR + 60)
+        };
+        let v = next.handle_check(set_back, with_notices(&lic, &[attest(1, T0)]), false);
+        assert!(!v.admits(), "{v:?}");
+        assert!(!names(&mut next).contains(&"license.clock_attested"));
+        // Once a later notice was installed, the old one is refused outright.
+        judge.handle_check(june, with_notices(&lic, &[revoke(2, 0, &[])]), false);
+        let mut second = restarted(&judge, set_back);
+        let v = second.handle_check(set_back, with_notices(&lic, &[attest(1, T0)]), false);
+        assert!(!v.admits());
+        let events: Vec<LicenseEvent> = std::iter::from_fn(|| second.poll_event()).collect();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                LicenseEvent::NoticeRejected {
+                    error: LicenseError::StaleSequence { seq: 1, highest: 2 },
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn an_expired_attestation_is_refused() {
+        let lic = [with_jti(300 * 24 * HOUR, "lic-1")];
+        let mut judge = Judge::new(config(), at(0));
+        let old = attest(1, T0 - 8 * 86_400);
+        judge.handle_check(at(0), with_notices(&lic, &[old]), false);
+        let events: Vec<LicenseEvent> = std::iter::from_fn(|| judge.poll_event()).collect();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            LicenseEvent::NoticeRejected {
+                error: LicenseError::Expired { .. },
+                ..
+            }
+        )));
+        assert!(judge.notice_seq.is_empty());
     }
 
     #[test]

@@ -56,15 +56,15 @@ impl Selection {
 }
 
 fn in_force(c: &Claims, now: i64) -> bool {
-    c.nbf.is_none_or(|nbf| nbf <= now) && now < c.exp
+    c.nbf.is_none_or(|nbf| nbf <= now) && now < c.ends()
 }
 
 fn held(c: &Claims, now: i64) -> bool {
-    c.nbf.is_some_and(|nbf| nbf > now) && c.nbf < Some(c.exp)
+    c.nbf.is_some_and(|nbf| nbf > now) && c.nbf < Some(c.ends())
 }
 
 fn started(c: &Claims, now: i64) -> bool {
-    c.nbf.is_none_or(|nbf| nbf <= now) && c.nbf < Some(c.exp)
+    c.nbf.is_none_or(|nbf| nbf <= now) && c.nbf < Some(c.ends())
 }
 
 /// Reads the set from a read's lines. `previous` is the set before it, and `now` trusted
@@ -125,8 +125,8 @@ pub(crate) fn choose(
     let last = |pool: &mut dyn Iterator<Item = &Member>| {
         pool.max_by(|a, b| {
             a.claims
-                .exp
-                .cmp(&b.claims.exp)
+                .ends()
+                .cmp(&b.claims.ends())
                 .then_with(|| b.print.cmp(&a.print))
         })
         .map(|m| m.claims.customer.clone())

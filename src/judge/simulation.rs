@@ -519,7 +519,7 @@ impl World {
                 detail: "the license source holds no token".into(),
             });
         }
-        Read::Lines(lines_of(&entries))
+        Read::Lines(lines_of(&entries), Vec::new())
     }
 
     /// Wakes every process at the host's current reading.
@@ -555,7 +555,7 @@ impl World {
         if self.procs.iter().any(|p| p.judge.poll_persist().is_some()) {
             for proc in &mut self.procs {
                 if let Some(state) = proc.judge.state_to_persist() {
-                    proc.stored = Some(state);
+                    proc.stored = Some(state.clone());
                     proc.judge.handle_persisted(state);
                 }
             }
@@ -640,10 +640,11 @@ impl World {
         for proc in &mut self.procs {
             proc.judge = Judge::new(config(self.with_state), reading);
             if self.with_state {
-                proc.judge.handle_restored(proc.stored.ok_or(StateProblem {
-                    reason: "missing",
-                    detail: "/sim/state.json does not exist".into(),
-                }));
+                proc.judge
+                    .handle_restored(proc.stored.clone().ok_or(StateProblem {
+                        reason: "missing",
+                        detail: "/sim/state.json does not exist".into(),
+                    }));
             }
             proc.expiring = 0;
             proc.fresh = 0;

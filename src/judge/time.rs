@@ -61,6 +61,9 @@ pub(crate) struct TrustedTime {
     /// from the state file).
     budget_since: Duration,
     budget_carried: Duration,
+    /// The latest real time a vendor attested (a notice's `time`), with the monotonic
+    /// reading it was first seen at: real time is at least that much later now.
+    attested: Option<(i128, Duration)>,
 }
 
 /// How fast an unsynchronized clock may drift, as the kernel's own error bound grows:
@@ -95,7 +98,59 @@ impl TrustedTime {
             build_floor: None,
             budget_since: reading.mono,
             budget_carried: Duration::ZERO,
+            attested: None,
         }
+    }
+
+    /// A vendor's attestation of real time (a notice's `time`, never accepted twice): the
+    /// remedy for a mark that is wrong (a clock once set far ahead, then corrected, left
+    /// it in the future, and the wall reads as set back). Our own evidence, this run's and
+    /// the stored one, re-bases at the wall; the attested time becomes a floor under
+    /// trusted time (so a wall behind it is judged at it, as behind a build time), and
+    /// the drift budget starts again. Returns how far trusted now moved, in seconds.
+    pub(crate) fn attest(&mut self, time_secs: i64) -> i64 {
+        let before = self.now_nanos();
+        self.mark = (!self.provisional).then_some(self.wall);
+        self.stored = None;
+        self.soft_until = None;
+        self.behind = false;
+        self.budget_since = self.last_mono;
+        self.budget_carried = Duration::ZERO;
+        self.attested = None;
+        self.attest_floor(time_secs);
+        round_secs(self.now_nanos() - before)
+    }
+
+    /// Real time is at least `time_secs` (a vendor attested it): a floor, like the build
+    /// time, that moves on with monotonic time from when it was first seen.
+    pub(crate) fn attest_floor(&mut self, time_secs: i64) {
+        let t = time_secs as i128 * NANOS;
+        if self.attested_floor().is_none_or(|floor| floor < t) {
+            self.attested = Some((t, self.last_mono));
+        }
+    }
+
+    /// The attested floor now.
+    fn attested_floor(&self) -> Option<i128> {
+        self.attested
+            .map(|(t, at)| t + self.last_mono.saturating_sub(at).as_nanos() as i128)
+    }
+
+    /// The vendor's floors under trusted time: the build time and an attested time.
+    fn floor(&self) -> Option<i128> {
+        max_opt(self.build_floor, self.attested_floor())
+    }
+
+    /// The vendor's floors now (build time, attested time), in whole seconds.
+    pub(crate) fn vendor_floor_secs(&self) -> Option<i64> {
+        self.floor().map(secs_floor)
+    }
+
+    /// How far the wall clock is behind an attested time, in seconds, if it is by more
+    /// than the threshold.
+    pub(crate) fn behind_attested_floor(&self) -> Option<f64> {
+        let floor = self.attested_floor()?;
+        (self.wall < floor - THRESHOLD_NANOS).then(|| tenths(self.wall - floor))
     }
 
     /// The monotonic time the drift budget has been accruing: since the run's start or
@@ -313,7 +368,7 @@ impl TrustedTime {
     /// Trusted now, in nanoseconds since the epoch: max(wall, our evidence, build floor).
     fn now_nanos(&self) -> i128 {
         let now = max_opt(Some(self.wall), self.evidence()).unwrap_or(self.wall);
-        self.build_floor.map_or(now, |floor| now.max(floor))
+        self.floor().map_or(now, |floor| now.max(floor))
     }
 
     /// Trusted now, in whole seconds since the epoch (floored).
@@ -324,13 +379,13 @@ impl TrustedTime {
     /// Trusted now from evidence that is not provisional (our marks and the build floor),
     /// if there is any.
     pub(crate) fn firm_now_secs(&self) -> Option<i64> {
-        max_opt(self.evidence(), self.build_floor).map(secs_floor)
+        max_opt(self.evidence(), self.floor()).map(secs_floor)
     }
 
     /// Trusted now from hard evidence alone (the stored mark, this run's mark once
     /// confirmed, the build floor), if there is any.
     pub(crate) fn hard_now_secs(&self) -> Option<i64> {
-        max_opt(self.hard(), self.build_floor).map(secs_floor)
+        max_opt(self.hard(), self.floor()).map(secs_floor)
     }
 
     /// How far the wall clock is behind the build floor, in seconds, if it is.
