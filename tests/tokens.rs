@@ -3,7 +3,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use iosetu_license::{Claims, KeyError, LicenseError, LicenseSigner, LicenseVerifier, PublicKey};
+use iosetu_license::token::is_notice;
+use iosetu_license::{
+    Claims, KeyError, LicenseError, LicenseSigner, LicenseVerifier, Notice, PublicKey,
+};
 
 /// RFC 8037 Appendix A.1 private key `d`.
 const RFC8037_D: &str = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
@@ -613,4 +616,174 @@ fn entitlement_and_grace_claims_of_the_wrong_type_are_invalid_claims() {
     // And they survive signing and verifying again.
     let again = verifier().verify(&rfc_signer().sign(&claims)).unwrap();
     assert_eq!(again, claims);
+}
+
+const NOTICE_HEADER: &str = r#"{"alg":"EdDSA","typ":"iosetu-notice"}"#;
+
+fn notice_reason(token: &str) -> &'static str {
+    match verifier().verify_notice(token) {
+        Ok(_) => "accepted",
+        Err(e) => e.reason(),
+    }
+}
+
+#[test]
+fn a_notice_is_never_a_license_and_a_license_never_a_notice() {
+    let signer = rfc_signer();
+    let mut notice = Notice::new("acme", 1_800_000_000, 1);
+    notice.revoke = vec!["lic-1".into()];
+    let notice = signer.sign_notice(&notice);
+    let license = signer.sign(&Claims::new("acme", 4_102_444_800));
+    assert!(is_notice(&notice) && !is_notice(&license));
+    assert_eq!(notice_reason(&notice), "accepted");
+    assert_eq!(reason(&license), "accepted");
+    // Each refused as the other, by its signed header: both ways.
+    assert_eq!(reason(&notice), "wrong_type");
+    assert_eq!(notice_reason(&license), "wrong_type");
+    // Claims that would make a license, under a notice header, are still no license;
+    // and a notice's claims under a license header are no notice.
+    let both = r#"{"customer":"acme","exp":4102444800,"iat":1800000000,"seq":1,"time":1800000000}"#;
+    assert_eq!(reason(&signed(NOTICE_HEADER, both)), "wrong_type");
+    assert_eq!(notice_reason(&signed(HEADER, both)), "wrong_type");
+    // The header cannot be changed after signing.
+    let parts: Vec<&str> = notice.split('.').collect();
+    let relabelled = format!("{}.{}.{}", b64(HEADER), parts[1], parts[2]);
+    assert_eq!(reason(&relabelled), "bad_signature");
+    // A `typ` that is not a string is malformed, for both.
+    let odd = signed(r#"{"alg":"EdDSA","typ":7}"#, GOOD_CLAIMS);
+    assert_eq!(
+        (reason(&odd), notice_reason(&odd)),
+        ("malformed", "malformed")
+    );
+}
+
+#[test]
+fn hostile_notices_are_refused_with_their_reason() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1}"#,
+            "accepted",
+        ),
+        (r#"{"iat":1800000000,"seq":1}"#, "missing_claim"),
+        (
+            r#"{"customer":"","iat":1800000000,"seq":1}"#,
+            "invalid_claim",
+        ),
+        (r#"{"customer":"acme","seq":1}"#, "missing_claim"),
+        (
+            r#"{"customer":"acme","iat":"1800000000","seq":1}"#,
+            "invalid_claim",
+        ),
+        (r#"{"customer":"acme","iat":1800000000}"#, "missing_claim"),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":0}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":-1}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1.5}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":9007199254740993}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"revoke":"lic-1"}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"revoke":[""]}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"revoke":[7]}"#,
+            "invalid_claim",
+        ),
+        // A revocation never lapses: no `exp` without a `time`.
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"exp":1800086400}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"time":1800000000}"#,
+            "missing_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"time":1800000000,"exp":1800604800}"#,
+            "accepted",
+        ),
+        // An attestation is short-lived: at most 7 days, after its iat.
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"time":1800000000,"exp":1800604801}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"time":1800000000,"exp":1800000000}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"time":1800086401,"exp":1800086400}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"nbf":1800000000}"#,
+            "invalid_claim",
+        ),
+        (
+            r#"{"customer":"acme","iat":1800000000,"seq":1,"seq":2}"#,
+            "malformed",
+        ),
+    ];
+    for (claims, expected) in cases {
+        assert_eq!(
+            notice_reason(&signed(NOTICE_HEADER, claims)),
+            *expected,
+            "{claims}"
+        );
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("\"j{i}\"")).collect();
+    let claims = format!(
+        r#"{{"customer":"acme","iat":1800000000,"seq":1,"revoke":[{}]}}"#,
+        many.join(",")
+    );
+    assert_eq!(
+        notice_reason(&signed(NOTICE_HEADER, &claims)),
+        "invalid_claim"
+    );
+    // A license's `supersedes` follows the same rules.
+    let claims = format!(
+        r#"{{"customer":"acme","exp":4102444800,"supersedes":[{}]}}"#,
+        many.join(",")
+    );
+    assert_eq!(reason(&signed(HEADER, &claims)), "invalid_claim");
+}
+
+#[test]
+fn issuer_and_audience_bind_notices_as_they_bind_licenses() {
+    let strict = verifier().issuer("vendor").audience("svc");
+    let bare = signed(
+        NOTICE_HEADER,
+        r#"{"customer":"acme","iat":1800000000,"seq":1}"#,
+    );
+    assert_eq!(
+        strict.verify_notice(&bare).unwrap_err().reason(),
+        "missing_claim"
+    );
+    let wrong = signed(
+        NOTICE_HEADER,
+        r#"{"customer":"acme","iat":1800000000,"seq":1,"iss":"other","aud":"svc"}"#,
+    );
+    assert_eq!(
+        strict.verify_notice(&wrong).unwrap_err().reason(),
+        "wrong_issuer"
+    );
+    let good = signed(
+        NOTICE_HEADER,
+        r#"{"customer":"acme","iat":1800000000,"seq":1,"iss":"vendor","aud":["svc"]}"#,
+    );
+    assert!(strict.verify_notice(&good).is_ok());
 }

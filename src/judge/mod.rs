@@ -719,6 +719,11 @@ impl Judge {
         let source = self.config.source.clone();
         let kept_previous = !self.set.is_empty();
         let (lines, notices) = match read {
+            Read::Lines(lines, notices) if lines.is_empty() && !notices.is_empty() => {
+                // Notices alone are no license (and need one to be judged for).
+                let detail = format!("{source} holds vendor notices but no license");
+                return self.judge_read(Read::Failed(LicenseError::Missing { detail }));
+            }
             Read::Lines(lines, notices) => (lines, notices),
             Read::Failed(error) => {
                 if self.report_failure(error.to_string()) {
