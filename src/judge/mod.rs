@@ -370,6 +370,15 @@ impl Judge {
         // turns out to be ahead, the correction moves the anchor back with it (see
         // `on_clock_anomaly`), so a clock set ahead cannot stretch grace.
         let fresh_anchor = self.grace_anchor.is_none();
+        if fresh_anchor {
+            // An episode without a license that starts now never ends later than the
+            // coverage before it would have (a renewal revoked before it started, and the
+            // license it replaced gone at its end, buy no fresh grace), as after a
+            // restart (`restored_cut`).
+            if let Some(cut) = self.last.as_ref().and_then(|e| e.cut_off) {
+                self.grace_cap = Some(self.grace_cap.map_or(cut, |c| c.min(cut)));
+            }
+        }
         // Manipulation-grace clears once the wall clock agrees with trusted time again and
         // a valid license is in force.
         if self.manipulated_at.is_some()
@@ -984,7 +993,22 @@ impl Judge {
         };
         let wall = self.time.wall_secs();
         let moved = self.time.attest(time);
-        let cleared = self.manipulated_at.take().is_some();
+        if moved < 0 {
+            // Trusted time was ahead (the wrong mark): what was anchored at it (the start
+            // of an episode without a license, its cut-off, instance grace) was anchored
+            // that much too late, and moves back with it.
+            let back = |t: &mut Option<i64>| *t = t.map(|t| t.saturating_add(moved));
+            back(&mut self.grace_anchor);
+            back(&mut self.grace_floor);
+            back(&mut self.grace_cap);
+            back(&mut self.without_slot_since);
+            back(&mut self.instance_anchor);
+            back(&mut self.settling_until);
+        }
+        // Grace for a clock set back ends when the clock agrees with the attested time:
+        // a wall still behind it is wrong, and stays reported until it is put right (the
+        // usual rule then ends the grace).
+        let cleared = self.time.wall_is_consistent() && self.manipulated_at.take().is_some();
         // The episode the wrong mark started ends with it; an earlier run's grace that
         // the mark carried over does too.
         if cleared {

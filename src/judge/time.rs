@@ -105,18 +105,21 @@ impl TrustedTime {
     /// A vendor's attestation of real time (a notice's `time`, never accepted twice): the
     /// remedy for a mark that is wrong (a clock once set far ahead, then corrected, left
     /// it in the future, and the wall reads as set back). Our own evidence, this run's and
-    /// the stored one, re-bases at the wall; the attested time becomes a floor under
-    /// trusted time (so a wall behind it is judged at it, as behind a build time), and
-    /// the drift budget starts again. Returns how far trusted now moved, in seconds.
+    /// the stored one, re-bases at the attested time, and the drift budget starts again. A wall behind the attested time is then behind our evidence, as
+    /// after any step back. Returns how far trusted now moved, in seconds.
     pub(crate) fn attest(&mut self, time_secs: i64) -> i64 {
         let before = self.now_nanos();
-        self.mark = (!self.provisional).then_some(self.wall);
+        // At the attested time, not at a wall ahead of it: a wall ahead only by a fault
+        // (set ahead, not yet corrected) must not become evidence; a right one is
+        // absorbed at the next sample if it is close, and trusted now is the wall anyway.
+        self.mark = Some(time_secs as i128 * NANOS);
         self.stored = None;
         self.soft_until = None;
         self.behind = false;
         self.budget_since = self.last_mono;
         self.budget_carried = Duration::ZERO;
-        self.attested = None;
+        // (An earlier attestation's floor, carried on by monotonic time, stays if it is
+        // later: it is real time too.)
         self.attest_floor(time_secs);
         round_secs(self.now_nanos() - before)
     }
@@ -394,9 +397,10 @@ impl TrustedTime {
         (self.wall < floor).then(|| tenths(self.wall - floor))
     }
 
-    /// Whether the wall clock agrees with our own evidence (within the threshold).
+    /// Whether the wall clock agrees with our own evidence and with an attested time
+    /// (within the threshold).
     pub(crate) fn wall_is_consistent(&self) -> bool {
-        self.evidence()
+        max_opt(self.evidence(), self.attested_floor())
             .is_none_or(|e| self.wall >= e - THRESHOLD_NANOS)
     }
 
