@@ -429,20 +429,7 @@ impl Claims {
     }
 
     fn from_json(mut map: Map<String, Value>) -> Result<Self, LicenseError> {
-        let customer = match map.remove("customer") {
-            None | Some(Value::Null) => {
-                return Err(LicenseError::MissingClaim {
-                    claim: "customer".into(),
-                });
-            }
-            Some(Value::String(s)) if !s.trim().is_empty() => s,
-            Some(_) => {
-                return Err(LicenseError::invalid_claim(
-                    "customer",
-                    "must be a non-empty string",
-                ));
-            }
-        };
+        let customer = customer(&mut map)?;
         let exp = numeric_date(&mut map, "exp")?.ok_or_else(|| LicenseError::MissingClaim {
             claim: "exp".into(),
         })?;
@@ -454,17 +441,7 @@ impl Claims {
         }
         let iss = optional_string(&mut map, "iss")?;
         let jti = optional_string(&mut map, "jti")?;
-        let aud = match map.remove("aud") {
-            None => Vec::new(),
-            Some(Value::String(s)) => vec![s],
-            Some(Value::Array(items)) => string_list("aud", items)?,
-            Some(_) => {
-                return Err(LicenseError::invalid_claim(
-                    "aud",
-                    "must be a string or an array of strings",
-                ));
-            }
-        };
+        let aud = audiences(&mut map)?;
         let features = match map.remove("features") {
             None => Vec::new(),
             Some(Value::Array(items)) => string_list("features", items)?,
@@ -558,6 +535,33 @@ fn numeric_date(map: &mut Map<String, Value>, claim: &str) -> Result<Option<i64>
         Some(_) => Err(LicenseError::invalid_claim(
             claim,
             "must be an integer number of seconds",
+        )),
+    }
+}
+
+/// The required `customer`: a non-empty string.
+fn customer(map: &mut Map<String, Value>) -> Result<String, LicenseError> {
+    match map.remove("customer") {
+        None | Some(Value::Null) => Err(LicenseError::MissingClaim {
+            claim: "customer".into(),
+        }),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(_) => Err(LicenseError::invalid_claim(
+            "customer",
+            "must be a non-empty string",
+        )),
+    }
+}
+
+/// `aud`: a string or an array of strings (empty when absent).
+fn audiences(map: &mut Map<String, Value>) -> Result<Vec<String>, LicenseError> {
+    match map.remove("aud") {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(items)) => string_list("aud", items),
+        Some(_) => Err(LicenseError::invalid_claim(
+            "aud",
+            "must be a string or an array of strings",
         )),
     }
 }
@@ -701,20 +705,7 @@ impl Notice {
     /// Reads a notice's claims by the same rules as a license's: required claims,
     /// integer dates in range, and a time attestation that is short-lived.
     pub(crate) fn from_json(mut map: Map<String, Value>) -> Result<Self, LicenseError> {
-        let customer = match map.remove("customer") {
-            None | Some(Value::Null) => {
-                return Err(LicenseError::MissingClaim {
-                    claim: "customer".into(),
-                });
-            }
-            Some(Value::String(s)) if !s.trim().is_empty() => s,
-            Some(_) => {
-                return Err(LicenseError::invalid_claim(
-                    "customer",
-                    "must be a non-empty string",
-                ));
-            }
-        };
+        let customer = customer(&mut map)?;
         let iat = numeric_date(&mut map, "iat")?.ok_or_else(|| LicenseError::MissingClaim {
             claim: "iat".into(),
         })?;
@@ -775,17 +766,7 @@ impl Notice {
         let revoke = jti_list(&mut map, "revoke")?;
         let iss = optional_string(&mut map, "iss")?;
         let jti = optional_string(&mut map, "jti")?;
-        let aud = match map.remove("aud") {
-            None => Vec::new(),
-            Some(Value::String(s)) => vec![s],
-            Some(Value::Array(items)) => string_list("aud", items)?,
-            Some(_) => {
-                return Err(LicenseError::invalid_claim(
-                    "aud",
-                    "must be a string or an array of strings",
-                ));
-            }
-        };
+        let aud = audiences(&mut map)?;
         Ok(Self {
             customer,
             iat,

@@ -617,3 +617,139 @@ fn max_instances_is_issued_inspected_and_verified() {
     let timeline = stdout(cli().args(["timeline", "--file"]).arg(&file));
     assert!(timeline.contains(", 3 instances,"), "{timeline}");
 }
+
+/// The `jti` the tool put in a token.
+fn jti_of(token: &str) -> String {
+    let claims = iosetu_license::token::decode_unverified(token)
+        .unwrap()
+        .claims;
+    claims["jti"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn notices_revoke_and_attest_through_the_tool_and_the_monitor_obeys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "2026-a");
+    let license = issue_30d(&private, &["--kid", "2026-a"]);
+    let jti = jti_of(&license);
+    let notice = |extra: &[&str]| {
+        stdout(
+            cli()
+                .args(["notice", "--key"])
+                .arg(&private)
+                .args(["--kid", "2026-a", "--customer", "Acme"])
+                .args(extra),
+        )
+    };
+    let revocation = notice(&["--seq", "1", "--revoke", &jti]);
+    let attestation = notice(&["--seq", "2", "--time", "now", "--revoke", &jti]);
+    let set = dir.path().join("license.key");
+    std::fs::write(&set, format!("{license}{revocation}{attestation}")).unwrap();
+
+    // verify: the license is revoked; the older notice is listed as such.
+    let out = cli()
+        .args(["verify", "--public-key"])
+        .arg(&public)
+        .args(["--kid", "2026-a", "--file"])
+        .arg(&set)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("invalid: revoked"), "{text}");
+    assert!(text.contains(&format!("revokes {jti}")), "{text}");
+    assert!(text.contains("older than the newest"), "{text}");
+    assert!(text.contains("attests the time"), "{text}");
+    let json = cli()
+        .args(["verify", "--json", "--public-key"])
+        .arg(&public)
+        .args(["--kid", "2026-a", "--file"])
+        .arg(&set)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["reason"], "revoked");
+    assert_eq!(json["tokens"][2]["notice"], true);
+    assert_eq!(json["tokens"][2]["seq"], 2);
+    assert_eq!(json["tokens"][2]["newest"], true);
+
+    // inspect says it is a notice, verified, and what it does; timeline marks the license.
+    let shown = stdout(
+        cli()
+            .args(["inspect", "--public-key"])
+            .arg(&public)
+            .arg(attestation.trim()),
+    );
+    assert!(
+        shown.contains("VERIFIED") && shown.contains("a vendor NOTICE"),
+        "{shown}"
+    );
+    assert!(shown.contains("\"typ\": \"iosetu-notice\""), "{shown}");
+    let timeline = stdout(cli().args(["timeline", "--file"]).arg(&set));
+    assert!(timeline.contains("REVOKED from"), "{timeline}");
+    assert!(timeline.contains("notices:"), "{timeline}");
+
+    // The monitor judges the same file the same way.
+    let monitor = LicenseMonitor::builder()
+        .public_key(
+            PublicKey::from_pem(&std::fs::read_to_string(&public).unwrap())
+                .unwrap()
+                .with_kid("2026-a"),
+        )
+        .source(LicenseSource::File(set.clone()))
+        .start()
+        .await
+        .unwrap();
+    let verdict = monitor.verdict();
+    assert_eq!(verdict.state, LicenseState::Grace);
+    assert_eq!(verdict.reason.as_ref().map(|r| r.code()), Some("revoked"));
+    assert_eq!(verdict.notice_seq, Some(2));
+}
+
+#[test]
+fn notice_usage_errors_are_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, _) = keygen(dir.path(), "k");
+    let run = |extra: &[&str]| {
+        let out = cli()
+            .args(["notice", "--key"])
+            .arg(&private)
+            .args(["--customer", "Acme"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    // Neither --revoke nor --time: a notice that says nothing.
+    let (code, err) = run(&["--seq", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--revoke") && err.contains("--time"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (code, err) = run(&["--seq", "0", "--time", "now"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["--seq", "1", "--time", "now", "--valid-for", "8d"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("at most 7d"), "{err}");
+    let (code, err) = run(&["--seq", "1", "--time", "yesterday"]);
+    assert_eq!(code, Some(2), "{err}");
+    // A license superseding another: signed into the license.
+    let token = issue_30d(&private, &["--supersedes", "old-jti"]);
+    let claims = iosetu_license::token::decode_unverified(&token)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["supersedes"], serde_json::json!(["old-jti"]));
+    let out = cli()
+        .args(["issue", "--key"])
+        .arg(&private)
+        .args([
+            "--customer",
+            "Acme",
+            "--valid-for",
+            "30d",
+            "--claim",
+            "supersedes=[1]",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

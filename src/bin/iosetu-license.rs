@@ -354,12 +354,7 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
             return Err(usage(format!("--claim {name}=…: {instead}")));
         }
     }
-    let pem = std::fs::read_to_string(&args.key).map_err(|e| io(&args.key, e))?;
-    let mut signer = LicenseSigner::from_pkcs8_pem(&pem)
-        .map_err(|e| usage(format!("{}: {e}", args.key.display())))?;
-    if let Some(kid) = &args.kid {
-        signer = signer.with_kid(kid.clone());
-    }
+    let signer = signer(&args.key, args.kid.as_ref())?;
     let now = SystemTime::now();
     let expires = match (args.expires, args.valid_for) {
         (Some(at), _) => at,
@@ -410,20 +405,40 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
         )));
     }
     claims.supersedes = args.supersedes;
-    let mut jti = [0u8; 16];
-    getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
-    claims.jti = Some(jti.iter().map(|b| format!("{b:02x}")).collect());
+    claims.jti = Some(random_jti()?);
     // (Reserved names were refused before the key was read.)
     claims.extra.extend(args.claims);
-    let token = signer.sign(&claims);
-    match args.out {
+    emit(&signer.sign(&claims), args.out.as_deref(), "license")
+}
+
+/// A fresh random `jti`: 16 bytes, hex.
+fn random_jti() -> Result<String, Failure> {
+    let mut jti = [0u8; 16];
+    getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
+    Ok(jti.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Prints a token, or writes it (one line) to `out`.
+fn emit(token: &str, out: Option<&Path>, what: &str) -> Result<(), Failure> {
+    match out {
         Some(path) => {
-            std::fs::write(&path, format!("{token}\n")).map_err(|e| io(&path, e))?;
-            eprintln!("license written to {}", path.display());
+            std::fs::write(path, format!("{token}\n")).map_err(|e| io(path, e))?;
+            eprintln!("{what} written to {}", path.display());
         }
         None => say!("{token}"),
     }
     Ok(())
+}
+
+/// The vendor's signing key from `path`, under `kid` when given.
+fn signer(path: &Path, kid: Option<&String>) -> Result<LicenseSigner, Failure> {
+    let pem = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let signer = LicenseSigner::from_pkcs8_pem(&pem)
+        .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    Ok(match kid {
+        Some(kid) => signer.with_kid(kid.clone()),
+        None => signer,
+    })
 }
 
 fn notice(args: NoticeArgs) -> Result<(), Failure> {
@@ -450,12 +465,7 @@ fn notice(args: NoticeArgs) -> Result<(), Failure> {
         Some("now") => Some(now),
         Some(text) => Some(unix(parse_date(text).map_err(usage)?)),
     };
-    let pem = std::fs::read_to_string(&args.key).map_err(|e| io(&args.key, e))?;
-    let mut signer = LicenseSigner::from_pkcs8_pem(&pem)
-        .map_err(|e| usage(format!("{}: {e}", args.key.display())))?;
-    if let Some(kid) = &args.kid {
-        signer = signer.with_kid(kid.clone());
-    }
+    let signer = signer(&args.key, args.kid.as_ref())?;
     let mut notice = Notice::new(args.customer, now, args.seq);
     notice.revoke = args.revoke;
     notice.time = time;
@@ -467,22 +477,12 @@ fn notice(args: NoticeArgs) -> Result<(), Failure> {
     }
     notice.iss = args.iss;
     notice.aud = args.aud.into_iter().collect();
-    let mut jti = [0u8; 16];
-    getrandom::fill(&mut jti).map_err(|e| usage(format!("no randomness: {e}")))?;
-    notice.jti = Some(jti.iter().map(|b| format!("{b:02x}")).collect());
-    let token = signer.sign_notice(&notice);
+    notice.jti = Some(random_jti()?);
     for line in describe_notice(&notice) {
         eprintln!("{line}");
     }
     eprintln!("add the line to the customer's license source (beside the license)");
-    match args.out {
-        Some(path) => {
-            std::fs::write(&path, format!("{token}\n")).map_err(|e| io(&path, e))?;
-            eprintln!("notice written to {}", path.display());
-        }
-        None => say!("{token}"),
-    }
-    Ok(())
+    emit(&signer.sign_notice(&notice), args.out.as_deref(), "notice")
 }
 
 /// What a notice does, in words.
