@@ -29,6 +29,8 @@ pub(crate) const IO_DEADLINE: Duration = Duration::from_secs(5);
 pub(crate) struct Config {
     pub(crate) verifier: LicenseVerifier,
     pub(crate) source: LicenseSource,
+    /// A second place vendor notices are read from, if any.
+    pub(crate) notices: Option<LicenseSource>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) built_at: Option<std::time::SystemTime>,
     pub(crate) grace_period: Duration,
@@ -108,6 +110,31 @@ async fn off_thread<T: Send + 'static>(
     }
 }
 
+/// Reads `source`; a file on the blocking pool with a deadline (see
+/// [`Checker::read_source`]).
+async fn read_off_thread(
+    source: &LicenseSource,
+    hung: &mut Option<AbortHandle>,
+) -> Result<String, LicenseError> {
+    if !matches!(source, LicenseSource::File(_)) {
+        return source.read();
+    }
+    let reader = source.clone();
+    match off_thread(hung, IO_DEADLINE, move || reader.read()).await {
+        Ok(read) => read,
+        Err(why) => Err(LicenseError::Unreadable {
+            detail: format!(
+                "{}: {}",
+                source.describe(),
+                match why {
+                    OffThread::Hung => "the read has not returned within 5 s",
+                    OffThread::Failed => "the read failed",
+                }
+            ),
+        }),
+    }
+}
+
 /// Adds without the panic `Instant + Duration` has on overflow (a grace period of
 /// `Duration::MAX`).
 pub(crate) fn later(at: Instant, by: Duration) -> Instant {
@@ -129,6 +156,7 @@ pub(crate) struct Checker {
     verified: Option<(String, Vec<Line>, Vec<NoticeLine>)>,
     verifier: LicenseVerifier,
     source: LicenseSource,
+    notices: Option<LicenseSource>,
     clock: Arc<dyn Clock>,
     check_interval: Duration,
     /// The runtime's instant and the clock's reading at the last check: the judge's
@@ -137,6 +165,7 @@ pub(crate) struct Checker {
     checked_mono: Duration,
     /// A read of the source, and a read or write of the state file, that hung.
     hung_read: Option<AbortHandle>,
+    hung_notices: Option<AbortHandle>,
     hung_state: Option<AbortHandle>,
     instances: Option<InstanceLink>,
     /// The instance-slot task ended without being asked to (it panicked): from then on
@@ -171,11 +200,13 @@ impl Checker {
             verified: None,
             verifier: config.verifier,
             source: config.source,
+            notices: config.notices,
             clock: config.clock,
             check_interval: config.check_interval,
             checked_at: Instant::now(),
             checked_mono: first.mono,
             hung_read: None,
+            hung_notices: None,
             hung_state: None,
             instances: config.instances,
             instances_gone: false,
@@ -262,23 +293,19 @@ impl Checker {
     /// Reads the source. A file is read on the blocking pool with a deadline, so a hung
     /// mount stalls neither the runtime's workers nor the checker: it reads as
     /// `unreadable`, and the last good license stays.
+    ///
+    /// With a notice source, its lines follow the license source's: no notices (a file
+    /// not there yet) reads as none, and a notice source that cannot be read fails the
+    /// read as a whole, so it is reported (the last good license stays).
     async fn read_source(&mut self) -> Result<String, LicenseError> {
-        if !matches!(self.source, LicenseSource::File(_)) {
-            return self.source.read();
-        }
-        let source = self.source.clone();
-        match off_thread(&mut self.hung_read, IO_DEADLINE, move || source.read()).await {
-            Ok(read) => read,
-            Err(why) => Err(LicenseError::Unreadable {
-                detail: format!(
-                    "{}: {}",
-                    self.source.describe(),
-                    match why {
-                        OffThread::Hung => "the read has not returned within 5 s",
-                        OffThread::Failed => "the read failed",
-                    }
-                ),
-            }),
+        let license = read_off_thread(&self.source, &mut self.hung_read).await?;
+        let Some(notices) = self.notices.clone() else {
+            return Ok(license);
+        };
+        match read_off_thread(&notices, &mut self.hung_notices).await {
+            Ok(text) => Ok(format!("{license}\n{text}")),
+            Err(LicenseError::Missing { .. }) => Ok(license),
+            Err(error) => Err(error),
         }
     }
 

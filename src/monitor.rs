@@ -204,6 +204,7 @@ pub struct LicenseMonitorBuilder {
     fail_closed: bool,
     watch_file: bool,
     file_poll_interval: Option<Duration>,
+    notice_source: Option<LicenseSource>,
     reload_on_sighup: bool,
     state_file: Option<PathBuf>,
     events: broadcast::Sender<LicenseEvent>,
@@ -230,6 +231,7 @@ impl LicenseMonitorBuilder {
             fail_closed: false,
             watch_file: true,
             file_poll_interval: Some(DEFAULT_FILE_POLL_INTERVAL),
+            notice_source: None,
             reload_on_sighup: false,
             state_file: None,
             events: broadcast::channel(EVENT_CAPACITY).0,
@@ -273,6 +275,18 @@ impl LicenseMonitorBuilder {
     /// Where to read the license (default: [`LicenseSource::from_env`]).
     pub fn source(mut self, source: LicenseSource) -> Self {
         self.source = source;
+        self
+    }
+
+    /// A second place to read vendor notices from (revocations, time attestations; see
+    /// [`Notice`](crate::Notice)), besides the license source, which may hold them too:
+    /// a ConfigMap mounted apart from the license secret, say. Read with the license at
+    /// every check and polled like a license file; no file (or an unset variable) is no
+    /// notices, and one that cannot be read is reported like a license that cannot (the
+    /// last good license stays). In events, its lines are numbered after the license
+    /// source's.
+    pub fn notice_source(mut self, source: LicenseSource) -> Self {
+        self.notice_source = Some(source);
         self
     }
 
@@ -459,8 +473,10 @@ impl LicenseMonitorBuilder {
             };
         #[cfg(not(unix))]
         let _ = self.reload_on_sighup;
-        let file_poll_interval = match &self.source {
-            LicenseSource::File(_) => self.file_poll_interval,
+        let file_poll_interval = match (&self.source, &self.notice_source) {
+            (LicenseSource::File(_), _) | (_, Some(LicenseSource::File(_))) => {
+                self.file_poll_interval
+            }
             _ => None,
         };
         let stats = Arc::new(Stats::default());
@@ -490,6 +506,7 @@ impl LicenseMonitorBuilder {
         let mut checker = Checker::new(Config {
             verifier,
             source: self.source,
+            notices: self.notice_source,
             clock: Arc::clone(&self.clock),
             built_at: self.built_at,
             grace_period: self.grace_period,

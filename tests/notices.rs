@@ -321,3 +321,43 @@ async fn a_real_server_refuses_after_a_revocation_and_an_attestation_unbricks_it
     assert_eq!(verdict.reason, Some(GraceReason::Revoked));
     assert_eq!(status(addr).await, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test(start_paused = true)]
+async fn notices_can_come_from_a_second_file_polled_like_the_license() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    let notices = dir.path().join("notices");
+    write(&path, &[&license("lic-2027", T0 + 300 * DAY)]);
+    let clock = TestClock::new(at(T0));
+    let (monitor, mut rx) = start(
+        builder(&clock, file(&path))
+            .notice_source(file(&notices))
+            .watch_file(false),
+    )
+    .await;
+    // No notices file yet: nothing to say.
+    assert!(monitor.verdict().is_valid());
+    drain(&mut rx);
+    // The vendor's revocation arrives in the second file; the poll picks it up.
+    write(&notices, &[&revocation(1, T0, &["lic-2027"])]);
+    run_for(10).await;
+    let verdict = monitor.verdict();
+    assert_eq!(verdict.reason, Some(GraceReason::Revoked), "{verdict:?}");
+    match find(&drain(&mut rx), "license.revoked") {
+        LicenseEvent::Revoked { seq, .. } => assert_eq!(*seq, Some(1)),
+        other => panic!("{other:?}"),
+    }
+    // A notices file that cannot be read is reported, and the license state stands.
+    std::fs::remove_file(&notices).unwrap();
+    std::fs::create_dir(&notices).unwrap();
+    let verdict = monitor.check_now().await;
+    assert_eq!(verdict.reason, Some(GraceReason::Revoked));
+    let events = drain(&mut rx);
+    match find(&events, "license.verification_failed") {
+        LicenseEvent::VerificationFailed { error, .. } => {
+            assert_eq!(error.reason(), "unreadable", "{error}");
+            assert!(error.to_string().contains("notices"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
