@@ -1557,6 +1557,31 @@ mod tests {
     }
 
     #[test]
+    fn an_attestation_from_a_vendor_minutes_fast_never_makes_a_right_clock_look_set_back() {
+        let lic = [with_jti(300 * 24 * HOUR, "lic-1")];
+        let mut judge = Judge::new(config(), at(0));
+        let fast = attest(1, T0 + 60 + 240);
+        assert!(
+            judge
+                .handle_check(at(60), with_notices(&lic, &[fast]), false)
+                .is_valid()
+        );
+        for s in (120..HOUR).step_by(60) {
+            assert!(
+                judge
+                    .handle_check(at(s), Observation::Transition, false)
+                    .is_valid()
+            );
+        }
+        let names = names(&mut judge);
+        assert!(names.contains(&"license.clock_attested"), "{names:?}");
+        assert!(
+            !names.contains(&"license.time_manipulation_detected"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
     fn an_expired_attestation_is_refused() {
         let lic = [with_jti(300 * 24 * HOUR, "lic-1")];
         let mut judge = Judge::new(config(), at(0));

@@ -215,9 +215,10 @@ enum Step {
     /// The vendor revokes the licenses in the source now (a notice listing every jti it
     /// revoked so far), and the customer installs it.
     Revoke,
-    /// A support case: the vendor attests true time (listing every jti it revoked so far),
-    /// the customer sets its clock right and installs the notice.
-    Attest,
+    /// A support case: the vendor attests the time by its clock, up to five minutes fast
+    /// (listing every jti it revoked so far), the customer sets its clock right and
+    /// installs the notice.
+    Attest { fast: i64 },
     /// Tampering: a notice the vendor issued earlier is put back in the source.
     Replay(usize),
     /// Honest but unlucky: the wall `ahead` seconds fast across a restart, for `secs`
@@ -279,7 +280,7 @@ fn with_notices(honest: bool) -> BoxedStrategy<Step> {
     prop_oneof![
         8 => base,
         1 => Just(Step::Revoke),
-        2 => Just(Step::Attest),
+        2 => (0i64..=300).prop_map(|fast| Step::Attest { fast }),
         tampering => (0usize..8).prop_map(Step::Replay),
         1 => (HOUR..400 * DAY, (16 * MINUTE) as u64..(3 * HOUR) as u64)
             .prop_map(|(ahead, secs)| Step::WrongMark { ahead, secs }),
@@ -539,8 +540,8 @@ impl World {
 
     /// The vendor signs a notice for the set's customer, listing every revocation so
     /// far, and it replaces the notice line in the source.
-    fn issue(&mut self, time: bool) {
-        let now = self.host.true_secs();
+    fn issue(&mut self, time: bool, fast: i64) {
+        let now = self.host.true_secs() + fast;
         let customer = self.procs[0]
             .judge
             .set
@@ -924,10 +925,10 @@ impl World {
                     }
                 }
                 self.recompute_bound();
-                self.issue(false);
+                self.issue(false, 0);
                 self.wake(true)?;
             }
-            Step::Attest => {
+            Step::Attest { fast } => {
                 // The support case sets the clock right first (with a backward step, when
                 // it was fast), and installs the notice at once. (An attestation kept
                 // unused and installed later, with the clock set back, rolls trusted time
@@ -936,7 +937,7 @@ impl World {
                 // in the source to judge it for, is withdrawn.)
                 self.set_offset(0);
                 let previous = self.notice.clone();
-                self.issue(true);
+                self.issue(true, fast);
                 self.wake(true)?;
                 let seq = self.issued.last().map_or(0, |n| n.seq);
                 let accepted = self.procs[0].judge.notice_seq.values().any(|&s| s >= seq);
@@ -1053,8 +1054,19 @@ impl World {
         }
 
         let in_scope = self.with_state || self.restarts == 0;
+        // (An attestation lets the vendor's clock be five minutes fast: a wall that far
+        // behind it is taken as right, once, as for a license's `iat`.)
+        let tolerance = if self.procs[0].judge.notice_seq.is_empty() {
+            0
+        } else {
+            crate::token::IAT_TOLERANCE_SECS
+        };
         // 2. Casual tamperers.
-        if in_scope && now > self.bound + self.allowed_lag() && !provisional && !resumed_recently {
+        if in_scope
+            && now > self.bound + self.allowed_lag() + tolerance
+            && !provisional
+            && !resumed_recently
+        {
             prop_assert!(
                 !verdict.admits(),
                 "admitted at true time T0{:+}, past every exp + grace (T0{:+}) + {} s \
@@ -1080,7 +1092,7 @@ impl World {
         );
 
         // 3. A wall clock kept behind is reported.
-        if in_scope && !provisional && self.offset_secs() < -(self.allowed_lag() + 10) {
+        if in_scope && !provisional && self.offset_secs() < -(self.allowed_lag() + tolerance + 10) {
             let since = *self.behind_since.get_or_insert(running);
             if running - since >= 61 * NS {
                 prop_assert_eq!(

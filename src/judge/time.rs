@@ -66,6 +66,10 @@ pub(crate) struct TrustedTime {
     attested: Option<(i128, Duration)>,
 }
 
+/// How far a vendor's clock may be ahead when it attests the time: as for a license's
+/// `iat`, five minutes.
+const ATTESTATION_TOLERANCE_SECS: i64 = crate::token::IAT_TOLERANCE_SECS;
+
 /// How fast an unsynchronized clock may drift, as the kernel's own error bound grows:
 /// 500 ppm, one nanosecond in 2,000.
 const DRIFT_DIVISOR: i128 = 2_000;
@@ -105,14 +109,25 @@ impl TrustedTime {
     /// A vendor's attestation of real time (a notice's `time`, never accepted twice): the
     /// remedy for a mark that is wrong (a clock once set far ahead, then corrected, left
     /// it in the future, and the wall reads as set back). Our own evidence, this run's and
-    /// the stored one, re-bases at the attested time, and the drift budget starts again. A wall behind the attested time is then behind our evidence, as
-    /// after any step back. Returns how far trusted now moved, in seconds.
+    /// the stored one, comes down to the wall where the wall is not behind the attested
+    /// time (less five minutes), else to that time, and the drift budget starts again. A
+    /// wall behind that is then behind our evidence, as after any step back. Returns how
+    /// far trusted now moved, in seconds.
     pub(crate) fn attest(&mut self, time_secs: i64) -> i64 {
         let before = self.now_nanos();
-        // At the attested time, not at a wall ahead of it: a wall ahead only by a fault
-        // (set ahead, not yet corrected) must not become evidence; a right one is
-        // absorbed at the next sample if it is close, and trusted now is the wall anyway.
-        self.mark = Some(time_secs as i128 * NANOS);
+        // The attested time counts less the vendor's tolerance: its clock may be minutes
+        // fast, as for `iat`, and a customer's right clock must not read as set back.
+        // Our evidence comes down to the wall where the wall agrees with the attested time
+        // (less the tolerance), never below that time, and never up: a wall ahead by a
+        // fault, not yet corrected, must not become evidence (and a customer installing
+        // the notice days after it was signed keeps the evidence it has).
+        let floor = time_secs.saturating_sub(ATTESTATION_TOLERANCE_SECS) as i128 * NANOS;
+        let at = if self.provisional {
+            floor
+        } else {
+            self.wall.max(floor)
+        };
+        self.mark = Some(self.evidence().map_or(at, |e| e.min(at)));
         self.stored = None;
         self.soft_until = None;
         self.behind = false;
@@ -124,10 +139,11 @@ impl TrustedTime {
         round_secs(self.now_nanos() - before)
     }
 
-    /// Real time is at least `time_secs` (a vendor attested it): a floor, like the build
-    /// time, that moves on with monotonic time from when it was first seen.
+    /// Real time is at least `time_secs` (a vendor attested it; less five minutes, for
+    /// the vendor's clock): a floor, like the build time, that moves on with monotonic
+    /// time from when it was first seen.
     pub(crate) fn attest_floor(&mut self, time_secs: i64) {
-        let t = time_secs as i128 * NANOS;
+        let t = time_secs.saturating_sub(ATTESTATION_TOLERANCE_SECS) as i128 * NANOS;
         if self.attested_floor().is_none_or(|floor| floor < t) {
             self.attested = Some((t, self.last_mono));
         }
