@@ -793,7 +793,12 @@ pub fn is_notice(token: &str) -> bool {
     };
     b64("header", header)
         .and_then(|bytes| strict_object("header", &bytes))
-        .is_ok_and(|h| h.get("typ").and_then(Value::as_str) == Some(NOTICE_TYPE))
+        .is_ok_and(|h| names_notice(&h))
+}
+
+/// Whether a header's `typ` is [`NOTICE_TYPE`].
+fn names_notice(header: &Map<String, Value>) -> bool {
+    header.get("typ").and_then(Value::as_str) == Some(NOTICE_TYPE)
 }
 
 /// A token that passed every check, with what the monitor needs to know about it.
@@ -1006,7 +1011,7 @@ impl Unverified {
 
     /// Whether the header says the token is a vendor notice (see [`NOTICE_TYPE`]).
     pub fn is_notice(&self) -> bool {
-        self.header.get("typ").and_then(Value::as_str) == Some(NOTICE_TYPE)
+        names_notice(&self.header)
     }
 
     /// The claims read as a vendor notice by the verifier's rules, still **unverified**.

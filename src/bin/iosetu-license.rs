@@ -695,14 +695,14 @@ fn verify(
         .iter()
         .find_map(|j| j.result.as_ref().ok().map(|c| c.customer.clone()));
     let notices = judge_notices(&verifier, &notice_lines, customer.as_deref());
-    let revoked = revocations(&judged, &notices, unix(now));
+    let revoked = revocations(
+        notices.iter().filter_map(|(_, r)| r.as_ref().ok()),
+        judged.iter().filter_map(|j| j.result.as_ref().ok()),
+        unix(now),
+    );
     let newest = newest_seq(&notices);
-    for j in &mut judged {
-        if let Ok(c) = &mut j.result
-            && let Some(at) = c.jti.as_ref().and_then(|jti| revoked.get(jti))
-        {
-            Arc::make_mut(c).revoked_at = Some(*at);
-        }
+    for c in judged.iter_mut().filter_map(|j| j.result.as_mut().ok()) {
+        mark_revoked(c, &revoked);
     }
     let set: Vec<Arc<Claims>> = judged
         .iter()
@@ -811,9 +811,9 @@ fn judge_notices(
 
 /// The revocations in force: the accepted notices' `revoke` from their `iat`, and the
 /// verified licenses' `supersedes` from when each starts.
-fn revocations(
-    judged: &[Judged],
-    notices: &[JudgedNotice],
+fn revocations<'a>(
+    notices: impl IntoIterator<Item = &'a Notice>,
+    licenses: impl IntoIterator<Item = &'a Arc<Claims>>,
     now: i64,
 ) -> std::collections::BTreeMap<String, i64> {
     let mut revoked = std::collections::BTreeMap::new();
@@ -822,16 +822,23 @@ fn revocations(
         *entry = (*entry).min(at);
     };
     // Every notice of the customer revokes, the older ones too: a revocation never ends.
-    for n in notices.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+    for n in notices {
         n.revoke.iter().for_each(|jti| add(jti, n.iat));
     }
-    for c in judged.iter().filter_map(|j| j.result.as_ref().ok()) {
+    for c in licenses {
         let at = c.nbf.or(c.iat).unwrap_or(now);
         for jti in c.supersedes.iter().filter(|j| Some(*j) != c.jti.as_ref()) {
             add(jti, at);
         }
     }
     revoked
+}
+
+/// Marks `c` revoked where `revoked` says so.
+fn mark_revoked(c: &mut Arc<Claims>, revoked: &std::collections::BTreeMap<String, i64>) {
+    if let Some(at) = c.jti.as_ref().and_then(|jti| revoked.get(jti)) {
+        Arc::make_mut(c).revoked_at = Some(*at);
+    }
 }
 
 /// The newest `seq` among the accepted notices.
@@ -938,27 +945,16 @@ fn timeline(input: &TokenInput, grace: Duration) -> Result<(), Failure> {
         .filter(|(_, n)| Some(&n.customer) == customer.as_ref())
         .map(|(_, n)| n.seq)
         .max();
-    let mut revoked: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
-    for (_, n) in notices
-        .iter()
-        .filter(|(_, n)| Some(&n.customer) == customer.as_ref())
-    {
-        for jti in &n.revoke {
-            revoked.insert(jti.clone(), n.iat);
-        }
-    }
-    let today = unix(SystemTime::now());
-    for (_, c) in &set {
-        let at = c.nbf.or(c.iat).unwrap_or(today);
-        for jti in c.supersedes.iter().filter(|j| Some(*j) != c.jti.as_ref()) {
-            let entry = revoked.entry(jti.clone()).or_insert(at);
-            *entry = (*entry).min(at);
-        }
-    }
+    let revoked = revocations(
+        notices
+            .iter()
+            .map(|(_, n)| n)
+            .filter(|n| Some(&n.customer) == customer.as_ref()),
+        set.iter().map(|(_, c)| c),
+        unix(SystemTime::now()),
+    );
     for (_, c) in &mut set {
-        if let Some(at) = c.jti.as_ref().and_then(|jti| revoked.get(jti)) {
-            Arc::make_mut(c).revoked_at = Some(*at);
-        }
+        mark_revoked(c, &revoked);
     }
     if set.is_empty() {
         return Err(usage("no token of the set could be read"));

@@ -807,21 +807,17 @@ impl Judge {
         let learned = self.revoked != revoked_before;
         if selection.members.is_empty() {
             // Wholly bad: the last good set stays (with what the notices revoked).
+            let before = self.set.clone();
             if learned {
-                self.revoke_candidates();
-                let before = std::mem::take(&mut self.set);
-                self.set = before.iter().map(|m| self.revoked_member(m)).collect();
-                return self.set != before;
+                self.apply_revocations();
             }
-            return false;
+            return self.set != before;
         }
         let changed = selection.members != self.set || learned;
         self.set = selection.members;
         self.candidates = selection.candidates;
         if learned {
-            self.revoke_candidates();
-            let set: Vec<Member> = self.set.iter().map(|m| self.revoked_member(m)).collect();
-            self.set = set;
+            self.apply_revocations();
         }
         let set = &self.set;
         self.announced.retain(|p| set.iter().any(|m| m.print == *p));
@@ -852,12 +848,15 @@ impl Judge {
         }
     }
 
-    fn revoke_candidates(&mut self) {
+    /// Applies the revocations known to the candidates and the set.
+    fn apply_revocations(&mut self) {
         let candidates = std::mem::take(&mut self.candidates);
         self.candidates = candidates
             .into_iter()
             .map(|(line, m)| (line, self.revoked_member(&m)))
             .collect();
+        let set = std::mem::take(&mut self.set);
+        self.set = set.iter().map(|m| self.revoked_member(m)).collect();
     }
 
     /// Records that `jti` is revoked from `at` (an earlier revocation stands), by notice
