@@ -610,7 +610,15 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
     // * clock manipulation: from its detection, the builder's grace, and it cuts off
     //   whatever else would have run longer.
     let anchor = match standing {
-        Standing::Unlicensed => Some(input.grace_anchor.unwrap_or(now).min(now)),
+        // A license revoked before it started counts as ended at its revocation, as a
+        // revoked license in force does: the episode runs from there at the latest.
+        Standing::Unlicensed => {
+            let revoked = set
+                .iter()
+                .filter(|c| c.revoked())
+                .filter_map(|c| c.revoked_at);
+            Some(revoked.chain(input.grace_anchor).fold(now, i64::min))
+        }
         _ => input.grace_anchor.map(|a| a.min(now)),
     };
     let (expired_at, set_cut) = match standing {

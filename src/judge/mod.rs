@@ -1454,6 +1454,33 @@ mod tests {
     }
 
     #[test]
+    fn a_license_revoked_before_it_started_anchors_grace_at_the_revocation() {
+        // Found by the simulation: a clock set ahead put a held renewal in force early,
+        // and its revocation (before its nbf) then gave a fresh grace from "now".
+        let mut held = with_jti(20 * HOUR, "renewal");
+        held.nbf = Some(T0 + 2 * HOUR as i64);
+        let ahead = Reading {
+            wall: from_unix_seconds(T0 + 2 * HOUR as i64),
+            ..at(60)
+        };
+        let mut judge = Judge::new(config(), at(0));
+        assert!(
+            judge
+                .handle_check(ahead, full(std::slice::from_ref(&held)), false)
+                .is_valid()
+        );
+        let v = judge.handle_check(
+            ahead,
+            with_notices(std::slice::from_ref(&held), &[revoke(1, 0, &["renewal"])]),
+            false,
+        );
+        assert_eq!(v.reason, Some(GraceReason::Revoked));
+        assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0)));
+        let v = judge.handle_check(at(HOUR + 1), Observation::Transition, false);
+        assert!(!v.admits(), "{v:?}");
+    }
+
+    #[test]
     fn older_and_foreign_notices_are_refused_and_reported_once_per_interval() {
         let lic = [with_jti(300 * 24 * HOUR, "lic-1")];
         let mut judge = Judge::new(config(), at(0));
