@@ -456,6 +456,10 @@ struct World {
     revoked: BTreeMap<String, i64>,
     /// Every license ever in the source, for the bound of invariant 2.
     ever: Vec<Claims>,
+    /// The product's grace for a source with no license at all, from when it was written
+    /// that way: a cut-off it earned stands (a license never brings it earlier), so it
+    /// bounds invariant 2 too, also after a revocation.
+    unlicensed_bound: i64,
     /// A wrong mark (see `Step::WrongMark`) stands until the vendor attests the time.
     mark_wrong: bool,
     /// Invariant 5 holds while (a) the reference's set has never been empty: a service
@@ -512,6 +516,7 @@ impl World {
             notice: None,
             revoked: BTreeMap::new(),
             ever: Vec::new(),
+            unlicensed_bound: i64::MIN,
             mark_wrong: false,
             law5_in_scope: true,
         }
@@ -535,7 +540,8 @@ impl World {
                 self.as_revoked(c).ends() + grace
             })
             .max()
-            .unwrap_or(i64::MIN);
+            .unwrap_or(i64::MIN)
+            .max(self.unlicensed_bound);
     }
 
     /// The vendor signs a notice for the set's customer, listing every revocation so
@@ -738,6 +744,9 @@ impl World {
             entries.push(Entry::Garbage);
         }
         self.ever.extend(licenses.iter().cloned());
+        if licenses.is_empty() {
+            self.unlicensed_bound = self.unlicensed_bound.max(self.host.true_secs() + GRACE);
+        }
         self.recompute_bound();
         self.in_source = licenses;
         self.generation += 1;
