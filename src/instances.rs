@@ -35,7 +35,9 @@
 //!   waiter began, re-stamped on each writer's clock with its `renewTime`, so readers
 //!   take the age and never compare two pods' clocks beyond [`CLOCK_TOLERANCE`]). While
 //!   it is live, settling counts from the fleet's first waiter and grace from the end of
-//!   that, so restarting or replacing pods buys nothing; it goes stale a lease duration
+//!   that, so restarting or replacing pods buys nothing (pods' clocks that disagree make
+//!   the age short by at most their difference: a reader behind the writer counts the
+//!   time since the write as none); it goes stale a lease duration
 //!   (and the tolerance) after no replica waits any more. A waiter that gets a slot
 //!   stamps [`SLOT_TAKEN_AT`]: while waiters get slots (a rollout), each new replica
 //!   settles on its own clock.

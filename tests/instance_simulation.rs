@@ -544,7 +544,8 @@ const SETTLING: u64 = 120;
 /// The grace period of the overuse runs.
 const GRACE: u64 = 300;
 /// From the fleet's first overrun to the cut-off of every replica without a slot:
-/// settling and grace, then a list round and a check (12 s) to see it through.
+/// settling and grace, then a list round and a check (12 s) to see it through. The
+/// pods' clocks disagreeing adds up to their spread (see [`overuse`]).
 const OVERUSE_DEADLINE: u64 = SETTLING + GRACE + 15;
 
 fn overuse(
@@ -561,6 +562,13 @@ fn overuse(
         let mut log = vec![format!(
             "limit {n}, {replicas} replicas, skews {skews:?}, restarts {restarts:?}"
         )];
+        // A reader of the fleet's record adds the time since its last write by its own
+        // clock, and a reader whose clock is behind the writer's loses up to the
+        // difference (taken as no time at all where it comes out negative). Carried on
+        // from writer to writer, the overuse's age is short of the truth by at most the
+        // first writer's clock less the last reader's: the spread of the pods' clocks.
+        let spread =
+            (skews.iter().max().unwrap_or(&0) - skews.iter().min().unwrap_or(&0)).unsigned_abs();
         // Each replica: its pod's name, its process (and when it started), its door.
         struct Proc {
             pod: String,
@@ -684,7 +692,7 @@ fn overuse(
                 // while the fleet turns over (the record says a waiter got a slot within
                 // the last 90 s) may settle on its own clock first: a holder that went
                 // lets one new replica serve for a settling period, no more.
-                let due = overuse_since.is_some_and(|s| now >= s + OVERUSE_DEADLINE);
+                let due = overuse_since.is_some_and(|s| now >= s + OVERUSE_DEADLINE + spread);
                 let may_settle = last_turnover.is_some_and(|t| p.started <= t + 105)
                     && now < p.started + SETTLING + 15;
                 if due && now >= p.started + 15 && !may_settle {
@@ -752,4 +760,23 @@ proptest! {
     ) {
         overuse(n, k, skews, restarts)?;
     }
+}
+
+/// Found by CI: the first waiter (clock 10 s ahead) began the fleet's record, took the
+/// slot a graceful stop freed and stopped writing; a restarted replica 6 s behind read the
+/// record 15 s later, which by its clock was no time at all: 16 s of the overuse lost,
+/// within the spread of the clocks.
+#[test]
+fn overuse_read_by_a_clock_behind_the_writer_is_cut_off_within_the_clocks_spread() {
+    overuse(
+        1,
+        1,
+        vec![-6, 10],
+        vec![
+            (1, Restart::Container, false, 1, 15),
+            (0, Restart::Container, true, 23, 5),
+            (2, Restart::Container, false, 1, 5),
+        ],
+    )
+    .unwrap();
 }
