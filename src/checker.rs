@@ -80,7 +80,7 @@ async fn instance_change(link: &mut Option<InstanceLink>, gone: &mut bool) {
 }
 
 /// Why blocking work could not give an answer.
-enum OffThread {
+pub(crate) enum OffThread {
     /// It has not returned within [`IO_DEADLINE`] (or an earlier call still has not).
     Hung,
     /// It panicked.
@@ -90,7 +90,7 @@ enum OffThread {
 /// Runs blocking file I/O on tokio's blocking pool with a deadline. A call that hangs is
 /// left running (a thread stuck in the kernel cannot be cancelled) and remembered in
 /// `slot`; until it returns, no further call is started, so a dead mount costs one thread.
-async fn off_thread<T: Send + 'static>(
+pub(crate) async fn off_thread<T: Send + 'static>(
     slot: &mut Option<AbortHandle>,
     deadline: Duration,
     work: impl FnOnce() -> T + Send + 'static,

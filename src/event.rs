@@ -28,6 +28,8 @@
 //! | `license.revoked` | WARN | a vendor notice revoked a license of the source, or a license superseded one (INFO when no license of the source has that `jti`) |
 //! | `license.clock_attested` | INFO | a vendor notice attested real time: trusted time re-based, clock-manipulation grace ended |
 //! | `license.notice_rejected` | WARN | a vendor notice was refused (`reason`: `stale_seq`, `customer_mismatch`, `expired`, or why it did not verify; the same notice at most once per check interval) |
+//! | `license.limit_exceeded` | WARN | a usage metric is over the license's limit of that name (never a cut-off; at most once per check interval per metric) |
+//! | `license.usage_journal_invalid` | WARN | the usage journal was torn by a crash, damaged, changed by someone else, lost its key, or could not be written; the service goes on |
 
 use std::time::SystemTime;
 
@@ -261,6 +263,29 @@ pub enum LicenseEvent {
         /// Its `seq`, if it verified.
         seq: Option<u64>,
     },
+    /// A usage metric (see [`crate::usage`]) is over the license's limit of the same name:
+    /// a gauge's current value, or a counter's total this month. Never a cut-off; at most
+    /// once per check interval per metric.
+    LimitExceeded {
+        /// The metric.
+        name: String,
+        /// Its value.
+        usage: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The usage journal (see `LicenseMonitorBuilder::usage_journal`) could not be used as
+    /// it was: `torn` (a record cut short by a crash, dropped), `corrupt` (lines that are
+    /// not records, or a last record not ours), `changed` (written by someone else under
+    /// the running service), `key_replaced` (the instance key was missing or unusable: a
+    /// new one continues the journal), `unreadable` or `write_failed`. The service goes
+    /// on; the next record says so.
+    UsageJournalInvalid {
+        /// The reason code.
+        reason: &'static str,
+        /// What was wrong, with the path.
+        detail: String,
+    },
 }
 
 /// Changed limits as one attribute: `seats:10->25,nodes:->3` (empty side: not set).
@@ -351,7 +376,7 @@ pub enum AttributeValue {
 impl LicenseEvent {
     /// Every dotted event [`name`](LicenseEvent::name), for exporters that publish a
     /// series per event from the start.
-    pub const NAMES: [&'static str; 21] = [
+    pub const NAMES: [&'static str; 23] = [
         "license.expiring_30d",
         "license.expiring_7d",
         "license.expiring_24h",
@@ -373,6 +398,8 @@ impl LicenseEvent {
         "license.revoked",
         "license.clock_attested",
         "license.notice_rejected",
+        "license.limit_exceeded",
+        "license.usage_journal_invalid",
     ];
 
     /// The dotted event name, e.g. `license.grace_mode_entered`.
@@ -401,6 +428,8 @@ impl LicenseEvent {
             LicenseEvent::Revoked { .. } => "license.revoked",
             LicenseEvent::ClockAttested { .. } => "license.clock_attested",
             LicenseEvent::NoticeRejected { .. } => "license.notice_rejected",
+            LicenseEvent::LimitExceeded { .. } => "license.limit_exceeded",
+            LicenseEvent::UsageJournalInvalid { .. } => "license.usage_journal_invalid",
         }
     }
 
@@ -416,6 +445,8 @@ impl LicenseEvent {
             | LicenseEvent::InstanceSlotLost { .. }
             | LicenseEvent::InstanceCheckFailed { .. }
             | LicenseEvent::NoticeRejected { .. }
+            | LicenseEvent::LimitExceeded { .. }
+            | LicenseEvent::UsageJournalInvalid { .. }
             | LicenseEvent::Revoked { in_set: true, .. } => Level::WARN,
             LicenseEvent::InstanceSlotAcquired { .. }
             | LicenseEvent::GraceModeExited { .. }
@@ -472,6 +503,10 @@ impl LicenseEvent {
                 "Vendor attested the time - trusted time re-based"
             }
             LicenseEvent::NoticeRejected { .. } => "Vendor notice refused",
+            LicenseEvent::LimitExceeded { .. } => "Usage over the licensed limit",
+            LicenseEvent::UsageJournalInvalid { .. } => {
+                "Usage journal damaged or unusable - continuing"
+            }
         }
     }
 
@@ -704,6 +739,15 @@ impl LicenseEvent {
                 }
                 v
             }
+            LicenseEvent::LimitExceeded { name, usage, limit } => vec![
+                ("name", Str(name.clone())),
+                ("usage", Int(i64::try_from(*usage).unwrap_or(i64::MAX))),
+                ("limit", Int(i64::try_from(*limit).unwrap_or(i64::MAX))),
+            ],
+            LicenseEvent::UsageJournalInvalid { reason, detail } => vec![
+                ("reason", Str((*reason).into())),
+                ("error", Str(detail.clone())),
+            ],
         };
         attrs.push(("severity", Str(self.severity().as_str().into())));
         attrs
@@ -862,6 +906,11 @@ impl LicenseEvent {
             } => log_at!(level, event, msg, severity, reason = error.reason(),
                 error = %esc(&error.to_string()), line = *line, fingerprint = %fingerprint,
                 seq = *seq, "{detail}"),
+            LicenseEvent::LimitExceeded { name, usage, limit } => log_at!(level, event, msg,
+                severity, name = %esc(name), usage = *usage, limit = *limit, "{detail}"),
+            LicenseEvent::UsageJournalInvalid { reason, detail } => {
+                log_at!(level, event, msg, severity, reason = *reason, error = %esc(detail), "{}", esc(detail))
+            }
         }
     }
 }
@@ -1032,6 +1081,15 @@ mod tests {
                 fingerprint: "0123456789abcdef".into(),
                 seq: Some(2),
             },
+            LicenseEvent::LimitExceeded {
+                name: "seats".into(),
+                usage: 12,
+                limit: 10,
+            },
+            LicenseEvent::UsageJournalInvalid {
+                reason: "torn",
+                detail: "usage.jsonl: cut short".into(),
+            },
         ];
         // A new variant fails to compile here until it is listed above and in NAMES.
         for e in &every {
@@ -1053,7 +1111,9 @@ mod tests {
                 | LicenseEvent::InstanceCheckFailed { .. }
                 | LicenseEvent::Revoked { .. }
                 | LicenseEvent::ClockAttested { .. }
-                | LicenseEvent::NoticeRejected { .. } => {}
+                | LicenseEvent::NoticeRejected { .. }
+                | LicenseEvent::LimitExceeded { .. }
+                | LicenseEvent::UsageJournalInvalid { .. } => {}
             }
         }
         let names: Vec<&str> = every.iter().map(LicenseEvent::name).collect();

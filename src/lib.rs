@@ -122,6 +122,7 @@ mod shared;
 pub mod source;
 mod state;
 pub mod token;
+pub mod usage;
 pub mod verdict;
 
 #[cfg(feature = "test-util")]
@@ -151,6 +152,7 @@ pub use monitor::{
 pub use otel::OtelGauges;
 pub use source::LicenseSource;
 pub use token::{Claims, LicenseError, LicenseVerifier, Notice};
+pub use usage::{Usage, UsageCounter, UsageError, UsageGauge};
 pub use verdict::{ExpiryBand, GraceReason, LicenseState, Verdict};
 
 /// The README's code blocks, compiled and run as doc tests so they cannot rot.

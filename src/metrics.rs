@@ -49,6 +49,10 @@ pub struct MetricsSnapshot {
     pub features: BTreeMap<String, Option<f64>>,
     /// The limits in force, the largest value of each (`iosetu_license_limit{name}`).
     pub limits: BTreeMap<String, u64>,
+    /// Each usage metric (see [`crate::usage`]) as compared with its limit: a gauge's
+    /// current value, a counter's total this month (`iosetu_license_usage{name}`), as of
+    /// the last sample (at most a minute old).
+    pub usage: BTreeMap<String, u64>,
     /// How many replicas the licenses let serve at once, `None` for no limit
     /// (`iosetu_license_instances_max`, 0 for no limit).
     pub instances_max: Option<u64>,
@@ -112,6 +116,7 @@ impl MetricsSnapshot {
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value))
                 .collect(),
+            usage: stats.usage(),
             // Also after a cut-off: a replica cut off for want of a slot shows the limit.
             instances_max: crate::verdict::instance_limit(&verdict.licenses),
             instance_slot: stats.instance_slot(),
@@ -274,6 +279,17 @@ mod prometheus {
             )?;
             for (name, value) in &m.limits {
                 limits
+                    .encode_family(&[("name", name.as_str())])?
+                    .encode_gauge(&(*value as f64))?;
+            }
+            let mut usage = encoder.encode_descriptor(
+                "iosetu_license_usage",
+                "Each usage metric: a gauge's value, a counter's total this month",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, value) in &m.usage {
+                usage
                     .encode_family(&[("name", name.as_str())])?
                     .encode_gauge(&(*value as f64))?;
             }

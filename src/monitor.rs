@@ -112,14 +112,26 @@ impl LicenseMonitor {
     /// it at once instead of after the Lease runs out (60 s): call it once the server has
     /// stopped (after graceful shutdown). The replica stops competing for a slot. Waits at
     /// most 5 s for the API server; without instance slots it returns at once.
+    ///
+    /// With a usage journal it also ends the current hour early in a record, so that the
+    /// usage of the process's last hour is not lost (also at most 5 s).
     pub async fn shutdown(&self) {
-        let Some(release) = &self.shared.release else {
-            return;
+        let usage = async {
+            let (tx, rx) = oneshot::channel();
+            if self.shared.usage_flush.send(tx).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+            }
         };
-        let (tx, rx) = oneshot::channel();
-        if release.send(tx).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
-        }
+        let slot = async {
+            let Some(release) = &self.shared.release else {
+                return;
+            };
+            let (tx, rx) = oneshot::channel();
+            if release.send(tx).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+            }
+        };
+        tokio::join!(usage, slot);
     }
 
     /// A future that completes at SIGTERM (what Kubernetes sends a pod it stops) or
@@ -152,6 +164,13 @@ impl LicenseMonitor {
             }
             monitor.shutdown().await;
         }
+    }
+
+    /// What the application meters for usage reports and limit alerts (see
+    /// [`crate::usage`]): `monitor.usage().set("seats", 23)`,
+    /// `monitor.usage().add("api_calls", 1)`.
+    pub fn usage(&self) -> &crate::usage::Usage {
+        &self.shared.usage
     }
 
     /// The paths that pass the gate whatever the verdict (exact match).
@@ -207,6 +226,7 @@ pub struct LicenseMonitorBuilder {
     notice_source: Option<LicenseSource>,
     reload_on_sighup: bool,
     state_file: Option<PathBuf>,
+    usage_journal: Option<PathBuf>,
     events: broadcast::Sender<LicenseEvent>,
     #[cfg(feature = "otel")]
     pub(crate) event_hook: Option<crate::otel::EventHook>,
@@ -234,6 +254,7 @@ impl LicenseMonitorBuilder {
             notice_source: None,
             reload_on_sighup: false,
             state_file: None,
+            usage_journal: None,
             events: broadcast::channel(EVENT_CAPACITY).0,
             #[cfg(feature = "otel")]
             event_hook: None,
@@ -422,6 +443,21 @@ impl LicenseMonitorBuilder {
         self
     }
 
+    /// Keeps a usage journal at `path` (see [`crate::usage`]): one record per hour (and at
+    /// [`LicenseMonitor::shutdown`]) with what the application meters
+    /// ([`LicenseMonitor::usage`]) and what the crate does, the licenses in force, the
+    /// trusted-time watermark and a sequence number; hash-chained and signed with an
+    /// Ed25519 key the instance makes at its first start (`<path>.key`, owner-only). The
+    /// customer exports it with `iosetu-license usage export`, the vendor checks it with
+    /// `usage verify`. Appended with an fsync, never through a symlink, on tokio's blocking
+    /// pool; hourly records older than 400 days are folded into one per day. A record cut
+    /// short by a crash is dropped and said so in the next one; a journal that cannot be
+    /// used is reported (`license.usage_journal_invalid`) and never stops the service.
+    pub fn usage_journal(mut self, path: impl Into<PathBuf>) -> Self {
+        self.usage_journal = Some(path.into());
+        self
+    }
+
     /// A receiver of every event, including those of the first check that `start` runs.
     pub fn subscribe(&self) -> broadcast::Receiver<LicenseEvent> {
         self.events.subscribe()
@@ -480,6 +516,8 @@ impl LicenseMonitorBuilder {
             _ => None,
         };
         let stats = Arc::new(Stats::default());
+        // Subscribed before the first check, so its events reach the journal's notes.
+        let usage_events = self.events.subscribe();
         let reporter = Reporter {
             stats: Arc::clone(&stats),
             events: self.events.clone(),
@@ -518,7 +556,7 @@ impl LicenseMonitorBuilder {
             file_poll_interval,
             state_path: self.state_file,
             stats: Arc::clone(&stats),
-            reporter,
+            reporter: reporter.clone(),
             instances,
         });
         let (first, first_drained) = checker.first_check().await;
@@ -528,6 +566,13 @@ impl LicenseMonitorBuilder {
                  (LicenseMonitorBuilder::instance_slots, feature `kubernetes`)");
         }
         let (commands, rx) = mpsc::channel(8);
+        let (usage_flush, flush) = mpsc::channel(1);
+        let usage = crate::usage::Usage::default();
+        // (Registered before `start` returns, so an application sees them at once.)
+        usage
+            .registry
+            .builtin(crate::usage::REPLICAS, crate::usage::Kind::Gauge)
+            .set(1);
         let shared = Arc::new(Shared::new(Parts {
             first,
             first_drained,
@@ -538,8 +583,22 @@ impl LicenseMonitorBuilder {
             events: self.events,
             commands,
             release,
+            usage: usage.clone(),
+            usage_flush,
         }));
         runtime.spawn(checker.run(Arc::downgrade(&shared), rx));
+        runtime.spawn(
+            crate::usage::task::UsageTask {
+                shared: Arc::downgrade(&shared),
+                registry: Arc::clone(&usage.registry),
+                path: self.usage_journal,
+                check_interval: self.check_interval,
+                reporter,
+                events: usage_events,
+                flush,
+            }
+            .run(),
+        );
         #[cfg(feature = "kubernetes")]
         if let Some(task) = slot_task {
             runtime.spawn(task);

@@ -91,6 +91,7 @@ pub struct OtelGauges {
     _feature: ObservableGauge<u64>,
     _feature_ends: ObservableGauge<f64>,
     _limit: ObservableGauge<u64>,
+    _usage: ObservableGauge<u64>,
     _instances_max: ObservableGauge<u64>,
     _instance_slot: ObservableGauge<i64>,
     _instance_settling: ObservableGauge<u64>,
@@ -108,7 +109,7 @@ impl LicenseMonitor {
     /// `iosetu.license.check_failing{reason}` (one point per reason code, from the first
     /// collection), `iosetu.license.feature{feature}` (1 per feature in force),
     /// `iosetu.license.feature_ends{feature}` (unit `s`), `iosetu.license.limit{name}`,
-    /// `iosetu.license.instances_max` (0: no limit), `iosetu.license.instance_slot`
+    /// `iosetu.license.usage{name}` (see [`crate::usage`]), `iosetu.license.instances_max` (0: no limit), `iosetu.license.instance_slot`
     /// (-1: none), `iosetu.license.instance_settling`, `iosetu.license.notice_seq` (0:
     /// none) and `iosetu.license.revocations`.
     /// The callbacks hold the monitor weakly.
@@ -145,7 +146,8 @@ impl LicenseMonitor {
             let weak: WeakView = self.view().downgrade();
             move || weak.upgrade().map(|view| MetricsSnapshot::read(&view))
         };
-        let (features, feature_ends, limits) = (snapshot(), snapshot(), snapshot());
+        let (features, feature_ends, limits, usage) =
+            (snapshot(), snapshot(), snapshot(), snapshot());
         let (instances_max, instance_slot) = (snapshot(), snapshot());
         let failing = {
             let weak: WeakView = self.view().downgrade();
@@ -242,6 +244,18 @@ impl LicenseMonitor {
                 .with_unit("1")
                 .with_callback(move |o| {
                     for (name, value) in limits().iter().flat_map(|m| m.limits.iter()) {
+                        o.observe(*value, &[KeyValue::new("name", name.clone())]);
+                    }
+                })
+                .build(),
+            _usage: meter
+                .u64_observable_gauge("iosetu.license.usage")
+                .with_description(
+                    "Each usage metric: a gauge's value, a counter's total this month",
+                )
+                .with_unit("1")
+                .with_callback(move |o| {
+                    for (name, value) in usage().iter().flat_map(|m| m.usage.iter()) {
                         o.observe(*value, &[KeyValue::new("name", name.clone())]);
                     }
                 })

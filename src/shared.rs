@@ -39,6 +39,10 @@ pub(crate) struct Shared {
     pub(crate) commands: mpsc::Sender<Command>,
     /// Asks the instance-slot task to give up its slot (answering when it has).
     pub(crate) release: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    /// What the application meters.
+    pub(crate) usage: crate::usage::Usage,
+    /// Asks the usage task to end the current period in a record (answering when it has).
+    pub(crate) usage_flush: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 /// Whether a feature is licensed now (in force, valid or in grace, and not cut off): what
@@ -452,6 +456,8 @@ pub(crate) struct Parts {
     pub(crate) events: broadcast::Sender<LicenseEvent>,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) release: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    pub(crate) usage: crate::usage::Usage,
+    pub(crate) usage_flush: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl Shared {
@@ -471,6 +477,8 @@ impl Shared {
             events: parts.events,
             commands: parts.commands,
             release: parts.release,
+            usage: parts.usage,
+            usage_flush: parts.usage_flush,
         }
     }
 
@@ -622,6 +630,11 @@ pub(crate) struct Stats {
     /// The instance slot this replica holds, and until when it counts as held without a
     /// renewal (see `crate::instances`).
     instance_slot: Mutex<Option<(u32, tokio::time::Instant)>>,
+    /// Requests answered with the rejection (the cold path only).
+    refused: AtomicU64,
+    /// Each usage metric's value as compared with its limit (a gauge's current value, a
+    /// counter's total this month), as the usage task last computed it.
+    usage: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Stats {
@@ -633,6 +646,8 @@ impl Default for Stats {
             events: Mutex::new(zeros(&LicenseEvent::NAMES)),
             failing: Mutex::new(None),
             instance_slot: Mutex::new(None),
+            refused: AtomicU64::new(0),
+            usage: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -648,6 +663,23 @@ impl Stats {
 
     pub(crate) fn record_event(&self, event: &LicenseEvent) {
         *lock(&self.events).entry(event.name()).or_default() += 1;
+    }
+
+    /// One more request answered with the rejection.
+    pub(crate) fn record_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_usage(&self, usage: BTreeMap<String, u64>) {
+        *lock(&self.usage) = usage;
+    }
+
+    pub(crate) fn usage(&self) -> BTreeMap<String, u64> {
+        lock(&self.usage).clone()
     }
 
     pub(crate) fn checks(&self) -> u64 {

@@ -166,33 +166,40 @@ impl PersistedState {
     pub(crate) fn store(&self, path: &Path) -> std::io::Result<()> {
         let mut json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         json.push(b'\n');
-        let mut last_error = None;
-        for _ in 0..8 {
-            let tmp = temp_path(path);
-            let mut file = match create_new(&tmp) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    last_error = Some(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let result = file
-                .write_all(&json)
-                .and_then(|()| file.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, path));
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            return result;
-        }
-        Err(last_error.unwrap_or_else(|| std::io::Error::other("no unique temporary name")))
+        store_bytes(path, &json)
     }
+}
+
+/// Replaces `path` with `bytes` atomically: a new temporary file in the same directory,
+/// created exclusively under a unique name (it never follows a symlink planted there),
+/// flushed to disk, then renamed over the old one.
+pub(crate) fn store_bytes(path: &Path, json: &[u8]) -> std::io::Result<()> {
+    let mut last_error = None;
+    for _ in 0..8 {
+        let tmp = temp_path(path);
+        let mut file = match create_new(&tmp) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                last_error = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let result = file
+            .write_all(json)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return result;
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no unique temporary name")))
 }
 
 /// Creates `path` only if nothing (not even a dangling symlink) is there, without
 /// following a symlink, readable and writable by the owner alone.
-fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -206,7 +213,7 @@ fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// A temporary name beside `path`, unique to this process, this call and this instant.
-fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()

@@ -80,6 +80,38 @@ enum Command {
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         grace: Duration,
     },
+    /// Usage reports for true-up: `export` a usage journal (customer side), `verify`
+    /// reports and print the true-up table (vendor side).
+    #[command(subcommand)]
+    Usage(UsageCommand),
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// Export a usage journal (with its key, `<journal>.key`) as a signed report to send
+    /// to the vendor.
+    Export {
+        /// The journal (`LicenseMonitorBuilder::usage_journal`).
+        #[arg(long)]
+        journal: PathBuf,
+        /// Where to write the report (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing report.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Verify reports of one or several instances (chains, signatures, gaps, clocks) and
+    /// print the true-up table: exit 0 intact, 1 tampering or a clock wound back found,
+    /// 2 usage/I/O error.
+    Verify {
+        /// The reports (one per instance, or several months of one).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Print the true-up table as CSV (findings go to stderr).
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 #[derive(Args)]
@@ -274,7 +306,132 @@ fn run(command: Command) -> Result<(), Failure> {
             json,
         } => verify(&input, &public_keys, &kids, json),
         Command::Timeline { input, grace } => timeline(&input, grace),
+        Command::Usage(UsageCommand::Export {
+            journal,
+            out,
+            force,
+        }) => usage_export(&journal, &out, force),
+        Command::Usage(UsageCommand::Verify { reports, csv }) => usage_verify(&reports, csv),
     }
+}
+
+fn usage_export(journal: &Path, out: &Path, force: bool) -> Result<(), Failure> {
+    let report = iosetu_license::usage::export(journal, std::time::SystemTime::now())
+        .map_err(|e| usage(format!("cannot export ({}): {e}", e.reason())))?;
+    let mut json = report.to_json();
+    json.push('\n');
+    write_new(out, json.as_bytes(), 0o644, force)?;
+    say!(
+        "{}: {} records{}{} -> {}",
+        journal.display(),
+        report.records.len(),
+        if report.torn {
+            " (a record cut short at the end left out)"
+        } else {
+            ""
+        },
+        if report.damaged_lines > 0 {
+            format!(" ({} damaged lines left out)", report.damaged_lines)
+        } else {
+            String::new()
+        },
+        out.display()
+    );
+    Ok(())
+}
+
+fn usage_verify(paths: &[PathBuf], csv: bool) -> Result<(), Failure> {
+    let mut reports = Vec::new();
+    for path in paths {
+        let text = read_bounded_text(path, 256 * 1024 * 1024)?;
+        let report = iosetu_license::usage::Report::from_json(&text).map_err(|e| io(path, e))?;
+        reports.push(report);
+    }
+    let verification = iosetu_license::usage::verify(&reports);
+    let findings: Vec<String> = verification
+        .findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {}{}: {}",
+                if f.kind.is_tampering() {
+                    "TAMPERED"
+                } else if f.kind.is_clock() {
+                    "CLOCK   "
+                } else {
+                    "note    "
+                },
+                f.instance,
+                f.kind.code(),
+                f.n.map(|n| format!(" (record {n})")).unwrap_or_default(),
+                f.detail
+            )
+        })
+        .collect();
+    if csv {
+        for line in &findings {
+            eprintln!("{line}");
+        }
+        print_or_exit(&verification.csv());
+    } else {
+        for instance in &verification.instances {
+            say!(
+                "instance {}: {} report(s), {} records, {} to {}, started {} times",
+                instance.instance,
+                instance.reports,
+                instance.records,
+                instance.first.map_or_else(|| "-".into(), rfc3339),
+                instance.last.map_or_else(|| "-".into(), rfc3339),
+                instance.starts
+            );
+        }
+        for line in &findings {
+            say!("{line}");
+        }
+        say!(
+            "chains and signatures: {}; clocks: {}",
+            if verification.intact() {
+                "intact"
+            } else {
+                "TAMPERING FOUND"
+            },
+            if verification.clocks_ok() {
+                "consistent"
+            } else {
+                "WOUND BACK"
+            }
+        );
+        say!("");
+        print_or_exit(&verification.table());
+    }
+    if verification.intact() && verification.clocks_ok() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: "the usage reports show tampering or a clock wound back".into(),
+        })
+    }
+}
+
+fn print_or_exit(text: &str) {
+    use std::io::Write as _;
+    if std::io::stdout().lock().write_all(text.as_bytes()).is_err() {
+        std::process::exit(141);
+    }
+}
+
+fn read_bounded_text(path: &Path, max: u64) -> Result<String, Failure> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(io(path, format!("over {max} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| io(path, "not UTF-8 text"))
 }
 
 fn keygen(out: &Path, kid: Option<String>, force: bool) -> Result<(), Failure> {

@@ -148,6 +148,7 @@ where
         // Exempt paths are never cut, by the drain either.
         return ResponseFuture::inner(inner.call(request), Drain::never(), false);
     }
+    view.stats().record_refused();
     ResponseFuture::rejected(Rejection::for_request(request.headers()))
 }
 

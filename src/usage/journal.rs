@@ -1,0 +1,499 @@
+//! The usage journal on disk: JSON lines of [`Record`]s, hash-chained and signed with
+//! the instance key, appended with an fsync, compacted to daily records after
+//! [`HOURLY_DAYS`] days, written without following symlinks.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::source::{open_nonblocking, shown};
+
+/// The record format's version.
+pub(crate) const RECORD_VERSION: u32 = 1;
+/// Hourly records are kept this many days; older ones are folded into one per day.
+pub(crate) const HOURLY_DAYS: i64 = 400;
+/// Daily records are kept this many days (ten years); older ones are dropped.
+pub(crate) const DAILY_DAYS: i64 = 3660;
+/// A journal is at most this large (400 days of hourly records and ten years of daily
+/// ones are a few MiB); anything larger is not ours.
+pub(crate) const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest record line.
+pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
+/// The most licenses a record lists, notes it carries, and metrics it holds.
+pub(crate) const MAX_LICENSES: usize = 64;
+pub(crate) const MAX_NOTES: usize = 16;
+pub(crate) const MAX_NOTE_BYTES: usize = 256;
+pub(crate) const MAX_RECORD_METRICS: usize = super::MAX_METRICS + 8;
+/// The link before the first record.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// What a signature covers: this, then the record's canonical JSON without `sig`.
+const DOMAIN: &[u8] = b"iosetu-usage-record-v1\n";
+
+/// How long a record covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Span {
+    /// One hour (or the part of it the process ran).
+    Hour,
+    /// One day: hourly records older than 400 days, folded into one.
+    Day,
+}
+
+/// A license in force during a record's period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseInForce {
+    /// Its `jti`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Its customer.
+    pub customer: String,
+    /// Its `exp`, seconds since the epoch.
+    pub exp: i64,
+    /// Its `limits`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, u64>,
+    /// Its `max_instances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u64>,
+}
+
+/// One record of the usage journal: what one instance metered over one hour (or a day,
+/// for records older than 400 days), signed by the instance.
+///
+/// Times are seconds since the epoch: `start` and `end` by the monitor's trusted time
+/// (never earlier than what it has seen before), `wall` by the machine's clock when the
+/// record was written. `n` counts records from the journal's first (a daily record covers
+/// `n..=n_end`); `prev` is the link of the record before (the SHA-256 of its JSON, or for
+/// a daily record its `last`), so a record deleted, moved or taken from another journal
+/// breaks the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// The format version (1).
+    pub v: u32,
+    /// Its sequence number.
+    pub n: u64,
+    /// For a daily record, the last sequence number it covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_end: Option<u64>,
+    /// Hour or day.
+    pub span: Span,
+    /// The instance's public key (base64url): in the journal's first record, and where
+    /// the instance had to make a new key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The link of the record before (hex SHA-256), 64 zeros for the first.
+    pub prev: String,
+    /// For a daily record, the link of the last hourly record it folds in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    /// The period's start, by trusted time.
+    pub start: i64,
+    /// The period's end, by trusted time.
+    pub end: i64,
+    /// The trusted-time high-water mark when it was written.
+    pub watermark: i64,
+    /// The machine's wall clock when it was written.
+    pub wall: i64,
+    /// How many times the instance had started before the process that wrote it.
+    pub boot: u64,
+    /// Seconds the process that wrote it had run (monotonic).
+    pub uptime: u64,
+    /// The licenses in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub licenses: Vec<LicenseInForce>,
+    /// Each gauge's peak over the period.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gauges: BTreeMap<String, u64>,
+    /// Each counter's total over the period.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
+    /// What the instance noticed (`torn_record_dropped`, `journal_changed`, `key_replaced`,
+    /// `clock_attested`, `clock_set_back`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The instance's Ed25519 signature (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+impl Record {
+    /// The JSON that is signed: the record without `sig`.
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.sig = None;
+        let mut bytes = DOMAIN.to_vec();
+        // (Serializing plain data to memory cannot fail.)
+        bytes.extend(serde_json::to_vec(&unsigned).unwrap_or_default());
+        bytes
+    }
+
+    /// The record as one line of the journal (without the newline).
+    pub(crate) fn to_line(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The link the next record's `prev` must carry: the SHA-256 of this record's JSON
+    /// (as written), or for a daily record the link of the last hourly one it folds in.
+    pub fn link(&self) -> String {
+        match (&self.span, &self.last) {
+            (Span::Day, Some(last)) => last.clone(),
+            _ => hex(&Sha256::digest(self.to_line())),
+        }
+    }
+
+    /// The last sequence number it covers.
+    pub fn last_n(&self) -> u64 {
+        self.n_end.unwrap_or(self.n)
+    }
+
+    pub(crate) fn sign(&mut self, key: &SigningKey) {
+        self.sig = None;
+        let signature = key.sign(&self.signed_bytes());
+        self.sig = Some(URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+    }
+
+    /// Whether `key` signed it (strict Ed25519).
+    pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
+        let Some(sig) = &self.sig else {
+            return false;
+        };
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(sig) else {
+            return false;
+        };
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(&bytes) else {
+            return false;
+        };
+        key.verify_strict(&self.signed_bytes(), &signature).is_ok()
+    }
+
+    /// Parses one journal line, with the bounds a record of ours keeps.
+    pub(crate) fn parse(line: &[u8]) -> Result<Self, String> {
+        if line.len() > MAX_LINE_BYTES {
+            return Err(format!("a record over {MAX_LINE_BYTES} bytes"));
+        }
+        let record: Record = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        record.check()?;
+        Ok(record)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let is_link = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let in_range =
+            |v: i64| (crate::clock::MIN_RFC3339..=crate::clock::MAX_RFC3339).contains(&v);
+        if self.v != RECORD_VERSION {
+            return Err(format!("unknown record version {}", self.v));
+        }
+        if !is_link(&self.prev) || self.last.as_deref().is_some_and(|l| !is_link(l)) {
+            return Err("a link that is not a SHA-256".into());
+        }
+        if (self.span == Span::Day) != (self.last.is_some() && self.n_end.is_some()) {
+            return Err("a daily record needs n_end and last, an hourly one neither".into());
+        }
+        if self.n_end.is_some_and(|e| e < self.n) {
+            return Err("n_end before n".into());
+        }
+        if ![self.start, self.end, self.watermark, self.wall]
+            .into_iter()
+            .all(in_range)
+            || self.end < self.start
+        {
+            return Err("times out of range".into());
+        }
+        if self.licenses.len() > MAX_LICENSES
+            || self.notes.len() > MAX_NOTES
+            || self.notes.iter().any(|n| n.len() > MAX_NOTE_BYTES)
+            || self.gauges.len() + self.counters.len() > MAX_RECORD_METRICS
+            || self
+                .gauges
+                .keys()
+                .chain(self.counters.keys())
+                .any(|k| super::validate_name(k).is_err())
+        {
+            return Err("more than a record holds".into());
+        }
+        if self.key.as_deref().is_some_and(|k| decode_key(k).is_none()) {
+            return Err("a key that is not an Ed25519 public key".into());
+        }
+        Ok(())
+    }
+}
+
+/// A public key from its base64url form.
+pub(crate) fn decode_key(text: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+pub(crate) fn encode_key(key: &VerifyingKey) -> String {
+    URL_SAFE_NO_PAD.encode(key.to_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A journal's lines as read: the records, and what was wrong.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub(crate) records: Vec<Record>,
+    /// Lines that are not records (1-based line numbers and why), other than a torn last.
+    pub(crate) bad_lines: Vec<(usize, String)>,
+    /// The last line had no newline and is not a record: a write cut short.
+    pub(crate) torn: bool,
+    /// The bytes up to the end of the last complete line.
+    pub(crate) complete_len: u64,
+}
+
+/// Splits a journal's bytes into records.
+pub(crate) fn parse(bytes: &[u8]) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut offset = 0usize;
+    for (i, chunk) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let complete = chunk.ends_with(b"\n");
+        let line = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+        match Record::parse(line) {
+            Ok(record) if complete => {
+                parsed.records.push(record);
+                offset += chunk.len();
+            }
+            // A record without its newline was written whole but for the newline: it
+            // counts (the next append starts a new line).
+            Ok(record) => {
+                parsed.records.push(record);
+                offset += chunk.len();
+            }
+            Err(_) if !complete => parsed.torn = true,
+            Err(why) => {
+                parsed.bad_lines.push((i + 1, why));
+                offset += chunk.len();
+            }
+        }
+    }
+    parsed.complete_len = offset as u64;
+    parsed
+}
+
+/// Reads a file of ours: one non-blocking open without following a FIFO, bounded.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = match open_nonblocking(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            shown(path)
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "{} is over {max} bytes",
+            shown(path)
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// The key file beside a journal: `<journal>.key`.
+pub(crate) fn key_path(journal: &Path) -> PathBuf {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    journal.with_file_name(name)
+}
+
+const KEY_PREFIX: &str = "iosetu-usage-key-v1 ";
+
+/// Reads the instance key; `None` when there is none.
+pub(crate) fn load_key(path: &Path) -> Result<Option<SigningKey>, String> {
+    let Some(bytes) = read_bounded(path, 1024).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| "not text".to_owned())?;
+    let seed = text
+        .trim()
+        .strip_prefix(KEY_PREFIX)
+        .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| format!("{} is not an instance key", shown(path)))?;
+    Ok(Some(SigningKey::from_bytes(&seed)))
+}
+
+/// Makes and stores a new instance key (owner-only, never over an existing file).
+pub(crate) fn make_key(path: &Path) -> std::io::Result<SigningKey> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
+    let key = SigningKey::from_bytes(&seed);
+    let text = format!("{KEY_PREFIX}{}\n", URL_SAFE_NO_PAD.encode(seed));
+    let tmp = crate::state::temp_path(path);
+    let mut file = crate::state::create_new(&tmp)?;
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        // Never over a key already there (another process made one meanwhile).
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    written?;
+    Ok(key)
+}
+
+/// Appends one line to the journal: opened without following a symlink, with an fsync.
+pub(crate) fn append(path: &Path, line: &[u8]) -> std::io::Result<u64> {
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let mut file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = line.to_vec();
+    bytes.push(b'\n');
+    file.write_all(&bytes)?;
+    file.sync_data()?;
+    Ok(file.metadata()?.len())
+}
+
+/// Replaces the journal with `records` atomically (a new temporary, fsync, rename).
+pub(crate) fn rewrite(path: &Path, records: &[Record]) -> std::io::Result<u64> {
+    let mut bytes = Vec::new();
+    for record in records {
+        bytes.extend(record.to_line());
+        bytes.push(b'\n');
+    }
+    crate::state::store_bytes(path, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Cuts a torn last line off (the record being written when the process stopped).
+pub(crate) fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let file = options.open(path)?;
+    file.set_len(len)?;
+    file.sync_all()
+}
+
+/// Folds hourly records that started before `hourly_from` into one record per UTC day,
+/// and drops daily records that started before `daily_from`. The chain stays whole: a
+/// daily record's `prev` is its first hour's, its `last` the link of its last hour.
+///
+/// Only records signed with `key` are folded or dropped: those from the last record that
+/// declares a key on (records before a key the instance had to replace stay as signed).
+pub(crate) fn compact(
+    mut records: Vec<Record>,
+    hourly_from: i64,
+    daily_from: i64,
+    key: &SigningKey,
+) -> Vec<Record> {
+    let segment = records.iter().rposition(|r| r.key.is_some()).unwrap_or(0);
+    let mut out: Vec<Record> = records.drain(..segment).collect();
+    let kept = out.len();
+    let mut day: Option<Record> = None;
+    let flush = |day: &mut Option<Record>, out: &mut Vec<Record>| {
+        if let Some(mut d) = day.take() {
+            d.sign(key);
+            out.push(d);
+        }
+    };
+    for record in records {
+        // A day folded before takes the rest of its hours.
+        if record.span == Span::Day && record.start < hourly_from {
+            flush(&mut day, &mut out);
+            day = Some(record);
+            continue;
+        }
+        if record.span == Span::Hour && record.start < hourly_from {
+            let link = record.link();
+            let day_of = record.start.div_euclid(86_400);
+            match &mut day {
+                Some(d) if d.start.div_euclid(86_400) == day_of && d.last_n() + 1 == record.n => {
+                    fold(d, record, link);
+                }
+                _ => {
+                    flush(&mut day, &mut out);
+                    let mut d = record.clone();
+                    d.span = Span::Day;
+                    d.n_end = Some(record.n);
+                    d.last = Some(link);
+                    day = Some(d);
+                }
+            }
+        } else {
+            flush(&mut day, &mut out);
+            out.push(record);
+        }
+    }
+    flush(&mut day, &mut out);
+    // Daily records past ten years go (only where nothing older stays: the chain must
+    // not break inside the file); the first left carries the key. Re-signing a daily
+    // record leaves its link (its last hour's) as it was.
+    if kept == 0 {
+        let key_text = out.first().and_then(|r| r.key.clone());
+        let drop = out
+            .iter()
+            .take_while(|r| r.span == Span::Day && r.start < daily_from)
+            .count()
+            .min(out.len().saturating_sub(1));
+        out.drain(..drop);
+        if let Some(first) = out.first_mut()
+            && first.key.is_none()
+        {
+            first.key = key_text;
+            first.sign(key);
+        }
+    }
+    out
+}
+
+fn fold(day: &mut Record, hour: Record, link: String) {
+    day.n_end = Some(hour.n);
+    day.last = Some(link);
+    day.end = day.end.max(hour.end);
+    day.watermark = day.watermark.max(hour.watermark);
+    day.wall = hour.wall;
+    day.boot = hour.boot;
+    day.uptime = hour.uptime;
+    if day.key.is_none() {
+        day.key = hour.key;
+    }
+    for license in hour.licenses {
+        if !day.licenses.contains(&license) && day.licenses.len() < MAX_LICENSES {
+            day.licenses.push(license);
+        }
+    }
+    for (name, v) in hour.gauges {
+        let e = day.gauges.entry(name).or_default();
+        *e = (*e).max(v);
+    }
+    for (name, v) in hour.counters {
+        let e = day.counters.entry(name).or_default();
+        *e = e.saturating_add(v);
+    }
+    for note in hour.notes {
+        if !day.notes.contains(&note) && day.notes.len() < MAX_NOTES {
+            day.notes.push(note);
+        }
+    }
+}

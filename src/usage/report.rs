@@ -1,0 +1,686 @@
+//! The customer's export of a usage journal, and the vendor's verification and true-up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer as _;
+use serde::{Deserialize, Serialize};
+
+use super::journal::{
+    self, GENESIS, MAX_JOURNAL_BYTES, Record, Span, decode_key, encode_key, key_path,
+};
+use crate::clock::rfc3339;
+use crate::source::shown;
+
+/// The `format` of a report.
+pub const REPORT_FORMAT: &str = "iosetu-usage-report";
+const STAMP_DOMAIN: &[u8] = b"iosetu-usage-export-v1\n";
+/// How far apart a record's end and the next one's start may be before it is a gap.
+const GAP_SLACK: i64 = 120;
+/// How far the machine's clock may read behind trusted time (a vendor's clock tolerance).
+const CLOCK_SLACK: i64 = 300;
+
+/// One instance's usage journal as the customer exports it
+/// (`iosetu-license usage export`): every record, and a stamp signed with the instance
+/// key saying when it was exported and which record was the last, so records cut off the
+/// end before the export show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// [`REPORT_FORMAT`].
+    pub format: String,
+    /// The instance's current public key (base64url).
+    pub key: String,
+    /// When it was exported, by the machine's clock (seconds since the epoch).
+    pub exported_at: i64,
+    /// The last record's sequence number and link, as the journal had them.
+    pub head_n: Option<u64>,
+    /// See `head_n`.
+    pub head_link: Option<String>,
+    /// The journal ended in a record cut short (left out).
+    pub torn: bool,
+    /// Lines of the journal that were not records (left out).
+    pub damaged_lines: u64,
+    /// The stamp's signature over the fields above.
+    pub sig: String,
+    /// The records, oldest first.
+    pub records: Vec<Record>,
+}
+
+#[derive(Serialize)]
+struct Stamp<'a> {
+    format: &'a str,
+    key: &'a str,
+    exported_at: i64,
+    head_n: Option<u64>,
+    head_link: Option<&'a str>,
+    torn: bool,
+    damaged_lines: u64,
+    records: usize,
+}
+
+impl Report {
+    fn stamp_bytes(&self) -> Vec<u8> {
+        let stamp = Stamp {
+            format: &self.format,
+            key: &self.key,
+            exported_at: self.exported_at,
+            head_n: self.head_n,
+            head_link: self.head_link.as_deref(),
+            torn: self.torn,
+            damaged_lines: self.damaged_lines,
+            records: self.records.len(),
+        };
+        let mut bytes = STAMP_DOMAIN.to_vec();
+        bytes.extend(serde_json::to_vec(&stamp).unwrap_or_default());
+        bytes
+    }
+
+    /// Parses a report (JSON), as `usage verify` reads it.
+    pub fn from_json(text: &str) -> Result<Self, ExportError> {
+        let report: Report = serde_json::from_str(text)
+            .map_err(|e| ExportError::Corrupt(format!("not a usage report: {e}")))?;
+        if report.format != REPORT_FORMAT {
+            return Err(ExportError::Corrupt(format!(
+                "not a usage report (format {:?})",
+                report.format
+            )));
+        }
+        Ok(report)
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Why a journal could not be exported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The journal (or its key) is not there.
+    #[error("{0}")]
+    Missing(String),
+    /// It could not be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// It is not a journal (or a report) of ours.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl ExportError {
+    /// A stable reason code: `missing`, `unreadable`, `corrupt`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ExportError::Missing(_) => "missing",
+            ExportError::Unreadable(_) => "unreadable",
+            ExportError::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+/// Exports the journal at `path` (with its key, `<path>.key`) as a [`Report`] stamped
+/// at `now`. A torn last record or damaged lines are left out and said so in the report;
+/// the export itself never changes the journal.
+pub fn export(path: &Path, now: std::time::SystemTime) -> Result<Report, ExportError> {
+    let bytes = journal::read_bounded(path, MAX_JOURNAL_BYTES)
+        .map_err(|e| ExportError::Unreadable(format!("{}: {e}", shown(path))))?
+        .ok_or_else(|| ExportError::Missing(format!("{} does not exist", shown(path))))?;
+    let key_file = key_path(path);
+    let key = journal::load_key(&key_file)
+        .map_err(ExportError::Corrupt)?
+        .ok_or_else(|| {
+            ExportError::Missing(format!(
+                "{} does not exist: the instance key is made at the first start",
+                shown(&key_file)
+            ))
+        })?;
+    let parsed = journal::parse(&bytes);
+    let last = parsed.records.last();
+    let mut report = Report {
+        format: REPORT_FORMAT.to_owned(),
+        key: encode_key(&key.verifying_key()),
+        exported_at: crate::clock::unix_seconds(now),
+        head_n: last.map(Record::last_n),
+        head_link: last.map(Record::link),
+        torn: parsed.torn,
+        damaged_lines: parsed.bad_lines.len() as u64,
+        sig: String::new(),
+        records: parsed.records,
+    };
+    report.sig = URL_SAFE_NO_PAD.encode(key.sign(&report.stamp_bytes()).to_bytes());
+    Ok(report)
+}
+
+/// What `verify` found wrong, or worth the vendor's attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum FindingKind {
+    /// A record's signature does not verify: edited, or taken from another journal.
+    Signature,
+    /// A record's `prev` is not the link of the record before: deleted, moved or spliced.
+    Chain,
+    /// Sequence numbers skip or repeat.
+    Sequence,
+    /// The export stamp does not match the records: records cut off the end, or the
+    /// report edited.
+    Truncated,
+    /// Lines of the journal were not records.
+    Damaged,
+    /// Trusted time went backwards between records (a clock wound back across a restart).
+    ClockRollback,
+    /// The machine's clock read well behind trusted time when a record was written.
+    ClockBehind,
+    /// Hours without records while one process ran.
+    Gap,
+    /// A later report of an instance does not contain an earlier one's last record.
+    Rewritten,
+    /// The instance made a new key (its key file was lost or replaced).
+    KeyReplaced,
+    /// The journal ended in a record cut short: a crash mid-write (the library drops it
+    /// and says so in its next record), or a cut.
+    Torn,
+    /// The running service found its journal changed under it.
+    ChangedUnderneath,
+    /// The last record ends long before the export: the instance was stopped, or records
+    /// at the end were removed.
+    Quiet,
+}
+
+impl FindingKind {
+    /// A stable code (`signature`, `chain`, ...).
+    pub fn code(self) -> &'static str {
+        match self {
+            FindingKind::Signature => "signature",
+            FindingKind::Chain => "chain",
+            FindingKind::Sequence => "sequence",
+            FindingKind::Truncated => "truncated",
+            FindingKind::Damaged => "damaged",
+            FindingKind::ClockRollback => "clock_rollback",
+            FindingKind::ClockBehind => "clock_behind",
+            FindingKind::Gap => "gap",
+            FindingKind::Rewritten => "rewritten",
+            FindingKind::KeyReplaced => "key_replaced",
+            FindingKind::Torn => "torn",
+            FindingKind::ChangedUnderneath => "changed_underneath",
+            FindingKind::Quiet => "quiet",
+        }
+    }
+
+    /// Whether the journal as reported cannot be what the library wrote: records
+    /// edited, deleted, moved, cut off or taken from elsewhere.
+    pub fn is_tampering(self) -> bool {
+        !self.is_clock()
+            && !matches!(
+                self,
+                FindingKind::Torn | FindingKind::KeyReplaced | FindingKind::Quiet
+            )
+    }
+
+    /// Whether it is about the machine's clock: wound back across a restart, or behind
+    /// trusted time while the service ran. The records are intact; their times are what
+    /// is in doubt.
+    pub fn is_clock(self) -> bool {
+        matches!(self, FindingKind::ClockRollback | FindingKind::ClockBehind)
+    }
+}
+
+/// One finding of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The instance (the first 12 characters of its key).
+    pub instance: String,
+    /// What.
+    pub kind: FindingKind,
+    /// The record's sequence number, where one is concerned.
+    pub n: Option<u64>,
+    /// In words.
+    pub detail: String,
+}
+
+/// One instance in a verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSummary {
+    /// The first 12 characters of its key.
+    pub instance: String,
+    /// Its reports given.
+    pub reports: usize,
+    /// Records in its latest report.
+    pub records: usize,
+    /// The first record's start and the last one's end (trusted time).
+    pub first: Option<i64>,
+    /// See `first`.
+    pub last: Option<i64>,
+    /// Times it started.
+    pub starts: u64,
+}
+
+/// One row of the true-up table: a metric's peak (gauges, summed over instances hour by
+/// hour) or total (counters) in a month, against the largest limit in force then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrueUpRow {
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    /// The metric.
+    pub metric: String,
+    /// `peak` or `total`.
+    pub measure: &'static str,
+    /// The value.
+    pub value: u64,
+    /// The limit (`limits.<metric>` of a license in force, `max_instances` for
+    /// `iosetu_replicas`), if any.
+    pub limit: Option<u64>,
+}
+
+impl TrueUpRow {
+    /// Whether the value is over the limit.
+    pub fn over(&self) -> bool {
+        self.limit.is_some_and(|l| self.value > l)
+    }
+}
+
+/// What [`verify`] concluded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verification {
+    /// Each instance.
+    pub instances: Vec<InstanceSummary>,
+    /// Everything found, tampering or not.
+    pub findings: Vec<Finding>,
+    /// The true-up table, by month then metric.
+    pub true_up: Vec<TrueUpRow>,
+}
+
+impl Verification {
+    /// Whether no finding shows tampering (chain, signatures, sequence, the stamp).
+    pub fn intact(&self) -> bool {
+        !self.findings.iter().any(|f| f.kind.is_tampering())
+    }
+
+    /// Whether no finding shows a clock wound back or behind trusted time.
+    pub fn clocks_ok(&self) -> bool {
+        !self.findings.iter().any(|f| f.kind.is_clock())
+    }
+
+    /// The true-up table as text.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<8} {:<28} {:<6} {:>14} {:>14}  over\n",
+            "month", "metric", "", "value", "limit"
+        );
+        for row in &self.true_up {
+            let limit = row.limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
+            let _ = writeln!(
+                out,
+                "{:<8} {:<28} {:<6} {:>14} {:>14}  {}",
+                row.month,
+                row.metric,
+                row.measure,
+                row.value,
+                limit,
+                if row.over() { "OVER" } else { "" }
+            );
+        }
+        out
+    }
+
+    /// The true-up table as CSV (`month,metric,measure,value,limit,over`).
+    pub fn csv(&self) -> String {
+        let mut out = String::from("month,metric,measure,value,limit,over\n");
+        for row in &self.true_up {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{}",
+                row.month,
+                row.metric,
+                row.measure,
+                row.value,
+                row.limit.map_or_else(String::new, |l| l.to_string()),
+                row.over()
+            );
+        }
+        out
+    }
+}
+
+fn short(key: &str) -> String {
+    key.chars().take(12).collect()
+}
+
+fn month_of(secs: i64) -> String {
+    rfc3339(secs)[..7].to_owned()
+}
+
+/// Verifies one or several instances' reports (several reports of one instance, from
+/// successive months, are checked against each other) and builds the true-up table.
+pub fn verify(reports: &[Report]) -> Verification {
+    let mut out = Verification::default();
+    let mut by_key: BTreeMap<&str, Vec<&Report>> = BTreeMap::new();
+    for report in reports {
+        by_key.entry(report.key.as_str()).or_default().push(report);
+    }
+    let mut latest = Vec::new();
+    for (key, mut reports) in by_key {
+        reports.sort_by_key(|r| (r.head_n, r.exported_at));
+        let instance = short(key);
+        for pair in reports.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            let Some(head) = earlier.head_n else { continue };
+            let kept = later.records.iter().any(|r| {
+                r.n <= head && head <= r.last_n() && {
+                    (r.last_n() == head && Some(r.link()) == earlier.head_link)
+                        || r.span == Span::Day
+                }
+            });
+            let dropped = later.records.first().is_some_and(|r| r.n > head);
+            if !kept && !dropped {
+                out.findings.push(Finding {
+                    instance: instance.clone(),
+                    kind: FindingKind::Rewritten,
+                    n: Some(head),
+                    detail: format!(
+                        "the report exported at {} does not hold record {head} as the one \
+                         exported at {} did",
+                        rfc3339(later.exported_at),
+                        rfc3339(earlier.exported_at)
+                    ),
+                });
+            }
+        }
+        for report in &reports {
+            check_report(report, &instance, &mut out.findings);
+        }
+        // (A key group is never empty.)
+        if let Some(last) = reports.last() {
+            out.instances.push(InstanceSummary {
+                instance,
+                reports: reports.len(),
+                records: last.records.len(),
+                first: last.records.first().map(|r| r.start),
+                last: last.records.last().map(|r| r.end),
+                starts: last.records.last().map_or(0, |r| r.boot + 1),
+            });
+            latest.push(*last);
+        }
+    }
+    out.true_up = true_up(&latest);
+    out
+}
+
+fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
+    let mut find = |kind, n, detail: String| {
+        findings.push(Finding {
+            instance: instance.to_owned(),
+            kind,
+            n,
+            detail,
+        });
+    };
+    // The stamp.
+    let stamp_ok = decode_key(&report.key).is_some_and(|key| {
+        URL_SAFE_NO_PAD
+            .decode(&report.sig)
+            .ok()
+            .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+            .is_some_and(|sig| key.verify_strict(&report.stamp_bytes(), &sig).is_ok())
+    });
+    if !stamp_ok {
+        find(
+            FindingKind::Truncated,
+            None,
+            "the export stamp's signature does not verify: the report was edited".into(),
+        );
+    }
+    let last = report.records.last();
+    if last.map(Record::last_n) != report.head_n || last.map(Record::link) != report.head_link {
+        find(
+            FindingKind::Truncated,
+            report.head_n,
+            format!(
+                "the export stamp names record {:?}, the report ends at {:?}: records were \
+                 cut off the end",
+                report.head_n,
+                last.map(Record::last_n)
+            ),
+        );
+    }
+    if report.torn {
+        find(
+            FindingKind::Torn,
+            None,
+            "the journal ended in a record cut short (left out)".into(),
+        );
+    }
+    if report.damaged_lines > 0 {
+        find(
+            FindingKind::Damaged,
+            None,
+            format!(
+                "{} lines of the journal are not records",
+                report.damaged_lines
+            ),
+        );
+    }
+    let mut key = None;
+    let mut previous: Option<&Record> = None;
+    for record in &report.records {
+        let n = Some(record.n);
+        if let Some(declared) = &record.key {
+            if let Some((current, _)) = &key
+                && current != declared
+            {
+                find(
+                    FindingKind::KeyReplaced,
+                    n,
+                    "the instance made a new key (its key file was lost or replaced)".into(),
+                );
+            }
+            key = decode_key(declared).map(|k| (declared.clone(), k));
+        }
+        match &key {
+            Some((_, k)) if record.verify_signature(k) => {}
+            Some(_) => find(
+                FindingKind::Signature,
+                n,
+                "the signature does not verify: edited or from another journal".into(),
+            ),
+            None => find(
+                FindingKind::Signature,
+                n,
+                "no key before this record to verify it with".into(),
+            ),
+        }
+        for note in &record.notes {
+            match note.as_str() {
+                "journal_changed" => find(
+                    FindingKind::ChangedUnderneath,
+                    n,
+                    "the running service found its journal changed under it".into(),
+                ),
+                "torn_record_dropped" => find(
+                    FindingKind::Torn,
+                    n,
+                    "a record cut short (a crash mid-write) was dropped before this one".into(),
+                ),
+                "clock_set_back" => find(
+                    FindingKind::ClockRollback,
+                    n,
+                    "the service saw its clock set back".into(),
+                ),
+                _ => {}
+            }
+        }
+        if record.wall < record.watermark - CLOCK_SLACK {
+            find(
+                FindingKind::ClockBehind,
+                n,
+                format!(
+                    "the machine's clock read {} behind trusted time",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        (record.watermark - record.wall).unsigned_abs()
+                    ))
+                ),
+            );
+        }
+        match previous {
+            None => {
+                if record.n != 0 && record.span == Span::Hour
+                    || record.n == 0 && record.prev != GENESIS
+                {
+                    find(
+                        FindingKind::Chain,
+                        n,
+                        format!(
+                            "the journal starts at record {}: earlier ones are missing",
+                            record.n
+                        ),
+                    );
+                }
+            }
+            Some(before) => {
+                if record.n != before.last_n().saturating_add(1) {
+                    find(
+                        FindingKind::Sequence,
+                        n,
+                        format!("record {} follows record {}", record.n, before.last_n()),
+                    );
+                }
+                if record.prev != before.link() {
+                    find(
+                        FindingKind::Chain,
+                        n,
+                        "its prev is not the link of the record before: records deleted, \
+                         moved or spliced"
+                            .into(),
+                    );
+                }
+                let attested = record.notes.iter().any(|n| n == "clock_attested");
+                if !attested
+                    && (record.watermark < before.watermark
+                        || record.start < before.end - GAP_SLACK)
+                {
+                    find(
+                        FindingKind::ClockRollback,
+                        n,
+                        format!(
+                            "trusted time went back from {} to {}",
+                            rfc3339(before.watermark.max(before.end)),
+                            rfc3339(record.start.min(record.watermark))
+                        ),
+                    );
+                }
+                let gap = record.start - before.end;
+                if gap > 3600 + GAP_SLACK && record.boot == before.boot {
+                    find(
+                        FindingKind::Gap,
+                        n,
+                        format!(
+                            "{} without records while one process ran",
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                gap.unsigned_abs()
+                            ))
+                        ),
+                    );
+                }
+            }
+        }
+        previous = Some(record);
+    }
+    if let Some(last) = last
+        && report.exported_at - last.end > 2 * 3600
+    {
+        find(
+            FindingKind::Quiet,
+            Some(last.last_n()),
+            format!(
+                "the last record ends {} before the export: the instance was stopped, or \
+                 records at the end were removed",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (report.exported_at - last.end).unsigned_abs()
+                ))
+            ),
+        );
+    }
+}
+
+/// The true-up table over the instances' latest reports.
+fn true_up(reports: &[&Report]) -> Vec<TrueUpRow> {
+    // Gauges: per hour, each instance's peak in that hour, summed over instances.
+    let mut hours: BTreeMap<i64, BTreeMap<&str, u64>> = BTreeMap::new();
+    let mut totals: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    let mut limits: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for report in reports {
+        let mut own: BTreeMap<i64, BTreeMap<&str, u64>> = BTreeMap::new();
+        for record in &report.records {
+            let month = month_of(record.start);
+            let first = record.start.div_euclid(3600);
+            let span = match record.span {
+                Span::Hour => first..first + 1,
+                Span::Day => first..first + 24,
+            };
+            for (name, &peak) in &record.gauges {
+                for hour in span.clone() {
+                    let e = own
+                        .entry(hour)
+                        .or_default()
+                        .entry(name.as_str())
+                        .or_default();
+                    *e = (*e).max(peak);
+                }
+            }
+            for (name, &total) in &record.counters {
+                let e = totals.entry((month.clone(), name.as_str())).or_default();
+                *e = e.saturating_add(total);
+            }
+            for license in &record.licenses {
+                for (name, &limit) in &license.limits {
+                    let e = limits.entry((month.clone(), name.clone())).or_default();
+                    *e = (*e).max(limit);
+                }
+                if let Some(max) = license.max_instances {
+                    let e = limits
+                        .entry((month.clone(), super::REPLICAS.to_owned()))
+                        .or_default();
+                    *e = (*e).max(max);
+                }
+            }
+        }
+        for (hour, peaks) in own {
+            let sum = hours.entry(hour).or_default();
+            for (name, peak) in peaks {
+                let e = sum.entry(name).or_default();
+                *e = e.saturating_add(peak);
+            }
+        }
+    }
+    let mut peaks: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for (hour, sums) in hours {
+        let month = month_of(hour * 3600);
+        for (name, sum) in sums {
+            let e = peaks.entry((month.clone(), name)).or_default();
+            *e = (*e).max(sum);
+        }
+    }
+    let mut rows: Vec<TrueUpRow> = peaks
+        .into_iter()
+        .map(|((month, name), value)| (month, name, "peak", value))
+        .chain(
+            totals
+                .into_iter()
+                .map(|((month, name), value)| (month, name, "total", value)),
+        )
+        .map(|(month, name, measure, value)| TrueUpRow {
+            limit: limits.get(&(month.clone(), name.to_owned())).copied(),
+            month,
+            metric: name.to_owned(),
+            measure,
+            value,
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.month, &a.metric).cmp(&(&b.month, &b.metric)));
+    rows
+}

@@ -1,0 +1,522 @@
+//! The usage task: samples the crate's own metrics, checks usage against the limits in
+//! force, and ends each hour in a journal record, written off the async workers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use super::journal::{
+    self, DAILY_DAYS, HOURLY_DAYS, LicenseInForce, MAX_JOURNAL_BYTES, Record, Span,
+};
+use super::{Cell, GRACE_SECONDS, Kind, REPLICAS, REQUESTS_REFUSED, Registry, SLOTS_HELD};
+use crate::checker::{IO_DEADLINE, off_thread};
+use crate::clock::{escape_control, unix_seconds};
+use crate::event::{LicenseEvent, Reporter};
+use crate::shared::{Shared, View};
+use crate::source::shown;
+use crate::verdict::LicenseState;
+
+/// How often the crate's own metrics are sampled and limits checked.
+pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
+const HOUR: i64 = 3600;
+
+/// The journal as this process keeps it.
+struct Journal {
+    path: PathBuf,
+    key: SigningKey,
+    /// The last record's sequence number and link.
+    head: Option<(u64, String)>,
+    /// The next record declares the key (the first, or after a new key was made).
+    declare_key: bool,
+    /// This process's start count.
+    boot: u64,
+    /// The journal's length after our last write: anything else means someone else
+    /// wrote to it.
+    len: u64,
+    /// When the oldest hourly record started (compaction is due past 400 days).
+    oldest_hourly: Option<i64>,
+}
+
+/// What opening the journal found.
+struct Opened {
+    journal: Journal,
+    problems: Vec<(&'static str, String)>,
+    notes: Vec<String>,
+    /// Counter totals of this month's records, by name.
+    month_totals: BTreeMap<String, u64>,
+}
+
+fn open(path: PathBuf, month: String) -> Result<Opened, String> {
+    let shown_path = shown(&path);
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let bytes = journal::read_bounded(&path, MAX_JOURNAL_BYTES)
+        .map_err(|e| format!("{shown_path}: {e}"))?
+        .unwrap_or_default();
+    let mut parsed = journal::parse(&bytes);
+    let key_file = journal::key_path(&path);
+    let (key, made) = match journal::load_key(&key_file) {
+        Ok(Some(key)) => (key, false),
+        Ok(None) => (
+            journal::make_key(&key_file).map_err(|e| format!("{}: {e}", shown(&key_file)))?,
+            true,
+        ),
+        Err(e) => {
+            problems.push(("key_replaced", format!("{e}; a new key replaces it")));
+            // Keep the unusable file: move it aside, then make a new one.
+            let aside = key_file.with_extension("key.invalid");
+            let _ = std::fs::rename(&key_file, aside);
+            (
+                journal::make_key(&key_file).map_err(|e| format!("{}: {e}", shown(&key_file)))?,
+                true,
+            )
+        }
+    };
+    if made && !parsed.records.is_empty() {
+        if problems.is_empty() {
+            problems.push((
+                "key_replaced",
+                format!(
+                    "{} was missing: a new instance key continues the journal",
+                    shown(&key_file)
+                ),
+            ));
+        }
+        notes.push("key_replaced".to_owned());
+    }
+    if parsed.torn {
+        problems.push((
+            "torn",
+            format!("{shown_path}: the last record was cut short (a crash mid-write); dropped"),
+        ));
+        notes.push("torn_record_dropped".to_owned());
+        journal::truncate(&path, parsed.complete_len).map_err(|e| format!("{shown_path}: {e}"))?;
+    }
+    if !parsed.bad_lines.is_empty() {
+        let (line, why) = &parsed.bad_lines[0];
+        problems.push((
+            "corrupt",
+            format!(
+                "{shown_path}: {} lines are not records (line {line}: {})",
+                parsed.bad_lines.len(),
+                escape_control(why)
+            ),
+        ));
+        notes.push("journal_changed".to_owned());
+    }
+    // The last record must be ours: signed with the key in force at it.
+    let declared = parsed
+        .records
+        .iter()
+        .rev()
+        .find_map(|r| r.key.as_deref().and_then(journal::decode_key));
+    if let (Some(last), Some(declared)) = (parsed.records.last(), declared)
+        && !made
+        && (!last.verify_signature(&declared) || declared != key.verifying_key())
+    {
+        problems.push((
+            "corrupt",
+            format!("{shown_path}: the last record is not signed by this instance's key"),
+        ));
+        notes.push("journal_changed".to_owned());
+    }
+    let mut month_totals = BTreeMap::new();
+    for record in parsed
+        .records
+        .iter()
+        .filter(|r| crate::clock::rfc3339(r.start).starts_with(&month))
+    {
+        for (name, v) in &record.counters {
+            let e: &mut u64 = month_totals.entry(name.clone()).or_default();
+            *e = e.saturating_add(*v);
+        }
+    }
+    let last = parsed.records.pop();
+    let oldest_hourly = parsed
+        .records
+        .iter()
+        .chain(last.iter())
+        .find(|r| r.span == Span::Hour)
+        .map(|r| r.start);
+    Ok(Opened {
+        journal: Journal {
+            len: parsed.complete_len,
+            head: last.as_ref().map(|r| (r.last_n(), r.link())),
+            declare_key: made || last.is_none(),
+            boot: last.as_ref().map_or(0, |r| r.boot.saturating_add(1)),
+            key,
+            path,
+            oldest_hourly,
+        },
+        problems,
+        notes,
+        month_totals,
+    })
+}
+
+/// Appends `record` (its chain fields filled in and signed here), compacting first when
+/// the oldest hourly record is past [`HOURLY_DAYS`].
+fn write(journal: &mut Journal, mut record: Record) -> Result<Vec<(&'static str, String)>, String> {
+    let shown_path = shown(&journal.path);
+    let mut problems = Vec::new();
+    let now_len = match std::fs::symlink_metadata(&journal.path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(format!("{shown_path}: {e}")),
+    };
+    if now_len != journal.len {
+        problems.push((
+            "changed",
+            format!(
+                "{shown_path} is {now_len} bytes, {} after this process's last write: \
+                 someone else changed it",
+                journal.len
+            ),
+        ));
+        record.notes.push("journal_changed".to_owned());
+    }
+    // Whole days past 400 are folded, once a day.
+    let hourly_from = (record.start - HOURLY_DAYS * 86_400).div_euclid(86_400) * 86_400;
+    if journal.oldest_hourly.is_some_and(|o| o < hourly_from) {
+        let bytes = journal::read_bounded(&journal.path, MAX_JOURNAL_BYTES)
+            .map_err(|e| format!("{shown_path}: {e}"))?
+            .unwrap_or_default();
+        let parsed = journal::parse(&bytes);
+        let compacted = journal::compact(
+            parsed.records,
+            hourly_from,
+            record.start - DAILY_DAYS * 86_400,
+            &journal.key,
+        );
+        journal.oldest_hourly = compacted
+            .iter()
+            .find(|r| r.span == Span::Hour)
+            .map(|r| r.start);
+        if let Some(last) = compacted.last() {
+            journal.head = Some((last.last_n(), last.link()));
+        }
+        journal.len = journal::rewrite(&journal.path, &compacted)
+            .map_err(|e| format!("{shown_path}: {e}"))?;
+    }
+    record.n = journal
+        .head
+        .as_ref()
+        .map_or(0, |(n, _)| n.saturating_add(1));
+    record.prev = journal
+        .head
+        .as_ref()
+        .map_or_else(|| journal::GENESIS.to_owned(), |(_, link)| link.clone());
+    record.boot = journal.boot;
+    if journal.declare_key {
+        record.key = Some(journal::encode_key(&journal.key.verifying_key()));
+    }
+    record.sign(&journal.key);
+    journal.len = journal::append(&journal.path, &record.to_line())
+        .map_err(|e| format!("{shown_path}: {e}"))?;
+    journal.head = Some((record.n, record.link()));
+    journal.declare_key = false;
+    journal.oldest_hourly.get_or_insert(record.start);
+    Ok(problems)
+}
+
+/// The task's wiring, made by the builder.
+pub(crate) struct UsageTask {
+    pub(crate) shared: Weak<Shared>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) check_interval: Duration,
+    pub(crate) reporter: Reporter,
+    pub(crate) events: broadcast::Receiver<LicenseEvent>,
+    pub(crate) flush: mpsc::Receiver<oneshot::Sender<()>>,
+}
+
+struct Run {
+    journal: Option<Arc<Mutex<Journal>>>,
+    hung: Option<AbortHandle>,
+    /// The current period's start (trusted time) and the notes for its record.
+    period_start: i64,
+    notes: Vec<String>,
+    /// Counter values at the last record.
+    recorded: BTreeMap<String, u64>,
+    /// This month (`YYYY-MM`) and its counter totals recorded so far.
+    month: String,
+    month_totals: BTreeMap<String, u64>,
+    last_sample: Duration,
+    started: Duration,
+    refused_seen: u64,
+    limit_reported: BTreeMap<String, Duration>,
+    replicas: Arc<Cell>,
+    slots: Arc<Cell>,
+    grace: Arc<Cell>,
+    refused: Arc<Cell>,
+}
+
+fn trusted_now(view: &View) -> (i64, Duration) {
+    let verdict = view.verdict();
+    let mono = view.clock().monotonic();
+    let since = mono.saturating_sub(verdict.evaluated_mono);
+    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    (
+        unix_seconds(verdict.evaluated_at).saturating_add(secs),
+        mono,
+    )
+}
+
+fn month_of(secs: i64) -> String {
+    crate::clock::rfc3339(secs)[..7].to_owned()
+}
+
+impl UsageTask {
+    pub(crate) async fn run(mut self) {
+        let Some(view) = self.shared.upgrade().map(|s| View::new(&s)) else {
+            return;
+        };
+        let (now, mono) = trusted_now(&view);
+        let registry = &self.registry;
+        let mut run = Run {
+            journal: None,
+            hung: None,
+            period_start: now,
+            notes: Vec::new(),
+            recorded: BTreeMap::new(),
+            month: month_of(now),
+            month_totals: BTreeMap::new(),
+            last_sample: mono,
+            started: mono,
+            refused_seen: 0,
+            limit_reported: BTreeMap::new(),
+            replicas: registry.builtin(REPLICAS, Kind::Gauge),
+            slots: registry.builtin(SLOTS_HELD, Kind::Gauge),
+            grace: registry.builtin(GRACE_SECONDS, Kind::Counter),
+            refused: registry.builtin(REQUESTS_REFUSED, Kind::Counter),
+        };
+        run.replicas.set(1);
+        drop(view);
+        if let Some(path) = self.path.clone() {
+            let month = run.month.clone();
+            let opened = off_thread(&mut run.hung, IO_DEADLINE, move || open(path, month)).await;
+            match opened {
+                Ok(Ok(opened)) => {
+                    for (reason, detail) in opened.problems {
+                        self.problem(reason, detail);
+                    }
+                    run.notes = opened.notes;
+                    run.month_totals = opened.month_totals;
+                    run.journal = Some(Arc::new(Mutex::new(opened.journal)));
+                }
+                Ok(Err(detail)) => self.problem("unreadable", detail),
+                Err(_) => self.problem(
+                    "unreadable",
+                    "the journal's read has not returned within 5 s".into(),
+                ),
+            }
+        }
+        loop {
+            let Some(shared) = self.shared.upgrade() else {
+                return;
+            };
+            let view = View::new(&shared);
+            drop(shared);
+            let (now, mono) = trusted_now(&view);
+            self.sample(&mut run, &view, mono);
+            let boundary = (run.period_start.div_euclid(HOUR) + 1) * HOUR;
+            if now >= boundary {
+                self.close(&mut run, &view, now, mono).await;
+            }
+            self.check_limits(&mut run, &view, mono);
+            let (now, _) = trusted_now(&view);
+            drop(view);
+            let boundary = (run.period_start.div_euclid(HOUR) + 1) * HOUR;
+            let until = Duration::from_secs((boundary - now).clamp(1, HOUR) as u64);
+            tokio::select! {
+                reply = self.flush.recv() => match reply {
+                    Some(reply) => {
+                        if let Some(shared) = self.shared.upgrade() {
+                            let view = View::new(&shared);
+                            drop(shared);
+                            let (now, mono) = trusted_now(&view);
+                            self.sample(&mut run, &view, mono);
+                            if now > run.period_start {
+                                self.close(&mut run, &view, now, mono).await;
+                            }
+                        }
+                        let _ = reply.send(());
+                    }
+                    None => return,
+                },
+                () = tokio::time::sleep(until.min(SAMPLE_INTERVAL)) => {}
+            }
+        }
+    }
+
+    fn problem(&self, reason: &'static str, detail: String) {
+        self.reporter
+            .emit(LicenseEvent::UsageJournalInvalid { reason, detail });
+    }
+
+    /// The crate's own metrics, and the notes events give.
+    fn sample(&mut self, run: &mut Run, view: &View, mono: Duration) {
+        let stats = view.stats();
+        run.slots.set(u64::from(stats.instance_slot().is_some()));
+        let refused = stats.refused();
+        run.refused.add(refused.saturating_sub(run.refused_seen));
+        run.refused_seen = refused;
+        if view.verdict().state != LicenseState::Valid {
+            run.grace
+                .add(mono.saturating_sub(run.last_sample).as_secs());
+        }
+        run.last_sample = mono;
+        loop {
+            match self.events.try_recv() {
+                Ok(LicenseEvent::ClockAttested { .. }) => note(run, "clock_attested"),
+                Ok(LicenseEvent::TimeManipulationDetected { .. }) => note(run, "clock_set_back"),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Ends the current period in a record.
+    async fn close(&mut self, run: &mut Run, view: &View, now: i64, mono: Duration) {
+        let mut gauges = BTreeMap::new();
+        let mut counters = BTreeMap::new();
+        for (name, cell) in self.registry.cells() {
+            match cell.kind() {
+                Kind::Gauge => {
+                    gauges.insert(name, cell.take_peak());
+                }
+                Kind::Counter => {
+                    let value = cell.value();
+                    let before = run.recorded.insert(name.clone(), value).unwrap_or(0);
+                    counters.insert(name, value.saturating_sub(before));
+                }
+            }
+        }
+        let month = month_of(run.period_start);
+        if month != run.month {
+            run.month = month;
+            run.month_totals.clear();
+        }
+        for (name, v) in &counters {
+            let e = run.month_totals.entry(name.clone()).or_default();
+            *e = e.saturating_add(*v);
+        }
+        let verdict = view.verdict();
+        let record = Record {
+            v: journal::RECORD_VERSION,
+            n: 0,
+            n_end: None,
+            span: Span::Hour,
+            key: None,
+            prev: String::new(),
+            last: None,
+            start: run.period_start,
+            end: now.max(run.period_start),
+            watermark: now,
+            wall: unix_seconds(view.clock().wall()),
+            boot: 0,
+            uptime: mono.saturating_sub(run.started).as_secs(),
+            licenses: verdict
+                .licenses
+                .iter()
+                .take(journal::MAX_LICENSES)
+                .map(|c| LicenseInForce {
+                    jti: c.jti.clone(),
+                    customer: c.customer.clone(),
+                    exp: c.exp,
+                    limits: c.limits.clone(),
+                    max_instances: c.max_instances,
+                })
+                .collect(),
+            gauges,
+            counters,
+            notes: std::mem::take(&mut run.notes),
+            sig: None,
+        };
+        drop(verdict);
+        run.period_start = now;
+        let Some(journal) = run.journal.clone() else {
+            return;
+        };
+        let written = off_thread(&mut run.hung, IO_DEADLINE, move || {
+            let mut journal = journal.lock().unwrap_or_else(|p| p.into_inner());
+            write(&mut journal, record)
+        })
+        .await;
+        match written {
+            Ok(Ok(problems)) => {
+                for (reason, detail) in problems {
+                    self.problem(reason, detail);
+                }
+            }
+            Ok(Err(detail)) => {
+                self.problem("write_failed", detail);
+                note(run, "write_failed");
+            }
+            Err(_) => {
+                self.problem(
+                    "write_failed",
+                    "the journal's write has not returned within 5 s".into(),
+                );
+                note(run, "write_failed");
+            }
+        }
+    }
+
+    /// `license.limit_exceeded` for each metric over its limit, at most once per check
+    /// interval each; and the values the metrics show.
+    fn check_limits(&mut self, run: &mut Run, view: &View, mono: Duration) {
+        let verdict = view.verdict();
+        let mut usage = BTreeMap::new();
+        for (name, cell) in self.registry.cells() {
+            let value = match cell.kind() {
+                Kind::Gauge => cell.value(),
+                Kind::Counter => {
+                    let since = cell
+                        .value()
+                        .saturating_sub(run.recorded.get(&name).copied().unwrap_or(0));
+                    run.month_totals
+                        .get(&name)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_add(since)
+                }
+            };
+            usage.insert(name.clone(), value);
+            // (Replicas are the fleet's to count: `max_instances` is the slots' limit.)
+            if name == REPLICAS || name == SLOTS_HELD {
+                continue;
+            }
+            let Some(limit) = verdict.limit(&name) else {
+                continue;
+            };
+            if value <= limit {
+                continue;
+            }
+            let due = run
+                .limit_reported
+                .get(&name)
+                .is_none_or(|at| mono.saturating_sub(*at) >= self.check_interval);
+            if due {
+                run.limit_reported.insert(name.clone(), mono);
+                self.reporter.emit(LicenseEvent::LimitExceeded {
+                    name,
+                    usage: value,
+                    limit,
+                });
+            }
+        }
+        view.stats().set_usage(usage);
+    }
+}
+
+fn note(run: &mut Run, note: &str) {
+    if !run.notes.iter().any(|n| n == note) && run.notes.len() < journal::MAX_NOTES {
+        run.notes.push(note.to_owned());
+    }
+}
