@@ -50,8 +50,7 @@ pub struct MetricsSnapshot {
     /// The limits in force, the largest value of each (`iosetu_license_limit{name}`).
     pub limits: BTreeMap<String, u64>,
     /// Each usage metric (see [`crate::usage`]) as compared with its limit: a gauge's
-    /// current value, a counter's total this month (`iosetu_license_usage{name}`), as of
-    /// the last sample (at most a minute old).
+    /// current value, a counter's total this month (`iosetu_license_usage{name}`).
     pub usage: BTreeMap<String, u64>,
     /// How many replicas the licenses let serve at once, `None` for no limit
     /// (`iosetu_license_instances_max`, 0 for no limit).
@@ -116,7 +115,7 @@ impl MetricsSnapshot {
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value))
                 .collect(),
-            usage: stats.usage(),
+            usage: view.usage().registry.current(&stats.counter_bases()),
             // Also after a cut-off: a replica cut off for want of a slot shows the limit.
             instances_max: crate::verdict::instance_limit(&verdict.licenses),
             instance_slot: stats.instance_slot(),

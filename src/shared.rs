@@ -557,6 +557,11 @@ impl View {
         &self.0.exempt_paths
     }
 
+    /// What the application meters.
+    pub(crate) fn usage(&self) -> &crate::usage::Usage {
+        &self.0.usage
+    }
+
     /// Whether `path` (as the layer sees it) is exempt: an exact match.
     pub(crate) fn is_exempt(&self, path: &str) -> bool {
         self.0.exempt_paths.iter().any(|p| p == path)
@@ -632,9 +637,10 @@ pub(crate) struct Stats {
     instance_slot: Mutex<Option<(u32, tokio::time::Instant)>>,
     /// Requests answered with the rejection (the cold path only).
     refused: AtomicU64,
-    /// Each usage metric's value as compared with its limit (a gauge's current value, a
-    /// counter's total this month), as the usage task last computed it.
-    usage: Mutex<BTreeMap<String, u64>>,
+    /// Each usage counter's total recorded this month and its value when last recorded,
+    /// as the usage task keeps them: its total this month is the first plus what it
+    /// counted since.
+    usage: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 impl Default for Stats {
@@ -674,11 +680,11 @@ impl Stats {
         self.refused.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_usage(&self, usage: BTreeMap<String, u64>) {
-        *lock(&self.usage) = usage;
+    pub(crate) fn set_counter_bases(&self, bases: BTreeMap<String, (u64, u64)>) {
+        *lock(&self.usage) = bases;
     }
 
-    pub(crate) fn usage(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn counter_bases(&self) -> BTreeMap<String, (u64, u64)> {
         lock(&self.usage).clone()
     }
 

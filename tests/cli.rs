@@ -753,3 +753,106 @@ fn notice_usage_errors_are_one_line_and_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Writes a journal of `hours` hours with the library (paused time, the test clock),
+/// metering `seats`.
+fn write_journal(journal: &Path, hours: u64, seats: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let signer = LicenseSigner::from_seed([5; 32]);
+        let mut claims = Claims::new("Acme", 1_900_000_000);
+        claims.limits.insert("seats".into(), 10);
+        let monitor = LicenseMonitor::builder()
+            .public_key(signer.public_key())
+            .source(LicenseSource::Static(signer.sign(&claims)))
+            .clock(iosetu_license::TestClock::new(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+            ))
+            .usage_journal(journal)
+            .start()
+            .await
+            .unwrap();
+        monitor.usage().set("seats", seats).unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(hours * 3600)).await;
+        monitor.shutdown().await;
+    });
+}
+
+#[test]
+fn usage_export_and_verify_as_the_readme_runs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    write_journal(&a, 5, 6);
+    write_journal(&b, 5, 7);
+    for (journal, report) in [(&a, "a.json"), (&b, "b.json")] {
+        let said = stdout(
+            cli()
+                .args(["usage", "export", "--journal"])
+                .arg(journal)
+                .arg("--out")
+                .arg(dir.path().join(report)),
+        );
+        assert!(said.contains("records"), "{said}");
+    }
+    let reports = [dir.path().join("a.json"), dir.path().join("b.json")];
+    let table = stdout(cli().args(["usage", "verify"]).args(&reports));
+    assert!(table.contains("intact"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("seats") && l.contains("13") && l.ends_with("OVER")),
+        "{table}"
+    );
+    let csv = stdout(cli().args(["usage", "verify", "--csv"]).args(&reports));
+    assert!(
+        csv.starts_with("month,metric,measure,value,limit,over\n"),
+        "{csv}"
+    );
+    assert!(csv.contains(",seats,peak,13,10,true"), "{csv}");
+    // An export refuses to overwrite a report; a missing journal is a usage error.
+    let again = cli()
+        .args(["usage", "export", "--journal"])
+        .arg(&a)
+        .arg("--out")
+        .arg(&reports[0])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    let missing = cli()
+        .args(["usage", "export", "--journal"])
+        .arg(dir.path().join("none.jsonl"))
+        .arg("--out")
+        .arg(dir.path().join("x.json"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing"));
+    // A record edited: exit 1, the finding named.
+    let text = std::fs::read_to_string(&reports[0]).unwrap();
+    let edited = text.replacen("\"seats\": 6", "\"seats\": 1", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&reports[0], edited).unwrap();
+    let out = cli()
+        .args(["usage", "verify"])
+        .args(&reports)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("TAMPERED") && said.contains("signature"),
+        "{said}"
+    );
+    // Not a report at all.
+    std::fs::write(&reports[1], "{}").unwrap();
+    let out = cli()
+        .args(["usage", "verify"])
+        .args(&reports)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -84,13 +84,14 @@ fn kubernetes_manifest_matches_the_code() {
 #[tokio::test]
 async fn alert_rules_only_use_metrics_the_service_exports() {
     use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, MetricsService};
-    // A monitor with a license (with a feature) and one failed check, so every series
-    // exists.
+    // A monitor with a license (with a feature and a limit) and one failed check, so
+    // every series exists.
     let signer = LicenseSigner::from_seed([61; 32]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("license.key");
     let mut claims = Claims::new("Acme", 4_102_444_800);
     claims.features = vec!["sso".into()];
+    claims.limits.insert("seats".into(), 10);
     std::fs::write(&path, signer.sign(&claims)).unwrap();
     let monitor = LicenseMonitor::builder()
         .public_key(signer.public_key())

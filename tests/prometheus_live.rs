@@ -249,8 +249,10 @@ async fn every_shipped_alert_fires_on_the_first_fault_and_resolves_after_the_fix
     assert_eq!(monitor.check_now().await.state, LicenseState::GraceExpired);
     prometheus.wait_for(&["LicenseCutOff"], "cut-off").await;
 
-    // Renewed in place: everything resolves.
-    std::fs::write(&path, signer().sign(&Claims::new("Acme", T0 + 400 * DAY))).unwrap();
+    // Renewed in place (with a limit of 10 seats): everything resolves.
+    let mut renewal = Claims::new("Acme", T0 + 400 * DAY);
+    renewal.limits.insert("seats".into(), 10);
+    std::fs::write(&path, signer().sign(&renewal)).unwrap();
     assert_eq!(monitor.check_now().await.state, LicenseState::Valid);
     prometheus.wait_for(&[], "renewed").await;
 
@@ -265,4 +267,14 @@ async fn every_shipped_alert_fires_on_the_first_fault_and_resolves_after_the_fix
     clock.jump_wall(HOUR);
     assert_eq!(monitor.check_now().await.state, LicenseState::Valid);
     prometheus.wait_for(&[], "clock put right").await;
+
+    // Usage over the licensed limit: a warning, never a cut-off...
+    monitor.usage().set("seats", 12).unwrap();
+    prometheus
+        .wait_for(&["LicenseUsageOverLimit"], "12 seats of 10")
+        .await;
+    assert_eq!(monitor.verdict().state, LicenseState::Valid);
+    // ...resolved once usage is within it.
+    monitor.usage().set("seats", 10).unwrap();
+    prometheus.wait_for(&[], "10 seats of 10").await;
 }

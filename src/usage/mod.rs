@@ -218,6 +218,25 @@ impl Registry {
         }
     }
 
+    /// Each metric as compared with its limit: a gauge's current value, a counter's total
+    /// this month (`bases`: its total recorded this month and its value then).
+    pub(crate) fn current(&self, bases: &BTreeMap<String, (u64, u64)>) -> BTreeMap<String, u64> {
+        let cells = self.cells.read().unwrap_or_else(|p| p.into_inner());
+        cells
+            .iter()
+            .map(|(name, cell)| {
+                let value = match cell.kind {
+                    Kind::Gauge => cell.value(),
+                    Kind::Counter => {
+                        let (month, at) = bases.get(name).copied().unwrap_or((0, 0));
+                        month.saturating_add(cell.value().saturating_sub(at))
+                    }
+                };
+                (name.clone(), value)
+            })
+            .collect()
+    }
+
     /// Every metric with its cell, by name.
     pub(crate) fn cells(&self) -> Vec<(String, Arc<Cell>)> {
         let cells = self.cells.read().unwrap_or_else(|p| p.into_inner());

@@ -472,22 +472,19 @@ impl UsageTask {
     /// interval each; and the values the metrics show.
     fn check_limits(&mut self, run: &mut Run, view: &View, mono: Duration) {
         let verdict = view.verdict();
-        let mut usage = BTreeMap::new();
-        for (name, cell) in self.registry.cells() {
-            let value = match cell.kind() {
-                Kind::Gauge => cell.value(),
-                Kind::Counter => {
-                    let since = cell
-                        .value()
-                        .saturating_sub(run.recorded.get(&name).copied().unwrap_or(0));
-                    run.month_totals
-                        .get(&name)
-                        .copied()
-                        .unwrap_or(0)
-                        .saturating_add(since)
-                }
-            };
-            usage.insert(name.clone(), value);
+        let bases: BTreeMap<String, (u64, u64)> = run
+            .month_totals
+            .keys()
+            .chain(run.recorded.keys())
+            .map(|name| {
+                let month = run.month_totals.get(name).copied().unwrap_or(0);
+                let at = run.recorded.get(name).copied().unwrap_or(0);
+                (name.clone(), (month, at))
+            })
+            .collect();
+        let usage = self.registry.current(&bases);
+        view.stats().set_counter_bases(bases);
+        for (name, value) in usage {
             // (Replicas are the fleet's to count: `max_instances` is the slots' limit.)
             if name == REPLICAS || name == SLOTS_HELD {
                 continue;
@@ -511,7 +508,6 @@ impl UsageTask {
                 });
             }
         }
-        view.stats().set_usage(usage);
     }
 }
 
