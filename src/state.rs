@@ -200,16 +200,19 @@ pub(crate) fn store_bytes(path: &Path, json: &[u8]) -> std::io::Result<()> {
 /// Creates `path` only if nothing (not even a dangling symlink) is there, without
 /// following a symlink, readable and writable by the owner alone.
 pub(crate) fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    guarded(std::fs::OpenOptions::new().write(true).create_new(true)).open(path)
+}
+
+/// Opens without following a symlink and without waiting on a FIFO (no reader: an
+/// error, not a hang); a file it creates is the owner's alone.
+pub(crate) fn guarded(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        options.mode(0o600).custom_flags(flags.bits() as i32);
     }
-    options.open(path)
+    options
 }
 
 /// A temporary name beside `path`, unique to this process, this call and this instant.

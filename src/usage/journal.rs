@@ -350,16 +350,8 @@ pub(crate) fn make_key(path: &Path) -> std::io::Result<SigningKey> {
 
 /// Appends one line to the journal: opened without following a symlink, with an fsync.
 pub(crate) fn append(path: &Path, line: &[u8]) -> std::io::Result<u64> {
-    let mut options = std::fs::OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
-    }
-    let mut file = options.open(path)?;
+    let mut file =
+        crate::state::guarded(std::fs::OpenOptions::new().append(true).create(true)).open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
@@ -383,14 +375,10 @@ pub(crate) fn rewrite(path: &Path, records: &[Record]) -> std::io::Result<u64> {
 
 /// Cuts a torn last line off (the record being written when the process stopped).
 pub(crate) fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    let file = crate::state::guarded(std::fs::OpenOptions::new().write(true)).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
     }
-    let file = options.open(path)?;
     file.set_len(len)?;
     file.sync_all()
 }
