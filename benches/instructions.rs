@@ -60,7 +60,7 @@ where
     }
 }
 
-const VARIANTS: [&str; 14] = [
+const VARIANTS: [&str; 16] = [
     "bare",
     "identity",
     "floor",
@@ -72,6 +72,8 @@ const VARIANTS: [&str; 14] = [
     "served-floor",
     "served-valid",
     "served-feature",
+    "counted",
+    "served-counted",
     "stream-identity",
     "stream-floor",
     "stream-valid",
@@ -95,6 +97,8 @@ fn run(variant: &str, n: u64) {
         "served-identity" => drive_served(Identity::new().layer(Hello), n),
         "served-floor" => drive_served(FloorLayer.layer(Hello), n),
         "served-valid" => drive_served(monitor(&rt, State::Valid).layer().layer(Hello), n),
+        "counted" => drive(monitor(&rt, State::Counted).layer().layer(Hello), n),
+        "served-counted" => drive_served(monitor(&rt, State::Counted).layer().layer(Hello), n),
         "served-feature" => drive_served(
             monitor(&rt, State::Valid)
                 .require_feature("sso")

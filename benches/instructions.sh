@@ -26,7 +26,7 @@ ir() { # variant iterations -> total instructions
 printf '%-16s %14s %18s\n' variant "instr/request" "vs identity"
 declare -A per
 all=(bare identity floor valid grace rejecting feature served-identity served-floor served-valid
-  served-feature stream-identity stream-floor stream-valid)
+  served-feature counted served-counted stream-identity stream-floor stream-valid)
 if (($#)); then variants=("$@"); else variants=("${all[@]}"); fi
 for variant in "${variants[@]}"; do
   m=$n; [[ $variant == stream-* ]] && m=$((n / 10))

@@ -585,6 +585,7 @@ impl LicenseMonitorBuilder {
             release,
             usage: usage.clone(),
             usage_flush,
+            count_admitted: self.usage_journal.is_some(),
         }));
         runtime.spawn(checker.run(Arc::downgrade(&shared), rx));
         runtime.spawn(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 #[cfg(any(feature = "otel", feature = "prometheus"))]
 use std::sync::Weak;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
@@ -98,7 +98,12 @@ pub(crate) struct Drain {
     /// the checker ever writes (and only when admission changes). Here, beside the drain
     /// it goes with, so that a service holding `&'static Drain` reaches both with one
     /// pointer.
-    admits: CacheLine<AtomicBool>,
+    /// [`SHUT`], [`OPEN`], or [`OPEN_COUNTED`] (admitted, and counted for the usage
+    /// journal): one byte, so that counting costs the requests of a service that does
+    /// not keep a journal nothing, not even a second load.
+    admits: CacheLine<AtomicU8>,
+    /// Whether admitted requests are counted (a usage journal is kept).
+    counted: AtomicBool,
     /// The two ways a response can watch this drain; both flags are set together.
     links: CacheLine<[Link; 2]>,
     /// How many times the drain has ended: a connection accepted before the latest end is
@@ -345,10 +350,18 @@ impl Link {
     }
 }
 
+/// The gate is shut: requests are refused.
+pub(crate) const SHUT: u8 = 0;
+/// The gate is open.
+pub(crate) const OPEN: u8 = 1;
+/// The gate is open, and admitted requests are counted (a usage journal is kept).
+pub(crate) const OPEN_COUNTED: u8 = 2;
+
 impl Drain {
     const fn new(admits: bool, waiters: &'static Waiters) -> Self {
         Drain {
-            admits: CacheLine(AtomicBool::new(admits)),
+            admits: CacheLine(AtomicU8::new(if admits { OPEN } else { SHUT })),
+            counted: AtomicBool::new(false),
             links: CacheLine([Link::new(false, waiters), Link::new(true, waiters)]),
             ends: AtomicU64::new(0),
             waiters,
@@ -370,14 +383,31 @@ impl Drain {
     /// Whether new requests are admitted: one relaxed load, the whole request path.
     #[inline(always)]
     pub(crate) fn admits(&self) -> bool {
+        self.gate() != SHUT
+    }
+
+    /// [`SHUT`], [`OPEN`] or [`OPEN_COUNTED`]: one relaxed load.
+    #[inline(always)]
+    pub(crate) fn gate(&self) -> u8 {
         self.admits.0.load(Ordering::Relaxed)
     }
 
     fn set_admits(&self, admits: bool) {
+        let gate = match (admits, self.counted.load(Ordering::Relaxed)) {
+            (false, _) => SHUT,
+            (true, false) => OPEN,
+            (true, true) => OPEN_COUNTED,
+        };
         // Written only when it changes, so readers' cache lines stay shared.
-        if self.admits() != admits {
-            self.admits.0.store(admits, Ordering::Release);
+        if self.gate() != gate {
+            self.admits.0.store(gate, Ordering::Release);
         }
+    }
+
+    /// Counts admitted requests from now on (set before the drain is shared).
+    fn count_admitted(&self) {
+        self.counted.store(true, Ordering::Relaxed);
+        self.set_admits(self.admits());
     }
 
     /// The link a response holds: `grpc` when a cut must answer in gRPC's form.
@@ -445,6 +475,10 @@ pub(crate) enum Command {
 #[derive(Debug, Default)]
 struct CacheLine<T>(T);
 
+/// How many counters of admitted requests a monitor keeps: one per waiter list, taken by
+/// threads in turn as those are ([`shard`]).
+const ADMITTED_SHARDS: usize = DRAIN_SHARDS;
+
 /// Everything `Shared` is made of.
 pub(crate) struct Parts {
     pub(crate) first: Arc<Verdict>,
@@ -458,11 +492,16 @@ pub(crate) struct Parts {
     pub(crate) release: Option<mpsc::Sender<oneshot::Sender<()>>>,
     pub(crate) usage: crate::usage::Usage,
     pub(crate) usage_flush: mpsc::Sender<oneshot::Sender<()>>,
+    /// Whether the license layer counts the requests it admits (a usage journal is kept).
+    pub(crate) count_admitted: bool,
 }
 
 impl Shared {
     pub(crate) fn new(parts: Parts) -> Self {
         let drain = Drain::leak();
+        if parts.count_admitted {
+            drain.count_admitted();
+        }
         drain.set_admits(parts.first.admits());
         drain.set(parts.first_drained);
         Self {
@@ -637,6 +676,9 @@ pub(crate) struct Stats {
     instance_slot: Mutex<Option<(u32, tokio::time::Instant)>>,
     /// Requests answered with the rejection (the cold path only).
     refused: AtomicU64,
+    /// Requests admitted, when counted: one counter per thread group, each on its own
+    /// cache line, so that threads serving requests at once never write the same line.
+    admitted: Box<[CacheLine<AtomicU64>; ADMITTED_SHARDS]>,
     /// Each usage counter's total recorded this month and its value when last recorded,
     /// as the usage task keeps them: its total this month is the first plus what it
     /// counted since.
@@ -653,6 +695,7 @@ impl Default for Stats {
             failing: Mutex::new(None),
             instance_slot: Mutex::new(None),
             refused: AtomicU64::new(0),
+            admitted: Box::new(std::array::from_fn(|_| CacheLine(AtomicU64::new(0)))),
             usage: Mutex::new(BTreeMap::new()),
         }
     }
@@ -678,6 +721,19 @@ impl Stats {
 
     pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// One more request admitted (only with a usage journal: see [`OPEN_COUNTED`]).
+    pub(crate) fn record_admitted(&self) {
+        self.admitted[shard() % ADMITTED_SHARDS]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn admitted(&self) -> u64 {
+        self.admitted
+            .iter()
+            .fold(0u64, |sum, c| sum.wrapping_add(c.0.load(Ordering::Relaxed)))
     }
 
     pub(crate) fn set_counter_bases(&self, bases: BTreeMap<String, (u64, u64)>) {

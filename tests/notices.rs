@@ -1,19 +1,15 @@
 //! Vendor notices end to end: lines in a real license file, the monitor with a state file,
 //! in paused time (the test clock) or against a real axum server over loopback.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 mod common;
-use common::{DAY, HOUR, T0, at, builder, drain, find, names, run_for, secs, signer, start};
+use common::{
+    DAY, HOUR, T0, at, builder, drain, find, names, run_for, secs, serve_hello as serve, signer,
+    start, status_of_hello as status,
+};
 
-use axum::Router;
-use axum::routing::get;
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
 use iosetu_license::{
     Claims, GraceReason, LicenseEvent, LicenseMonitor, LicenseSource, LicenseState, Notice,
     TestClock,
@@ -211,24 +207,6 @@ async fn a_replayed_attestation_gains_nothing() {
     let events = drain(&mut rx);
     assert!(names(&events).contains(&"license.time_manipulation_detected"));
     assert!(!names(&events).contains(&"license.clock_attested"));
-}
-
-async fn serve(monitor: &LicenseMonitor) -> SocketAddr {
-    let app = Router::new()
-        .route("/api/hello", get(|| async { "hello" }))
-        .layer(monitor.layer());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-async fn status(addr: SocketAddr) -> StatusCode {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = Request::get(format!("http://{addr}/api/hello"))
-        .body(Empty::new())
-        .unwrap();
-    client.request(request).await.unwrap().status()
 }
 
 fn real_license(jti: &str, now: i64) -> String {

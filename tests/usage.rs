@@ -505,3 +505,64 @@ async fn a_symlink_or_fifo_at_the_journal_is_refused_without_hanging() {
     }
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "the license");
 }
+
+#[tokio::test]
+async fn requests_admitted_and_refused_are_counted_with_a_journal() {
+    let (_dir, journal) = dir();
+    let clock = TestClock::new(t0());
+    // A license that ends in a minute, with no grace: admitted, then refused.
+    let mut claims = Claims::new("Acme Corp", T0 + MINUTE);
+    claims.grace_period_seconds = Some(0);
+    let monitor = builder(&clock, LicenseSource::Static(signer().sign(&claims)))
+        .usage_journal(&journal)
+        .start()
+        .await
+        .unwrap();
+    let addr = serve_hello(&monitor).await;
+    for _ in 0..5 {
+        assert_eq!(status_of_hello(addr).await, http::StatusCode::OK);
+    }
+    clock.suspend(Duration::from_secs(120));
+    assert!(!monitor.check_now().await.admits());
+    for _ in 0..3 {
+        assert_eq!(
+            status_of_hello(addr).await,
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    monitor.shutdown().await;
+    let report = export(&journal);
+    let total = |name: &str| -> u64 {
+        report
+            .records
+            .iter()
+            .filter_map(|r| r.counters.get(name))
+            .sum()
+    };
+    assert_eq!(total("iosetu_requests_admitted"), 5);
+    assert_eq!(total("iosetu_requests_refused"), 3);
+    // Without a journal, admitted requests are not counted (the plain gate).
+    let plain = builder(&clock, LicenseSource::Static(license()))
+        .start()
+        .await
+        .unwrap();
+    let addr = serve_hello(&plain).await;
+    assert_eq!(status_of_hello(addr).await, http::StatusCode::OK);
+    assert_eq!(plain.usage().value("iosetu_requests_admitted"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_whole_but_for_its_newline_is_kept() {
+    let (_dir, journal) = dir();
+    let clock = TestClock::new(t0());
+    run_hours(&clock, &journal, 3).await;
+    let mut bytes = std::fs::read(&journal).unwrap();
+    assert_eq!(bytes.pop(), Some(b'\n'));
+    std::fs::write(&journal, &bytes).unwrap();
+    let records_before = records(&journal).len();
+    run_hours(&clock, &journal, 2).await;
+    let report = export(&journal);
+    assert!(report.records.len() > records_before);
+    let v = usage::verify(&[report]);
+    assert!(v.intact() && v.findings.is_empty(), "{:?}", v.findings);
+}

@@ -21,6 +21,8 @@ pub type Res = Response<()>;
 #[derive(Clone, Copy, Debug)]
 pub enum State {
     Valid,
+    /// Valid, with a usage journal: admitted requests are counted.
+    Counted,
     Grace,
     Rejecting,
 }
@@ -33,7 +35,7 @@ pub fn monitor(runtime: &tokio::runtime::Runtime, state: State) -> LicenseMonito
         .unwrap()
         .as_secs() as i64;
     let token = match state {
-        State::Valid => {
+        State::Valid | State::Counted => {
             // With a feature, for the `RequireFeature` variants.
             let mut claims = Claims::new("Bench", now + 365 * 86_400);
             claims.features = vec!["sso".into()];
@@ -41,15 +43,18 @@ pub fn monitor(runtime: &tokio::runtime::Runtime, state: State) -> LicenseMonito
         }
         State::Grace | State::Rejecting => String::new(),
     };
-    runtime
-        .block_on(
-            LicenseMonitor::builder()
-                .public_key(signer.public_key())
-                .source(LicenseSource::Static(token))
-                .fail_closed(matches!(state, State::Rejecting))
-                .start(),
-        )
-        .unwrap()
+    let mut builder = LicenseMonitor::builder()
+        .public_key(signer.public_key())
+        .source(LicenseSource::Static(token))
+        .fail_closed(matches!(state, State::Rejecting));
+    if let State::Counted = state {
+        // (The journal is written hourly by a task the bench never lets run: counting
+        // admitted requests is what is measured.)
+        builder = builder.usage_journal(
+            std::env::temp_dir().join(format!("iosetu-bench-{}.jsonl", std::process::id())),
+        );
+    }
+    runtime.block_on(builder.start()).unwrap()
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::layer::LicenseLayer;
 use super::rejection::Rejection;
 use crate::LicenseMonitor;
-use crate::shared::{Drain, View};
+use crate::shared::{Drain, OPEN, OPEN_COUNTED, View};
 
 /// Middleware that refuses new requests once the license's grace period is over.
 ///
@@ -90,7 +90,13 @@ where
         // The admitted path: one relaxed atomic load and a branch. The checker publishes the
         // flag with each verdict; a request that reads the old value a moment after a
         // change is ordered before the change, which is all a cut-off promises.
-        if self.drain.admits() {
+        let gate = self.drain.gate();
+        if gate == OPEN {
+            return admit(&mut self.inner, self.drain, request);
+        }
+        if gate == OPEN_COUNTED {
+            // Only a monitor that keeps a usage journal opens its gate this way.
+            self.count_admitted();
             return admit(&mut self.inner, self.drain, request);
         }
         self.not_admitted(request)
@@ -98,6 +104,12 @@ where
 }
 
 impl<S> License<S> {
+    /// Out of line and without the request: the request is not moved through a call.
+    #[inline(never)]
+    fn count_admitted(&self) {
+        self.view.stats().record_admitted();
+    }
+
     /// Out of line and given `self` whole: the admitted path then keeps no more values
     /// alive across its branch than it needs itself (each one more is a callee-saved
     /// register pushed and popped on every request).

@@ -250,6 +250,8 @@ pub(crate) struct Parsed {
     pub(crate) torn: bool,
     /// The bytes up to the end of the last complete line.
     pub(crate) complete_len: u64,
+    /// The last record was written whole but for its newline.
+    pub(crate) missing_newline: bool,
 }
 
 /// Splits a journal's bytes into records.
@@ -265,9 +267,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
                 offset += chunk.len();
             }
             // A record without its newline was written whole but for the newline: it
-            // counts (the next append starts a new line).
+            // counts (the newline is added before the next append).
             Ok(record) => {
                 parsed.records.push(record);
+                parsed.missing_newline = true;
                 offset += chunk.len();
             }
             Err(_) if !complete => parsed.torn = true,

@@ -7,10 +7,12 @@
 //!   ([`Usage::gauge`], [`Usage::counter`]), or a map look-up and one atomic by name.
 //! * The crate meters on its own: `iosetu_replicas` (1 while this instance runs),
 //!   `iosetu_slots_held` (1 while it holds an instance slot), `iosetu_grace_seconds`
-//!   (seconds in grace or cut off) and `iosetu_requests_refused` (requests answered 503).
-//!   Requests admitted are not counted: that would put a shared atomic write on every
-//!   request, which the request path's budget does not allow; an application that sells
-//!   by request counts them with a [`UsageCounter`] where it handles them.
+//!   (seconds in grace or cut off), `iosetu_requests_refused` (requests answered 503)
+//!   and, with a journal, `iosetu_requests_admitted` (requests the license layer let
+//!   through). Only a monitor that keeps a journal counts admitted requests: its gate
+//!   opens in a second state that takes an out-of-line path adding to a per-thread
+//!   counter, so the request path of a service without a journal is the same load and
+//!   branch as before.
 //! * With a journal ([`LicenseMonitorBuilder::usage_journal`]) every hour ends in a
 //!   [`Record`]: hash-chained, signed with an Ed25519 key this instance made at its first
 //!   start, with the licenses in force and their limits, the trusted-time watermark and a
@@ -62,6 +64,8 @@ pub const SLOTS_HELD: &str = "iosetu_slots_held";
 pub const GRACE_SECONDS: &str = "iosetu_grace_seconds";
 /// Requests this instance answered with the license rejection (a counter).
 pub const REQUESTS_REFUSED: &str = "iosetu_requests_refused";
+/// Requests the license layer admitted (a counter; only with a usage journal).
+pub const REQUESTS_ADMITTED: &str = "iosetu_requests_admitted";
 
 /// Why a usage update was refused. The update is dropped; nothing else changes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

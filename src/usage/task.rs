@@ -13,7 +13,9 @@ use tokio::task::AbortHandle;
 use super::journal::{
     self, DAILY_DAYS, HOURLY_DAYS, LicenseInForce, MAX_JOURNAL_BYTES, Record, Span,
 };
-use super::{Cell, GRACE_SECONDS, Kind, REPLICAS, REQUESTS_REFUSED, Registry, SLOTS_HELD};
+use super::{
+    Cell, GRACE_SECONDS, Kind, REPLICAS, REQUESTS_ADMITTED, REQUESTS_REFUSED, Registry, SLOTS_HELD,
+};
 use crate::checker::{IO_DEADLINE, off_thread};
 use crate::clock::{escape_control, unix_seconds};
 use crate::event::{LicenseEvent, Reporter};
@@ -88,6 +90,11 @@ fn open(path: PathBuf, month: String) -> Result<Opened, String> {
             ));
         }
         notes.push("key_replaced".to_owned());
+    }
+    if parsed.missing_newline {
+        // (A crash between a record and its newline: the record is whole and signed.)
+        parsed.complete_len =
+            journal::append(&path, b"").map_err(|e| format!("{shown_path}: {e}"))?;
     }
     if parsed.torn {
         problems.push((
@@ -249,11 +256,14 @@ struct Run {
     last_sample: Duration,
     started: Duration,
     refused_seen: u64,
+    admitted_seen: u64,
     limit_reported: BTreeMap<String, Duration>,
     replicas: Arc<Cell>,
     slots: Arc<Cell>,
     grace: Arc<Cell>,
     refused: Arc<Cell>,
+    /// With a journal only.
+    admitted: Option<Arc<Cell>>,
 }
 
 fn trusted_now(view: &View) -> (i64, Duration) {
@@ -289,11 +299,16 @@ impl UsageTask {
             last_sample: mono,
             started: mono,
             refused_seen: 0,
+            admitted_seen: 0,
             limit_reported: BTreeMap::new(),
             replicas: registry.builtin(REPLICAS, Kind::Gauge),
             slots: registry.builtin(SLOTS_HELD, Kind::Gauge),
             grace: registry.builtin(GRACE_SECONDS, Kind::Counter),
             refused: registry.builtin(REQUESTS_REFUSED, Kind::Counter),
+            admitted: self
+                .path
+                .is_some()
+                .then(|| registry.builtin(REQUESTS_ADMITTED, Kind::Counter)),
         };
         run.replicas.set(1);
         drop(view);
@@ -366,6 +381,11 @@ impl UsageTask {
         let refused = stats.refused();
         run.refused.add(refused.saturating_sub(run.refused_seen));
         run.refused_seen = refused;
+        if let Some(cell) = &run.admitted {
+            let admitted = stats.admitted();
+            cell.add(admitted.wrapping_sub(run.admitted_seen));
+            run.admitted_seen = admitted;
+        }
         if view.verdict().state != LicenseState::Valid {
             run.grace
                 .add(mono.saturating_sub(run.last_sample).as_secs());

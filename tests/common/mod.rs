@@ -152,3 +152,26 @@ pub fn assert_grpc_status(headers: &http::HeaderMap, code: &str, about: &str) {
     let message = headers["grpc-message"].to_str().unwrap();
     assert!(message.contains(about), "{message}");
 }
+
+/// Serves `GET /api/hello` behind `monitor`'s license layer on 127.0.0.1 (a real axum
+/// server on its own task); returns its address.
+pub async fn serve_hello(monitor: &LicenseMonitor) -> std::net::SocketAddr {
+    let app = axum::Router::new()
+        .route("/api/hello", axum::routing::get(|| async { "hello" }))
+        .layer(monitor.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// The status of `GET /api/hello` from [`serve_hello`]'s server, by a real client.
+pub async fn status_of_hello(addr: std::net::SocketAddr) -> http::StatusCode {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<Bytes>>();
+    let request = http::Request::get(format!("http://{addr}/api/hello"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    client.request(request).await.unwrap().status()
+}
