@@ -566,3 +566,61 @@ async fn a_record_whole_but_for_its_newline_is_kept() {
     let v = usage::verify(&[report]);
     assert!(v.intact() && v.findings.is_empty(), "{:?}", v.findings);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_vendor_attestation_that_moves_trusted_time_back_ends_the_hour_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, source) = (
+        dir.path().join("usage.jsonl"),
+        dir.path().join("license.key"),
+    );
+    // The machine's clock is a year ahead from the start (no state file): trusted time
+    // follows it, until the vendor attests the real time.
+    let clock = TestClock::new(at(T0 + 365 * DAY));
+    let mut claims = Claims::new("Acme", T0 + 800 * DAY);
+    claims.iat = Some(T0 - DAY);
+    std::fs::write(&source, signer().sign(&claims) + "\n").unwrap();
+    let monitor = builder(&clock, LicenseSource::File(source.clone()))
+        .watch_file(false)
+        .file_poll_interval(None)
+        .usage_journal(&journal)
+        .start()
+        .await
+        .unwrap();
+    run_for(3 * HOUR).await;
+    clock.jump_wall(-365 * DAY);
+    let mut notice = iosetu_license::Notice::new("Acme", T0 + 3 * HOUR, 1);
+    notice.time = Some(T0 + 3 * HOUR);
+    notice.exp = Some(T0 + 3 * DAY);
+    std::fs::write(
+        &source,
+        format!(
+            "{}\n{}\n",
+            signer().sign(&claims),
+            signer().sign_notice(&notice)
+        ),
+    )
+    .unwrap();
+    monitor.check_now().await;
+    run_for(2 * HOUR).await;
+    monitor.shutdown().await;
+    let report = export(&journal);
+    // Records of the hours after the attestation, by the attested time: not a year of
+    // silence until trusted time caught up with the hour the period began in.
+    let after = report
+        .records
+        .iter()
+        .filter(|r| r.start < T0 + 30 * DAY)
+        .count();
+    assert!(
+        after >= 2,
+        "{:?}",
+        report
+            .records
+            .iter()
+            .map(|r| (r.start, r.end, &r.notes))
+            .collect::<Vec<_>>()
+    );
+    let v = usage::verify(&[report]);
+    assert!(v.intact(), "{:?}", v.findings);
+}

@@ -340,7 +340,9 @@ impl UsageTask {
             let (now, mono) = trusted_now(&view);
             self.sample(&mut run, &view, mono);
             let boundary = (run.period_start.div_euclid(HOUR) + 1) * HOUR;
-            if now >= boundary {
+            // Trusted time that went back (a vendor's attestation re-based it) ends the
+            // period at once: its hour would otherwise not end until time caught up.
+            if now >= boundary || now < run.period_start {
                 self.close(&mut run, &view, now, mono).await;
             }
             self.check_limits(&mut run, &view, mono);
