@@ -135,7 +135,7 @@ async fn every_kind_of_tampering_shows() {
     // The stamp edited.
     let mut restamped = good.clone();
     restamped.exported_at += 1;
-    assert!(kinds(&usage::verify(&[restamped])).contains(&FindingKind::Truncated));
+    assert!(kinds(&usage::verify(&[restamped])).contains(&FindingKind::Stamp));
     // Spliced: a record of another instance's journal put in.
     let other = dir.path().join("other.jsonl");
     run_hours(&TestClock::new(t0()), &other, 6).await;
@@ -623,4 +623,31 @@ async fn a_vendor_attestation_that_moves_trusted_time_back_ends_the_hour_at_once
     );
     let v = usage::verify(&[report]);
     assert!(v.intact(), "{:?}", v.findings);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_counters_monthly_total_starts_again_with_the_month() {
+    // 2027-01-31T23:10:00Z, and a license selling 100 calls a month.
+    let clock = TestClock::new(at(1_801_437_000));
+    let mut claims = Claims::new("Acme", T0 + 800 * DAY);
+    claims.limits.insert("api_calls".into(), 100);
+    let (monitor, mut events) = common::start(builder(
+        &clock,
+        LicenseSource::Static(signer().sign(&claims)),
+    ))
+    .await;
+    let calls = monitor.usage().counter("api_calls").unwrap();
+    calls.add(80);
+    run_for(55 * MINUTE).await; // into February
+    calls.add(80);
+    run_for(10 * MINUTE).await;
+    assert_eq!(monitor.metrics().usage["api_calls"], 80, "February's own");
+    assert!(
+        !names(&drain(&mut events)).contains(&"license.limit_exceeded"),
+        "80 in January and 80 in February are each within 100"
+    );
+    calls.add(30);
+    run_for(2 * MINUTE).await;
+    assert_eq!(monitor.metrics().usage["api_calls"], 110);
+    assert!(names(&drain(&mut events)).contains(&"license.limit_exceeded"));
 }

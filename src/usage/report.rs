@@ -167,9 +167,11 @@ pub enum FindingKind {
     Chain,
     /// Sequence numbers skip or repeat.
     Sequence,
-    /// The export stamp does not match the records: records cut off the end, or the
-    /// report edited.
+    /// The export stamp does not match the records: records cut off the end.
     Truncated,
+    /// The export stamp's signature does not verify: the report was edited after the
+    /// export.
+    Stamp,
     /// Lines of the journal were not records.
     Damaged,
     /// Trusted time went backwards between records (a clock wound back across a restart).
@@ -200,6 +202,7 @@ impl FindingKind {
             FindingKind::Chain => "chain",
             FindingKind::Sequence => "sequence",
             FindingKind::Truncated => "truncated",
+            FindingKind::Stamp => "stamp",
             FindingKind::Damaged => "damaged",
             FindingKind::ClockRollback => "clock_rollback",
             FindingKind::ClockBehind => "clock_behind",
@@ -430,7 +433,7 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
     });
     if !stamp_ok {
         find(
-            FindingKind::Truncated,
+            FindingKind::Stamp,
             None,
             "the export stamp's signature does not verify: the report was edited".into(),
         );

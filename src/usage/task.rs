@@ -462,6 +462,12 @@ impl UsageTask {
         };
         drop(verdict);
         run.period_start = now;
+        // The next period's month: a counter's total this month starts again with it.
+        let month = month_of(now);
+        if month != run.month {
+            run.month = month;
+            run.month_totals.clear();
+        }
         let Some(journal) = run.journal.clone() else {
             return;
         };
