@@ -102,8 +102,9 @@ pub(crate) struct Drain {
     /// journal): one byte, so that counting costs the requests of a service that does
     /// not keep a journal nothing, not even a second load.
     admits: CacheLine<AtomicU8>,
-    /// Whether admitted requests are counted (a usage journal is kept).
-    counted: AtomicBool,
+    /// Whether admitted requests are counted (a usage journal is kept): fixed when the
+    /// drain is made.
+    counted: bool,
     /// The two ways a response can watch this drain; both flags are set together.
     links: CacheLine<[Link; 2]>,
     /// How many times the drain has ended: a connection accepted before the latest end is
@@ -361,16 +362,20 @@ impl Drain {
     const fn new(admits: bool, waiters: &'static Waiters) -> Self {
         Drain {
             admits: CacheLine(AtomicU8::new(if admits { OPEN } else { SHUT })),
-            counted: AtomicBool::new(false),
+            counted: false,
             links: CacheLine([Link::new(false, waiters), Link::new(true, waiters)]),
             ends: AtomicU64::new(0),
             waiters,
         }
     }
 
-    pub(crate) fn leak() -> &'static Drain {
+    /// A drain of its own; `counted`: its open gate counts admitted requests.
+    pub(crate) fn leak(counted: bool) -> &'static Drain {
         let waiters = Box::leak(Box::new(Waiters::new()));
-        Box::leak(Box::new(Drain::new(false, waiters)))
+        Box::leak(Box::new(Drain {
+            counted,
+            ..Drain::new(false, waiters)
+        }))
     }
 
     /// The drain of responses that are never cut (exempt paths): never over.
@@ -393,7 +398,7 @@ impl Drain {
     }
 
     fn set_admits(&self, admits: bool) {
-        let gate = match (admits, self.counted.load(Ordering::Relaxed)) {
+        let gate = match (admits, self.counted) {
             (false, _) => SHUT,
             (true, false) => OPEN,
             (true, true) => OPEN_COUNTED,
@@ -402,12 +407,6 @@ impl Drain {
         if self.gate() != gate {
             self.admits.0.store(gate, Ordering::Release);
         }
-    }
-
-    /// Counts admitted requests from now on (set before the drain is shared).
-    fn count_admitted(&self) {
-        self.counted.store(true, Ordering::Relaxed);
-        self.set_admits(self.admits());
     }
 
     /// The link a response holds: `grpc` when a cut must answer in gRPC's form.
@@ -498,10 +497,7 @@ pub(crate) struct Parts {
 
 impl Shared {
     pub(crate) fn new(parts: Parts) -> Self {
-        let drain = Drain::leak();
-        if parts.count_admitted {
-            drain.count_admitted();
-        }
+        let drain = Drain::leak(parts.count_admitted);
         drain.set_admits(parts.first.admits());
         drain.set(parts.first_drained);
         Self {
@@ -614,7 +610,7 @@ impl View {
         }
         let gate = Arc::new(FeatureGate {
             name: feature.to_owned(),
-            drain: Drain::leak(),
+            drain: Drain::leak(false),
         });
         gate.set(self.verdict().has_feature(feature));
         gate.drain.set(self.0.drain.is_over());
@@ -682,7 +678,7 @@ pub(crate) struct Stats {
     /// Each usage counter's total recorded this month and its value when last recorded,
     /// as the usage task keeps them: its total this month is the first plus what it
     /// counted since.
-    usage: Mutex<BTreeMap<String, (u64, u64)>>,
+    counter_bases: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 impl Default for Stats {
@@ -696,7 +692,7 @@ impl Default for Stats {
             instance_slot: Mutex::new(None),
             refused: AtomicU64::new(0),
             admitted: Box::new(std::array::from_fn(|_| CacheLine(AtomicU64::new(0)))),
-            usage: Mutex::new(BTreeMap::new()),
+            counter_bases: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -737,11 +733,11 @@ impl Stats {
     }
 
     pub(crate) fn set_counter_bases(&self, bases: BTreeMap<String, (u64, u64)>) {
-        *lock(&self.usage) = bases;
+        *lock(&self.counter_bases) = bases;
     }
 
     pub(crate) fn counter_bases(&self) -> BTreeMap<String, (u64, u64)> {
-        lock(&self.usage).clone()
+        lock(&self.counter_bases).clone()
     }
 
     pub(crate) fn checks(&self) -> u64 {

@@ -343,8 +343,8 @@ fn usage_export(journal: &Path, out: &Path, force: bool) -> Result<(), Failure> 
 fn usage_verify(paths: &[PathBuf], csv: bool) -> Result<(), Failure> {
     let mut reports = Vec::new();
     for path in paths {
-        let text = read_bounded_text(path, 256 * 1024 * 1024)?;
-        let report = iosetu_license::usage::Report::from_json(&text).map_err(|e| io(path, e))?;
+        let report = iosetu_license::usage::Report::read(path)
+            .map_err(|e| usage(format!("{e} ({})", e.reason())))?;
         reports.push(report);
     }
     let verification = iosetu_license::usage::verify(&reports);
@@ -419,19 +419,6 @@ fn print_or_exit(text: &str) {
     if std::io::stdout().lock().write_all(text.as_bytes()).is_err() {
         std::process::exit(141);
     }
-}
-
-fn read_bounded_text(path: &Path, max: u64) -> Result<String, Failure> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io(path, e))?;
-    if bytes.len() as u64 > max {
-        return Err(io(path, format!("over {max} bytes")));
-    }
-    String::from_utf8(bytes).map_err(|_| io(path, "not UTF-8 text"))
 }
 
 fn keygen(out: &Path, kid: Option<String>, force: bool) -> Result<(), Failure> {

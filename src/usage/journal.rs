@@ -262,15 +262,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
         let complete = chunk.ends_with(b"\n");
         let line = chunk.strip_suffix(b"\n").unwrap_or(chunk);
         match Record::parse(line) {
-            Ok(record) if complete => {
-                parsed.records.push(record);
-                offset += chunk.len();
-            }
             // A record without its newline was written whole but for the newline: it
             // counts (the newline is added before the next append).
             Ok(record) => {
                 parsed.records.push(record);
-                parsed.missing_newline = true;
+                parsed.missing_newline = !complete;
                 offset += chunk.len();
             }
             Err(_) if !complete => parsed.torn = true,

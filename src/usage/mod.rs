@@ -263,6 +263,11 @@ fn check_kind(name: &str, cell: &Arc<Cell>, kind: Kind) -> Result<Arc<Cell>, Usa
     }
 }
 
+/// `YYYY-MM` (UTC) of a time in seconds since the epoch: the month a record counts in.
+pub(crate) fn month_of(secs: i64) -> String {
+    crate::clock::rfc3339(secs)[..7].to_owned()
+}
+
 /// Checks a metric name: 1 to [`MAX_NAME_BYTES`] of `a-z`, `0-9`, `_`, a letter first.
 pub(crate) fn validate_name(name: &str) -> Result<(), UsageError> {
     let ok = !name.is_empty()

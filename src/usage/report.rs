@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::journal::{
     self, GENESIS, MAX_JOURNAL_BYTES, Record, Span, decode_key, encode_key, key_path,
 };
+use super::month_of;
 use crate::clock::rfc3339;
 use crate::source::shown;
 
@@ -77,6 +78,17 @@ impl Report {
         let mut bytes = STAMP_DOMAIN.to_vec();
         bytes.extend(serde_json::to_vec(&stamp).unwrap_or_default());
         bytes
+    }
+
+    /// Reads and parses a report file (at most 256 MiB, no FIFO followed), as `usage
+    /// verify` does.
+    pub fn read(path: &Path) -> Result<Self, ExportError> {
+        let bytes = journal::read_bounded(path, 256 * 1024 * 1024)
+            .map_err(|e| ExportError::Unreadable(format!("{}: {e}", shown(path))))?
+            .ok_or_else(|| ExportError::Missing(format!("{} does not exist", shown(path))))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ExportError::Corrupt(format!("{}: not UTF-8 text", shown(path))))?;
+        Self::from_json(&text)
     }
 
     /// Parses a report (JSON), as `usage verify` reads it.
@@ -354,10 +366,6 @@ fn short(key: &str) -> String {
     key.chars().take(12).collect()
 }
 
-fn month_of(secs: i64) -> String {
-    rfc3339(secs)[..7].to_owned()
-}
-
 /// Verifies one or several instances' reports (several reports of one instance, from
 /// successive months, are checked against each other) and builds the true-up table.
 pub fn verify(reports: &[Report]) -> Verification {
@@ -373,11 +381,10 @@ pub fn verify(reports: &[Report]) -> Verification {
         for pair in reports.windows(2) {
             let (earlier, later) = (pair[0], pair[1]);
             let Some(head) = earlier.head_n else { continue };
-            let kept = later.records.iter().any(|r| {
-                r.n <= head && head <= r.last_n() && {
-                    (r.last_n() == head && Some(r.link()) == earlier.head_link)
-                        || r.span == Span::Day
-                }
+            // (A daily record that folded the head in holds it; its hour's link is gone.)
+            let kept = later.records.iter().any(|r| match r.span {
+                Span::Hour => r.n == head && Some(r.link()) == earlier.head_link,
+                Span::Day => r.n <= head && head <= r.last_n(),
             });
             let dropped = later.records.first().is_some_and(|r| r.n > head);
             if !kept && !dropped {

@@ -15,6 +15,7 @@ use super::journal::{
 };
 use super::{
     Cell, GRACE_SECONDS, Kind, REPLICAS, REQUESTS_ADMITTED, REQUESTS_REFUSED, Registry, SLOTS_HELD,
+    month_of,
 };
 use crate::checker::{IO_DEADLINE, off_thread};
 use crate::clock::{escape_control, unix_seconds};
@@ -133,11 +134,7 @@ fn open(path: PathBuf, month: String) -> Result<Opened, String> {
         notes.push("journal_changed".to_owned());
     }
     let mut month_totals = BTreeMap::new();
-    for record in parsed
-        .records
-        .iter()
-        .filter(|r| crate::clock::rfc3339(r.start).starts_with(&month))
-    {
+    for record in parsed.records.iter().filter(|r| month_of(r.start) == month) {
         for (name, v) in &record.counters {
             let e: &mut u64 = month_totals.entry(name.clone()).or_default();
             *e = e.saturating_add(*v);
@@ -275,10 +272,6 @@ fn trusted_now(view: &View) -> (i64, Duration) {
         unix_seconds(verdict.evaluated_at).saturating_add(secs),
         mono,
     )
-}
-
-fn month_of(secs: i64) -> String {
-    crate::clock::rfc3339(secs)[..7].to_owned()
 }
 
 impl UsageTask {
