@@ -186,6 +186,7 @@ impl Checker {
                 source: config.source.describe(),
                 state_file: config.state_path.is_some(),
                 instance_settling: config.instance_settling,
+                boot_id: config.clock.boot_id(),
             },
             first,
         );

@@ -54,6 +54,21 @@ pub trait Clock: Send + Sync + 'static {
     fn provisional(&self) -> bool {
         false
     }
+    /// How long ago the host booted, where the clock can tell (`CLOCK_BOOTTIME` on Linux).
+    /// The honest drift budget grows with it (500 ppm of the boot's age, at most 30 days):
+    /// a host that ran unsynchronized for days before the service started may need a
+    /// correction that large. `None` (the default): the budget grows with the service's
+    /// own running time only.
+    fn boot_age(&self) -> Option<Duration> {
+        None
+    }
+    /// An identity of the host's current boot (`/proc/sys/kernel/random/boot_id` on
+    /// Linux): restarts on the same boot share one drift budget through the state file,
+    /// a new boot starts a new one. `None` (the default): every restart is taken as the
+    /// same boot, the safe side.
+    fn boot_id(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -65,6 +80,12 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
     fn provisional(&self) -> bool {
         (**self).provisional()
+    }
+    fn boot_age(&self) -> Option<Duration> {
+        (**self).boot_age()
+    }
+    fn boot_id(&self) -> Option<String> {
+        (**self).boot_id()
     }
 }
 
@@ -105,6 +126,26 @@ impl Clock for SystemClock {
     fn provisional(&self) -> bool {
         // CLOCK_BOOTTIME counts from boot, so it is the time since the host booted.
         self.monotonic() < BOOT_WINDOW
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn boot_age(&self) -> Option<Duration> {
+        Some(self.monotonic())
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn boot_id(&self) -> Option<String> {
+        use std::sync::OnceLock;
+        // Read once per process: it cannot change while the process runs, and the clock
+        // is read on every wake.
+        static BOOT_ID: OnceLock<Option<String>> = OnceLock::new();
+        BOOT_ID
+            .get_or_init(|| {
+                let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+                let id = id.trim();
+                (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
+            })
+            .clone()
     }
 }
 
@@ -147,11 +188,14 @@ pub struct TestClock {
 #[cfg(feature = "test-util")]
 #[derive(Default)]
 struct Offsets {
-    /// Seconds the wall clock alone was moved.
-    wall_secs: i64,
+    /// Nanoseconds the wall clock alone was moved.
+    wall_nanos: i128,
     /// Time spent suspended: both clocks moved, tokio's did not.
     suspended: Duration,
     provisional: bool,
+    /// The host's boot age when the clock was made (its monotonic origin).
+    booted_before: Duration,
+    boot_id: Option<String>,
 }
 
 #[cfg(feature = "test-util")]
@@ -190,7 +234,22 @@ impl TestClock {
     /// Moves the wall clock alone by `seconds` (negative: backwards), as `date -s` would.
     pub fn jump_wall(&self, seconds: i64) {
         let mut offsets = self.offsets();
-        offsets.wall_secs = offsets.wall_secs.saturating_add(seconds);
+        offsets.wall_nanos = offsets
+            .wall_nanos
+            .saturating_add(i128::from(seconds) * 1_000_000_000);
+    }
+
+    /// Moves the wall clock alone by a fraction of a second or more (negative:
+    /// backwards), as NTP's step or a tamperer creeping it back a little at a time would.
+    /// Non-finite values move nothing.
+    pub fn jump_wall_by(&self, seconds: f64) {
+        if !seconds.is_finite() {
+            return;
+        }
+        // (Saturating: `as` clamps a float out of range to the integer's bounds.)
+        let nanos = (seconds * 1e9).round() as i128;
+        let mut offsets = self.offsets();
+        offsets.wall_nanos = offsets.wall_nanos.saturating_add(nanos);
     }
 
     /// Simulates a suspend of `duration`: the wall and monotonic sides both move ahead,
@@ -205,18 +264,31 @@ impl TestClock {
     pub fn set_provisional(&self, provisional: bool) {
         self.offsets().provisional = provisional;
     }
+
+    /// Sets how long ago the simulated host booted, as of now (by default it booted when
+    /// the clock was made). The honest drift budget grows with it.
+    pub fn set_boot_age(&self, age: Duration) {
+        let elapsed = self.monotonic();
+        self.offsets().booted_before = age.saturating_sub(elapsed);
+    }
+
+    /// Sets the simulated host's boot identity (`None` by default: restarts are taken as
+    /// the same boot). A new one simulates a reboot for the state file's drift budget.
+    pub fn set_boot_id(&self, id: impl Into<String>) {
+        self.offsets().boot_id = Some(id.into());
+    }
 }
 
 #[cfg(feature = "test-util")]
 impl Clock for TestClock {
     fn wall(&self) -> SystemTime {
-        let offset = self.offsets().wall_secs;
+        let offset = self.offsets().wall_nanos;
         let base = add_saturating(self.inner.wall_at_start, self.monotonic());
+        let by = Duration::from_nanos(u64::try_from(offset.unsigned_abs()).unwrap_or(u64::MAX));
         if offset >= 0 {
-            add_saturating(base, Duration::from_secs(offset as u64))
+            add_saturating(base, by)
         } else {
-            base.checked_sub(Duration::from_secs(offset.unsigned_abs()))
-                .unwrap_or(base)
+            base.checked_sub(by).unwrap_or(base)
         }
     }
 
@@ -235,6 +307,15 @@ impl Clock for TestClock {
 
     fn provisional(&self) -> bool {
         self.offsets().provisional
+    }
+
+    fn boot_age(&self) -> Option<Duration> {
+        let before = self.offsets().booted_before;
+        Some(before.saturating_add(self.monotonic()))
+    }
+
+    fn boot_id(&self) -> Option<String> {
+        self.offsets().boot_id.clone()
     }
 }
 
@@ -342,6 +423,8 @@ pub(crate) struct Reading {
     pub(crate) wall: SystemTime,
     pub(crate) mono: Duration,
     pub(crate) provisional: bool,
+    /// The host's boot age, where the clock tells it.
+    pub(crate) boot_age: Option<Duration>,
 }
 
 impl Reading {
@@ -353,6 +436,7 @@ impl Reading {
             wall: clock.wall(),
             mono: clock.monotonic(),
             provisional,
+            boot_age: clock.boot_age(),
         }
     }
 }

@@ -53,9 +53,17 @@ pub(crate) struct PersistedState {
     /// revocation stays when its notice's line is deleted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) revoked: BTreeMap<String, i64>,
+    /// The host boot this state was written on (`/proc/sys/kernel/random/boot_id`), if
+    /// known (version 4): restarts on the same boot share one drift budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) boot_id: Option<String>,
+    /// Milliseconds of the drift budget that clock corrections spent on that boot
+    /// (version 4): what a restart does not get back.
+    #[serde(default)]
+    pub(crate) budget_spent_ms: u64,
 }
 
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 /// Version 1 files (a mark and an anchor) still load.
 const OLDEST_VERSION: u32 = 1;
 /// No run earns a drift budget older than this: a larger stored age is not ours.
@@ -89,6 +97,8 @@ impl PersistedState {
             budget_age: 0,
             notice_seq: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            boot_id: None,
+            budget_spent_ms: 0,
         }
     }
 
@@ -145,6 +155,8 @@ impl PersistedState {
             || state.not_valid_since.is_some_and(|a| !in_range(a))
             || state.cut_off.is_some_and(|a| !in_range(a))
             || state.budget_age > MAX_BUDGET_AGE
+            || state.budget_spent_ms > MAX_BUDGET_AGE.saturating_mul(1_000)
+            || state.boot_id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 64)
             || state.revoked.len() > MAX_REVOKED
             || state.revoked.values().any(|&at| !in_range(at))
             || state
@@ -247,7 +259,7 @@ mod tests {
             "",
             "{",
             r#"{"version":1,"high_water":"x","grace_anchor":null}"#,
-            r#"{"version":4,"high_water":1,"grace_anchor":null}"#,
+            r#"{"version":5,"high_water":1,"grace_anchor":null}"#,
             r#"{"version":3,"high_water":1,"grace_anchor":null,"revoked":{"a":1e300}}"#,
             r#"{"version":3,"high_water":1,"grace_anchor":null,"revoked":{"":1}}"#,
             r#"{"version":3,"high_water":1,"grace_anchor":null,"notice_seq":{"acme":0}}"#,

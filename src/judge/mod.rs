@@ -15,6 +15,7 @@
 //! Instants are the clock's monotonic readings ([`Reading::mono`]), never a runtime's:
 //! the shell turns a wake-up reading into a timer.
 
+mod floors;
 pub(crate) mod set;
 #[cfg(test)]
 mod simulation;
@@ -55,6 +56,9 @@ pub(crate) struct JudgeConfig {
     /// How long a replica that has not yet held an instance slot waits, quietly, before
     /// instance-limit grace starts (see [`SlotWord`]).
     pub(crate) instance_settling: Duration,
+    /// The host's boot identity, if the clock knows it: a state file written on another
+    /// boot carries no drift budget spent.
+    pub(crate) boot_id: Option<String>,
 }
 
 /// The instance-slot task's word (see `crate::instances`).
@@ -139,6 +143,8 @@ pub(crate) struct Judge {
     /// The license set: the licenses of the set's customer among the candidates (in
     /// force, held for later, or expired), in canonical order.
     set: Vec<Member>,
+    /// Signed instants as floors, each for judging the license it concerns.
+    floors: floors::Floors,
     /// Tokens `license.loaded` has announced (by fingerprint), so that each is announced
     /// once, when it comes into force.
     announced: HashSet<String>,
@@ -190,6 +196,9 @@ pub(crate) struct Judge {
     notice_seq: BTreeMap<String, u64>,
     /// Revoked license `jti`s, and from when (trusted seconds; kept in the state file).
     revoked: BTreeMap<String, i64>,
+    /// Licenses a successor not yet started supersedes, and from when it starts (worked
+    /// out at every check, never kept: see `supersessions`).
+    superseded: BTreeMap<String, i64>,
     /// Refused notices reported (by fingerprint), and when: each at most once per check
     /// interval.
     notices_reported: HashMap<String, Duration>,
@@ -212,6 +221,7 @@ impl Judge {
             mono: first.mono,
             candidates: Vec::new(),
             set: Vec::new(),
+            floors: floors::Floors::default(),
             announced: HashSet::new(),
             problem: None,
             failed_reads: 0,
@@ -235,6 +245,7 @@ impl Judge {
             instance_anchor: None,
             notice_seq: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            superseded: BTreeMap::new(),
             notices_reported: HashMap::new(),
             persisted: None,
             persisted_at: first.mono,
@@ -297,8 +308,20 @@ impl Judge {
                     self.restored_since = state.not_valid_since;
                     self.restored_cut = state.cut_off;
                 }
-                let age = Duration::from_secs(state.budget_age);
-                if let Some(anomaly) = self.time.restore_mark(state.high_water, age) {
+                // A state file of another boot carries no budget: a new boot starts one.
+                let same_boot = match (&self.config.boot_id, &state.boot_id) {
+                    (Some(now), Some(then)) => now == then,
+                    _ => true,
+                };
+                let (age, spent) = if same_boot {
+                    (
+                        Duration::from_secs(state.budget_age),
+                        Duration::from_millis(state.budget_spent_ms),
+                    )
+                } else {
+                    (Duration::ZERO, Duration::ZERO)
+                };
+                if let Some(anomaly) = self.time.restore_mark(state.high_water, age, spent) {
                     self.on_clock_anomaly(anomaly);
                 }
             }
@@ -334,9 +357,35 @@ impl Judge {
             Observation::Full(read) => (true, self.judge(read)),
             Observation::Changed(read) => (false, self.judge(read)),
         };
-        // The set's customer can change with time alone (a renamed renewal starts).
-        let (chosen, _) = set::choose(&self.candidates, self.time.now_secs());
-        self.set = chosen;
+        // A successor's supersession comes into force with time alone, and so can the
+        // set's customer change (a renamed renewal starts).
+        let now = self.time.now_secs();
+        self.supersessions(now);
+        // (Each candidate as judged at its own floor: a license signed days ahead is
+        // chosen by what it gives at its floor, not at a now it may not reach.)
+        self.floors.update(
+            self.candidates.iter().map(|(_, m)| m).chain(self.set.iter()),
+            &self.revoked,
+            self.mono,
+        );
+        let judged: set::Candidates = self
+            .candidates
+            .iter()
+            .map(|(line, m)| {
+                let claims = self.floors.judged_one(m, now, self.mono);
+                (*line, Member { claims, print: m.print.clone() })
+            })
+            .collect();
+        let (chosen, _) = set::choose(&judged, now, self.grace_secs());
+        self.set = chosen
+            .iter()
+            .filter_map(|c| {
+                self.candidates
+                    .iter()
+                    .find(|(_, m)| m.print == c.print)
+                    .map(|(_, m)| m.clone())
+            })
+            .collect();
         // The first check after a restart: no license at all continues the grace the last
         // run was in, and never ends later than the last run's cut-off (the end of its
         // grace, or of the licenses it had: deleting a license and restarting buys
@@ -354,11 +403,12 @@ impl Judge {
         if let Some(since) = restored_since {
             self.manipulated_at = self.manipulated_at.map(|m| m.min(since));
         }
-        // A license's signed `iat` is a floor for judging that license (real time is at
-        // least that, give or take the vendor's clock): it never raises the mark.
+        // A license's signed `iat`, and a revocation's, are floors for judging that license
+        // only (real time is at least that, give or take the vendor's clock): they never
+        // raise the mark, nor the instant any other license is judged at.
         let issue_floor = self.issue_floor();
-        let now = issue_floor.map_or(self.time.now_secs(), |f| f.max(self.time.now_secs()));
         self.report_floors(issue_floor);
+        let judged = self.floors.judged(&self.set, now, self.mono);
         // Anchors never lie ahead of trusted time: a reading far ahead (provisional, or
         // set ahead and corrected) must not leave a grace period that ends later.
         let grace = self.grace_secs();
@@ -383,30 +433,40 @@ impl Judge {
         // a valid license is in force.
         if self.manipulated_at.is_some()
             && self.time.wall_is_consistent()
-            && self
-                .set
+            && judged
                 .iter()
-                .any(|m| m.claims.nbf.is_none_or(|nbf| nbf <= now) && now < m.claims.ends())
+                .any(|c| c.nbf.is_none_or(|nbf| nbf <= now) && now < c.ends())
         {
             self.manipulated_at = None;
         }
         self.judge_slot(slot, now);
-        let licenses: Vec<Arc<Claims>> = self.set.iter().map(|m| Arc::clone(&m.claims)).collect();
-        let mut evaluation = evaluate(&self.input(&licenses, now));
+        let mut evaluation = evaluate(&self.input(&judged, now));
         if evaluation.verdict.state == LicenseState::GraceExpired && self.time.provisional() {
             // Provisional readings alone never cut a service off: hold as grace unless our
             // firm evidence (or the vendor's floors) cuts it off too. The checker samples
             // again within a minute, and judges for real once readings are firm.
             // Without firm evidence, time could be as early as any clock can read.
+            // (The set as it would be chosen then: a customer cut off now may be another's
+            // set at that earlier time.)
             let firm = self.time.firm_now_secs().unwrap_or(MIN_RFC3339);
-            let firm = issue_floor.map_or(firm, |f| f.max(firm));
+            let at_firm: set::Candidates = self
+                .candidates
+                .iter()
+                .map(|(line, m)| {
+                    let claims = self.floors.judged_one(m, firm, self.mono);
+                    (*line, Member { claims, print: m.print.clone() })
+                })
+                .collect();
+            let (chosen, _) = set::choose(&at_firm, firm, self.grace_secs());
+            let at_firm: Vec<Arc<Claims>> = chosen.into_iter().map(|m| m.claims).collect();
             let firm_cut =
-                evaluate(&self.input(&licenses, firm)).verdict.state == LicenseState::GraceExpired;
+                evaluate(&self.input(&at_firm, firm)).verdict.state == LicenseState::GraceExpired;
             if !firm_cut {
                 evaluation.verdict.state = LicenseState::Grace;
                 evaluation.next_change = None;
             }
         }
+        floors::restore(&mut evaluation.verdict, &judged, &self.set);
         self.announce(&evaluation.verdict);
         self.transition_events(&evaluation, full || reloaded);
         // Responses admitted before a cut-off get the drain period, counted from the check
@@ -547,6 +607,7 @@ impl Judge {
                     || last.cut_off != state.cut_off
                     || last.notice_seq != state.notice_seq
                     || last.revoked != state.revoked
+                    || last.budget_spent_ms != state.budget_spent_ms
                     || ((last.high_water != state.high_water
                         || last.budget_age != state.budget_age)
                         && due(Some(self.persisted_at), self.mono, PERSIST_INTERVAL))
@@ -587,6 +648,10 @@ impl Judge {
         state.not_valid_since = since;
         state.cut_off = cut_off;
         state.budget_age = self.time.budget_age().as_secs();
+        state.boot_id = self.config.boot_id.clone();
+        // (Rounded up: a restart never gets a fraction of a step back.)
+        let spent = self.time.budget_spent();
+        state.budget_spent_ms = u64::try_from(spent.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         state.notice_seq = self.notice_seq.clone();
         state.revoked = self.revoked.clone();
         Some(state)
@@ -757,18 +822,8 @@ impl Judge {
         };
         let now = self.time.now_secs();
         let revoked_before = self.revoked.clone();
-        // Licenses that supersede others revoke them from when they start; then every
-        // revocation known applies to the lines, before the set is chosen from them.
-        for line in &lines {
-            if let Ok(claims) = &line.verified {
-                let at = claims.nbf.or(claims.iat).unwrap_or(now);
-                for jti in &claims.supersedes {
-                    if claims.jti.as_ref() != Some(jti) {
-                        self.learn_revocation(jti, at, None);
-                    }
-                }
-            }
-        }
+        // Every revocation known applies to the lines, before the set is chosen from them.
+        // (What the read's licenses supersede is worked out once its notices are judged.)
         let lines: Vec<Line> = lines
             .into_iter()
             .map(|mut line| {
@@ -778,7 +833,7 @@ impl Judge {
                 line
             })
             .collect();
-        let selection = set::select(&lines, &self.set, now);
+        let selection = set::select(&lines, &self.set, now, self.grace_secs());
         let counts = !selection.members.is_empty() || kept_previous;
         if !selection.refused.is_empty() {
             // What was read, to tell an unchanged bad source from a new one.
@@ -821,6 +876,49 @@ impl Judge {
         }
         let set = &self.set;
         self.announced.retain(|p| set.iter().any(|m| m.print == *p));
+        self.supersessions(now) || changed
+    }
+
+    /// Licenses that supersede others revoke them from when they start: for good once
+    /// started, and meanwhile as pending (the license in force ends at its successor's
+    /// start). A license revoked before it starts supersedes nothing, so a renewal
+    /// withdrawn before it began leaves the license it was to replace in force. Worked
+    /// out again at every check (a successor starts with time alone). Returns whether
+    /// the revocations changed.
+    fn supersessions(&mut self, now: i64) -> bool {
+        let mut pending: BTreeMap<String, i64> = BTreeMap::new();
+        let mut started = Vec::new();
+        for member in self.candidates.iter().map(|(_, m)| m).chain(self.set.iter()) {
+            let claims = &member.claims;
+            if claims.supersedes.is_empty() {
+                continue;
+            }
+            let at = claims.nbf.or(claims.iat).unwrap_or(now);
+            let own = claims.jti.as_ref().and_then(|jti| self.revoked.get(jti));
+            if own.is_some_and(|&revoked| revoked <= at) {
+                continue;
+            }
+            for jti in &claims.supersedes {
+                if claims.jti.as_ref() == Some(jti) {
+                    continue;
+                }
+                if at <= now {
+                    started.push((jti.clone(), at));
+                } else {
+                    let entry = pending.entry(jti.clone()).or_insert(at);
+                    *entry = (*entry).min(at);
+                }
+            }
+        }
+        let before = self.revoked.clone();
+        for (jti, at) in started {
+            self.learn_revocation(&jti, at, None);
+        }
+        let changed = self.revoked != before || self.superseded != pending;
+        self.superseded = pending;
+        if changed {
+            self.apply_revocations();
+        }
         changed
     }
 
@@ -828,11 +926,12 @@ impl Judge {
 
     /// `claims` with its revocation, if one is known (the same `Arc` if nothing changes).
     fn revoked_claims(&self, claims: &Arc<Claims>) -> Arc<Claims> {
-        let at = claims
-            .jti
-            .as_ref()
-            .and_then(|jti| self.revoked.get(jti))
-            .copied();
+        let at = claims.jti.as_ref().and_then(|jti| {
+            match (self.revoked.get(jti), self.superseded.get(jti)) {
+                (Some(a), Some(b)) => Some(*a.min(b)),
+                (a, b) => a.or(b).copied(),
+            }
+        });
         if at == claims.revoked_at {
             return Arc::clone(claims);
         }
@@ -1039,13 +1138,9 @@ impl Judge {
         });
     }
 
-    /// The floor a license set's signed `iat`s put under trusted time, if any.
+    /// The highest floor a license set's signed `iat`s put under real time, if any.
     fn issue_floor(&self) -> Option<i64> {
-        self.set
-            .iter()
-            .filter_map(|m| m.claims.iat)
-            .max()
-            .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS))
+        floors::Floors::issue_floor(&self.set)
     }
 
     /// Whether a failure reading `what` is to be reported now: a new one, or one last
@@ -1269,6 +1364,7 @@ mod tests {
             source: "file:/test/license.key".into(),
             instance_settling: Duration::from_secs(120),
             state_file: true,
+            boot_id: None,
         }
     }
 
@@ -1278,6 +1374,7 @@ mod tests {
             wall: from_unix_seconds(T0 + secs as i64),
             mono: Duration::from_secs(secs),
             provisional: false,
+            boot_age: None,
         }
     }
 
@@ -1457,26 +1554,33 @@ mod tests {
     fn a_license_revoked_before_it_started_anchors_grace_at_the_revocation() {
         // Found by the simulation: a clock set ahead put a held renewal in force early,
         // and its revocation (before its nbf) then gave a fresh grace from "now".
+        // (A wall set ahead is believed only once it has held for 15 minutes.)
         let mut held = with_jti(20 * HOUR, "renewal");
         held.nbf = Some(T0 + 2 * HOUR as i64);
-        let ahead = Reading {
-            wall: from_unix_seconds(T0 + 2 * HOUR as i64),
-            ..at(60)
+        let ahead = |mono: u64| Reading {
+            wall: from_unix_seconds(T0 + 2 * HOUR as i64 + mono as i64),
+            ..at(mono)
         };
         let mut judge = Judge::new(config(), at(0));
         assert!(
+            !judge
+                .handle_check(ahead(60), full(std::slice::from_ref(&held)), false)
+                .is_valid(),
+            "not before the forward jump is confirmed"
+        );
+        let confirmed = ahead(60 + 16 * 60);
+        assert!(
             judge
-                .handle_check(ahead, full(std::slice::from_ref(&held)), false)
+                .handle_check(confirmed, full(std::slice::from_ref(&held)), false)
                 .is_valid()
         );
         let v = judge.handle_check(
-            ahead,
+            confirmed,
             with_notices(std::slice::from_ref(&held), &[revoke(1, 0, &["renewal"])]),
             false,
         );
         assert_eq!(v.reason, Some(GraceReason::Revoked));
         assert_eq!(v.grace_started_at, Some(from_unix_seconds(T0)));
-        let v = judge.handle_check(at(HOUR + 1), Observation::Transition, false);
         assert!(!v.admits(), "{v:?}");
     }
 

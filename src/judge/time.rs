@@ -56,19 +56,37 @@ pub(crate) struct TrustedTime {
     behind: bool,
     /// The vendor's build time.
     build_floor: Option<i128>,
-    /// The honest drift budget: the monotonic reading it last started at (the run's
-    /// start, or the last correction), and the age an earlier run had earned (restored
-    /// from the state file).
+    /// The honest drift budget's age where the clock cannot tell the host's boot age: the
+    /// monotonic reading this run started at, and the age an earlier run on the same
+    /// boot had reached (restored from the state file).
     budget_since: Duration,
     budget_carried: Duration,
+    /// The host's boot age at the last reading, where the clock tells it.
+    boot_age: Option<Duration>,
+    /// What this boot's corrections spent of the budget so far (nanoseconds): one budget
+    /// per host boot, spent cumulatively, so that creeping the clock back a little at a
+    /// time cannot earn a fresh allowance with each step.
+    spent: i128,
+    /// The wall ran more than the threshold ahead of our own evidence from this monotonic
+    /// reading on: unconfirmed until it has held for [`CONFIRM_FORWARD`], and meanwhile
+    /// no evidence (licenses are judged at the mark, `nbf`s too).
+    ahead_since: Option<Duration>,
     /// The latest real time a vendor attested (a notice's `time`), with the monotonic
     /// reading it was first seen at: real time is at least that much later now.
     attested: Option<(i128, Duration)>,
 }
 
-/// How far a vendor's clock may be ahead when it attests the time: as for a license's
-/// `iat`, five minutes.
-const ATTESTATION_TOLERANCE_SECS: i64 = crate::token::IAT_TOLERANCE_SECS;
+/// How far a vendor's clock may be ahead when it attests the time: an hour. A support
+/// engineer's laptop may be minutes fast, and a customer may install the notice late:
+/// a right wall within this below the attested time is taken as right.
+pub(crate) const ATTESTATION_TOLERANCE_SECS: i64 = 3_600;
+
+/// The budget's age counts at most this much: 5 s + 500 ppm of 30 days = 1,301 s.
+const MAX_BUDGET_AGE: Duration = Duration::from_secs(30 * 86_400);
+
+/// How long a wall clock that jumped ahead of our evidence must hold there before it is
+/// believed (as readings in a boot window are not before it closes).
+pub(crate) const CONFIRM_FORWARD: Duration = BOOT_WINDOW;
 
 /// How fast an unsynchronized clock may drift, as the kernel's own error bound grows:
 /// 500 ppm, one nanosecond in 2,000.
@@ -102,6 +120,9 @@ impl TrustedTime {
             build_floor: None,
             budget_since: reading.mono,
             budget_carried: Duration::ZERO,
+            boot_age: reading.boot_age,
+            spent: 0,
+            ahead_since: None,
             attested: None,
         }
     }
@@ -127,12 +148,19 @@ impl TrustedTime {
         } else {
             self.wall.max(floor)
         };
-        self.mark = Some(self.evidence().map_or(at, |e| e.min(at)));
+        // (While readings are provisional the attestation is a floor only: our evidence
+        // was wrong, and an hour below the vendor's clock is no mark to judge a wall by.
+        // The first firm reading starts a new mark.)
+        self.mark = if self.provisional {
+            None
+        } else {
+            Some(self.evidence().map_or(at, |e| e.min(at)))
+        };
         self.stored = None;
         self.soft_until = None;
         self.behind = false;
-        self.budget_since = self.last_mono;
-        self.budget_carried = Duration::ZERO;
+        self.ahead_since = None;
+        // (What corrections spent stays spent: an attestation gives no budget back.)
         // (An earlier attestation's floor, carried on by monotonic time, stays if it is
         // later: it is real time too.)
         self.attest_floor(time_secs);
@@ -172,40 +200,54 @@ impl TrustedTime {
         (self.wall < floor - THRESHOLD_NANOS).then(|| tenths(self.wall - floor))
     }
 
-    /// The monotonic time the drift budget has been accruing: since the run's start or
-    /// the last correction, plus what an earlier run had earned.
+    /// How long the drift budget has been accruing: the host's boot age where the clock
+    /// tells it, else the monotonic time of this run plus what an earlier run on the same
+    /// boot had reached.
     pub(crate) fn budget_age(&self) -> Duration {
-        self.budget_carried
-            .saturating_add(self.last_mono.saturating_sub(self.budget_since))
-    }
-
-    /// The largest step back that an honest clock can need: the threshold, plus 500 ppm
-    /// of the budget's age.
-    fn budget_nanos(&self) -> i128 {
-        THRESHOLD_NANOS + self.budget_age().as_nanos() as i128 / DRIFT_DIVISOR
-    }
-
-    /// A wall behind `evidence` by no more than the honest drift budget is a correction:
-    /// our evidence re-bases at the wall, and the budget starts again.
-    fn correct_within_budget(&mut self, evidence: i128) -> Option<ClockAnomaly> {
-        let wall = self.wall;
-        if evidence - wall > self.budget_nanos() {
-            return None;
-        }
-        self.rebase(wall);
-        Some(ClockAnomaly::Corrected {
-            seconds: tenths(wall - evidence),
+        self.boot_age.unwrap_or_else(|| {
+            self.budget_carried
+                .saturating_add(self.last_mono.saturating_sub(self.budget_since))
         })
     }
 
-    /// Re-bases all of our own evidence at `wall` after a correction within the budget,
-    /// and starts the budget again from zero.
+    /// What corrections have spent of this boot's budget so far.
+    pub(crate) fn budget_spent(&self) -> Duration {
+        Duration::from_nanos(u64::try_from(self.spent.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// The whole budget of this boot: the threshold, granted once, plus 500 ppm of the
+    /// boot's age (at most 30 days of it).
+    fn budget_nanos(&self) -> i128 {
+        THRESHOLD_NANOS + self.budget_age().min(MAX_BUDGET_AGE).as_nanos() as i128 / DRIFT_DIVISOR
+    }
+
+    /// What is left of this boot's budget.
+    fn budget_left(&self) -> i128 {
+        self.budget_nanos() - self.spent
+    }
+
+    /// A wall behind `evidence` by no more than what is left of the honest drift budget
+    /// is a correction: our evidence re-bases at the wall, and the step is spent.
+    fn correct_within_budget(&mut self, evidence: i128) -> Option<ClockAnomaly> {
+        let wall = self.wall;
+        let step = evidence - wall;
+        if step > self.budget_left() {
+            return None;
+        }
+        self.spent += step.max(0);
+        self.rebase(wall);
+        Some(ClockAnomaly::Corrected {
+            seconds: tenths(-step),
+        })
+    }
+
+    /// Re-bases all of our own evidence at `wall` after a correction within the budget.
+    /// (The budget is not restarted: re-basing never gives budget back.)
     fn rebase(&mut self, wall: i128) {
         self.mark = self.mark.map(|m| m.min(wall));
         self.stored = self.stored.map(|s| s.min(wall));
         self.behind = false;
-        self.budget_since = self.last_mono;
-        self.budget_carried = Duration::ZERO;
+        self.ahead_since = None;
     }
 
     /// Sets the vendor's build time as a floor under trusted time.
@@ -232,6 +274,7 @@ impl TrustedTime {
         let wall = unix_nanos(reading.wall);
         let was_provisional = self.provisional;
         self.provisional = reading.provisional;
+        self.boot_age = reading.boot_age;
         // A monotonic clock that went backwards (a restored checkpoint, C6) gives no
         // information: re-baseline without judging.
         let Some(elapsed) = reading.mono.checked_sub(self.last_mono) else {
@@ -241,6 +284,10 @@ impl TrustedTime {
             self.last_mono = reading.mono;
             self.wall = wall;
             self.soft_until = None;
+            self.ahead_since = None;
+            // (Real time went on while the checkpoint was shelved: a wall ahead of our
+            // mark is believed, which only brings licenses' ends closer.)
+            self.mark = self.mark.map(|m| m.max(wall));
             return None;
         };
         let elapsed = elapsed.as_nanos() as i128;
@@ -272,9 +319,21 @@ impl TrustedTime {
         if wall >= mark - THRESHOLD_NANOS {
             // Small forward differences (NTP slew, timer jitter) are absorbed so the mark
             // stays close to real time; large ones are not, so a clock set far ahead and
-            // then corrected does not leave trusted time in the future.
+            // then corrected does not leave trusted time in the future. A wall far ahead
+            // is believed once it has held there for `CONFIRM_FORWARD`: until then it is
+            // no evidence, so a clock set ahead to reach a held license's `nbf` buys
+            // nothing, and an honest wall a year ahead for a minute refuses nobody.
             if wall > mark && wall - mark <= THRESHOLD_NANOS {
                 self.mark = Some(wall);
+                self.ahead_since = None;
+            } else if wall > mark {
+                let since = *self.ahead_since.get_or_insert(reading.mono);
+                if reading.mono.saturating_sub(since) >= CONFIRM_FORWARD {
+                    self.mark = Some(wall);
+                    self.ahead_since = None;
+                }
+            } else {
+                self.ahead_since = None;
             }
             if self.soft_until.is_some_and(|until| reading.mono >= until) {
                 self.soft_until = None;
@@ -290,6 +349,7 @@ impl TrustedTime {
             }
             return self.judge_behind(hard_behind, skew);
         }
+        self.ahead_since = None;
         if !hard_behind {
             // Only unconfirmed evidence said time was further on: this step corrects it.
             let rebased = self.hard().map_or(wall, |h| h.max(wall));
@@ -330,16 +390,20 @@ impl TrustedTime {
     /// clock is more than the threshold behind it (a clock set back while the service was
     /// down), unless the reading is provisional.
     ///
-    /// `budget_age` is the drift budget the earlier run had earned: a wall behind the
-    /// stored mark by no more than that budget is a correction (the stored mark re-bases),
-    /// as a clock that ran fast before the restart and was corrected since looks exactly
-    /// so. Downtime earns nothing: nobody saw the clock meanwhile.
+    /// `budget_age` and `spent` are the drift budget's age and what corrections spent of
+    /// it in earlier runs on this host boot (the shell passes zero for an earlier boot): a
+    /// wall behind the stored mark by no more than what is left is a correction (the
+    /// stored mark re-bases), as a clock that ran fast before the restart and was
+    /// corrected since looks exactly so. Downtime earns nothing where the clock cannot
+    /// tell the boot's age: nobody saw the clock meanwhile.
     pub(crate) fn restore_mark(
         &mut self,
         stored_secs: i64,
         budget_age: Duration,
+        spent: Duration,
     ) -> Option<ClockAnomaly> {
         self.budget_carried = self.budget_carried.max(budget_age);
+        self.spent = self.spent.max(spent.as_nanos() as i128);
         let stored = stored_secs as i128 * NANOS;
         self.stored = Some(self.stored.map_or(stored, |s| s.max(stored)));
         if self.mark.is_some() {
@@ -384,15 +448,34 @@ impl TrustedTime {
         secs_floor(self.wall)
     }
 
-    /// Trusted now, in nanoseconds since the epoch: max(wall, our evidence, build floor).
+    /// Trusted now, in nanoseconds since the epoch: max(wall, our evidence, build floor),
+    /// leaving out a wall that jumped ahead and is not yet confirmed.
     fn now_nanos(&self) -> i128 {
-        let now = max_opt(Some(self.wall), self.evidence()).unwrap_or(self.wall);
+        let wall = match (self.ahead_since, self.evidence()) {
+            (Some(_), Some(evidence)) => evidence,
+            _ => self.wall,
+        };
+        let now = max_opt(Some(wall), self.evidence()).unwrap_or(wall);
         self.floor().map_or(now, |floor| now.max(floor))
     }
 
     /// Trusted now, in whole seconds since the epoch (floored).
     pub(crate) fn now_secs(&self) -> i64 {
         secs_floor(self.now_nanos())
+    }
+
+    /// The instant held licenses' `nbf`s are judged at: trusted now, except while it rests
+    /// on a reading not yet confirmed (provisional, or a run's first firm reading) that is
+    /// ahead of hard evidence (the stored mark carried on by monotonic time): then the
+    /// hard evidence. A clock set ahead across a restart or a reboot thus brings no
+    /// renewal into force early, while the end of a license is still judged at the wall
+    /// (it may be real time gone by while the service was down).
+    pub(crate) fn start_now_secs(&self) -> i64 {
+        let now = self.now_secs();
+        if !self.unconfirmed() {
+            return now;
+        }
+        self.hard_now_secs().map_or(now, |hard| hard.min(now))
     }
 
     /// Trusted now from evidence that is not provisional (our marks and the build floor),
@@ -460,6 +543,7 @@ mod tests {
             wall: at(wall),
             mono: Duration::from_secs(mono),
             provisional: false,
+            boot_age: None,
         }
     }
     fn early(wall: i64, mono: u64) -> Reading {
@@ -533,9 +617,10 @@ mod tests {
                 seconds: year as f64
             })
         );
-        assert_eq!(t.now_secs(), 10_010 + year);
+        // Unconfirmed: judged at the mark, not at the wall a year ahead.
+        assert_eq!(t.now_secs(), 10_010);
         // Corrected back to the truth: not manipulation (catalog C4), and trusted time is
-        // real time again.
+        // real time.
         assert_eq!(t.sample(read(10_020, 20)), None);
         assert_eq!(t.now_secs(), 10_020);
         assert_eq!(t.persistable_mark(), Some(10_020));
@@ -604,7 +689,7 @@ mod tests {
     #[test]
     fn a_provisional_step_back_below_firm_evidence_is_held_then_judged() {
         let mut t = TrustedTime::new(early(10_000, 10));
-        assert_eq!(t.restore_mark(10_000, Duration::ZERO), None);
+        assert_eq!(t.restore_mark(10_000, Duration::ZERO, Duration::ZERO), None);
         // Set back 30 days in the boot window: trusted time holds the stored mark.
         assert_eq!(t.sample(early(10_060 - 30 * 86_400, 70)), None);
         assert_eq!(t.now_secs(), 10_060);
@@ -623,7 +708,7 @@ mod tests {
         // The boot window closes with the clock still 10 s ahead; NTP fixes it minutes
         // later. With a stored mark, that first firm reading is not yet hard evidence.
         let mut t = TrustedTime::new(early(10_000, 10));
-        assert_eq!(t.restore_mark(10_000, Duration::ZERO), None);
+        assert_eq!(t.restore_mark(10_000, Duration::ZERO, Duration::ZERO), None);
         assert_eq!(t.sample(read(10_910, 900)), None);
         assert_eq!(
             t.persistable_mark(),
@@ -644,7 +729,7 @@ mod tests {
         );
         // But never below the stored mark, confirmed or not.
         let mut t = TrustedTime::new(read(9_000, 0));
-        assert!(t.restore_mark(10_000, Duration::ZERO).is_some());
+        assert!(t.restore_mark(10_000, Duration::ZERO, Duration::ZERO).is_some());
         assert_eq!(t.now_secs(), 10_000);
     }
 
@@ -652,12 +737,12 @@ mod tests {
     fn a_stored_mark_ahead_of_the_wall_at_start_is_manipulation() {
         let mut t = TrustedTime::new(read(5_000, 0));
         assert_eq!(
-            t.restore_mark(9_000, Duration::ZERO),
+            t.restore_mark(9_000, Duration::ZERO, Duration::ZERO),
             Some(ClockAnomaly::BackwardJump { seconds: -4000 })
         );
         assert_eq!(t.now_secs(), 9_000);
         let mut ok = TrustedTime::new(read(9_003, 0));
-        assert_eq!(ok.restore_mark(9_000, Duration::ZERO), None);
+        assert_eq!(ok.restore_mark(9_000, Duration::ZERO, Duration::ZERO), None);
     }
 
     #[test]
@@ -678,13 +763,14 @@ mod tests {
             wall: UNIX_EPOCH - Duration::from_secs(86_400),
             mono: Duration::ZERO,
             provisional: false,
+            boot_age: None,
         });
         assert!(t.now_secs() < 0);
         t.sample(read(-86_000, 400));
         assert_eq!(t.until(10), Duration::from_secs(86_010));
         // A stored mark at the limit of i64 is no reason to panic either.
-        let _ = t.restore_mark(i64::MAX, Duration::MAX);
-        let _ = t.restore_mark(i64::MIN, Duration::ZERO);
+        let _ = t.restore_mark(i64::MAX, Duration::MAX, Duration::MAX);
+        let _ = t.restore_mark(i64::MIN, Duration::ZERO, Duration::ZERO);
         let _ = t.until(i64::MIN);
         let _ = t.until(i64::MAX);
     }
