@@ -20,9 +20,10 @@ pub(crate) mod set;
 mod simulation;
 #[cfg(test)]
 mod tests;
+pub(crate) mod throttle;
 pub(crate) mod time;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +34,7 @@ use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError, Notice};
 use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate, instance_limit};
 
 pub(crate) use set::{Line, Member};
+use throttle::{Keyed, Throttle};
 use time::{ClockAnomaly, TrustedTime};
 
 /// How often the state file's mark is brought up to date.
@@ -123,12 +125,6 @@ pub(crate) enum Observation {
     Changed(Read),
 }
 
-/// Whether `every` has passed since `since` at `now` (monotonic readings). A monotonic
-/// clock that went back (a restored checkpoint) makes it due: re-baselined, not stuck.
-fn due(since: Option<Duration>, now: Duration, every: Duration) -> bool {
-    since.is_none_or(|at| now < at || now >= at.saturating_add(every))
-}
-
 /// The judge. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Judge {
@@ -168,13 +164,13 @@ pub(crate) struct Judge {
     ever_valid: bool,
     last: Option<Evaluation>,
     /// When the expiry alert last fired, to repeat it at most once per check interval.
-    alerted_at: Option<Duration>,
+    alerted_at: Throttle,
     /// The last failure reported (what was read, and when), so that an unchanged bad
     /// source is reported at most once per check interval, whatever storm of
     /// `check_now` or SIGHUP comes in between.
-    failure_reported: Option<(String, Duration)>,
+    failure_reported: Option<(String, Throttle)>,
     /// When a wall clock behind a vendor floor was last reported.
-    floor_reported_at: Option<Duration>,
+    floor_reported_at: Throttle,
     /// While cut off: when the drain period ends, and whether it has.
     drain_ends: Option<Duration>,
     drained: bool,
@@ -194,10 +190,10 @@ pub(crate) struct Judge {
     revoked: BTreeMap<String, i64>,
     /// Refused notices reported (by fingerprint), and when: each at most once per check
     /// interval.
-    notices_reported: HashMap<String, Duration>,
+    notices_reported: Keyed<String>,
     /// What was last written to the state file, and when.
     persisted: Option<PersistedState>,
-    persisted_at: Duration,
+    persisted_at: Throttle,
     events: VecDeque<LicenseEvent>,
 }
 
@@ -226,9 +222,9 @@ impl Judge {
             manipulated_at: None,
             ever_valid: false,
             last: None,
-            alerted_at: None,
+            alerted_at: Throttle::default(),
             failure_reported: None,
-            floor_reported_at: None,
+            floor_reported_at: Throttle::default(),
             drain_ends: None,
             drained: false,
             feature_drains: BTreeMap::new(),
@@ -237,9 +233,9 @@ impl Judge {
             instance_anchor: None,
             notice_seq: BTreeMap::new(),
             revoked: BTreeMap::new(),
-            notices_reported: HashMap::new(),
+            notices_reported: Keyed::default(),
             persisted: None,
-            persisted_at: first.mono,
+            persisted_at: Throttle::since(first.mono),
             events: VecDeque::new(),
         }
     }
@@ -314,7 +310,7 @@ impl Judge {
     /// A successful write of `state` to the state file.
     pub(crate) fn handle_persisted(&mut self, state: PersistedState) {
         self.persisted = Some(state);
-        self.persisted_at = self.mono;
+        self.persisted_at.mark(self.mono);
     }
 
     /// One wake: sample the clocks at `reading`, judge what was observed, take the
@@ -551,7 +547,7 @@ impl Judge {
                     || last.revoked != state.revoked
                     || ((last.high_water != state.high_water
                         || last.budget_age != state.budget_age)
-                        && due(Some(self.persisted_at), self.mono, PERSIST_INTERVAL))
+                        && self.persisted_at.is_due(self.mono, PERSIST_INTERVAL))
             }
         };
         due.then_some(state)
@@ -602,14 +598,10 @@ impl Judge {
         // With a state file, wake a minute after each write to keep its mark current: a
         // restart then finds a mark at most a minute old. Nothing written (no firm mark
         // yet, or the disk failed): retry in a minute, never in a busy loop.
-        let persist = self.config.state_file.then(|| {
-            let at = self.persisted_at.saturating_add(PERSIST_INTERVAL);
-            if at > self.mono {
-                at
-            } else {
-                self.mono.saturating_add(PERSIST_INTERVAL)
-            }
-        });
+        let persist = self
+            .config
+            .state_file
+            .then(|| self.persisted_at.next_due(self.mono, PERSIST_INTERVAL));
         let cap = self.mono.saturating_add(MAX_SLEEP);
         [decision, persist]
             .into_iter()
@@ -973,8 +965,7 @@ impl Judge {
             }
             self.accept_notice(customer, &notice);
         }
-        self.notices_reported
-            .retain(|print, _| seen.contains(print));
+        self.notices_reported.retain(|print| seen.contains(print));
     }
 
     fn accept_notice(&mut self, customer: &str, notice: &Notice) {
@@ -1025,14 +1016,12 @@ impl Judge {
     }
 
     fn reject_notice(&mut self, line: &NoticeLine, error: LicenseError, seq: Option<u64>) {
-        let due = match self.notices_reported.get(&line.print) {
-            Some(at) => due(Some(*at), self.mono, self.config.check_interval),
-            None => true,
-        };
-        if !due {
+        if !self
+            .notices_reported
+            .ready(line.print.clone(), self.mono, self.config.check_interval)
+        {
             return;
         }
-        self.notices_reported.insert(line.print.clone(), self.mono);
         self.events.push_back(LicenseEvent::NoticeRejected {
             error,
             line: line.line,
@@ -1053,16 +1042,15 @@ impl Judge {
     /// Whether a failure reading `what` is to be reported now: a new one, or one last
     /// reported a check interval ago or more.
     fn report_failure(&mut self, what: String) -> bool {
-        let report = match &self.failure_reported {
-            Some((last, at)) if *last == what => {
-                due(Some(*at), self.mono, self.config.check_interval)
+        match &mut self.failure_reported {
+            Some((last, throttle)) if *last == what => {
+                throttle.ready(self.mono, self.config.check_interval)
             }
-            _ => true,
-        };
-        if report {
-            self.failure_reported = Some((what, self.mono));
+            _ => {
+                self.failure_reported = Some((what, Throttle::since(self.mono)));
+                true
+            }
         }
-        report
     }
 
     /// `license.loaded` for each license that is in force now and has not been
@@ -1095,7 +1083,7 @@ impl Judge {
             // A new end of coverage (a renewal, a license dropped) starts its own alert
             // schedule.
             if previous.expires_at != verdict.expires_at {
-                self.alerted_at = None;
+                self.alerted_at.reset();
             }
         }
         match (was, verdict.state) {
@@ -1128,8 +1116,13 @@ impl Judge {
             (verdict.band, &verdict.claims, verdict.expires_at)
         {
             let entered = previous.is_none_or(|p| p.band != Some(band) || !p.is_valid());
-            if entered || (full && due(self.alerted_at, self.mono, self.config.check_interval)) {
-                self.alerted_at = Some(self.mono);
+            if entered
+                || (full
+                    && self
+                        .alerted_at
+                        .is_due(self.mono, self.config.check_interval))
+            {
+                self.alerted_at.mark(self.mono);
                 self.events.push_back(LicenseEvent::Expiring {
                     band,
                     days_remaining: verdict.days_remaining().unwrap_or(0),
@@ -1176,12 +1169,10 @@ impl Judge {
         let Some((kind, drift_seconds)) = finding else {
             return;
         };
-        if due(
-            self.floor_reported_at,
-            self.mono,
-            self.config.check_interval,
-        ) {
-            self.floor_reported_at = Some(self.mono);
+        if self
+            .floor_reported_at
+            .ready(self.mono, self.config.check_interval)
+        {
             self.events.push_back(LicenseEvent::TimeDriftDetected {
                 drift_seconds,
                 kind,
