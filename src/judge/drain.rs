@@ -57,7 +57,8 @@ impl Drain {
             return;
         }
         let now = verdict.features();
-        self.features.retain(|feature, _| !now.contains(&feature.as_str()));
+        self.features
+            .retain(|feature, _| !now.contains(&feature.as_str()));
         if let Some(before) = before.map(Verdict::features) {
             let ends = mono.saturating_add(period);
             for gone in before.into_iter().filter(|f| !now.contains(f)) {
@@ -73,6 +74,10 @@ impl Drain {
 
     /// When the next feature's drain ends, after `mono`.
     pub(super) fn feature_wake(&self, mono: Duration) -> Option<Duration> {
-        self.features.values().copied().filter(|ends| *ends > mono).min()
+        self.features
+            .values()
+            .copied()
+            .filter(|ends| *ends > mono)
+            .min()
     }
 }

@@ -96,7 +96,11 @@ impl Episode {
 
     /// Manipulation-grace clears once the wall clock agrees with trusted time again
     /// (`wall_consistent`) and a valid license is in force (`licensed`).
-    pub(super) fn clear_manipulation(&mut self, wall_consistent: bool, licensed: impl FnOnce() -> bool) {
+    pub(super) fn clear_manipulation(
+        &mut self,
+        wall_consistent: bool,
+        licensed: impl FnOnce() -> bool,
+    ) {
         if self.manipulated_at.is_some() && wall_consistent && licensed() {
             self.manipulated_at = None;
         }
@@ -158,7 +162,11 @@ impl Episode {
     /// manipulation cleared.
     pub(super) fn attested(&mut self, moved: i64, wall_consistent: bool) -> bool {
         if moved < 0 {
-            for t in [&mut self.grace_anchor, &mut self.grace_floor, &mut self.grace_cap] {
+            for t in [
+                &mut self.grace_anchor,
+                &mut self.grace_floor,
+                &mut self.grace_cap,
+            ] {
                 *t = t.map(|t| t.saturating_add(moved));
             }
         }

@@ -54,7 +54,13 @@ impl Instance {
     /// when the fleet's first waiter began (unless waiters have been getting slots, as in
     /// a rollout) and grace from the end of that, so a restarted or replaced pod buys
     /// nothing.
-    pub(super) fn judge_slot(&mut self, slot: SlotWord, now: i64, mono: Duration, settling: Duration) {
+    pub(super) fn judge_slot(
+        &mut self,
+        slot: SlotWord,
+        now: i64,
+        mono: Duration,
+        settling: Duration,
+    ) {
         if !slot.without {
             *self = Self::default();
             return;

@@ -15,6 +15,9 @@
 //! Instants are the clock's monotonic readings ([`Reading::mono`]), never a runtime's:
 //! the shell turns a wake-up reading into a timer.
 
+mod drain;
+mod episode;
+mod instance;
 pub(crate) mod set;
 #[cfg(test)]
 mod simulation;
@@ -33,6 +36,10 @@ use crate::state::{MAX_NOTICE_CUSTOMERS, MAX_REVOKED, PersistedState, StateProbl
 use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError, Notice};
 use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate, instance_limit};
 
+use drain::Drain;
+use episode::Episode;
+use instance::Instance;
+pub(crate) use instance::SlotWord;
 pub(crate) use set::{Line, Member};
 use throttle::{Keyed, Throttle};
 use time::{ClockAnomaly, TrustedTime};
@@ -59,37 +66,6 @@ pub(crate) struct JudgeConfig {
     /// How long a replica that has not yet held an instance slot waits, quietly, before
     /// instance-limit grace starts (see [`SlotWord`]).
     pub(crate) instance_settling: Duration,
-}
-
-/// The instance-slot task's word (see `crate::instances`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SlotWord {
-    /// This replica holds no slot while a limit is in force.
-    pub(crate) without: bool,
-    /// It has held one since it started: losing it starts grace at once, with no
-    /// settling (a replica new to the fleet settles first: a rollout's surge pod).
-    pub(crate) ever_held: bool,
-    /// How long the fleet had run more replicas than slots (some replica has waited
-    /// without one ever since), by a live overuse record in the cluster, as of a reading
-    /// of the judge's monotonic clock: `(age, at)`. Settling is counted from the fleet's
-    /// first waiter, so that restarting or replacing pods buys no time. (An age, not an
-    /// instant: the overuse may have begun before this process's clock started.)
-    pub(crate) fleet_waited: Option<(Duration, Duration)>,
-    /// Waiting replicas have been getting slots (within a lease duration): the fleet is
-    /// turning over, as in a rollout, and a replica new to it settles on its own clock.
-    pub(crate) fleet_turning_over: bool,
-}
-
-impl From<bool> for SlotWord {
-    /// The word of a replica that held a slot: `without` it now, or not.
-    fn from(without: bool) -> Self {
-        SlotWord {
-            without,
-            ever_held: true,
-            fleet_waited: None,
-            fleet_turning_over: false,
-        }
-    }
 }
 
 /// One vendor notice of a read (a line whose header says it is one), verified by the
@@ -144,24 +120,8 @@ pub(crate) struct Judge {
     problem: Option<LicenseError>,
     /// How many reads in a row had a problem (for `license.recovered`).
     failed_reads: u64,
-    /// Since when no license at all has been seen in the current episode.
-    grace_anchor: Option<i64>,
-    /// The grace anchor was set while trusted now rested on an unconfirmed reading.
-    anchor_soft: bool,
-    /// The latest cut-off an earlier episode without a license earned.
-    grace_floor: Option<i64>,
-    /// Since when the last run was in grace, from the state file: it anchors this run's
-    /// grace when the first check finds no license at all or a clock set back, so that
-    /// deleting an expired license, or setting the clock back, and restarting buys no
-    /// fresh grace. (With a license present, its signed `exp` anchors anew.)
-    restored_since: Option<i64>,
-    /// Where the last run's grace was to end, from the state file.
-    restored_cut: Option<i64>,
-    /// The latest the current episode without a license may end (see `grace_cap` in
-    /// `verdict::Input`).
-    grace_cap: Option<i64>,
-    manipulated_at: Option<i64>,
-    ever_valid: bool,
+    /// The episode without a license: its anchor, floor, cap and manipulation.
+    episode: Episode,
     last: Option<Evaluation>,
     /// When the expiry alert last fired, to repeat it at most once per check interval.
     alerted_at: Throttle,
@@ -171,19 +131,10 @@ pub(crate) struct Judge {
     failure_reported: Option<(String, Throttle)>,
     /// When a wall clock behind a vendor floor was last reported.
     floor_reported_at: Throttle,
-    /// While cut off: when the drain period ends, and whether it has.
-    drain_ends: Option<Duration>,
-    drained: bool,
-    /// Features that a renewal (or the end of the license that granted them) took away
-    /// while the service stayed licensed: when the drain period of their routes' open
-    /// responses ends.
-    feature_drains: BTreeMap<String, Duration>,
-    /// Since when (trusted seconds) this replica has held no instance slot.
-    without_slot_since: Option<i64>,
-    /// Until when (trusted seconds) a replica new to the fleet settles without a slot.
-    settling_until: Option<i64>,
-    /// Where instance-limit grace runs from (trusted seconds), once settled.
-    instance_anchor: Option<i64>,
+    /// The drain periods running (after a cut-off, or a feature taken away).
+    drain: Drain,
+    /// This replica's standing without an instance slot.
+    instance: Instance,
     /// The highest vendor notice `seq` accepted, by customer (kept in the state file).
     notice_seq: BTreeMap<String, u64>,
     /// Revoked license `jti`s, and from when (trusted seconds; kept in the state file).
@@ -213,24 +164,13 @@ impl Judge {
             announced: HashSet::new(),
             problem: None,
             failed_reads: 0,
-            grace_anchor: None,
-            anchor_soft: false,
-            grace_floor: None,
-            restored_since: None,
-            restored_cut: None,
-            grace_cap: None,
-            manipulated_at: None,
-            ever_valid: false,
+            episode: Episode::default(),
             last: None,
             alerted_at: Throttle::default(),
             failure_reported: None,
             floor_reported_at: Throttle::default(),
-            drain_ends: None,
-            drained: false,
-            feature_drains: BTreeMap::new(),
-            without_slot_since: None,
-            settling_until: None,
-            instance_anchor: None,
+            drain: Drain::default(),
+            instance: Instance::default(),
             notice_seq: BTreeMap::new(),
             revoked: BTreeMap::new(),
             notices_reported: Keyed::default(),
@@ -244,17 +184,13 @@ impl Judge {
 
     /// Whether the drain period after a cut-off is over.
     pub(crate) fn drained(&self) -> bool {
-        self.drained
+        self.drain.drained()
     }
 
     /// Whether the open responses of `feature`'s routes must end: a drain period has
     /// passed since the feature was taken away (or since the cut-off).
     pub(crate) fn feature_drained(&self, feature: &str) -> bool {
-        self.drained
-            || self
-                .feature_drains
-                .get(feature)
-                .is_some_and(|ends| self.mono >= *ends)
+        self.drain.feature_drained(feature, self.mono)
     }
 
     /// The instance limit of the licenses that apply now (also after a cut-off: a replica
@@ -281,22 +217,12 @@ impl Judge {
                 self.persisted = Some(state.clone());
                 // Accepted notices stay accepted: an older one (a replayed attestation)
                 // is refused after a restart, and a revocation stays when its line goes.
+                self.episode.restore(&state);
+                let age = Duration::from_secs(state.budget_age);
+                let high_water = state.high_water;
                 self.notice_seq = state.notice_seq;
                 self.revoked = state.revoked;
-                if state.version < 2 {
-                    // Version 1 kept one anchor, of any kind.
-                    self.restored_since = state.grace_anchor;
-                } else {
-                    self.grace_anchor = state.grace_anchor;
-                    // An episode carried over never ends later than the run before would
-                    // have ended it.
-                    self.grace_cap = state.grace_anchor.and(state.cut_off);
-                    self.grace_floor = state.grace_floor;
-                    self.restored_since = state.not_valid_since;
-                    self.restored_cut = state.cut_off;
-                }
-                let age = Duration::from_secs(state.budget_age);
-                if let Some(anomaly) = self.time.restore_mark(state.high_water, age) {
+                if let Some(anomaly) = self.time.restore_mark(high_water, age) {
                     self.on_clock_anomaly(anomaly);
                 }
             }
@@ -335,60 +261,25 @@ impl Judge {
         // The set's customer can change with time alone (a renamed renewal starts).
         let (chosen, _) = set::choose(&self.candidates, self.time.now_secs());
         self.set = chosen;
-        // The first check after a restart: no license at all continues the grace the last
-        // run was in, and never ends later than the last run's cut-off (the end of its
-        // grace, or of the licenses it had: deleting a license and restarting buys
-        // nothing); a clock found set back anchors at the last run's grace too.
-        let restored_cut = self.restored_cut.take();
-        let restored_since = self.restored_since.take();
-        if self.set.is_empty() {
-            if let Some(since) = restored_since {
-                self.grace_anchor = Some(self.grace_anchor.map_or(since, |a| a.min(since)));
-            }
-            if let Some(cut) = restored_cut {
-                self.grace_cap = Some(self.grace_cap.map_or(cut, |c| c.min(cut)));
-            }
-        }
-        if let Some(since) = restored_since {
-            self.manipulated_at = self.manipulated_at.map(|m| m.min(since));
-        }
+        self.episode.apply_restored(self.set.is_empty());
         // A license's signed `iat` is a floor for judging that license (real time is at
         // least that, give or take the vendor's clock): it never raises the mark.
         let issue_floor = self.issue_floor();
         let now = issue_floor.map_or(self.time.now_secs(), |f| f.max(self.time.now_secs()));
         self.report_floors(issue_floor);
-        // Anchors never lie ahead of trusted time: a reading far ahead (provisional, or
-        // set ahead and corrected) must not leave a grace period that ends later.
         let grace = self.grace_secs();
-        self.grace_anchor = self.grace_anchor.map(|a| a.min(now));
-        self.grace_floor = self.grace_floor.map(|f| f.min(now.saturating_add(grace)));
-        self.manipulated_at = self.manipulated_at.map(|m| m.min(now));
-        // A grace period that starts now, while trusted now rests on a reading not yet
-        // confirmed (provisional, or the first after a restart), is marked: if that reading
-        // turns out to be ahead, the correction moves the anchor back with it (see
-        // `on_clock_anomaly`), so a clock set ahead cannot stretch grace.
-        let fresh_anchor = self.grace_anchor.is_none();
-        if fresh_anchor {
-            // An episode without a license that starts now never ends later than the
-            // coverage before it would have (a renewal revoked before it started, and the
-            // license it replaced gone at its end, buy no fresh grace), as after a
-            // restart (`restored_cut`).
-            if let Some(cut) = self.last.as_ref().and_then(|e| e.cut_off) {
-                self.grace_cap = Some(self.grace_cap.map_or(cut, |c| c.min(cut)));
-            }
-        }
-        // Manipulation-grace clears once the wall clock agrees with trusted time again and
-        // a valid license is in force.
-        if self.manipulated_at.is_some()
-            && self.time.wall_is_consistent()
-            && self
-                .set
-                .iter()
-                .any(|m| m.claims.nbf.is_none_or(|nbf| nbf <= now) && now < m.claims.ends())
-        {
-            self.manipulated_at = None;
-        }
-        self.judge_slot(slot, now);
+        self.episode.not_after(now, grace);
+        let fresh_anchor = self
+            .episode
+            .fresh(self.last.as_ref().and_then(|e| e.cut_off));
+        let set = &self.set;
+        self.episode
+            .clear_manipulation(self.time.wall_is_consistent(), || {
+                set.iter()
+                    .any(|m| m.claims.nbf.is_none_or(|nbf| nbf <= now) && now < m.claims.ends())
+            });
+        self.instance
+            .judge_slot(slot, now, self.mono, self.config.instance_settling);
         let licenses: Vec<Arc<Claims>> = self.set.iter().map(|m| Arc::clone(&m.claims)).collect();
         let mut evaluation = evaluate(&self.input(&licenses, now));
         if evaluation.verdict.state == LicenseState::GraceExpired && self.time.provisional() {
@@ -407,43 +298,23 @@ impl Judge {
         }
         self.announce(&evaluation.verdict);
         self.transition_events(&evaluation, full || reloaded);
-        // Responses admitted before a cut-off get the drain period, counted from the check
-        // that published the cut-off (at the end of grace's exact second, or when an
-        // expired license was loaded), then end; a valid license or grace again stops it.
-        self.drain_ends = match (evaluation.verdict.state, self.drain_ends) {
-            // (Never further off than a full period: a monotonic clock that went back
-            // must not postpone it.)
-            (LicenseState::GraceExpired, Some(ends)) => {
-                Some(ends.min(self.mono.saturating_add(self.config.drain_period)))
-            }
-            (LicenseState::GraceExpired, None) => {
-                Some(self.mono.saturating_add(self.config.drain_period))
-            }
-            _ => None,
-        };
-        self.drained = self.drain_ends.is_some_and(|ends| self.mono >= ends);
-        if fresh_anchor && evaluation.grace_anchor.is_some() {
-            // (Only an anchor taken from the reading itself.)
-            self.anchor_soft = self.time.unconfirmed() && evaluation.grace_anchor == Some(now);
-        } else if !self.time.unconfirmed() || evaluation.grace_anchor.is_none() {
-            self.anchor_soft = false;
-        }
-        if let (Some(anchor), None) = (self.grace_anchor, evaluation.grace_anchor) {
-            // The episode without a license ended (a license came in): the cut-off it had
-            // earned stays, so that license can never bring the cut-off earlier.
-            let earned = anchor.saturating_add(grace);
-            let earned = self.grace_cap.map_or(earned, |cap| earned.min(cap));
-            self.grace_floor = Some(self.grace_floor.map_or(earned, |f| f.max(earned)));
-        }
-        self.grace_anchor = evaluation.grace_anchor;
-        if self.grace_anchor.is_none() {
-            self.grace_cap = None;
-        }
-        self.track_feature_drains(&evaluation.verdict);
-        self.ever_valid |= evaluation.verdict.is_valid();
+        self.drain.track(
+            &evaluation.verdict,
+            self.last.as_ref().map(|e| &e.verdict),
+            self.mono,
+            self.config.drain_period,
+        );
+        self.episode.evaluated(
+            &evaluation,
+            fresh_anchor,
+            self.time.unconfirmed(),
+            now,
+            grace,
+        );
         let mut verdict = evaluation.verdict.clone();
         verdict.evaluated_mono = self.time.last_mono();
         verdict.instance_settling_until = self
+            .instance
             .settling_until
             .filter(|_| verdict.admits())
             .map(crate::clock::from_unix_seconds);
@@ -455,69 +326,6 @@ impl Judge {
         verdict.revocations = self.revoked.len();
         self.last = Some(evaluation);
         Arc::new(verdict)
-    }
-
-    /// Where instance-limit grace runs from. A replica without a slot that never held
-    /// one first settles: admitted, quiet, for `instance_settling` (a rollout's surge pod
-    /// gets its slot when an old pod goes); grace then runs from the end of settling. One
-    /// that lost its slot starts grace at once. A live record of the fleet's overuse
-    /// counts settling from when the fleet's first waiter began (unless waiters have been
-    /// getting slots, as in a rollout) and grace from the end of that, so a restarted or
-    /// replaced pod buys nothing.
-    fn judge_slot(&mut self, slot: SlotWord, now: i64) {
-        if !slot.without {
-            self.without_slot_since = None;
-            self.settling_until = None;
-            self.instance_anchor = None;
-            return;
-        }
-        let since = self.without_slot_since.map_or(now, |s| s.min(now));
-        self.without_slot_since = Some(since);
-        let fleet = slot.fleet_waited.map(|(age, at)| {
-            let ago = self.mono.saturating_sub(at).saturating_add(age).as_secs();
-            now.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))
-        });
-        let settle = i64::try_from(self.config.instance_settling.as_secs()).unwrap_or(i64::MAX);
-        // The fleet gets one settling, counted from its first waiter, unless waiters have
-        // been getting slots (a rollout): then each new replica settles on its own.
-        let fleet_end = fleet.map(|f| f.saturating_add(settle));
-        let own_end = since.saturating_add(settle);
-        let window_end = match fleet_end {
-            Some(end) if !slot.fleet_turning_over => end.min(own_end),
-            _ => own_end,
-        };
-        // Settling is had once per episode: a settled replica that later sees no record
-        // does not settle again.
-        if !slot.ever_held && self.instance_anchor.is_none() && now < window_end {
-            self.settling_until = Some(window_end);
-            return;
-        }
-        let own = match self.settling_until.take() {
-            Some(until) => until.min(now),
-            None if slot.ever_held => since,
-            None => window_end.min(now),
-        };
-        let anchor = self.instance_anchor.map_or(own, |a| a.min(own));
-        self.instance_anchor = Some(fleet_end.map_or(anchor, |f| f.min(anchor)));
-    }
-
-    /// A feature that goes while the service stays licensed gets the drain period for
-    /// the responses its routes admitted, as the whole service gets one at the cut-off;
-    /// a feature that comes back stops it. (After the cut-off, the cut-off's drain covers
-    /// every route.)
-    fn track_feature_drains(&mut self, verdict: &Verdict) {
-        if !verdict.admits() {
-            return;
-        }
-        let now = verdict.features();
-        self.feature_drains
-            .retain(|feature, _| !now.contains(&feature.as_str()));
-        if let Some(before) = self.last.as_ref().map(|e| e.verdict.features()) {
-            let ends = self.mono.saturating_add(self.config.drain_period);
-            for gone in before.into_iter().filter(|f| !now.contains(f)) {
-                self.feature_drains.entry(gone.to_owned()).or_insert(ends);
-            }
-        }
     }
 
     // ---- polls ----
@@ -563,7 +371,7 @@ impl Judge {
         let backed = |at: i64| {
             !self.time.provisional() || self.time.firm_now_secs().is_some_and(|firm| at <= firm)
         };
-        let anchor = match self.grace_anchor {
+        let anchor = match self.episode.grace_anchor {
             Some(anchor) if !backed(anchor) => self.persisted.as_ref().and_then(|p| p.grace_anchor),
             anchor => anchor,
         };
@@ -581,7 +389,7 @@ impl Judge {
             since => (since, last.and_then(|e| e.cut_off)),
         };
         let mut state = PersistedState::new(mark, anchor);
-        state.grace_floor = self.grace_floor;
+        state.grace_floor = self.episode.grace_floor;
         state.not_valid_since = since;
         state.cut_off = cut_off;
         state.budget_age = self.time.budget_age().as_secs();
@@ -618,14 +426,10 @@ impl Judge {
             .as_ref()
             .and_then(|e| e.next_change)
             .map(|at| self.mono.saturating_add(self.time.until(at)));
-        let drain = self.drain_ends.filter(|_| !self.drained);
-        let features = self
-            .feature_drains
-            .values()
-            .copied()
-            .filter(|ends| *ends > self.mono)
-            .min();
+        let drain = self.drain.wake();
+        let features = self.drain.feature_wake(self.mono);
         let settled = self
+            .instance
             .settling_until
             .map(|at| self.mono.saturating_add(self.time.until(at)));
         change
@@ -647,13 +451,13 @@ impl Judge {
             licenses,
             problem: self.problem.as_ref(),
             now,
-            grace_anchor: self.grace_anchor,
-            grace_floor: self.grace_floor,
-            grace_cap: self.grace_cap,
-            manipulated_at: self.manipulated_at,
+            grace_anchor: self.episode.grace_anchor,
+            grace_floor: self.episode.grace_floor,
+            grace_cap: self.episode.grace_cap,
+            manipulated_at: self.episode.manipulated_at,
             grace_period: self.grace_secs(),
-            no_grace: self.config.fail_closed && !self.ever_valid,
-            without_slot_since: self.instance_anchor,
+            no_grace: self.config.fail_closed && !self.episode.ever_valid,
+            without_slot_since: self.instance.anchor,
         }
     }
 
@@ -662,7 +466,7 @@ impl Judge {
             ClockAnomaly::BackwardJump { seconds } => {
                 let now = self.time.now_secs();
                 let at = self.time.hard_now_secs().map_or(now, |h| h.min(now));
-                self.manipulated_at.get_or_insert(at);
+                self.episode.manipulated(at);
                 self.events
                     .push_back(LicenseEvent::TimeManipulationDetected {
                         wall_clock_jump_seconds: seconds,
@@ -675,12 +479,7 @@ impl Judge {
                 });
             }
             ClockAnomaly::Corrected { seconds } => {
-                if self.anchor_soft {
-                    // The anchor was taken from the reading just corrected: move it back
-                    // with it (never forward).
-                    let back = (seconds.min(0.0) as i64).max(i64::MIN / 2);
-                    self.grace_anchor = self.grace_anchor.map(|a| a.saturating_add(back));
-                }
+                self.episode.corrected(seconds);
                 self.events.push_back(LicenseEvent::TimeDriftDetected {
                     drift_seconds: seconds,
                     kind: DriftKind::ClockCorrected,
@@ -985,27 +784,10 @@ impl Judge {
         };
         let wall = self.time.wall_secs();
         let moved = self.time.attest(time);
-        if moved < 0 {
-            // Trusted time was ahead (the wrong mark): what was anchored at it (the start
-            // of an episode without a license, its cut-off, instance grace) was anchored
-            // that much too late, and moves back with it.
-            let back = |t: &mut Option<i64>| *t = t.map(|t| t.saturating_add(moved));
-            back(&mut self.grace_anchor);
-            back(&mut self.grace_floor);
-            back(&mut self.grace_cap);
-            back(&mut self.without_slot_since);
-            back(&mut self.instance_anchor);
-            back(&mut self.settling_until);
-        }
-        // Grace for a clock set back ends when the clock agrees with the attested time:
-        // a wall still behind it is wrong, and stays reported until it is put right (the
-        // usual rule then ends the grace).
-        let cleared = self.time.wall_is_consistent() && self.manipulated_at.take().is_some();
-        // The episode the wrong mark started ends with it; an earlier run's grace that
-        // the mark carried over does too.
-        if cleared {
-            self.restored_since = None;
-        }
+        // Trusted time was ahead (the wrong mark): what was anchored at it moves back
+        // with it; an attestation the wall agrees with ends grace for a clock set back.
+        self.instance.moved_back(moved);
+        let cleared = self.episode.attested(moved, self.time.wall_is_consistent());
         self.events.push_back(LicenseEvent::ClockAttested {
             seq: notice.seq,
             attested_time: crate::clock::from_unix_seconds(time),
