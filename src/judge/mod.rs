@@ -18,6 +18,8 @@
 mod drain;
 mod episode;
 mod instance;
+mod notices;
+mod reads;
 pub(crate) mod set;
 #[cfg(test)]
 mod simulation;
@@ -26,13 +28,13 @@ mod tests;
 pub(crate) mod throttle;
 pub(crate) mod time;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::{MIN_RFC3339, Reading};
 use crate::event::{DriftKind, LicenseEvent};
-use crate::state::{MAX_NOTICE_CUSTOMERS, MAX_REVOKED, PersistedState, StateProblem};
+use crate::state::{PersistedState, StateProblem};
 use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError, Notice};
 use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate, instance_limit};
 
@@ -40,8 +42,10 @@ use drain::Drain;
 use episode::Episode;
 use instance::Instance;
 pub(crate) use instance::SlotWord;
-pub(crate) use set::{Line, Member};
-use throttle::{Keyed, Throttle};
+use notices::Notices;
+use reads::Reads;
+pub(crate) use set::Line;
+use throttle::Throttle;
 use time::{ClockAnomaly, TrustedTime};
 
 /// How often the state file's mark is brought up to date.
@@ -101,6 +105,22 @@ pub(crate) enum Observation {
     Changed(Read),
 }
 
+/// The events queued for [`Judge::poll_event`], in the order they happened.
+type Events = VecDeque<LicenseEvent>;
+
+/// What the rules of a read (in `reads` and `notices`) need of the judge around them.
+struct Cx<'a> {
+    time: &'a mut TrustedTime,
+    events: &'a mut Events,
+    /// The monotonic reading of this check.
+    mono: Duration,
+    config: &'a JudgeConfig,
+    /// What an accepted attestation's move of trusted time (seconds, and whether the wall
+    /// then agrees) does to the anchors of the other sub-states: the judge applies it.
+    /// Returns whether manipulation cleared.
+    attested: &'a mut dyn FnMut(i64, bool) -> bool,
+}
+
 /// The judge. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Judge {
@@ -108,44 +128,25 @@ pub(crate) struct Judge {
     time: TrustedTime,
     /// The monotonic reading of the last check.
     mono: Duration,
-    /// What the last good read brought: the set is chosen from these at every check.
-    candidates: set::Candidates,
-    /// The license set: the licenses of the set's customer among the candidates (in
-    /// force, held for later, or expired), in canonical order.
-    set: Vec<Member>,
-    /// Tokens `license.loaded` has announced (by fingerprint), so that each is announced
-    /// once, when it comes into force.
-    announced: HashSet<String>,
-    /// The last read's problem, while the source does not hold the license in force.
-    problem: Option<LicenseError>,
-    /// How many reads in a row had a problem (for `license.recovered`).
-    failed_reads: u64,
+    /// The reads of the source and the license set chosen from them.
+    reads: Reads,
     /// The episode without a license: its anchor, floor, cap and manipulation.
     episode: Episode,
     last: Option<Evaluation>,
     /// When the expiry alert last fired, to repeat it at most once per check interval.
     alerted_at: Throttle,
-    /// The last failure reported (what was read, and when), so that an unchanged bad
-    /// source is reported at most once per check interval, whatever storm of
-    /// `check_now` or SIGHUP comes in between.
-    failure_reported: Option<(String, Throttle)>,
     /// When a wall clock behind a vendor floor was last reported.
     floor_reported_at: Throttle,
     /// The drain periods running (after a cut-off, or a feature taken away).
     drain: Drain,
     /// This replica's standing without an instance slot.
     instance: Instance,
-    /// The highest vendor notice `seq` accepted, by customer (kept in the state file).
-    notice_seq: BTreeMap<String, u64>,
-    /// Revoked license `jti`s, and from when (trusted seconds; kept in the state file).
-    revoked: BTreeMap<String, i64>,
-    /// Refused notices reported (by fingerprint), and when: each at most once per check
-    /// interval.
-    notices_reported: Keyed<String>,
+    /// The vendor notices accepted and refused, and the revocations known.
+    notices: Notices,
     /// What was last written to the state file, and when.
     persisted: Option<PersistedState>,
     persisted_at: Throttle,
-    events: VecDeque<LicenseEvent>,
+    events: Events,
 }
 
 impl Judge {
@@ -159,21 +160,14 @@ impl Judge {
             config,
             time,
             mono: first.mono,
-            candidates: Vec::new(),
-            set: Vec::new(),
-            announced: HashSet::new(),
-            problem: None,
-            failed_reads: 0,
+            reads: Reads::default(),
             episode: Episode::default(),
             last: None,
             alerted_at: Throttle::default(),
-            failure_reported: None,
             floor_reported_at: Throttle::default(),
             drain: Drain::default(),
             instance: Instance::default(),
-            notice_seq: BTreeMap::new(),
-            revoked: BTreeMap::new(),
-            notices_reported: Keyed::default(),
+            notices: Notices::default(),
             persisted: None,
             persisted_at: Throttle::since(first.mono),
             events: VecDeque::new(),
@@ -203,7 +197,7 @@ impl Judge {
 
     /// The reason code of the last read's problem, if it had one.
     pub(crate) fn problem(&self) -> Option<&'static str> {
-        self.problem.as_ref().map(LicenseError::reason)
+        self.reads.problem().map(LicenseError::reason)
     }
 
     // ---- handlers ----
@@ -220,8 +214,8 @@ impl Judge {
                 self.episode.restore(&state);
                 let age = Duration::from_secs(state.budget_age);
                 let high_water = state.high_water;
-                self.notice_seq = state.notice_seq;
-                self.revoked = state.revoked;
+                self.notices.seq = state.notice_seq;
+                self.notices.revoked = state.revoked;
                 if let Some(anomaly) = self.time.restore_mark(high_water, age) {
                     self.on_clock_anomaly(anomaly);
                 }
@@ -259,12 +253,11 @@ impl Judge {
             Observation::Changed(read) => (false, self.judge(read)),
         };
         // The set's customer can change with time alone (a renamed renewal starts).
-        let (chosen, _) = set::choose(&self.candidates, self.time.now_secs());
-        self.set = chosen;
-        self.episode.apply_restored(self.set.is_empty());
+        self.reads.choose(self.time.now_secs());
+        self.episode.apply_restored(self.reads.set.is_empty());
         // A license's signed `iat` is a floor for judging that license (real time is at
         // least that, give or take the vendor's clock): it never raises the mark.
-        let issue_floor = self.issue_floor();
+        let issue_floor = self.reads.issue_floor();
         let now = issue_floor.map_or(self.time.now_secs(), |f| f.max(self.time.now_secs()));
         self.report_floors(issue_floor);
         let grace = self.grace_secs();
@@ -272,15 +265,12 @@ impl Judge {
         let fresh_anchor = self
             .episode
             .fresh(self.last.as_ref().and_then(|e| e.cut_off));
-        let set = &self.set;
+        let reads = &self.reads;
         self.episode
-            .clear_manipulation(self.time.wall_is_consistent(), || {
-                set.iter()
-                    .any(|m| m.claims.nbf.is_none_or(|nbf| nbf <= now) && now < m.claims.ends())
-            });
+            .clear_manipulation(self.time.wall_is_consistent(), || reads.in_force(now));
         self.instance
             .judge_slot(slot, now, self.mono, self.config.instance_settling);
-        let licenses: Vec<Arc<Claims>> = self.set.iter().map(|m| Arc::clone(&m.claims)).collect();
+        let licenses = self.reads.licenses();
         let mut evaluation = evaluate(&self.input(&licenses, now));
         if evaluation.verdict.state == LicenseState::GraceExpired && self.time.provisional() {
             // Provisional readings alone never cut a service off: hold as grace unless our
@@ -296,7 +286,7 @@ impl Judge {
                 evaluation.next_change = None;
             }
         }
-        self.announce(&evaluation.verdict);
+        self.reads.announce(&evaluation.verdict, &mut self.events);
         self.transition_events(&evaluation, full || reloaded);
         self.drain.track(
             &evaluation.verdict,
@@ -319,11 +309,11 @@ impl Judge {
             .filter(|_| verdict.admits())
             .map(crate::clock::from_unix_seconds);
         verdict.notice_seq = self
-            .set
-            .first()
-            .and_then(|m| self.notice_seq.get(&m.claims.customer))
+            .reads
+            .customer()
+            .and_then(|c| self.notices.seq.get(c))
             .copied();
-        verdict.revocations = self.revoked.len();
+        verdict.revocations = self.notices.revoked.len();
         self.last = Some(evaluation);
         Arc::new(verdict)
     }
@@ -393,8 +383,8 @@ impl Judge {
         state.not_valid_since = since;
         state.cut_off = cut_off;
         state.budget_age = self.time.budget_age().as_secs();
-        state.notice_seq = self.notice_seq.clone();
-        state.revoked = self.revoked.clone();
+        state.notice_seq = self.notices.seq.clone();
+        state.revoked = self.notices.revoked.clone();
         Some(state)
     }
 
@@ -449,7 +439,7 @@ impl Judge {
     fn input<'a>(&'a self, licenses: &'a [Arc<Claims>], now: i64) -> Input<'a> {
         Input {
             licenses,
-            problem: self.problem.as_ref(),
+            problem: self.reads.problem(),
             now,
             grace_anchor: self.episode.grace_anchor,
             grace_floor: self.episode.grace_floor,
@@ -490,367 +480,20 @@ impl Judge {
 
     /// Judges one read of the source. Returns whether the set changed.
     fn judge(&mut self, read: Read) -> bool {
-        let before = self.problem.as_ref().map(LicenseError::reason);
-        let first = self.events.len();
-        let changed = self.judge_read(read);
-        let after = self.problem.as_ref().map(LicenseError::reason);
-        match (before, after) {
-            (Some(previous_reason), None) => {
-                // Before the read's own events: the fix, then what it brought in.
-                self.events.insert(
-                    first,
-                    LicenseEvent::Recovered {
-                        previous_reason,
-                        failed_checks: self.failed_reads,
-                        source: self.config.source.clone(),
-                    },
-                );
-                self.failed_reads = 0;
-            }
-            (_, Some(_)) => self.failed_reads = self.failed_reads.saturating_add(1),
-            (None, None) => {}
-        }
-        if after.is_none() {
-            // A failure after a good read is news, whatever it reads.
-            self.failure_reported = None;
-        }
-        changed
-    }
-
-    fn judge_read(&mut self, read: Read) -> bool {
-        let source = self.config.source.clone();
-        let kept_previous = !self.set.is_empty();
-        let (lines, notices) = match read {
-            Read::Lines(lines, notices) if lines.is_empty() && !notices.is_empty() => {
-                // Notices alone are no license (and need one to be judged for).
-                let detail = format!("{source} holds vendor notices but no license");
-                return self.judge_read(Read::Failed(LicenseError::Missing { detail }));
-            }
-            Read::Lines(lines, notices) => (lines, notices),
-            Read::Failed(error) => {
-                if self.report_failure(error.to_string()) {
-                    self.events.push_back(match error {
-                        LicenseError::Missing { .. } => LicenseEvent::Missing {
-                            error: error.clone(),
-                            source,
-                            kept_previous,
-                        },
-                        _ => LicenseEvent::VerificationFailed {
-                            error: error.clone(),
-                            source,
-                            kept_previous,
-                            line: None,
-                            fingerprint: None,
-                        },
-                    });
-                }
-                self.problem = Some(error);
-                return false;
-            }
+        let (episode, instance) = (&mut self.episode, &mut self.instance);
+        // An accepted attestation that moved trusted time moves what was anchored at it.
+        let mut attested = |moved, wall_consistent| {
+            instance.moved_back(moved);
+            episode.attested(moved, wall_consistent)
         };
-        let now = self.time.now_secs();
-        let revoked_before = self.revoked.clone();
-        // Licenses that supersede others revoke them from when they start; then every
-        // revocation known applies to the lines, before the set is chosen from them.
-        for line in &lines {
-            if let Ok(claims) = &line.verified {
-                let at = claims.nbf.or(claims.iat).unwrap_or(now);
-                for jti in &claims.supersedes {
-                    if claims.jti.as_ref() != Some(jti) {
-                        self.learn_revocation(jti, at, None);
-                    }
-                }
-            }
-        }
-        let lines: Vec<Line> = lines
-            .into_iter()
-            .map(|mut line| {
-                if let Ok(claims) = &line.verified {
-                    line.verified = Ok(self.revoked_claims(claims));
-                }
-                line
-            })
-            .collect();
-        let selection = set::select(&lines, &self.set, now);
-        let counts = !selection.members.is_empty() || kept_previous;
-        if !selection.refused.is_empty() {
-            // What was read, to tell an unchanged bad source from a new one.
-            let key: Vec<&str> = lines.iter().map(|l| l.print.as_str()).collect();
-            if self.report_failure(key.join(",")) {
-                for (line, print, error) in &selection.refused {
-                    self.events.push_back(LicenseEvent::VerificationFailed {
-                        error: error.clone(),
-                        source: source.clone(),
-                        kept_previous: counts,
-                        line: Some(*line),
-                        fingerprint: Some(print.clone()),
-                    });
-                }
-            }
-        }
-        self.problem = selection.problem();
-        // Notices are judged for the set's customer: the one this read brings, else the
-        // one in force. (With no license at all they wait for one.)
-        let customer = selection
-            .members
-            .first()
-            .or(self.set.first())
-            .map(|m| m.claims.customer.clone());
-        self.judge_notices(&notices, customer.as_deref());
-        let learned = self.revoked != revoked_before;
-        if selection.members.is_empty() {
-            // Wholly bad: the last good set stays (with what the notices revoked).
-            let before = self.set.clone();
-            if learned {
-                self.apply_revocations();
-            }
-            return self.set != before;
-        }
-        let changed = selection.members != self.set || learned;
-        self.set = selection.members;
-        self.candidates = selection.candidates;
-        if learned {
-            self.apply_revocations();
-        }
-        let set = &self.set;
-        self.announced.retain(|p| set.iter().any(|m| m.print == *p));
-        changed
-    }
-
-    // ---- vendor notices ----
-
-    /// `claims` with its revocation, if one is known (the same `Arc` if nothing changes).
-    fn revoked_claims(&self, claims: &Arc<Claims>) -> Arc<Claims> {
-        let at = claims
-            .jti
-            .as_ref()
-            .and_then(|jti| self.revoked.get(jti))
-            .copied();
-        if at == claims.revoked_at {
-            return Arc::clone(claims);
-        }
-        let mut revoked = Claims::clone(claims);
-        revoked.revoked_at = at;
-        Arc::new(revoked)
-    }
-
-    fn revoked_member(&self, member: &Member) -> Member {
-        Member {
-            claims: self.revoked_claims(&member.claims),
-            print: member.print.clone(),
-        }
-    }
-
-    /// Applies the revocations known to the candidates and the set.
-    fn apply_revocations(&mut self) {
-        let candidates = std::mem::take(&mut self.candidates);
-        self.candidates = candidates
-            .into_iter()
-            .map(|(line, m)| (line, self.revoked_member(&m)))
-            .collect();
-        let set = std::mem::take(&mut self.set);
-        self.set = set.iter().map(|m| self.revoked_member(m)).collect();
-    }
-
-    /// Records that `jti` is revoked from `at` (an earlier revocation stands), by notice
-    /// `seq` (or by a superseding license), and reports it when it is news.
-    fn learn_revocation(&mut self, jti: &str, at: i64, seq: Option<u64>) {
-        if self.revoked.get(jti).is_some_and(|&known| known <= at) {
-            return;
-        }
-        self.revoked.insert(jti.to_owned(), at);
-        if self.revoked.len() > MAX_REVOKED {
-            // The oldest revocation goes: its license has most likely expired by now.
-            if let Some(oldest) = self
-                .revoked
-                .iter()
-                .min_by_key(|(jti, at)| (**at, (*jti).clone()))
-                .map(|(jti, _)| jti.clone())
-            {
-                self.revoked.remove(&oldest);
-            }
-        }
-        let in_set = self
-            .candidates
-            .iter()
-            .map(|(_, m)| m)
-            .chain(self.set.iter())
-            .any(|m| m.claims.jti.as_deref() == Some(jti));
-        self.events.push_back(LicenseEvent::Revoked {
-            jti: jti.to_owned(),
-            revoked_at: crate::clock::from_unix_seconds(at),
-            seq,
-            in_set,
-        });
-    }
-
-    /// Judges a read's vendor notices for `customer` (the set's), oldest `seq` first. One
-    /// of another customer, or an attestation past its `exp`, is refused as a whole; one
-    /// older than the highest accepted (`seq`) is refused too, but what it revokes stays
-    /// revoked (a revocation never ends). Refusals are reported, each at most once per
-    /// check interval. The highest accepted notice is read again at every check without
-    /// effect but its revocations; only a newer one's attestation re-bases trusted time,
-    /// so no attestation is ever used twice.
-    fn judge_notices(&mut self, notices: &[NoticeLine], customer: Option<&str>) {
-        let Some(customer) = customer else {
-            return;
+        let mut cx = Cx {
+            time: &mut self.time,
+            events: &mut self.events,
+            mono: self.mono,
+            config: &self.config,
+            attested: &mut attested,
         };
-        let mut order: Vec<&NoticeLine> = notices.iter().collect();
-        order.sort_by_key(|n| {
-            (
-                n.verified.as_ref().map_or(0, |notice| notice.seq),
-                n.print.clone(),
-            )
-        });
-        let mut seen = HashSet::new();
-        for line in order {
-            seen.insert(line.print.clone());
-            let notice = match &line.verified {
-                Ok(notice) => Arc::clone(notice),
-                Err(error) => {
-                    self.reject_notice(line, error.clone(), None);
-                    continue;
-                }
-            };
-            if notice.customer != customer {
-                let error = LicenseError::CustomerMismatch {
-                    expected: customer.to_owned(),
-                    found: notice.customer.clone(),
-                };
-                self.reject_notice(line, error, Some(notice.seq));
-                continue;
-            }
-            let highest = self.notice_seq.get(customer).copied().unwrap_or(0);
-            if notice.seq < highest {
-                // Its attestation is never used. What it revokes stays revoked, though: a
-                // revoked license never comes back, and its revocations were in force
-                // when it was the newest (or the newer notice lists them again).
-                for jti in &notice.revoke {
-                    self.learn_revocation(jti, notice.iat, Some(notice.seq));
-                }
-                let error = LicenseError::StaleSequence {
-                    seq: notice.seq,
-                    highest,
-                };
-                self.reject_notice(line, error, Some(notice.seq));
-                continue;
-            }
-            if notice.seq == highest {
-                // Accepted before (this run or an earlier one): what it revoked stays
-                // revoked, and what it attested is still a floor under real time.
-                for jti in &notice.revoke {
-                    self.learn_revocation(jti, notice.iat, Some(notice.seq));
-                }
-                if let Some(time) = notice.time {
-                    self.time.attest_floor(time);
-                }
-                continue;
-            }
-            if let (Some(_), Some(exp)) = (notice.time, notice.exp) {
-                // Judged by the wall and the vendor's floors, not by our own marks: the
-                // attestation is there to correct them.
-                let floors = [self.time.vendor_floor_secs(), self.issue_floor()]
-                    .into_iter()
-                    .flatten()
-                    .fold(self.time.wall_secs(), i64::max);
-                if floors >= exp {
-                    self.reject_notice(
-                        line,
-                        LicenseError::Expired { expired_at: exp },
-                        Some(notice.seq),
-                    );
-                    continue;
-                }
-            }
-            self.accept_notice(customer, &notice);
-        }
-        self.notices_reported.retain(|print| seen.contains(print));
-    }
-
-    fn accept_notice(&mut self, customer: &str, notice: &Notice) {
-        if !self.notice_seq.contains_key(customer) && self.notice_seq.len() >= MAX_NOTICE_CUSTOMERS
-        {
-            // (Only a renamed customer's history goes: its notices no longer apply.)
-            if let Some(other) = self.notice_seq.keys().find(|c| *c != customer).cloned() {
-                self.notice_seq.remove(&other);
-            }
-        }
-        self.notice_seq.insert(customer.to_owned(), notice.seq);
-        for jti in &notice.revoke {
-            self.learn_revocation(jti, notice.iat, Some(notice.seq));
-        }
-        let Some(time) = notice.time else {
-            return;
-        };
-        let wall = self.time.wall_secs();
-        let moved = self.time.attest(time);
-        // Trusted time was ahead (the wrong mark): what was anchored at it moves back
-        // with it; an attestation the wall agrees with ends grace for a clock set back.
-        self.instance.moved_back(moved);
-        let cleared = self.episode.attested(moved, self.time.wall_is_consistent());
-        self.events.push_back(LicenseEvent::ClockAttested {
-            seq: notice.seq,
-            attested_time: crate::clock::from_unix_seconds(time),
-            wall_offset_seconds: wall.saturating_sub(time),
-            trusted_time_moved_seconds: moved,
-            cleared_manipulation: cleared,
-        });
-    }
-
-    fn reject_notice(&mut self, line: &NoticeLine, error: LicenseError, seq: Option<u64>) {
-        if !self
-            .notices_reported
-            .ready(line.print.clone(), self.mono, self.config.check_interval)
-        {
-            return;
-        }
-        self.events.push_back(LicenseEvent::NoticeRejected {
-            error,
-            line: line.line,
-            fingerprint: line.print.clone(),
-            seq,
-        });
-    }
-
-    /// The floor a license set's signed `iat`s put under trusted time, if any.
-    fn issue_floor(&self) -> Option<i64> {
-        self.set
-            .iter()
-            .filter_map(|m| m.claims.iat)
-            .max()
-            .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS))
-    }
-
-    /// Whether a failure reading `what` is to be reported now: a new one, or one last
-    /// reported a check interval ago or more.
-    fn report_failure(&mut self, what: String) -> bool {
-        match &mut self.failure_reported {
-            Some((last, throttle)) if *last == what => {
-                throttle.ready(self.mono, self.config.check_interval)
-            }
-            _ => {
-                self.failure_reported = Some((what, Throttle::since(self.mono)));
-                true
-            }
-        }
-    }
-
-    /// `license.loaded` for each license that is in force now and has not been
-    /// announced: a new one read now, or a held one whose `nbf` has come.
-    fn announce(&mut self, verdict: &Verdict) {
-        for claims in &verdict.licenses {
-            let Some(member) = self.set.iter().find(|m| Arc::ptr_eq(&m.claims, claims)) else {
-                continue;
-            };
-            if self.announced.insert(member.print.clone()) {
-                self.events.push_back(LicenseEvent::Loaded {
-                    customer: claims.customer.clone(),
-                    expires_at: claims.expires_at(),
-                    jti: claims.jti.clone(),
-                    fingerprint: member.print.clone(),
-                });
-            }
-        }
+        self.reads.judge(read, &mut self.notices, &mut cx)
     }
 
     /// The events for the change from the last evaluation to `new`.

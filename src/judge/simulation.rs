@@ -550,6 +550,7 @@ impl World {
         let now = self.host.true_secs() + fast;
         let customer = self.procs[0]
             .judge
+            .reads
             .set
             .first()
             .map_or_else(|| "Acme".to_owned(), |m| m.claims.customer.clone());
@@ -584,6 +585,7 @@ impl World {
             self.step,
             self.procs[0]
                 .judge
+                .reads
                 .set
                 .first()
                 .map(|m| m.claims.customer.clone()),
@@ -608,6 +610,7 @@ impl World {
                 Some(Twin::Adds { license, from }) if self.step >= from => {
                     let customer = self.procs[0]
                         .judge
+                        .reads
                         .set
                         .first()
                         .map_or("Acme", |m| m.claims.customer.as_str());
@@ -949,7 +952,7 @@ impl World {
                 self.issue(true, fast);
                 self.wake(true)?;
                 let seq = self.issued.last().map_or(0, |n| n.seq);
-                let accepted = self.procs[0].judge.notice_seq.values().any(|&s| s >= seq);
+                let accepted = self.procs[0].judge.notices.seq.values().any(|&s| s >= seq);
                 if accepted {
                     self.mark_wrong = false;
                 } else {
@@ -984,7 +987,7 @@ impl World {
 
     /// Invariants 5, 6 and 7: at every wake.
     fn check_every_wake(&mut self) -> Result<(), TestCaseError> {
-        if self.procs[0].judge.set.is_empty() {
+        if self.procs[0].judge.reads.set.is_empty() {
             self.law5_in_scope = false;
         }
         let reference = &self.procs[0].verdict;
@@ -1065,7 +1068,7 @@ impl World {
         let in_scope = self.with_state || self.restarts == 0;
         // (An attestation lets the vendor's clock be five minutes fast: a wall that far
         // behind it is taken as right, once, as for a license's `iat`.)
-        let tolerance = if self.procs[0].judge.notice_seq.is_empty() {
+        let tolerance = if self.procs[0].judge.notices.seq.is_empty() {
             0
         } else {
             crate::token::IAT_TOLERANCE_SECS

@@ -369,7 +369,7 @@ fn an_expired_attestation_is_refused() {
             ..
         }
     )));
-    assert!(judge.notice_seq.is_empty());
+    assert!(judge.notices.seq.is_empty());
 }
 
 #[test]
