@@ -15,6 +15,7 @@
 //! Instants are the clock's monotonic readings ([`Reading::mono`]), never a runtime's:
 //! the shell turns a wake-up reading into a timer.
 
+mod alerts;
 mod drain;
 mod episode;
 mod instance;
@@ -28,16 +29,17 @@ mod tests;
 pub(crate) mod throttle;
 pub(crate) mod time;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::{MIN_RFC3339, Reading};
 use crate::event::{DriftKind, LicenseEvent};
 use crate::state::{PersistedState, StateProblem};
-use crate::token::{Claims, IAT_TOLERANCE_SECS, LicenseError, Notice};
+use crate::token::{Claims, LicenseError, Notice};
 use crate::verdict::{Evaluation, Input, LicenseState, Verdict, evaluate, instance_limit};
 
+use alerts::Alerts;
 use drain::Drain;
 use episode::Episode;
 use instance::Instance;
@@ -133,10 +135,8 @@ pub(crate) struct Judge {
     /// The episode without a license: its anchor, floor, cap and manipulation.
     episode: Episode,
     last: Option<Evaluation>,
-    /// When the expiry alert last fired, to repeat it at most once per check interval.
-    alerted_at: Throttle,
-    /// When a wall clock behind a vendor floor was last reported.
-    floor_reported_at: Throttle,
+    /// When alerts and floor reports were last repeated.
+    alerts: Alerts,
     /// The drain periods running (after a cut-off, or a feature taken away).
     drain: Drain,
     /// This replica's standing without an instance slot.
@@ -163,8 +163,7 @@ impl Judge {
             reads: Reads::default(),
             episode: Episode::default(),
             last: None,
-            alerted_at: Throttle::default(),
-            floor_reported_at: Throttle::default(),
+            alerts: Alerts::default(),
             drain: Drain::default(),
             instance: Instance::default(),
             notices: Notices::default(),
@@ -259,7 +258,13 @@ impl Judge {
         // least that, give or take the vendor's clock): it never raises the mark.
         let issue_floor = self.reads.issue_floor();
         let now = issue_floor.map_or(self.time.now_secs(), |f| f.max(self.time.now_secs()));
-        self.report_floors(issue_floor);
+        self.alerts.report_floors(
+            &self.time,
+            issue_floor,
+            self.mono,
+            self.config.check_interval,
+            &mut self.events,
+        );
         let grace = self.grace_secs();
         self.episode.not_after(now, grace);
         let fresh_anchor = self
@@ -287,7 +292,14 @@ impl Judge {
             }
         }
         self.reads.announce(&evaluation.verdict, &mut self.events);
-        self.transition_events(&evaluation, full || reloaded);
+        self.alerts.transition_events(
+            self.last.as_ref().map(|e| &e.verdict),
+            &evaluation.verdict,
+            full || reloaded,
+            self.mono,
+            &self.config,
+            &mut self.events,
+        );
         self.drain.track(
             &evaluation.verdict,
             self.last.as_ref().map(|e| &e.verdict),
@@ -495,175 +507,4 @@ impl Judge {
         };
         self.reads.judge(read, &mut self.notices, &mut cx)
     }
-
-    /// The events for the change from the last evaluation to `new`.
-    fn transition_events(&mut self, new: &Evaluation, full: bool) {
-        let verdict = &new.verdict;
-        let previous = self.last.as_ref().map(|e| &e.verdict);
-        let was = previous.map(|v| v.state);
-        if let Some(previous) = previous {
-            if let Some(changed) = entitlements_changed(previous, verdict) {
-                self.events.push_back(changed);
-            }
-            // A new end of coverage (a renewal, a license dropped) starts its own alert
-            // schedule.
-            if previous.expires_at != verdict.expires_at {
-                self.alerted_at.reset();
-            }
-        }
-        match (was, verdict.state) {
-            (Some(LicenseState::Grace | LicenseState::GraceExpired), LicenseState::Valid) => {
-                if let (Some(claims), Some(expires_at)) = (&verdict.claims, verdict.expires_at) {
-                    self.events.push_back(LicenseEvent::GraceModeExited {
-                        customer: claims.customer.clone(),
-                        expires_at,
-                    });
-                }
-            }
-            (
-                None | Some(LicenseState::Valid),
-                LicenseState::Grace | LicenseState::GraceExpired,
-            ) => {
-                self.events.push_back(self.grace_entered(verdict));
-                if verdict.state == LicenseState::GraceExpired {
-                    self.events.push_back(grace_expired(verdict));
-                }
-            }
-            (Some(LicenseState::Grace), LicenseState::GraceExpired) => {
-                self.events.push_back(grace_expired(verdict));
-            }
-            _ => {}
-        }
-        // An alert band fires when entered (only the innermost one when several are
-        // crossed at once), and repeats at a full check while in it, but at most once per
-        // check interval whatever woke the checker: a SIGHUP storm is not an alert storm.
-        if let (Some(band), Some(claims), Some(expires_at)) =
-            (verdict.band, &verdict.claims, verdict.expires_at)
-        {
-            let entered = previous.is_none_or(|p| p.band != Some(band) || !p.is_valid());
-            if entered
-                || (full
-                    && self
-                        .alerted_at
-                        .is_due(self.mono, self.config.check_interval))
-            {
-                self.alerted_at.mark(self.mono);
-                self.events.push_back(LicenseEvent::Expiring {
-                    band,
-                    days_remaining: verdict.days_remaining().unwrap_or(0),
-                    expires_at,
-                    customer: claims.customer.clone(),
-                });
-            }
-        }
-    }
-
-    fn grace_entered(&self, verdict: &Verdict) -> LicenseEvent {
-        LicenseEvent::GraceModeEntered {
-            reason: verdict
-                .reason
-                .clone()
-                .unwrap_or(crate::GraceReason::Missing),
-            // The period this grace really has: the vendor's signed one for an expired
-            // license that carries it, else the builder's.
-            grace_period_seconds: match (verdict.grace_started_at, verdict.grace_ends_at) {
-                (Some(start), Some(end)) => end.duration_since(start).map_or(0, |d| d.as_secs()),
-                _ => self.config.grace_period.as_secs(),
-            },
-            grace_started_at: verdict.grace_started_at.unwrap_or(verdict.evaluated_at),
-            grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
-        }
-    }
-
-    /// Reports a wall clock behind a vendor floor (the build time, the license's `iat`),
-    /// at most once per check interval: drift, never manipulation, as the vendor's clock
-    /// may be the wrong one, and judging at the floor already takes away any gain.
-    fn report_floors(&mut self, issue_floor: Option<i64>) {
-        let wall = self.time.wall_secs();
-        let finding = match (
-            self.time.behind_build_floor(),
-            self.time.behind_attested_floor(),
-        ) {
-            (Some(seconds), _) => Some((DriftKind::BehindBuildTime, seconds)),
-            (None, Some(seconds)) => Some((DriftKind::BehindAttestedTime, seconds)),
-            (None, None) => issue_floor.filter(|&floor| wall < floor).map(|floor| {
-                let iat = floor.saturating_add(IAT_TOLERANCE_SECS);
-                (DriftKind::BehindIssueTime, wall.saturating_sub(iat) as f64)
-            }),
-        };
-        let Some((kind, drift_seconds)) = finding else {
-            return;
-        };
-        if self
-            .floor_reported_at
-            .ready(self.mono, self.config.check_interval)
-        {
-            self.events.push_back(LicenseEvent::TimeDriftDetected {
-                drift_seconds,
-                kind,
-            });
-        }
-    }
-}
-
-fn grace_expired(verdict: &Verdict) -> LicenseEvent {
-    LicenseEvent::GracePeriodExpired {
-        reason: verdict
-            .reason
-            .clone()
-            .unwrap_or(crate::GraceReason::Missing),
-        grace_ends_at: verdict.grace_ends_at.unwrap_or(verdict.evaluated_at),
-    }
-}
-
-/// `license.entitlements_changed` between two verdicts, if the features or limits of the
-/// licenses in force differ (whatever the state: the cut-off itself changes nothing here).
-fn entitlements_changed(before: &Verdict, after: &Verdict) -> Option<LicenseEvent> {
-    fn of(v: &Verdict) -> (BTreeSet<&str>, BTreeMap<&str, u64>) {
-        let features = v
-            .licenses
-            .iter()
-            .flat_map(|c| c.features.iter().map(String::as_str))
-            .collect();
-        let mut limits = BTreeMap::new();
-        for (name, value) in v.licenses.iter().flat_map(|c| c.limits.iter()) {
-            let entry = limits.entry(name.as_str()).or_insert(*value);
-            *entry = (*entry).max(*value);
-        }
-        (features, limits)
-    }
-    let (old_features, old_limits) = of(before);
-    let (new_features, new_limits) = of(after);
-    let added: Vec<String> = new_features
-        .difference(&old_features)
-        .map(|f| (*f).to_owned())
-        .collect();
-    let removed: Vec<String> = old_features
-        .difference(&new_features)
-        .map(|f| (*f).to_owned())
-        .collect();
-    let names: BTreeSet<&str> = old_limits
-        .keys()
-        .chain(new_limits.keys())
-        .copied()
-        .collect();
-    let limits: Vec<(String, Option<u64>, Option<u64>)> = names
-        .into_iter()
-        .map(|name| {
-            (
-                name,
-                old_limits.get(name).copied(),
-                new_limits.get(name).copied(),
-            )
-        })
-        .filter(|(_, before, after)| before != after)
-        .map(|(name, before, after)| (name.to_owned(), before, after))
-        .collect();
-    (!added.is_empty() || !removed.is_empty() || !limits.is_empty()).then_some(
-        LicenseEvent::EntitlementsChanged {
-            added,
-            removed,
-            limits,
-        },
-    )
 }
