@@ -20,6 +20,7 @@ mod drain;
 mod episode;
 mod instance;
 mod notices;
+mod persist;
 mod reads;
 pub(crate) mod set;
 #[cfg(test)]
@@ -28,6 +29,7 @@ mod simulation;
 mod tests;
 pub(crate) mod throttle;
 pub(crate) mod time;
+mod timers;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -45,10 +47,11 @@ use episode::Episode;
 use instance::Instance;
 pub(crate) use instance::SlotWord;
 use notices::Notices;
+use persist::{Persist, Sources};
 use reads::Reads;
 pub(crate) use set::Line;
-use throttle::Throttle;
 use time::{ClockAnomaly, TrustedTime};
+use timers::{Timers, Wake};
 
 /// How often the state file's mark is brought up to date.
 pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(60);
@@ -144,8 +147,7 @@ pub(crate) struct Judge {
     /// The vendor notices accepted and refused, and the revocations known.
     notices: Notices,
     /// What was last written to the state file, and when.
-    persisted: Option<PersistedState>,
-    persisted_at: Throttle,
+    persist: Persist,
     events: Events,
 }
 
@@ -167,8 +169,7 @@ impl Judge {
             drain: Drain::default(),
             instance: Instance::default(),
             notices: Notices::default(),
-            persisted: None,
-            persisted_at: Throttle::since(first.mono),
+            persist: Persist::new(first.mono),
             events: VecDeque::new(),
         }
     }
@@ -207,7 +208,7 @@ impl Judge {
     pub(crate) fn handle_restored(&mut self, restored: Result<PersistedState, StateProblem>) {
         match restored {
             Ok(state) => {
-                self.persisted = Some(state.clone());
+                self.persist.restored(state.clone());
                 // Accepted notices stay accepted: an older one (a replayed attestation)
                 // is refused after a restart, and a revocation stays when its line goes.
                 self.episode.restore(&state);
@@ -228,8 +229,7 @@ impl Judge {
 
     /// A successful write of `state` to the state file.
     pub(crate) fn handle_persisted(&mut self, state: PersistedState) {
-        self.persisted = Some(state);
-        self.persisted_at.mark(self.mono);
+        self.persist.written(state, self.mono);
     }
 
     /// One wake: sample the clocks at `reading`, judge what was observed, take the
@@ -344,23 +344,7 @@ impl Judge {
     /// expired license's own `exp`, say), so a clock that may be wrong leaves nothing for
     /// later that a restart could gain from.
     pub(crate) fn poll_persist(&self) -> Option<PersistedState> {
-        let state = self.state_to_persist()?;
-        let due = match &self.persisted {
-            None => true,
-            Some(last) => {
-                last.version != state.version
-                    || last.grace_anchor != state.grace_anchor
-                    || last.grace_floor != state.grace_floor
-                    || last.not_valid_since != state.not_valid_since
-                    || last.cut_off != state.cut_off
-                    || last.notice_seq != state.notice_seq
-                    || last.revoked != state.revoked
-                    || ((last.high_water != state.high_water
-                        || last.budget_age != state.budget_age)
-                        && self.persisted_at.is_due(self.mono, PERSIST_INTERVAL))
-            }
-        };
-        due.then_some(state)
+        self.persist.poll(self.state_to_persist()?, self.mono)
     }
 
     /// The state as it would be written now (with a state file, once there is firm
@@ -369,77 +353,51 @@ impl Judge {
         if !self.config.state_file {
             return None;
         }
-        let mark = self.time.persistable_mark()?;
-        let backed = |at: i64| {
-            !self.time.provisional() || self.time.firm_now_secs().is_some_and(|firm| at <= firm)
-        };
-        let anchor = match self.episode.grace_anchor {
-            Some(anchor) if !backed(anchor) => self.persisted.as_ref().and_then(|p| p.grace_anchor),
-            anchor => anchor,
-        };
-        // Since when the service has been in grace or cut off (`None` while valid), and
-        // where it is cut off if nothing new comes in.
-        let last = self.last.as_ref();
-        let not_valid_since = last
-            .and_then(|e| e.verdict.grace_started_at)
-            .map(crate::clock::unix_seconds);
-        let (since, cut_off) = match not_valid_since {
-            Some(since) if !backed(since) => self
-                .persisted
-                .as_ref()
-                .map_or((None, None), |p| (p.not_valid_since, p.cut_off)),
-            since => (since, last.and_then(|e| e.cut_off)),
-        };
-        let mut state = PersistedState::new(mark, anchor);
-        state.grace_floor = self.episode.grace_floor;
-        state.not_valid_since = since;
-        state.cut_off = cut_off;
-        state.budget_age = self.time.budget_age().as_secs();
-        state.notice_seq = self.notices.seq.clone();
-        state.revoked = self.notices.revoked.clone();
-        Some(state)
+        self.persist.state(Sources {
+            time: &self.time,
+            episode: &self.episode,
+            last: self.last.as_ref(),
+            notices: &self.notices,
+        })
     }
 
     /// The monotonic reading at which the judge wants the next check: the next instant
     /// the verdict changes, the end of the drain, the next state-file write, and never
     /// more than [`MAX_SLEEP`] from now.
     pub(crate) fn poll_timeout(&self) -> Duration {
-        let decision = self.decision_timeout();
-        // With a state file, wake a minute after each write to keep its mark current: a
-        // restart then finds a mark at most a minute old. Nothing written (no firm mark
-        // yet, or the disk failed): retry in a minute, never in a busy loop.
-        let persist = self
-            .config
-            .state_file
-            .then(|| self.persisted_at.next_due(self.mono, PERSIST_INTERVAL));
         let cap = self.mono.saturating_add(MAX_SLEEP);
-        [decision, persist]
-            .into_iter()
-            .flatten()
-            .fold(cap, Duration::min)
+        let earliest = self.timers().earliest(&Wake::ALL);
+        earliest.map_or(cap, |at| at.min(cap))
     }
 
     /// The monotonic reading at which a decision is due: the verdict changes, or the
     /// drain ends. (The simulations wake the judge there and at their own steps; the
     /// shell also wakes it for the state file and at least once a minute.)
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "only the simulations wake the judge at decisions alone"
+        )
+    )]
     pub(crate) fn decision_timeout(&self) -> Option<Duration> {
-        let change = self
-            .last
-            .as_ref()
-            .and_then(|e| e.next_change)
-            .map(|at| self.mono.saturating_add(self.time.until(at)));
-        let drain = self.drain.wake();
-        let features = self.drain.feature_wake(self.mono);
-        let settled = self
-            .instance
-            .settling_until
-            .map(|at| self.mono.saturating_add(self.time.until(at)));
-        change
-            .into_iter()
-            .chain(drain)
-            .chain(features)
-            .chain(settled)
-            .min()
+        self.timers().earliest(&Wake::DECISIONS)
+    }
+
+    /// The wake table, made from the sub-states when asked (so it is never stale): each
+    /// instant the judge wants a check at, by name.
+    fn timers(&self) -> Timers {
+        let at_trusted = |secs: i64| self.mono.saturating_add(self.time.until(secs));
+        let mut timers = Timers::default();
+        let change = self.last.as_ref().and_then(|e| e.next_change);
+        timers.set(Wake::Change, change.map(at_trusted));
+        timers.set(Wake::Drain, self.drain.wake());
+        timers.set(Wake::FeatureDrain, self.drain.feature_wake(self.mono));
+        let settled = self.instance.settling_until.map(at_trusted);
+        timers.set(Wake::Settled, settled);
+        let persist = self.config.state_file.then(|| self.persist.wake(self.mono));
+        timers.set(Wake::Persist, persist);
+        timers
     }
 
     // ---- the rules ----
