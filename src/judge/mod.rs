@@ -275,22 +275,7 @@ impl Judge {
             .clear_manipulation(self.time.wall_is_consistent(), || reads.in_force(now));
         self.instance
             .judge_slot(slot, now, self.mono, self.config.instance_settling);
-        let licenses = self.reads.licenses();
-        let mut evaluation = evaluate(&self.input(&licenses, now));
-        if evaluation.verdict.state == LicenseState::GraceExpired && self.time.provisional() {
-            // Provisional readings alone never cut a service off: hold as grace unless our
-            // firm evidence (or the vendor's floors) cuts it off too. The checker samples
-            // again within a minute, and judges for real once readings are firm.
-            // Without firm evidence, time could be as early as any clock can read.
-            let firm = self.time.firm_now_secs().unwrap_or(MIN_RFC3339);
-            let firm = issue_floor.map_or(firm, |f| f.max(firm));
-            let firm_cut =
-                evaluate(&self.input(&licenses, firm)).verdict.state == LicenseState::GraceExpired;
-            if !firm_cut {
-                evaluation.verdict.state = LicenseState::Grace;
-                evaluation.next_change = None;
-            }
-        }
+        let evaluation = self.decide(now, issue_floor);
         self.reads.announce(&evaluation.verdict, &mut self.events);
         self.alerts.transition_events(
             self.last.as_ref().map(|e| &e.verdict),
@@ -313,21 +298,49 @@ impl Judge {
             now,
             grace,
         );
-        let mut verdict = evaluation.verdict.clone();
-        verdict.evaluated_mono = self.time.last_mono();
-        verdict.instance_settling_until = self
-            .instance
-            .settling_until
-            .filter(|_| verdict.admits())
-            .map(crate::clock::from_unix_seconds);
-        verdict.notice_seq = self
-            .reads
-            .customer()
-            .and_then(|c| self.notices.seq.get(c))
-            .copied();
-        verdict.revocations = self.notices.revoked.len();
+        let verdict = Arc::new(evaluation.verdict.clone());
         self.last = Some(evaluation);
-        Arc::new(verdict)
+        verdict
+    }
+
+    /// The evaluation of this check at trusted `now` (`issue_floor`: the set's), with its
+    /// verdict built whole, here and only here: nothing patches it afterwards.
+    fn decide(&self, now: i64, issue_floor: Option<i64>) -> Evaluation {
+        let licenses = self.reads.licenses();
+        let raw = evaluate(&self.input(&licenses, now));
+        // Provisional readings alone never cut a service off: hold as grace unless our
+        // firm evidence (or the vendor's floors) cuts it off too. The checker samples
+        // again within a minute, and judges for real once readings are firm.
+        let held = raw.verdict.state == LicenseState::GraceExpired && self.time.provisional() && {
+            // Without firm evidence, time could be as early as any clock can read.
+            let firm = self.time.firm_now_secs().unwrap_or(MIN_RFC3339);
+            let firm = issue_floor.map_or(firm, |f| f.max(firm));
+            evaluate(&self.input(&licenses, firm)).verdict.state != LicenseState::GraceExpired
+        };
+        let state = if held {
+            LicenseState::Grace
+        } else {
+            raw.verdict.state
+        };
+        Evaluation {
+            next_change: raw.next_change.filter(|_| !held),
+            verdict: Verdict {
+                state,
+                evaluated_mono: self.time.last_mono(),
+                // Settling is shown while it admits; a cut-off for another reason hides it.
+                instance_settling_until: self
+                    .instance
+                    .settling_until
+                    .filter(|_| state.admits())
+                    .map(crate::clock::from_unix_seconds),
+                notice_seq: (self.reads.customer())
+                    .and_then(|c| self.notices.seq.get(c))
+                    .copied(),
+                revocations: self.notices.revoked.len(),
+                ..raw.verdict
+            },
+            ..raw
+        }
     }
 
     // ---- polls ----
