@@ -14,6 +14,19 @@
 //!
 //! Instants are the clock's monotonic readings ([`Reading::mono`]), never a runtime's:
 //! the shell turns a wake-up reading into a timer.
+//!
+//! As quinn-proto's `Connection` groups its fields, the judge is a few sub-states, each
+//! owning its rules, and [`Judge::handle_check`] only sequences them: `reads` (the reads
+//! of the source, the set chosen from them, failures and `license.loaded`), `notices`
+//! (vendor notices accepted and refused, revocations), `episode` (the episode without a
+//! license: grace anchor, floor, cap, manipulation, what a restart carried over),
+//! `instance` (settling and instance-limit grace, by the slot task's [`SlotWord`]),
+//! `drain` (the drain after a cut-off, and of features taken away), `alerts` (transition
+//! events, expiry alerts, floor reports), `persist` (what the state file gets, and when),
+//! with [`TrustedTime`] in `time`. `throttle` is the one "at most once per interval" rule
+//! (also the usage task's), and `timers` the wake table whose earliest entry is
+//! [`Judge::poll_timeout`]. What one sub-state does to another (an attestation moving the
+//! anchors back) goes through the judge.
 
 mod alerts;
 mod drain;
@@ -129,7 +142,9 @@ struct Cx<'a> {
 /// The judge. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Judge {
+    /// The builder's settings.
     config: JudgeConfig,
+    /// Trusted time, its marks and floors, and its drift budget.
     time: TrustedTime,
     /// The monotonic reading of the last check.
     mono: Duration,
@@ -137,6 +152,7 @@ pub(crate) struct Judge {
     reads: Reads,
     /// The episode without a license: its anchor, floor, cap and manipulation.
     episode: Episode,
+    /// The last check's evaluation, its verdict as published.
     last: Option<Evaluation>,
     /// When alerts and floor reports were last repeated.
     alerts: Alerts,
@@ -148,6 +164,7 @@ pub(crate) struct Judge {
     notices: Notices,
     /// What was last written to the state file, and when.
     persist: Persist,
+    /// The events not yet polled.
     events: Events,
 }
 
