@@ -156,7 +156,10 @@ impl PersistedState {
             || state.cut_off.is_some_and(|a| !in_range(a))
             || state.budget_age > MAX_BUDGET_AGE
             || state.budget_spent_ms > MAX_BUDGET_AGE.saturating_mul(1_000)
-            || state.boot_id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 64)
+            || state
+                .boot_id
+                .as_ref()
+                .is_some_and(|id| id.is_empty() || id.len() > 64)
             || state.revoked.len() > MAX_REVOKED
             || state.revoked.values().any(|&at| !in_range(at))
             || state

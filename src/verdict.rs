@@ -32,6 +32,13 @@ impl LicenseState {
             LicenseState::GraceExpired => "grace_expired",
         }
     }
+
+    /// Whether new requests are admitted in this state: in every one but
+    /// [`LicenseState::GraceExpired`]. (The judge builds a verdict's settling from it
+    /// before the verdict exists.)
+    pub(crate) fn admits(self) -> bool {
+        self != LicenseState::GraceExpired
+    }
 }
 
 /// Why the service is in grace.
@@ -170,7 +177,7 @@ impl Verdict {
     /// Whether new requests are admitted: false only in [`LicenseState::GraceExpired`].
     #[inline]
     pub fn admits(&self) -> bool {
-        self.state != LicenseState::GraceExpired
+        self.state.admits()
     }
 
     /// Whether a valid license is in force.

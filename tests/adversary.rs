@@ -33,7 +33,9 @@ async fn skip(secs: i64) {
 }
 
 /// The builder's grace for these tests: an hour, so that "past exp + grace" comes soon.
-fn hour_of_grace(b: iosetu_license::LicenseMonitorBuilder) -> iosetu_license::LicenseMonitorBuilder {
+fn hour_of_grace(
+    b: iosetu_license::LicenseMonitorBuilder,
+) -> iosetu_license::LicenseMonitorBuilder {
     b.grace_period(Duration::from_secs(HOUR as u64))
 }
 
@@ -44,8 +46,11 @@ async fn finding_1_creeping_the_clock_back_5_0005_s_every_5_s_is_manipulation() 
     let path = dir.path().join("license.key");
     std::fs::write(&path, token(&Claims::new("Acme", T0 + 2 * HOUR))).unwrap();
     let clock = TestClock::new(at(T0));
-    let (monitor, mut rx) =
-        start(hour_of_grace(builder(&clock, LicenseSource::File(path.clone())))).await;
+    let (monitor, mut rx) = start(hour_of_grace(builder(
+        &clock,
+        LicenseSource::File(path.clone()),
+    )))
+    .await;
     let mut admitted_past_cut_off = 0;
     // Four hours of true time: the license ends at two, its grace at three.
     for step in 0..(4 * HOUR / 5) {
@@ -73,7 +78,10 @@ async fn finding_1_creeping_the_clock_back_5_0005_s_every_5_s_is_manipulation() 
             )
         })
         .count();
-    assert!(corrections <= 1, "{corrections} corrections: the 5 s is granted once");
+    assert!(
+        corrections <= 1,
+        "{corrections} corrections: the 5 s is granted once"
+    );
     assert_eq!(admitted_past_cut_off, 0);
     let verdict = monitor.verdict();
     assert!(!verdict.admits(), "{verdict:?}");
@@ -101,7 +109,10 @@ async fn finding_1_the_spent_budget_survives_restarts_with_the_state_file() {
         drop(monitor);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert!(manipulated, "four steps of 5.05 s on one boot spend more than its budget");
+    assert!(
+        manipulated,
+        "four steps of 5.05 s on one boot spend more than its budget"
+    );
 
     // A new boot brings a new budget: an honest step on it is a correction.
     let clock = TestClock::new(at(T0 + 2 * DAY));
@@ -126,8 +137,11 @@ async fn finding_2_a_clock_set_ahead_does_not_reach_a_held_renewal_early() {
     let mut renewal = Claims::new("Acme", T0 + 60 * DAY);
     renewal.nbf = Some(T0 + 30 * DAY);
     let clock = TestClock::new(at(T0));
-    let (monitor, mut rx) =
-        start(hour_of_grace(builder(&clock, lines(&[token(&old), token(&renewal)])))).await;
+    let (monitor, mut rx) = start(hour_of_grace(builder(
+        &clock,
+        lines(&[token(&old), token(&renewal)]),
+    )))
+    .await;
     run_for(2 * HOUR + MINUTE).await;
     assert!(!monitor.verdict().admits(), "past exp + grace");
     clock.jump_wall(30 * DAY);
@@ -307,7 +321,8 @@ async fn finding_8_an_attestation_from_a_vendor_clock_minutes_fast_clears_the_gr
         .unwrap();
         let license = token(&Claims::new("Acme", T0 + 300 * DAY));
         let clock = TestClock::new(at(T0));
-        let (monitor, _) = start(builder(&clock, lines(&[license.clone()])).state_file(&state)).await;
+        let (monitor, _) =
+            start(builder(&clock, lines(&[license.clone()])).state_file(&state)).await;
         assert_eq!(
             monitor.verdict().reason,
             Some(GraceReason::ClockManipulation)
@@ -343,11 +358,7 @@ async fn finding_10_a_renewal_revoked_before_it_starts_supersedes_nothing() {
     renewal.supersedes = vec!["lic-1".into()];
     let renewal = token(&renewal);
     let clock = TestClock::new(at(T0));
-    let source = lines(&[
-        current,
-        renewal,
-        revocation(T0 + DAY, 1, &["lic-2"]),
-    ]);
+    let source = lines(&[current, renewal, revocation(T0 + DAY, 1, &["lic-2"])]);
     let (monitor, _rx) = start(hour_of_grace(builder(&clock, source))).await;
     skip(2 * DAY).await;
     assert!(monitor.check_now().await.is_valid());

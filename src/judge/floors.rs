@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::token::{Claims, IAT_TOLERANCE_SECS};
 use crate::verdict::Verdict;
 
-use super::Member;
+use super::set::Member;
 
 /// The floors seen, by the fingerprint of the license they concern.
 #[derive(Debug, Default)]
@@ -34,9 +34,7 @@ pub(crate) struct Floors {
 /// notice's signed `iat`, or a superseding license's start once it has started; never a
 /// successor's start still ahead).
 fn own_floor(claims: &Claims, revoked: Option<i64>) -> Option<i64> {
-    let iat = claims
-        .iat
-        .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS));
+    let iat = claims.iat.map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS));
     match (iat, revoked) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -56,7 +54,12 @@ impl Floors {
         self.seen
             .retain(|print, _| members.clone().any(|m| m.print == *print));
         for member in members {
-            let at = member.claims.jti.as_ref().and_then(|j| revoked.get(j)).copied();
+            let at = member
+                .claims
+                .jti
+                .as_ref()
+                .and_then(|j| revoked.get(j))
+                .copied();
             let Some(floor) = own_floor(&member.claims, at) else {
                 continue;
             };
@@ -98,27 +101,6 @@ impl Floors {
             .max()
             .map(|iat| iat.saturating_sub(IAT_TOLERANCE_SECS))
     }
-}
-
-/// `judged` with the starts of licenses held beyond `start_at` (the instant `nbf`s are
-/// judged at, see `TrustedTime::start_now_secs`) moved later by `now - start_at`, so
-/// that judging them at `now` judges their start at `start_at`.
-pub(crate) fn delay_starts(judged: Vec<Arc<Claims>>, start_at: i64, now: i64) -> Vec<Arc<Claims>> {
-    let lag = now.saturating_sub(start_at);
-    if lag <= 0 {
-        return judged;
-    }
-    judged
-        .into_iter()
-        .map(|claims| match claims.nbf {
-            Some(nbf) if nbf > start_at => {
-                let mut held = Claims::clone(&claims);
-                held.nbf = Some(nbf.saturating_add(lag));
-                Arc::new(held)
-            }
-            _ => claims,
-        })
-        .collect()
 }
 
 /// `claims` with every instant moved back by `by` seconds.
@@ -172,7 +154,10 @@ mod tests {
         let mut floors = Floors::default();
         floors.update(set.iter(), &BTreeMap::new(), Duration::from_secs(100));
         let judged = floors.judged(&set, 500_000, Duration::from_secs(100));
-        assert!(Arc::ptr_eq(&judged[0], &set[0].claims), "the main license as it is");
+        assert!(
+            Arc::ptr_eq(&judged[0], &set[0].claims),
+            "the main license as it is"
+        );
         let by = 1_000_000 - IAT_TOLERANCE_SECS - 500_000;
         assert_eq!(judged[1].exp, 10_000_000 - by);
         // An hour later, trusted time and the floor have both moved on: the same shift.
@@ -192,7 +177,10 @@ mod tests {
         let mut floors = Floors::default();
         // A successor's start still ahead is no floor.
         floors.update(set.iter(), &BTreeMap::new(), Duration::ZERO);
-        assert!(Arc::ptr_eq(&floors.judged(&set, 900_000, Duration::ZERO)[0], &set[0].claims));
+        assert!(Arc::ptr_eq(
+            &floors.judged(&set, 900_000, Duration::ZERO)[0],
+            &set[0].claims
+        ));
         let learned = BTreeMap::from([("lic-1".to_owned(), 1_000_000)]);
         floors.update(set.iter(), &learned, Duration::ZERO);
         // The clock set back three days before the revocation: judged at it, revoked.

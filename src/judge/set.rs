@@ -177,7 +177,11 @@ fn standing(members: &[&Member], now: i64, default_grace: i64) -> Standing {
         },
         None => Standing {
             state: 0,
-            cut_off: members.iter().map(|m| m.claims.ends()).max().unwrap_or(i64::MIN),
+            cut_off: members
+                .iter()
+                .map(|m| m.claims.ends())
+                .max()
+                .unwrap_or(i64::MIN),
             features: 0,
         },
     }

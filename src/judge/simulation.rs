@@ -678,7 +678,7 @@ impl World {
     /// per restart, the vendor's hour of tolerance once an attestation is in, and what a
     /// clock kept ahead borrowed.
     fn allowance(&self) -> i128 {
-        let tolerance = if self.procs[0].judge.notice_seq.is_empty() {
+        let tolerance = if self.procs[0].judge.notices.seq.is_empty() {
             0
         } else {
             super::time::ATTESTATION_TOLERANCE_SECS
@@ -698,7 +698,9 @@ impl World {
                 .is_some_and(|r| self.host.running_ns - r < 61 * NS);
         // (The boot window is an allowance of its own: a provisional reading alone never
         // cuts a service off, so the part of an interval inside it is not measured.)
-        let window_end = (self.host.boot_at + BOOT_WINDOW) as i128 * NS;
+        // (And the 15 minutes that confirm the first firm reading after it: until then a
+        // step back to the stored mark is a correction, so its wall may stand ahead.)
+        let window_end = (self.host.boot_at + 2 * BOOT_WINDOW) as i128 * NS;
         if let Some(from) = self.last_true
             && measured
             && self.procs[0].verdict.admits()
@@ -739,6 +741,7 @@ impl World {
         let now = self.host.true_secs() + fast;
         let customer = self.procs[0]
             .judge
+            .reads
             .set
             .first()
             .map_or_else(|| "Acme".to_owned(), |m| m.claims.customer.clone());
@@ -773,6 +776,7 @@ impl World {
             self.step,
             self.procs[0]
                 .judge
+                .reads
                 .set
                 .first()
                 .map(|m| m.claims.customer.clone()),
@@ -797,6 +801,7 @@ impl World {
                 Some(Twin::Adds { license, from }) if self.step >= from => {
                     let customer = self.procs[0]
                         .judge
+                        .reads
                         .set
                         .first()
                         .map_or("Acme", |m| m.claims.customer.as_str());
@@ -1002,6 +1007,11 @@ impl World {
 
     /// Starts (or restarts) every process: restore the state file, then a full check.
     fn start(&mut self) -> Result<(), TestCaseError> {
+        // A wall ahead at a start is believed (it cannot be told from real time gone by
+        // while the service was down): the time it is ahead is borrowed from the end.
+        if self.host.off_ns > 5 * NS {
+            self.confirmed_ahead = self.confirmed_ahead.max(self.offset_secs());
+        }
         let reading = self.host.reading();
         let running = self.host.running_ns;
         for proc in &mut self.procs {
@@ -1233,7 +1243,7 @@ impl World {
                 self.issue(true, fast);
                 self.wake(true)?;
                 let seq = self.issued.last().map_or(0, |n| n.seq);
-                let accepted = self.procs[0].judge.notice_seq.values().any(|&s| s >= seq);
+                let accepted = self.procs[0].judge.notices.seq.values().any(|&s| s >= seq);
                 if accepted {
                     self.mark_wrong = false;
                 } else {
@@ -1268,7 +1278,7 @@ impl World {
 
     /// Invariants 5, 6 and 7: at every wake.
     fn check_every_wake(&mut self) -> Result<(), TestCaseError> {
-        if self.procs[0].judge.set.is_empty() {
+        if self.procs[0].judge.reads.set.is_empty() {
             self.law5_in_scope = false;
         }
         let reference = &self.procs[0].verdict;
@@ -1349,7 +1359,7 @@ impl World {
         let in_scope = self.with_state || self.restarts == 0;
         // (An attestation lets the vendor's clock be five minutes fast: a wall that far
         // behind it is taken as right, once, as for a license's `iat`.)
-        let tolerance = if self.procs[0].judge.notice_seq.is_empty() {
+        let tolerance = if self.procs[0].judge.notices.seq.is_empty() {
             0
         } else {
             super::time::ATTESTATION_TOLERANCE_SECS

@@ -148,15 +148,16 @@ impl TrustedTime {
         } else {
             self.wall.max(floor)
         };
-        // (While readings are provisional the attestation is a floor only: our evidence
-        // was wrong, and an hour below the vendor's clock is no mark to judge a wall by.
-        // The first firm reading starts a new mark.)
-        self.mark = if self.provisional {
-            None
+        // (While readings are provisional, the attested time less the tolerance is our
+        // hard evidence, as a stored mark is: a wall below it later is behind it, and the
+        // first firm reading starts a new mark of this run, unconfirmed as after a boot.)
+        if self.provisional {
+            self.mark = None;
+            self.stored = Some(self.evidence().map_or(at, |e| e.min(at)));
         } else {
-            Some(self.evidence().map_or(at, |e| e.min(at)))
-        };
-        self.stored = None;
+            self.mark = Some(self.evidence().map_or(at, |e| e.min(at)));
+            self.stored = None;
+        }
         self.soft_until = None;
         self.behind = false;
         self.ahead_since = None;
@@ -464,20 +465,6 @@ impl TrustedTime {
         secs_floor(self.now_nanos())
     }
 
-    /// The instant held licenses' `nbf`s are judged at: trusted now, except while it rests
-    /// on a reading not yet confirmed (provisional, or a run's first firm reading) that is
-    /// ahead of hard evidence (the stored mark carried on by monotonic time): then the
-    /// hard evidence. A clock set ahead across a restart or a reboot thus brings no
-    /// renewal into force early, while the end of a license is still judged at the wall
-    /// (it may be real time gone by while the service was down).
-    pub(crate) fn start_now_secs(&self) -> i64 {
-        let now = self.now_secs();
-        if !self.unconfirmed() {
-            return now;
-        }
-        self.hard_now_secs().map_or(now, |hard| hard.min(now))
-    }
-
     /// Trusted now from evidence that is not provisional (our marks and the build floor),
     /// if there is any.
     pub(crate) fn firm_now_secs(&self) -> Option<i64> {
@@ -729,7 +716,10 @@ mod tests {
         );
         // But never below the stored mark, confirmed or not.
         let mut t = TrustedTime::new(read(9_000, 0));
-        assert!(t.restore_mark(10_000, Duration::ZERO, Duration::ZERO).is_some());
+        assert!(
+            t.restore_mark(10_000, Duration::ZERO, Duration::ZERO)
+                .is_some()
+        );
         assert_eq!(t.now_secs(), 10_000);
     }
 

@@ -20,6 +20,7 @@ use super::{
 use crate::checker::{IO_DEADLINE, off_thread};
 use crate::clock::{escape_control, unix_seconds};
 use crate::event::{LicenseEvent, Reporter};
+use crate::judge::throttle::Keyed;
 use crate::shared::{Shared, View};
 use crate::source::shown;
 use crate::verdict::LicenseState;
@@ -254,7 +255,8 @@ struct Run {
     started: Duration,
     refused_seen: u64,
     admitted_seen: u64,
-    limit_reported: BTreeMap<String, Duration>,
+    /// `license.limit_exceeded` per metric, at most once per check interval.
+    limit_reported: Keyed<String>,
     replicas: Arc<Cell>,
     slots: Arc<Cell>,
     grace: Arc<Cell>,
@@ -293,7 +295,7 @@ impl UsageTask {
             started: mono,
             refused_seen: 0,
             admitted_seen: 0,
-            limit_reported: BTreeMap::new(),
+            limit_reported: Keyed::default(),
             replicas: registry.builtin(REPLICAS, Kind::Gauge),
             slots: registry.builtin(SLOTS_HELD, Kind::Gauge),
             grace: registry.builtin(GRACE_SECONDS, Kind::Counter),
@@ -516,12 +518,10 @@ impl UsageTask {
             if value <= limit {
                 continue;
             }
-            let due = run
+            if run
                 .limit_reported
-                .get(&name)
-                .is_none_or(|at| mono.saturating_sub(*at) >= self.check_interval);
-            if due {
-                run.limit_reported.insert(name.clone(), mono);
+                .ready(name.clone(), mono, self.check_interval)
+            {
                 self.reporter.emit(LicenseEvent::LimitExceeded {
                     name,
                     usage: value,
