@@ -15,6 +15,7 @@
 //! Instants are the clock's monotonic readings ([`Reading::mono`]), never a runtime's:
 //! the shell turns a wake-up reading into a timer.
 
+mod faults;
 pub(crate) mod set;
 #[cfg(test)]
 mod simulation;
@@ -196,6 +197,8 @@ pub(crate) struct Judge {
     /// What was last written to the state file, and when.
     persisted: Option<PersistedState>,
     persisted_at: Duration,
+    /// A notice source that cannot be read, a state file that cannot be written.
+    faults: faults::Faults,
     events: VecDeque<LicenseEvent>,
 }
 
@@ -238,6 +241,7 @@ impl Judge {
             notices_reported: HashMap::new(),
             persisted: None,
             persisted_at: first.mono,
+            faults: faults::Faults::default(),
             events: VecDeque::new(),
         }
     }
