@@ -135,6 +135,15 @@ async fn read_off_thread(
     }
 }
 
+/// One read of the sources: the license source's text, and the notice source's (`None`:
+/// no notice source, or no notices there yet). Each is read, capped and judged on its
+/// own; comparing two reads tells a change to either.
+#[derive(Debug, Clone, PartialEq)]
+struct Texts {
+    license: Result<String, LicenseError>,
+    notices: Option<Result<String, LicenseError>>,
+}
+
 /// Adds without the panic `Instant + Duration` has on overflow (a grace period of
 /// `Duration::MAX`).
 pub(crate) fn later(at: Instant, by: Duration) -> Instant {
@@ -150,10 +159,13 @@ pub(crate) struct Checker {
     reporter: Reporter,
     triggers: Triggers,
     file_poll_interval: Option<Duration>,
-    /// The last read of the source, to tell a changed file from an unchanged one.
-    last_read: Option<Result<String, LicenseError>>,
-    /// The last text verified and its lines: an unchanged source is not verified again.
+    /// The last read of the sources, to tell a changed file from an unchanged one.
+    last_read: Option<Texts>,
+    /// The last license text verified and its lines (licenses and notices), and the last
+    /// notice text verified and its notices (numbered from 1): an unchanged source is not
+    /// verified again.
     verified: Option<(String, Vec<Line>, Vec<NoticeLine>)>,
+    verified_notices: Option<(String, Vec<NoticeLine>)>,
     verifier: LicenseVerifier,
     source: LicenseSource,
     notices: Option<LicenseSource>,
@@ -199,6 +211,7 @@ impl Checker {
             file_poll_interval: config.file_poll_interval,
             last_read: None,
             verified: None,
+            verified_notices: None,
             verifier: config.verifier,
             source: config.source,
             notices: config.notices,
@@ -291,29 +304,29 @@ impl Checker {
         }
     }
 
-    /// Reads the source. A file is read on the blocking pool with a deadline, so a hung
+    /// Reads the sources. A file is read on the blocking pool with a deadline, so a hung
     /// mount stalls neither the runtime's workers nor the checker: it reads as
     /// `unreadable`, and the last good license stays.
     ///
-    /// With a notice source, its lines follow the license source's: no notices (a file
-    /// not there yet) reads as none, and a notice source that cannot be read fails the
-    /// read as a whole, so it is reported (the last good license stays).
-    async fn read_source(&mut self) -> Result<String, LicenseError> {
-        let license = read_off_thread(&self.source, &mut self.hung_read).await?;
-        let Some(notices) = self.notices.clone() else {
-            return Ok(license);
+    /// The notice source, if any, is read on its own, after the license source and
+    /// whatever that read: no notices (a file not there yet) reads as none, and one that
+    /// cannot be read is the notice source's own fault (see [`Checker::verify`]).
+    async fn read_source(&mut self) -> Texts {
+        let license = read_off_thread(&self.source, &mut self.hung_read).await;
+        let notices = match self.notices.clone() {
+            None => None,
+            Some(source) => match read_off_thread(&source, &mut self.hung_notices).await {
+                Err(LicenseError::Missing { .. }) => None,
+                read => Some(read),
+            },
         };
-        match read_off_thread(&notices, &mut self.hung_notices).await {
-            Ok(text) => Ok(format!("{license}\n{text}")),
-            Err(LicenseError::Missing { .. }) => Ok(license),
-            Err(error) => Err(error),
-        }
+        Texts { license, notices }
     }
 
     /// Reads the source and, if it differs from the last read, waits until it stops
     /// changing: a read may catch a file half-written (truncate and write) or a symlink
     /// swap half-done, and such a transient state must not be judged. `None`: unchanged.
-    async fn changed_read(&mut self) -> Option<Result<String, LicenseError>> {
+    async fn changed_read(&mut self) -> Option<Texts> {
         let mut read = self.read_source().await;
         if self.last_read.as_ref() == Some(&read) {
             return None;
@@ -329,22 +342,79 @@ impl Checker {
         Some(read)
     }
 
-    /// Verifies each token of a read (only when the text changed since the last one
-    /// verified): the judge gets the result of each.
-    fn verify(&mut self, read: Result<String, LicenseError>) -> Read {
-        let text = match read {
-            Ok(text) => text,
-            Err(error) => return Read::Failed(error),
+    /// Verifies each token of a read (each source's only when its text changed since the
+    /// last one verified): the judge gets the result of each, and the notice source's
+    /// fault, if it has one.
+    ///
+    /// The license source is capped and judged on its own. Every token of the notice
+    /// source is verified as a notice (a license there is refused: it is not a notice),
+    /// numbered after the license source's lines; a notice source that cannot be read
+    /// or holds more than `MAX_TOKENS` tokens adds no notices and is its own fault,
+    /// which costs the license source nothing.
+    fn verify(&mut self, texts: Texts) -> (Read, Option<LicenseError>) {
+        let (notices, fault) = match texts.notices {
+            None => (Vec::new(), None),
+            Some(Err(error)) => (Vec::new(), Some(error)),
+            Some(Ok(text)) => match self.verify_notices(text) {
+                Ok(notices) => (notices, None),
+                Err(error) => (Vec::new(), Some(error)),
+            },
         };
+        let read = match texts.license {
+            Err(error) => Read::Failed(error),
+            Ok(text) => {
+                // Numbered after the license source's lines, as in one text.
+                let offset = text.lines().count();
+                match self.verify_licenses(text) {
+                    Err(error) => Read::Failed(error),
+                    Ok((lines, mut own)) => {
+                        own.extend(notices.into_iter().map(|mut n| {
+                            n.line = n.line.saturating_add(offset);
+                            n
+                        }));
+                        Read::Lines(lines, own)
+                    }
+                }
+            }
+        };
+        (read, fault)
+    }
+
+    /// The notice source's tokens, each verified as a notice (numbered from 1).
+    fn verify_notices(&mut self, text: String) -> Result<Vec<NoticeLine>, LicenseError> {
+        if let Some((last, notices)) = &self.verified_notices
+            && *last == text
+        {
+            return Ok(notices.clone());
+        }
+        let notices: Vec<NoticeLine> = match source::tokens(&text) {
+            Ok(tokens) => tokens
+                .into_iter()
+                .map(|(line, token)| NoticeLine {
+                    line,
+                    print: fingerprint(token),
+                    verified: self.verifier.verify_notice(token).map(Arc::new),
+                })
+                .collect(),
+            // (Blank: no notices.)
+            Err(LicenseError::Missing { .. }) => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        self.verified_notices = Some((text, notices.clone()));
+        Ok(notices)
+    }
+
+    /// The license source's tokens, each verified: licenses, and notices it holds too.
+    fn verify_licenses(
+        &mut self,
+        text: String,
+    ) -> Result<(Vec<Line>, Vec<NoticeLine>), LicenseError> {
         if let Some((last, lines, notices)) = &self.verified
             && *last == text
         {
-            return Read::Lines(lines.clone(), notices.clone());
+            return Ok((lines.clone(), notices.clone()));
         }
-        let tokens = match source::tokens(&text) {
-            Ok(tokens) => tokens,
-            Err(error) => return Read::Failed(error),
-        };
+        let tokens = source::tokens(&text)?;
         let mut lines = Vec::new();
         let mut notices = Vec::new();
         for (line, token) in tokens {
@@ -368,25 +438,23 @@ impl Checker {
             }
         }
         self.verified = Some((text, lines.clone(), notices.clone()));
-        Read::Lines(lines, notices)
+        Ok((lines, notices))
     }
 
     /// One wake: sample the clocks, hand the judge what was read (`full`: a full check,
     /// `Some(false)`: a change), emit its events. Returns the verdict to publish.
-    fn check(
-        &mut self,
-        full: Option<bool>,
-        read: Option<Result<String, LicenseError>>,
-    ) -> Arc<Verdict> {
+    fn check(&mut self, full: Option<bool>, read: Option<Texts>) -> Arc<Verdict> {
         self.checked_at = Instant::now();
         let reading = Reading::of(&*self.clock);
         self.checked_mono = reading.mono;
         let judged = read.is_some();
+        let mut notice_fault = None;
         let observation = match (full, read) {
             (_, None) => Observation::Transition,
             (full, Some(read)) => {
                 self.last_read = Some(read.clone());
-                let read = self.verify(read);
+                let (read, fault) = self.verify(read);
+                notice_fault = fault;
                 if full == Some(true) {
                     Observation::Full(read)
                 } else {
@@ -403,6 +471,10 @@ impl Checker {
         let verdict = self.judge.handle_check(reading, observation, slot);
         if judged {
             self.stats.record_check(self.judge.problem());
+            if let Some(notices) = &self.notices {
+                self.judge
+                    .handle_notice_source(&notices.describe(), notice_fault);
+            }
         }
         if let Some(link) = &self.instances {
             let limit = self.judge.instance_limit();
@@ -434,23 +506,36 @@ impl Checker {
         });
     }
 
-    /// Writes what the judge asks to be written, off the async workers.
+    /// Writes what the judge asks to be written, off the async workers, and tells the
+    /// judge how it went (it reports a failure, at most once per check interval, and
+    /// keeps its state).
     async fn persist_state(&mut self) {
         let (Some(path), Some(state)) = (self.state_path.clone(), self.judge.poll_persist()) else {
             return;
         };
         let written = state.clone();
         let shown = escape_control(&path.display().to_string()).into_owned();
-        match off_thread(&mut self.hung_state, IO_DEADLINE, move || {
+        let result = match off_thread(&mut self.hung_state, IO_DEADLINE, move || {
             state.store(&path)
         })
         .await
         {
-            Ok(Ok(())) => self.judge.handle_persisted(written),
-            Ok(Err(e)) => tracing::warn!(target: crate::event::TARGET, path = %shown,
-                error = %escape_control(&e.to_string()), "cannot write the license state file"),
-            Err(_) => tracing::warn!(target: crate::event::TARGET, path = %shown,
-                "the license state file write has not returned within 5 s"),
+            Ok(Ok(())) => Ok(written),
+            Ok(Err(e)) => Err(StateProblem::write(&shown, &e)),
+            Err(OffThread::Hung) => Err(StateProblem {
+                reason: "timed_out",
+                detail: format!("{shown}: the write has not returned within 5 s"),
+            }),
+            Err(OffThread::Failed) => Err(StateProblem {
+                reason: "unwritable",
+                detail: format!("{shown}: the write failed"),
+            }),
+        };
+        self.judge.handle_write(&shown, result);
+        self.stats
+            .record_state_write(self.judge.state_write_failing().is_some());
+        while let Some(event) = self.judge.poll_event() {
+            self.reporter.emit(event);
         }
     }
 }

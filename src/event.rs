@@ -16,7 +16,7 @@
 //! | `license.grace_period_expired` | ERROR | grace ran out: new requests get 503 |
 //! | `license.time_manipulation_detected` | ERROR | the wall clock was set back more than 5 s |
 //! | `license.time_drift_detected` | WARN | the wall clock jumped ahead more than 5 s, a provisional reading was corrected, or the wall is behind the build time or a license's `iat` (`type` says which) |
-//! | `license.verification_failed` | ERROR | the license was refused (until fixed; the same failure at most once per check interval) |
+//! | `license.verification_failed` | ERROR | the license was refused, or the notice source could not be read (`source` names it; it costs nothing else) (until fixed; the same failure at most once per check interval) |
 //! | `license.missing` | ERROR | no license found (the same way) |
 //! | `license.recovered` | INFO | the source reads good again after failed reads (once) |
 //! | `license.loaded` | INFO | a new license verified and is now in force (a held one: at its `nbf`) |
@@ -30,6 +30,7 @@
 //! | `license.notice_rejected` | WARN | a vendor notice was refused (`reason`: `stale_seq`, `customer_mismatch`, `expired`, or why it did not verify; the same notice at most once per check interval) |
 //! | `license.limit_exceeded` | WARN | a usage metric is over the license's limit of that name (never a cut-off; at most once per check interval per metric) |
 //! | `license.usage_journal_invalid` | WARN | the usage journal was torn by a crash, damaged, changed by someone else, lost its key, or could not be written; the service goes on |
+//! | `license.state_write_failed` | WARN | the state file could not be written (`reason`: `unwritable`, `not_a_file`, `no_space`, `timed_out`); the last good state is kept and the write retried (the same failure at most once per check interval) |
 
 use std::time::SystemTime;
 
@@ -286,6 +287,21 @@ pub enum LicenseEvent {
         /// What was wrong, with the path.
         detail: String,
     },
+    /// The state file (see `LicenseMonitorBuilder::state_file`) could not be written.
+    /// Nothing else changes: the monitor keeps its state (the file keeps the last good
+    /// one) and writes again at its next check. The same failure at most once per check
+    /// interval; the gauge `iosetu_license_state_write_failing` says when it ends.
+    StateWriteFailed {
+        /// The state file's path.
+        path: String,
+        /// `unwritable` (permissions, a read-only file system, a directory missing on
+        /// the way or a file where one should be), `not_a_file` (a directory is at the
+        /// path), `no_space` (the disk or a quota is full) or `timed_out` (the write has
+        /// not returned within 5 s: a hung mount).
+        reason: &'static str,
+        /// What went wrong, with the path.
+        detail: String,
+    },
 }
 
 /// Changed limits as one attribute: `seats:10->25,nodes:->3` (empty side: not set).
@@ -376,7 +392,7 @@ pub enum AttributeValue {
 impl LicenseEvent {
     /// Every dotted event [`name`](LicenseEvent::name), for exporters that publish a
     /// series per event from the start.
-    pub const NAMES: [&'static str; 23] = [
+    pub const NAMES: [&'static str; 24] = [
         "license.expiring_30d",
         "license.expiring_7d",
         "license.expiring_24h",
@@ -400,6 +416,7 @@ impl LicenseEvent {
         "license.notice_rejected",
         "license.limit_exceeded",
         "license.usage_journal_invalid",
+        "license.state_write_failed",
     ];
 
     /// The dotted event name, e.g. `license.grace_mode_entered`.
@@ -430,6 +447,7 @@ impl LicenseEvent {
             LicenseEvent::NoticeRejected { .. } => "license.notice_rejected",
             LicenseEvent::LimitExceeded { .. } => "license.limit_exceeded",
             LicenseEvent::UsageJournalInvalid { .. } => "license.usage_journal_invalid",
+            LicenseEvent::StateWriteFailed { .. } => "license.state_write_failed",
         }
     }
 
@@ -447,6 +465,7 @@ impl LicenseEvent {
             | LicenseEvent::NoticeRejected { .. }
             | LicenseEvent::LimitExceeded { .. }
             | LicenseEvent::UsageJournalInvalid { .. }
+            | LicenseEvent::StateWriteFailed { .. }
             | LicenseEvent::Revoked { in_set: true, .. } => Level::WARN,
             LicenseEvent::InstanceSlotAcquired { .. }
             | LicenseEvent::GraceModeExited { .. }
@@ -506,6 +525,9 @@ impl LicenseEvent {
             LicenseEvent::LimitExceeded { .. } => "Usage over the licensed limit",
             LicenseEvent::UsageJournalInvalid { .. } => {
                 "Usage journal damaged or unusable - continuing"
+            }
+            LicenseEvent::StateWriteFailed { .. } => {
+                "License state file cannot be written - keeping the last good state"
             }
         }
     }
@@ -748,6 +770,15 @@ impl LicenseEvent {
                 ("reason", Str((*reason).into())),
                 ("error", Str(detail.clone())),
             ],
+            LicenseEvent::StateWriteFailed {
+                path,
+                reason,
+                detail,
+            } => vec![
+                ("path", Str(path.clone())),
+                ("reason", Str((*reason).into())),
+                ("error", Str(detail.clone())),
+            ],
         };
         attrs.push(("severity", Str(self.severity().as_str().into())));
         attrs
@@ -910,6 +941,14 @@ impl LicenseEvent {
                 severity, name = %esc(name), usage = *usage, limit = *limit, "{detail}"),
             LicenseEvent::UsageJournalInvalid { reason, detail } => {
                 log_at!(level, event, msg, severity, reason = *reason, error = %esc(detail), "{}", esc(detail))
+            }
+            LicenseEvent::StateWriteFailed {
+                path,
+                reason,
+                detail,
+            } => {
+                log_at!(level, event, msg, severity, path = %esc(path), reason = *reason,
+                    error = %esc(detail), "{}", esc(detail))
             }
         }
     }
@@ -1090,6 +1129,11 @@ mod tests {
                 reason: "torn",
                 detail: "usage.jsonl: cut short".into(),
             },
+            LicenseEvent::StateWriteFailed {
+                path: "/var/lib/app/state.json".into(),
+                reason: "unwritable",
+                detail: "/var/lib/app/state.json: Permission denied (os error 13)".into(),
+            },
         ];
         // A new variant fails to compile here until it is listed above and in NAMES.
         for e in &every {
@@ -1113,7 +1157,8 @@ mod tests {
                 | LicenseEvent::ClockAttested { .. }
                 | LicenseEvent::NoticeRejected { .. }
                 | LicenseEvent::LimitExceeded { .. }
-                | LicenseEvent::UsageJournalInvalid { .. } => {}
+                | LicenseEvent::UsageJournalInvalid { .. }
+                | LicenseEvent::StateWriteFailed { .. } => {}
             }
         }
         let names: Vec<&str> = every.iter().map(LicenseEvent::name).collect();
@@ -1150,6 +1195,24 @@ mod tests {
             every[18]
                 .attributes()
                 .contains(&("by", AttributeValue::Str("notice".into())))
+        );
+        assert_eq!(every[23].level(), Level::WARN);
+        assert_eq!(
+            every[23].attributes(),
+            [
+                (
+                    "path",
+                    AttributeValue::Str("/var/lib/app/state.json".into())
+                ),
+                ("reason", AttributeValue::Str("unwritable".into())),
+                (
+                    "error",
+                    AttributeValue::Str(
+                        "/var/lib/app/state.json: Permission denied (os error 13)".into()
+                    )
+                ),
+                ("severity", AttributeValue::Str("warning".into())),
+            ]
         );
     }
 

@@ -69,6 +69,13 @@ pub struct MetricsSnapshot {
     /// How many license `jti`s notices or superseding licenses revoked
     /// (`iosetu_license_revocations`).
     pub revocations: usize,
+    /// 1 while writes of the state file fail (`iosetu_license_state_write_failing`): a
+    /// state, set at the first failed write and cleared at the first good one (0 without
+    /// a state file).
+    pub state_write_failing: bool,
+    /// How many writes of the state file failed
+    /// (`iosetu_license_state_write_failures_total`).
+    pub state_write_failures: u64,
 }
 
 impl MetricsSnapshot {
@@ -122,6 +129,8 @@ impl MetricsSnapshot {
             instance_settling: verdict.instance_settling_until.is_some(),
             notice_seq: verdict.notice_seq,
             revocations: verdict.revocations,
+            state_write_failing: stats.state_write_failing(),
+            state_write_failures: stats.state_write_failures(),
         }
     }
 }
@@ -329,6 +338,13 @@ mod prometheus {
                 None,
                 m.revocations as f64,
             )?;
+            gauge(
+                &mut encoder,
+                "iosetu_license_state_write_failing",
+                "1 while writes of the license state file fail (the last good state is kept)",
+                None,
+                flag(m.state_write_failing),
+            )?;
 
             let mut checks = encoder.encode_descriptor(
                 "iosetu_license_checks",
@@ -337,6 +353,14 @@ mod prometheus {
                 MetricType::Counter,
             )?;
             checks.encode_counter::<NoLabelSet, _, u64>(&m.checks, None)?;
+
+            let mut state_writes = encoder.encode_descriptor(
+                "iosetu_license_state_write_failures",
+                "Writes of the license state file that failed",
+                None,
+                MetricType::Counter,
+            )?;
+            state_writes.encode_counter::<NoLabelSet, _, u64>(&m.state_write_failures, None)?;
 
             let mut failures = encoder.encode_descriptor(
                 "iosetu_license_check_failures",

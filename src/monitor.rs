@@ -303,9 +303,12 @@ impl LicenseMonitorBuilder {
     /// [`Notice`](crate::Notice)), besides the license source, which may hold them too:
     /// a ConfigMap mounted apart from the license secret, say. Read with the license at
     /// every check and polled like a license file; no file (or an unset variable) is no
-    /// notices, and one that cannot be read is reported like a license that cannot (the
-    /// last good license stays). In events, its lines are numbered after the license
-    /// source's.
+    /// notices. It is read and capped on its own: one that cannot be read, is not a
+    /// file, or holds more than 32 lines is reported (`license.verification_failed` with
+    /// its `source`, at most once per check interval) and costs nothing else (the
+    /// license source is judged as if there were none; notices accepted before stay
+    /// accepted). Every line is read as a notice: a license there is refused
+    /// (`wrong_type`). In events, its lines are numbered after the license source's.
     pub fn notice_source(mut self, source: LicenseSource) -> Self {
         self.notice_source = Some(source);
         self

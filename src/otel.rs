@@ -97,6 +97,7 @@ pub struct OtelGauges {
     _instance_settling: ObservableGauge<u64>,
     _notice_seq: ObservableGauge<u64>,
     _revocations: ObservableGauge<u64>,
+    _state_write_failing: ObservableGauge<u64>,
 }
 
 impl LicenseMonitor {
@@ -111,7 +112,7 @@ impl LicenseMonitor {
     /// `iosetu.license.feature_ends{feature}` (unit `s`), `iosetu.license.limit{name}`,
     /// `iosetu.license.usage{name}` (see [`crate::usage`]), `iosetu.license.instances_max` (0: no limit), `iosetu.license.instance_slot`
     /// (-1: none), `iosetu.license.instance_settling`, `iosetu.license.notice_seq` (0:
-    /// none) and `iosetu.license.revocations`.
+    /// none), `iosetu.license.revocations` and `iosetu.license.state_write_failing`.
     /// The callbacks hold the monitor weakly.
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn register_otel_metrics(&self, meter: &Meter) -> OtelGauges {
@@ -136,6 +137,7 @@ impl LicenseMonitor {
         let grace = read(|m| Some(m.grace_remaining_seconds));
         let manipulated = flag(|m| m.clock_manipulated);
         let settling = flag(|m| m.instance_settling);
+        let state_write_failing = flag(|m| m.state_write_failing);
         let count = |f: fn(&MetricsSnapshot) -> u64| {
             let weak: WeakView = self.view().downgrade();
             move || weak.upgrade().map(|view| f(&MetricsSnapshot::read(&view)))
@@ -302,6 +304,18 @@ impl LicenseMonitor {
                 .with_description("License jtis revoked by vendor notices or superseding licenses")
                 .with_unit("1")
                 .with_callback(move |o| revocations().into_iter().for_each(|v| o.observe(v, &[])))
+                .build(),
+            _state_write_failing: meter
+                .u64_observable_gauge("iosetu.license.state_write_failing")
+                .with_description(
+                    "1 while writes of the license state file fail (the last good state is kept)",
+                )
+                .with_unit("1")
+                .with_callback(move |o| {
+                    state_write_failing()
+                        .into_iter()
+                        .for_each(|v| o.observe(v, &[]))
+                })
                 .build(),
         }
     }

@@ -679,6 +679,10 @@ pub(crate) struct Stats {
     /// as the usage task keeps them: its total this month is the first plus what it
     /// counted since.
     counter_bases: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Writes of the state file that failed.
+    state_write_failures: AtomicU64,
+    /// Whether the last write of the state file failed.
+    state_write_failing: AtomicBool,
 }
 
 impl Default for Stats {
@@ -693,6 +697,8 @@ impl Default for Stats {
             refused: AtomicU64::new(0),
             admitted: Box::new(std::array::from_fn(|_| CacheLine(AtomicU64::new(0)))),
             counter_bases: Mutex::new(BTreeMap::new()),
+            state_write_failures: AtomicU64::new(0),
+            state_write_failing: AtomicBool::new(false),
         }
     }
 }
@@ -704,6 +710,22 @@ impl Stats {
             *lock(&self.failures).entry(reason).or_default() += 1;
         }
         *lock(&self.failing) = failure;
+    }
+
+    /// A write of the state file: whether it failed.
+    pub(crate) fn record_state_write(&self, failed: bool) {
+        if failed {
+            self.state_write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.state_write_failing.store(failed, Ordering::Relaxed);
+    }
+
+    pub(crate) fn state_write_failures(&self) -> u64 {
+        self.state_write_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn state_write_failing(&self) -> bool {
+        self.state_write_failing.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_event(&self, event: &LicenseEvent) {

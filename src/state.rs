@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{MAX_RFC3339, MIN_RFC3339};
+use crate::clock::{MAX_RFC3339, MIN_RFC3339, escape_control};
 use crate::source::{kind_of, open_nonblocking, shown};
 
 /// What is kept across restarts.
@@ -80,9 +80,29 @@ const MAX_STATE_BYTES: u64 = 256 * 1024;
 /// Why the state file could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StateProblem {
-    /// `missing`, `unreadable` or `corrupt`.
+    /// Read: `missing`, `unreadable` or `corrupt`. Written: `unwritable`, `not_a_file`,
+    /// `no_space` or `timed_out` (see [`StateProblem::write`]).
     pub(crate) reason: &'static str,
     pub(crate) detail: String,
+}
+
+impl StateProblem {
+    /// Why [`PersistedState::store`] failed at the path `shown` (as logs show it), with
+    /// `error`: `not_a_file` (a directory is at the path), `no_space` (the disk or a
+    /// quota is full), else `unwritable` (permissions, a read-only file system, a
+    /// directory missing on the way or a file where one should be, any other error).
+    pub(crate) fn write(shown: &str, error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let reason = match error.kind() {
+            ErrorKind::IsADirectory | ErrorKind::DirectoryNotEmpty => "not_a_file",
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => "no_space",
+            _ => "unwritable",
+        };
+        StateProblem {
+            reason,
+            detail: format!("{shown}: {}", escape_control(&error.to_string())),
+        }
+    }
 }
 
 impl PersistedState {

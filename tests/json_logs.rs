@@ -215,3 +215,50 @@ async fn a_limit_the_service_does_not_count_is_warned_about_at_start() {
         "{warning}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_state_file_that_cannot_be_written_logs_one_event_line() {
+    // Finding 11: each failed write logged a bare warning (no `event` field), at every
+    // check.
+    let (captured, _guard) = capture_json();
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("state");
+    std::fs::write(&blocker, "a file where a directory should be").unwrap();
+    let state = blocker.join("state.json");
+    let clock = TestClock::new(t0());
+    let monitor = LicenseMonitor::builder()
+        .public_key(signer().public_key())
+        .source(LicenseSource::Static(
+            signer().sign(&Claims::new("YourCompany", T0 as i64 + 30 * DAY)),
+        ))
+        .state_file(&state)
+        .clock(clock)
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        monitor.check_now().await;
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let lines = captured.lines();
+    let failed: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "license.state_write_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{lines:#?}");
+    let line = failed[0];
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["target"], "iosetu_license");
+    assert_eq!(line["severity"], "warning");
+    assert_eq!(line["reason"], "unwritable");
+    assert_eq!(line["path"], state.display().to_string());
+    assert!(
+        line["error"].as_str().unwrap().contains("state.json"),
+        "{line}"
+    );
+    for line in &lines {
+        if line["target"] == "iosetu_license" {
+            assert!(line["event"].is_string(), "a line without an event: {line}");
+        }
+    }
+}

@@ -31,6 +31,7 @@
 mod alerts;
 mod drain;
 mod episode;
+mod faults;
 mod floors;
 mod instance;
 mod notices;
@@ -168,6 +169,8 @@ pub(crate) struct Judge {
     notices: Notices,
     /// What was last written to the state file, and when.
     persist: Persist,
+    /// A notice source that cannot be read, a state file that cannot be written.
+    faults: faults::Faults,
     /// The events not yet polled.
     events: Events,
 }
@@ -191,6 +194,7 @@ impl Judge {
             instance: Instance::default(),
             notices: Notices::default(),
             persist: Persist::new(first.mono),
+            faults: faults::Faults::default(),
             events: VecDeque::new(),
         }
     }
