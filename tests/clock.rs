@@ -171,8 +171,14 @@ async fn a_clock_far_behind_a_signed_iat_is_drift_and_the_license_is_judged_at_i
     let verdict = monitor.verdict();
     assert_eq!(verdict.state, LicenseState::Valid);
     // Judged at the issue time (less its five minutes of tolerance): two days left, not
-    // twelve, so the 7-day alert is the one in force.
-    assert_eq!(secs(verdict.evaluated_at), T0 + 10 * DAY - 300);
+    // twelve, so the 7-day alert is the one in force. The floor lifts that license only:
+    // trusted time is this clock's (issue 30).
+    assert_eq!(secs(verdict.evaluated_at), T0);
+    assert_eq!(
+        verdict.expires_at.map(secs),
+        Some(T0 + 2 * DAY + 300),
+        "its end as judged at its floor"
+    );
     assert_eq!(verdict.band, Some(iosetu_license::ExpiryBand::Days7));
 }
 

@@ -143,13 +143,15 @@ async fn a_step_back_beyond_the_drift_budget_is_still_manipulation() {
         monitor.verdict().reason,
         Some(GraceReason::ClockManipulation)
     );
-    // And right after a correction the budget starts again from zero: a second step of
-    // 30 s is manipulation too.
+    // And the budget is one per boot, spent by every correction (issue 30): after 86 s
+    // and 30 s of its 437 s, a step of 330 s more is manipulation.
     let clock = TestClock::new(common::t0());
     let (monitor, mut rx) = start(builder(&clock, lines(&[token(&year_license())]))).await;
     skip(10 * DAY).await;
     drifted_then_corrected(&clock, &monitor, &mut rx, 86).await;
     let events = drifted_then_corrected(&clock, &monitor, &mut rx, 30).await;
+    assert_eq!(corrected(&events), Some(-30.0), "{events:?}");
+    let events = drifted_then_corrected(&clock, &monitor, &mut rx, 330).await;
     assert!(
         names(&events).contains(&"license.time_manipulation_detected"),
         "{events:?}"

@@ -137,7 +137,7 @@ async fn a_corrupt_state_file_is_reported_survived_and_replaced() {
     // The file is rewritten with a usable state.
     let text = std::fs::read_to_string(&state).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(json["version"], 3);
+    assert_eq!(json["version"], 4);
     assert_eq!(json["high_water"], T0);
 }
 

@@ -19,6 +19,9 @@ pub(super) struct Alerts {
     alerted_at: Throttle,
     /// A wall clock behind a vendor floor: reported at most once per check interval.
     floor_reported_at: Throttle,
+    /// Further steps back of a wall already reported as set back: at most once per check
+    /// interval (a clock crept back every few seconds is one story, not thousands).
+    pub(super) stepped_back: Throttle,
 }
 
 impl Alerts {

@@ -489,11 +489,23 @@ impl Judge {
             ClockAnomaly::BackwardJump { seconds } => {
                 let now = self.time.now_secs();
                 let at = self.time.hard_now_secs().map_or(now, |h| h.min(now));
+                let already = self.episode.manipulated_at.is_some();
                 self.episode.manipulated(at);
-                self.events
-                    .push_back(LicenseEvent::TimeManipulationDetected {
-                        wall_clock_jump_seconds: seconds,
-                    });
+                // The first report at once; further steps back of a wall already reported
+                // at most once per check interval.
+                let every = self.config.check_interval;
+                let report = if already {
+                    self.alerts.stepped_back.ready(self.mono, every)
+                } else {
+                    self.alerts.stepped_back.mark(self.mono);
+                    true
+                };
+                if report {
+                    self.events
+                        .push_back(LicenseEvent::TimeManipulationDetected {
+                            wall_clock_jump_seconds: seconds,
+                        });
+                }
             }
             ClockAnomaly::ForwardDrift { seconds } => {
                 self.events.push_back(LicenseEvent::TimeDriftDetected {

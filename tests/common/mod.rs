@@ -66,9 +66,18 @@ pub async fn start(
     (builder.start().await.expect("start"), rx)
 }
 
-/// Every event received so far.
+/// Every event received so far (the newest, where more came than the channel holds).
 pub fn drain(rx: &mut broadcast::Receiver<LicenseEvent>) -> Vec<LicenseEvent> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    std::iter::from_fn(|| {
+        loop {
+            match rx.try_recv() {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+    .collect()
 }
 
 pub fn names(events: &[LicenseEvent]) -> Vec<&'static str> {
