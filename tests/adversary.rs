@@ -82,6 +82,14 @@ async fn finding_1_creeping_the_clock_back_5_0005_s_every_5_s_is_manipulation() 
         corrections <= 1,
         "{corrections} corrections: the 5 s is granted once"
     );
+    let reports = names(&events)
+        .iter()
+        .filter(|n| **n == "license.time_manipulation_detected")
+        .count();
+    assert!(
+        reports <= 5,
+        "{reports} manipulation reports in 4 hours: once, then at most hourly"
+    );
     assert_eq!(admitted_past_cut_off, 0);
     let verdict = monitor.verdict();
     assert!(!verdict.admits(), "{verdict:?}");
