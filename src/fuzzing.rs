@@ -35,6 +35,19 @@ pub fn token(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a schedule for the judge (crate feature `fuzzing`): a host's clocks,
+/// an operator's and a tamperer's steps, the license source and the vendor's notices,
+/// driven through the judge with the simulation's oracles (honest customers are never
+/// refused, what any schedule gains past coverage and grace stays within the
+/// allowances, a wall kept behind is reported, alerts do not flood, the set laws). A
+/// broken oracle panics with what it found.
+#[cfg(feature = "fuzzing")]
+pub fn judge(data: &[u8]) {
+    if let Err(finding) = crate::judge::simulation::run_bytes(data) {
+        panic!("{finding}");
+    }
+}
+
 /// Arbitrary bytes as a license file, read through the same path the monitor uses.
 pub fn source(data: &[u8]) {
     thread_local! {

@@ -34,6 +34,20 @@ fn token_corpus_replays_without_panic() {
 }
 
 #[test]
+fn judge_corpus_replays_without_a_broken_oracle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let n = replay(
+        &root.join("fuzz/corpus/judge"),
+        iosetu_license::fuzzing::judge,
+    );
+    assert!(n > 0, "the judge corpus is empty");
+    replay(
+        &root.join("tests/fuzz_regressions/judge"),
+        iosetu_license::fuzzing::judge,
+    );
+}
+
+#[test]
 fn source_corpus_replays_without_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let n = replay(

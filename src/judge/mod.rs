@@ -38,8 +38,8 @@ mod notices;
 mod persist;
 mod reads;
 pub(crate) mod set;
-#[cfg(test)]
-mod simulation;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod simulation;
 #[cfg(test)]
 mod tests;
 pub(crate) mod throttle;
@@ -437,7 +437,7 @@ impl Judge {
     /// drain ends. (The simulations wake the judge there and at their own steps; the
     /// shell also wakes it for the state file and at least once a minute.)
     #[cfg_attr(
-        not(test),
+        not(any(test, feature = "fuzzing")),
         expect(
             dead_code,
             reason = "only the simulations wake the judge at decisions alone"

@@ -42,8 +42,11 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+mod decode;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use decode::run_bytes;
 
 use std::collections::BTreeMap;
 
@@ -61,6 +64,29 @@ const GRACE: i64 = HOUR;
 const CHECK: i64 = HOUR;
 const BOOT_WINDOW: i64 = 15 * MINUTE;
 const NS: i128 = 1_000_000_000;
+
+/// What an oracle found wrong, in words (the proptest runner and the fuzzer both report
+/// it).
+pub(crate) type Failure = String;
+
+/// Fails the case with the message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+/// Fails the case with both values and the message unless they are equal.
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $($message:tt)+) => {{
+        let (left, right) = (&$left, &$right);
+        if left != right {
+            return Err(format!("{:?} != {:?}: {}", left, right, format!($($message)+)));
+        }
+    }};
+}
 
 /// What an operator (or the vendor) puts in the license source. Times are from T0.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -280,87 +306,6 @@ enum Step {
     /// clock then reads as set back: a wrong manipulation verdict that only a vendor's
     /// attestation cures.
     WrongMark { ahead: i64, secs: u64 },
-}
-
-fn lic() -> impl Strategy<Value = Lic> {
-    prop_oneof![
-        3 => Just(Lic::Valid),
-        3 => Just(Lic::Renewed),
-        2 => (0i64..=300).prop_map(Lic::IatAhead),
-        1 => (300i64..=5 * DAY).prop_map(Lic::IatAhead),
-        1 => Just(Lic::HeldGap),
-        1 => Just(Lic::Expired),
-        2 => Just(Lic::WithRenewal),
-        1 => Just(Lic::WithGarbage),
-        1 => Just(Lic::Held),
-        2 => Just(Lic::ContractAndTrial),
-        2 => Just(Lic::OneSecondGap),
-        2 => Just(Lic::Renamed),
-        1 => Just(Lic::Garbage),
-        1 => Just(Lic::Deleted),
-    ]
-}
-
-fn ordinary() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        6 => (1u64..4 * HOUR as u64).prop_map(Step::Run),
-        2 => (-2i64..=2).prop_map(Step::Jitter),
-        1 => (10i64..2 * DAY, 1u64..(BOOT_WINDOW - 1) as u64)
-            .prop_map(|(ahead, secs)| Step::AheadFor { ahead, secs }),
-        2 => (1u64..6 * HOUR as u64).prop_map(Step::Suspend),
-        1 => (-365 * DAY..365 * DAY, 0u64..(BOOT_WINDOW - MINUTE) as u64)
-            .prop_map(|(rtc, c)| Step::Reboot { rtc, correct_after: Some(c) }),
-        2 => Just(Step::Restart),
-        3 => lic().prop_map(Step::Swap),
-        1 => (1u8..40).prop_map(Step::Storm),
-        1 => (1u64..2 * HOUR as u64).prop_map(Step::DiskFull),
-        1 => Just(Step::NoticeJunk),
-    ]
-}
-
-fn any_step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        6 => ordinary(),
-        3 => (-60 * DAY..60 * DAY).prop_map(Step::SetWall),
-        // Forward jumps that reach a held renewal's `nbf`, and back.
-        1 => prop_oneof![Just(28 * HOUR), Just(30 * DAY), 6 * HOUR..40 * HOUR].prop_map(Step::SetWall),
-        2 => (-6_000i64..=-1, 100u64..=60_000, 1u32..400, 1u8..=10).prop_map(
-            |(step_ms, every_ms, times, sample)| Step::Creep { step_ms, every_ms, times, sample }
-        ),
-        1 => (-365 * DAY..365 * DAY).prop_map(|rtc| Step::Reboot { rtc, correct_after: None }),
-        1 => (-DAY..DAY).prop_map(Step::MonoJump),
-    ]
-}
-
-fn with_notices(honest: bool) -> BoxedStrategy<Step> {
-    let base = if honest {
-        ordinary().boxed()
-    } else {
-        any_step().boxed()
-    };
-    let tampering = if honest { 0 } else { 3 };
-    prop_oneof![
-        8 => base,
-        1 => Just(Step::Revoke),
-        2 => (0i64..=300).prop_map(|fast| Step::Attest { fast }),
-        tampering => (0usize..8).prop_map(Step::Replay),
-        1 => (HOUR..400 * DAY, (16 * MINUTE) as u64..(3 * HOUR) as u64)
-            .prop_map(|(ahead, secs)| Step::WrongMark { ahead, secs }),
-    ]
-    .boxed()
-}
-
-fn drifting() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        6 => (-500i64..=500, 1u64..2 * DAY as u64).prop_map(|(ppm, secs)| Step::Drift { ppm, secs }),
-        3 => Just(Step::Sync),
-        2 => Just(Step::Restart),
-        1 => (1u64..6 * HOUR as u64).prop_map(Step::Suspend),
-        1 => (1u8..10).prop_map(Step::Storm),
-        1 => (1u64..HOUR as u64).prop_map(Step::Run),
-        1 => (1u64..2 * DAY as u64, -500i64..=500).prop_map(|(secs, ppm)| Step::Downtime { secs, ppm }),
-        1 => (1u64..2 * HOUR as u64).prop_map(Step::DiskFull),
-    ]
 }
 
 /// The simulated host: true time, a wall clock, a monotonic clock, all in nanoseconds.
@@ -850,7 +795,7 @@ impl World {
     }
 
     /// Wakes every process at the host's current reading.
-    fn wake(&mut self, full: bool) -> Result<(), TestCaseError> {
+    fn wake(&mut self, full: bool) -> Result<(), Failure> {
         if full
             && matches!(self.twin, Some(Twin::Adds { from, .. }) if self.step >= from)
             && matches!(
@@ -903,7 +848,7 @@ impl World {
 
     /// Lets `secs` of monotonic time run, waking the judges where they ask and at each
     /// periodic check, and once at the end.
-    fn run(&mut self, secs: u64) -> Result<(), TestCaseError> {
+    fn run(&mut self, secs: u64) -> Result<(), Failure> {
         let target = self.host.mono_ns + secs as i128 * NS;
         loop {
             let mut next = self.next_full_ns;
@@ -933,7 +878,7 @@ impl World {
     }
 
     /// As [`run`](Self::run), by nanoseconds (nothing, for none).
-    fn run_ns(&mut self, d: i128) -> Result<(), TestCaseError> {
+    fn run_ns(&mut self, d: i128) -> Result<(), Failure> {
         if d <= 0 {
             return Ok(());
         }
@@ -1006,7 +951,7 @@ impl World {
     }
 
     /// Starts (or restarts) every process: restore the state file, then a full check.
-    fn start(&mut self) -> Result<(), TestCaseError> {
+    fn start(&mut self) -> Result<(), Failure> {
         // A wall ahead at a start is believed (it cannot be told from real time gone by
         // while the service was down): the time it is ahead is borrowed from the end.
         if self.host.off_ns > 5 * NS {
@@ -1030,14 +975,14 @@ impl World {
         self.wake(true)
     }
 
-    fn restart(&mut self) -> Result<(), TestCaseError> {
+    fn restart(&mut self) -> Result<(), Failure> {
         self.restarts += 1;
         self.start()
     }
 
     /// A process is up at least a minute after a resume before it restarts: time never
     /// seen by a running judge is downtime, which no offline check can measure.
-    fn up_a_minute(&mut self) -> Result<(), TestCaseError> {
+    fn up_a_minute(&mut self) -> Result<(), Failure> {
         if self
             .resumed_at
             .is_some_and(|r| self.host.running_ns - r < MINUTE as i128 * NS)
@@ -1090,7 +1035,7 @@ impl World {
         now < end - 10 * MINUTE
     }
 
-    fn step(&mut self, step: &Step) -> Result<(), TestCaseError> {
+    fn step(&mut self, step: &Step) -> Result<(), Failure> {
         match *step {
             Step::Run(secs) => self.run(secs)?,
             Step::Jitter(offset) => {
@@ -1277,13 +1222,13 @@ impl World {
     }
 
     /// Invariants 5, 6 and 7: at every wake.
-    fn check_every_wake(&mut self) -> Result<(), TestCaseError> {
+    fn check_every_wake(&mut self) -> Result<(), Failure> {
         if self.procs[0].judge.reads.set.is_empty() {
             self.law5_in_scope = false;
         }
         let reference = &self.procs[0].verdict;
         if self.drift {
-            prop_assert_eq!(
+            ensure_eq!(
                 reference.state,
                 LicenseState::Valid,
                 "an honest drifting clock left Valid at true time T0{:+} (wall {:+.3} s): {:?}",
@@ -1294,7 +1239,7 @@ impl World {
         }
         match (self.twin, self.procs.get(1)) {
             (Some(Twin::Permutes(_)), Some(twin)) => {
-                prop_assert_eq!(
+                ensure_eq!(
                     &*twin.verdict,
                     &**reference,
                     "permuted and repeated lines changed the verdict at T0{:+}",
@@ -1309,7 +1254,7 @@ impl World {
                 if self.law5_in_scope && twin.verdict.evaluated_at == reference.evaluated_at =>
             {
                 let (a, b) = (&**reference, &*twin.verdict);
-                prop_assert!(
+                ensure!(
                     rank(b.state) <= rank(a.state),
                     "adding a license made it worse at T0{:+}: {:?} against {:?}",
                     self.host.true_secs() - T0,
@@ -1317,7 +1262,7 @@ impl World {
                     a
                 );
                 if a.state == LicenseState::Grace && b.state == LicenseState::Grace {
-                    prop_assert!(
+                    ensure!(
                         b.grace_ends_at >= a.grace_ends_at,
                         "adding a license brought the cut-off earlier at T0{:+}: {:?} against {:?}",
                         self.host.true_secs() - T0,
@@ -1332,7 +1277,7 @@ impl World {
     }
 
     /// Invariants 1 to 4: after every step.
-    fn observe(&mut self) -> Result<(), TestCaseError> {
+    fn observe(&mut self) -> Result<(), Failure> {
         let verdict = Arc::clone(&self.procs[0].verdict);
         let now = self.host.true_secs();
         let running = self.host.running_ns;
@@ -1346,7 +1291,7 @@ impl World {
             && running >= self.quiet_from
             && self.licensed_at(now)
         {
-            prop_assert_eq!(
+            ensure_eq!(
                 verdict.state,
                 LicenseState::Valid,
                 "a valid license was refused at true time T0{:+} (wall {:+}): {:?}",
@@ -1370,7 +1315,7 @@ impl World {
             && !provisional
             && !resumed_recently
         {
-            prop_assert!(
+            ensure!(
                 !verdict.admits(),
                 "admitted at true time T0{:+}, past every exp + grace (T0{:+}) + {} s \
                  (wall {:+}): {:?}",
@@ -1384,7 +1329,7 @@ impl World {
 
         // 2'. Conservation: what the schedule gained (admitted outside every license's
         // window and grace) stays within the allowances.
-        prop_assert!(
+        ensure!(
             self.gain <= self.allowance(),
             "gained {:.1} s past coverage and grace, allowed {:.1} s, at true time T0{:+} \
              (wall {:+}): {:?}",
@@ -1399,7 +1344,7 @@ impl World {
         let proc = &self.procs[0];
         let hours = ((running - proc.started_ns) / (HOUR as i128 * NS)) as u64;
         let bound = 4 * (proc.fresh + 1) + hours + 1;
-        prop_assert!(
+        ensure!(
             proc.expiring <= bound,
             "{} expiry alerts in {} h of this run (bound {})",
             proc.expiring,
@@ -1416,7 +1361,7 @@ impl World {
         {
             let since = *self.behind_since.get_or_insert(running);
             if running - since >= 61 * NS {
-                prop_assert_eq!(
+                ensure_eq!(
                     verdict.reason.clone(),
                     Some(GraceReason::ClockManipulation),
                     "wall {:+} s behind true time, not reported: {:?}",
@@ -1432,7 +1377,7 @@ impl World {
 }
 
 /// One case: the initial source, then the steps.
-fn run_case(world: &mut World, first: Lic, steps: &[Step]) -> Result<(), TestCaseError> {
+fn run_case(world: &mut World, first: Lic, steps: &[Step]) -> Result<(), Failure> {
     world.write(first);
     world.start()?;
     world.observe()?;
@@ -1442,130 +1387,4 @@ fn run_case(world: &mut World, first: Lic, steps: &[Step]) -> Result<(), TestCas
         world.observe()?;
     }
     Ok(())
-}
-
-fn cases() -> u32 {
-    std::env::var("IOSETU_SIM_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
-}
-
-/// Runs `cases()` schedules drawn from `strategy` through `case`; failures found are
-/// replayed first on later runs from `file` (commit it).
-fn check<S: Strategy>(
-    file: &'static str,
-    strategy: S,
-    case: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        // XorShift: ChaCha's cost (unoptimised in a test build) would be most of the run.
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::Direct(file),
-        )),
-        ..Config::default()
-    });
-    if let Err(e) = runner.run(&strategy, case) {
-        panic!("{e}");
-    }
-}
-
-fn schedule() -> impl Strategy<Value = (bool, Vec<Step>)> {
-    prop_oneof![
-        proptest::collection::vec(ordinary(), 1..16).prop_map(|s| (true, s)),
-        proptest::collection::vec(any_step(), 1..16).prop_map(|s| (false, s)),
-    ]
-}
-
-fn first_source() -> impl Strategy<Value = Lic> {
-    prop_oneof![
-        4 => Just(Lic::Valid),
-        1 => Just(Lic::ContractAndTrial),
-        1 => Just(Lic::OneSecondGap),
-        1 => Just(Lic::Renamed),
-        1 => Just(Lic::WithRenewal),
-    ]
-}
-
-/// Invariants 1 to 4, and 5: a twin adds a license of the customer's from a random step on.
-#[test]
-fn trusted_time_holds_and_adding_a_license_never_makes_it_worse() {
-    let twin = (any::<u8>(), 0usize..16).prop_map(|(license, from)| Twin::Adds { license, from });
-    check(
-        "proptest-regressions/judge-simulation.txt",
-        (schedule(), any::<bool>(), twin, first_source()),
-        |((honest, steps), with_state, twin, first)| {
-            let mut world = World::new(honest, with_state, false, Some(twin));
-            run_case(&mut world, first, &steps)
-        },
-    );
-}
-
-/// Invariants 1 to 4, and 6: a twin reads the same lines permuted and repeated.
-#[test]
-fn trusted_time_holds_and_the_order_of_lines_does_not_matter() {
-    check(
-        "proptest-regressions/judge-permuted.txt",
-        (schedule(), any::<bool>(), any::<u64>(), first_source()),
-        |((honest, steps), with_state, seed, first)| {
-            let mut world = World::new(honest, with_state, false, Some(Twin::Permutes(seed)));
-            run_case(&mut world, first, &steps)
-        },
-    );
-}
-
-/// Invariants 1 to 4 with 8: schedules with revocations, attestations, wrong marks and
-/// (tampering) old notices put back.
-#[test]
-fn trusted_time_holds_with_vendor_notices() {
-    let schedule = any::<bool>().prop_flat_map(|honest| {
-        proptest::collection::vec(with_notices(honest), 1..16).prop_map(move |s| (honest, s))
-    });
-    check(
-        "proptest-regressions/judge-notices.txt",
-        (schedule, any::<bool>(), first_source()),
-        |((honest, steps), with_state, first)| {
-            let mut world = World::new(honest, with_state, false, None);
-            run_case(&mut world, first, &steps)
-        },
-    );
-}
-
-/// Invariant 7 over random schedules of drift, corrections, restarts, downtime and
-/// suspends, on a host that may have run unsynchronized for days before the service
-/// started (its clock that far ahead or behind), with or without a state file: the
-/// budget grows with the boot's age, which the clock tells.
-#[test]
-fn an_honest_drifting_clock_never_leaves_valid() {
-    check(
-        "proptest-regressions/judge-drift.txt",
-        (
-            proptest::collection::vec(drifting(), 1..12),
-            any::<bool>(),
-            0i64..5 * DAY,
-            -500i64..=500,
-        ),
-        |(steps, with_state, booted_before, ppm)| {
-            let mut world = World::new(true, with_state, true, None);
-            world.host.mono_ns = booted_before as i128 * NS;
-            world.host.boot_at = T0 - booted_before;
-            world.host.off_ns = booted_before as i128 * NS * ppm as i128 / 1_000_000;
-            world.write(Lic::Valid);
-            // A license that outlasts every schedule.
-            world.generation += 1;
-            world.content = Content::Lines(vec![Entry::License(Arc::new(claims(
-                "Acme",
-                None,
-                T0 + 400 * DAY,
-                None,
-            )))]);
-            world.start()?;
-            for step in &steps {
-                world.step(step)?;
-            }
-            Ok(())
-        },
-    );
 }
