@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use iosetu_license::{
-    Claims, GraceReason, LicenseEvent, LicenseSource, LicenseState, Notice, TestClock,
-};
+use iosetu_license::{Claims, GraceReason, LicenseEvent, LicenseSource, LicenseState, TestClock};
 
 mod common;
+use common::notices::{attestation, revocation};
 use common::{DAY, HOUR, MINUTE, T0, at, builder, drain, names, run_for, signer, start};
 
 fn token(claims: &Claims) -> String {
@@ -276,16 +275,10 @@ async fn finding_6_a_wall_a_year_ahead_for_59_s_refuses_nobody() {
     }
 }
 
-fn revocation(iat: i64, seq: u64, jtis: &[&str]) -> String {
-    let mut notice = Notice::new("Acme", iat, seq);
-    notice.revoke = jtis.iter().map(|j| (*j).to_owned()).collect();
-    signer().sign_notice(&notice)
-}
-
 #[tokio::test(start_paused = true)]
 async fn finding_7_setting_the_clock_back_never_undoes_a_revocation() {
     let license = token(&with_jti("Acme", T0 + 365 * DAY, "lic-1"));
-    let source = || lines(&[license.clone(), revocation(T0 + 10 * DAY, 1, &["lic-1"])]);
+    let source = || lines(&[license.clone(), revocation(1, T0 + 10 * DAY, &["lic-1"])]);
     let clock = TestClock::new(at(T0 + 10 * DAY + HOUR));
     let (monitor, _rx) = start(builder(&clock, source())).await;
     let verdict = monitor.verdict();
@@ -302,13 +295,6 @@ async fn finding_7_setting_the_clock_back_never_undoes_a_revocation() {
     skip(DAY + MINUTE).await;
     let verdict = monitor.check_now().await;
     assert!(!verdict.admits(), "{verdict:?}");
-}
-
-fn attestation(time: i64, seq: u64) -> String {
-    let mut notice = Notice::new("Acme", time, seq);
-    notice.time = Some(time);
-    notice.exp = Some(time + 3 * DAY);
-    signer().sign_notice(&notice)
 }
 
 #[tokio::test(start_paused = true)]
@@ -338,7 +324,7 @@ async fn finding_8_an_attestation_from_a_vendor_clock_minutes_fast_clears_the_gr
         drop(monitor);
         tokio::time::sleep(Duration::from_millis(1)).await;
         // The vendor's attestation, by a clock `fast` ahead.
-        let source = || lines(&[license.clone(), attestation(T0 + fast, 1)]);
+        let source = || lines(&[license.clone(), attestation(1, T0 + fast)]);
         let (monitor, mut rx) = start(builder(&clock, source()).state_file(&state)).await;
         let verdict = monitor.verdict();
         assert!(verdict.is_valid(), "{fast} s fast: {verdict:?}");
@@ -378,7 +364,7 @@ async fn finding_10_a_renewal_revoked_before_it_starts_supersedes_nothing() {
     renewal.supersedes = vec!["lic-1".into()];
     let renewal = token(&renewal);
     let clock = TestClock::new(at(T0));
-    let source = lines(&[current, renewal, revocation(T0 + DAY, 1, &["lic-2"])]);
+    let source = lines(&[current, renewal, revocation(1, T0 + DAY, &["lic-2"])]);
     let (monitor, _rx) = start(hour_of_grace(builder(&clock, source))).await;
     skip(2 * DAY).await;
     assert!(monitor.check_now().await.is_valid());

@@ -3,36 +3,13 @@
 //! it), and a state file on a path that cannot be written. In paused time, with a real
 //! license file polled every 2 s.
 
-use std::path::Path;
 use std::time::Duration;
 
 mod common;
-use common::{DAY, HOUR, MINUTE, T0, at, builder, drain, names, run_for, secs, signer, start};
+use common::notices::{file, license, revocation, start_with_notices, write};
+use common::{DAY, HOUR, MINUTE, T0, at, builder, drain, names, run_for, secs, start};
 
-use iosetu_license::{
-    Claims, GraceReason, LicenseEvent, LicenseSource, LicenseState, Notice, TestClock,
-};
-
-fn license(jti: &str, exp: i64) -> String {
-    let mut claims = Claims::new("Acme", exp);
-    claims.jti = Some(jti.into());
-    claims.iat = Some(T0 - DAY);
-    signer().sign(&claims)
-}
-
-fn revocation(seq: u64, iat: i64, jtis: &[&str]) -> String {
-    let mut notice = Notice::new("Acme", iat, seq);
-    notice.revoke = jtis.iter().map(|j| (*j).to_owned()).collect();
-    signer().sign_notice(&notice)
-}
-
-fn write(path: &Path, lines: &[&str]) {
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
-}
-
-fn file(path: &Path) -> LicenseSource {
-    LicenseSource::File(path.to_path_buf())
-}
+use iosetu_license::{GraceReason, LicenseEvent, LicenseState, TestClock};
 
 /// The reasons of the `license.verification_failed` events about `source`.
 fn failures_of<'a>(events: &'a [LicenseEvent], source: &str) -> Vec<&'a str> {
@@ -60,12 +37,7 @@ async fn a_notice_source_that_is_a_directory_costs_nothing_else() {
     let lic = license("lic-1", T0 + 10 * DAY);
     write(&path, &[&lic]);
     let clock = TestClock::new(at(T0));
-    let (monitor, mut rx) = start(
-        builder(&clock, file(&path))
-            .notice_source(file(&notices))
-            .watch_file(false),
-    )
-    .await;
+    let (monitor, mut rx) = start_with_notices(&clock, &path, &notices).await;
     // Valid at once: the license is judged as if there were no notice source.
     let verdict = monitor.verdict();
     assert_eq!(verdict.state, LicenseState::Valid, "{verdict:?}");
@@ -114,12 +86,7 @@ async fn twenty_licenses_and_thirteen_notices_are_capped_apart() {
     let lines: Vec<&str> = revocations.iter().map(String::as_str).collect();
     write(&notices, &lines);
     let clock = TestClock::new(at(T0));
-    let (monitor, mut rx) = start(
-        builder(&clock, file(&path))
-            .notice_source(file(&notices))
-            .watch_file(false),
-    )
-    .await;
+    let (monitor, mut rx) = start_with_notices(&clock, &path, &notices).await;
     let verdict = monitor.verdict();
     assert_eq!(verdict.state, LicenseState::Valid, "{verdict:?}");
     assert_eq!(secs(verdict.expires_at.unwrap()), T0 + 29 * DAY);
@@ -143,12 +110,7 @@ async fn a_notice_source_with_junk_is_reported_and_fixed_it_applies() {
     // Not text at all.
     std::fs::write(&notices, [0xff, 0xfe, 0x00, 0x9c, b'\n']).unwrap();
     let clock = TestClock::new(at(T0));
-    let (monitor, mut rx) = start(
-        builder(&clock, file(&path))
-            .notice_source(file(&notices))
-            .watch_file(false),
-    )
-    .await;
+    let (monitor, mut rx) = start_with_notices(&clock, &path, &notices).await;
     assert_eq!(monitor.verdict().state, LicenseState::Valid);
     let shown = file(&notices).describe();
     let events = drain(&mut rx);
@@ -187,12 +149,7 @@ async fn a_license_in_the_notice_source_is_refused_there() {
     write(&path, &[&license("lic-1", T0 + 10 * DAY)]);
     write(&notices, &[&license("lic-2", T0 + 300 * DAY)]);
     let clock = TestClock::new(at(T0));
-    let (monitor, mut rx) = start(
-        builder(&clock, file(&path))
-            .notice_source(file(&notices))
-            .watch_file(false),
-    )
-    .await;
+    let (monitor, mut rx) = start_with_notices(&clock, &path, &notices).await;
     let verdict = monitor.verdict();
     assert_eq!(
         secs(verdict.expires_at.unwrap()),

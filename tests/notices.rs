@@ -4,6 +4,7 @@
 use std::path::Path;
 
 mod common;
+use common::notices::{attestation, file, license, revocation, start_with_notices, write};
 use common::{
     DAY, HOUR, T0, at, builder, drain, find, names, run_for, secs, serve_hello as serve, signer,
     start, status_of_hello as status,
@@ -14,34 +15,6 @@ use iosetu_license::{
     Claims, GraceReason, LicenseEvent, LicenseMonitor, LicenseSource, LicenseState, Notice,
     TestClock,
 };
-
-fn license(jti: &str, exp: i64) -> String {
-    let mut claims = Claims::new("Acme", exp);
-    claims.jti = Some(jti.into());
-    claims.iat = Some(T0 - DAY);
-    signer().sign(&claims)
-}
-
-fn revocation(seq: u64, iat: i64, jtis: &[&str]) -> String {
-    let mut notice = Notice::new("Acme", iat, seq);
-    notice.revoke = jtis.iter().map(|j| (*j).to_owned()).collect();
-    signer().sign_notice(&notice)
-}
-
-fn attestation(seq: u64, time: i64) -> String {
-    let mut notice = Notice::new("Acme", time, seq);
-    notice.time = Some(time);
-    notice.exp = Some(time + 3 * DAY);
-    signer().sign_notice(&notice)
-}
-
-fn write(path: &Path, lines: &[&str]) {
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
-}
-
-fn file(path: &Path) -> LicenseSource {
-    LicenseSource::File(path.to_path_buf())
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_revocation_applies_from_its_iat_and_the_license_keeps_its_own_grace() {
@@ -307,12 +280,7 @@ async fn notices_can_come_from_a_second_file_polled_like_the_license() {
     let notices = dir.path().join("notices");
     write(&path, &[&license("lic-2027", T0 + 300 * DAY)]);
     let clock = TestClock::new(at(T0));
-    let (monitor, mut rx) = start(
-        builder(&clock, file(&path))
-            .notice_source(file(&notices))
-            .watch_file(false),
-    )
-    .await;
+    let (monitor, mut rx) = start_with_notices(&clock, &path, &notices).await;
     // No notices file yet: nothing to say.
     assert!(monitor.verdict().is_valid());
     drain(&mut rx);

@@ -152,39 +152,13 @@ impl Judge {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use super::*;
-    use crate::clock::Reading;
-    use crate::judge::{JudgeConfig, Observation, Read};
+    use crate::judge::{Observation, Read};
 
-    const T0: u64 = 1_800_000_000;
-    const HOUR: u64 = 3_600;
+    use crate::judge::tests::{HOUR, at, config};
 
     fn judge() -> Judge {
-        Judge::new(
-            JudgeConfig {
-                grace_period: Duration::from_secs(HOUR),
-                drain_period: Duration::from_secs(60),
-                check_interval: Duration::from_secs(HOUR),
-                fail_closed: false,
-                built_at: None,
-                source: "file:/test/license.key".into(),
-                instance_settling: Duration::from_secs(120),
-                state_file: true,
-                boot_id: None,
-            },
-            at(0),
-        )
-    }
-
-    fn at(secs: u64) -> Reading {
-        Reading {
-            wall: UNIX_EPOCH + Duration::from_secs(T0 + secs),
-            mono: Duration::from_secs(secs),
-            provisional: false,
-            boot_age: None,
-        }
+        Judge::new(config(), at(0))
     }
 
     fn names(judge: &mut Judge) -> Vec<&'static str> {

@@ -5,9 +5,9 @@ use crate::clock::from_unix_seconds;
 use crate::verdict::GraceReason;
 
 const T0: i64 = 1_800_000_000;
-const HOUR: u64 = 3_600;
+pub(super) const HOUR: u64 = 3_600;
 
-fn config() -> JudgeConfig {
+pub(super) fn config() -> JudgeConfig {
     JudgeConfig {
         grace_period: Duration::from_secs(HOUR),
         drain_period: Duration::from_secs(60),
@@ -22,7 +22,7 @@ fn config() -> JudgeConfig {
 }
 
 /// A reading `secs` into the run, with a wall clock that agrees.
-fn at(secs: u64) -> Reading {
+pub(super) fn at(secs: u64) -> Reading {
     Reading {
         wall: from_unix_seconds(T0 + secs as i64),
         mono: Duration::from_secs(secs),

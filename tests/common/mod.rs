@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
+pub mod notices;
 
 /// The tests' "now" at start: 2027-01-15T08:00:00Z.
 pub const T0: i64 = 1_800_000_000;

@@ -7,11 +7,8 @@
 //! values, each mapped into the range the strategies draw from. Bytes that run out end
 //! the schedule; no input is refused, so every input the fuzzer makes runs.
 
-use std::sync::Arc;
-
 use super::{
-    BOOT_WINDOW, Claims, Content, DAY, Entry, Failure, HOUR, Lic, MINUTE, NS, Step, T0, Twin,
-    World, claims, run_case,
+    BOOT_WINDOW, DAY, Failure, HOUR, Lic, MINUTE, Step, Twin, World, run_case, run_drifting,
 };
 
 /// The most steps one input runs (as the strategies draw).
@@ -175,19 +172,7 @@ pub(crate) fn run_bytes(data: &[u8]) -> Result<(), Failure> {
                 let Some(step) = drifting(&mut b) else { break };
                 steps.push(step);
             }
-            let mut world = World::new(true, with_state, true, None);
-            world.host.mono_ns = booted_before as i128 * NS;
-            world.host.boot_at = T0 - booted_before;
-            world.host.off_ns = booted_before as i128 * NS * ppm as i128 / 1_000_000;
-            world.write(Lic::Valid);
-            world.generation += 1;
-            let year: Claims = claims("Acme", None, T0 + 400 * DAY, None);
-            world.content = Content::Lines(vec![Entry::License(Arc::new(year))]);
-            world.start()?;
-            for step in &steps {
-                world.step(step)?;
-            }
-            Ok(())
+            run_drifting(with_state, booted_before, ppm, &steps)
         }
         // The vendor's notices.
         2 => {

@@ -1376,6 +1376,30 @@ impl World {
     }
 }
 
+/// Invariant 7's case: a host that booted `booted_before` seconds before the start and
+/// ran `ppm` fast (or slow) unsynchronized since, a license that outlasts every schedule,
+/// then the steps.
+fn run_drifting(
+    with_state: bool,
+    booted_before: i64,
+    ppm: i64,
+    steps: &[Step],
+) -> Result<(), Failure> {
+    let mut world = World::new(true, with_state, true, None);
+    world.host.mono_ns = booted_before as i128 * NS;
+    world.host.boot_at = T0 - booted_before;
+    world.host.off_ns = booted_before as i128 * NS * ppm as i128 / 1_000_000;
+    world.write(Lic::Valid);
+    world.generation += 1;
+    let year = claims("Acme", None, T0 + 400 * DAY, None);
+    world.content = Content::Lines(vec![Entry::License(Arc::new(year))]);
+    world.start()?;
+    for step in steps {
+        world.step(step)?;
+    }
+    Ok(())
+}
+
 /// One case: the initial source, then the steps.
 fn run_case(world: &mut World, first: Lic, steps: &[Step]) -> Result<(), Failure> {
     world.write(first);

@@ -1,8 +1,6 @@
 //! The simulation's random schedules (proptest): the strategies that draw them, and the
 //! tests that run 100,000 of each kind through the oracles of the parent module.
 
-use std::sync::Arc;
-
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -193,27 +191,7 @@ fn an_honest_drifting_clock_never_leaves_valid() {
             -500i64..=500,
         ),
         |(steps, with_state, booted_before, ppm)| {
-            let mut world = World::new(true, with_state, true, None);
-            world.host.mono_ns = booted_before as i128 * NS;
-            world.host.boot_at = T0 - booted_before;
-            world.host.off_ns = booted_before as i128 * NS * ppm as i128 / 1_000_000;
-            world.write(Lic::Valid);
-            // A license that outlasts every schedule.
-            world.generation += 1;
-            world.content = Content::Lines(vec![Entry::License(Arc::new(claims(
-                "Acme",
-                None,
-                T0 + 400 * DAY,
-                None,
-            )))]);
-            let mut run = || -> Result<(), Failure> {
-                world.start()?;
-                for step in &steps {
-                    world.step(step)?;
-                }
-                Ok(())
-            };
-            run().map_err(TestCaseError::fail)
+            run_drifting(with_state, booted_before, ppm, &steps).map_err(TestCaseError::fail)
         },
     );
 }
