@@ -316,7 +316,7 @@ async fn finding_8_an_attestation_from_a_vendor_clock_minutes_fast_clears_the_gr
         let license = token(&Claims::new("Acme", T0 + 300 * DAY));
         let clock = TestClock::new(at(T0));
         let (monitor, _) =
-            start(builder(&clock, lines(&[license.clone()])).state_file(&state)).await;
+            start(builder(&clock, lines(std::slice::from_ref(&license))).state_file(&state)).await;
         assert_eq!(
             monitor.verdict().reason,
             Some(GraceReason::ClockManipulation)

@@ -638,9 +638,9 @@ impl World {
         let now = self.host.true_ns;
         let measured = (self.with_state || self.restarts == 0)
             && !self.host.provisional()
-            && !self
+            && self
                 .resumed_at
-                .is_some_and(|r| self.host.running_ns - r < 61 * NS);
+                .is_none_or(|r| self.host.running_ns - r >= 61 * NS);
         // (The boot window is an allowance of its own: a provisional reading alone never
         // cuts a service off, so the part of an interval inside it is not measured.)
         // (And the 15 minutes that confirm the first firm reading after it: until then a
