@@ -217,7 +217,12 @@ impl TestClock {
             inner: Arc::new(TestClockInner {
                 wall_at_start,
                 origin: tokio::time::Instant::now(),
-                offsets: Mutex::new(Offsets::default()),
+                // The simulated host booted half an hour before: past its boot window and
+                // the 15 minutes that confirm the first reading after it.
+                offsets: Mutex::new(Offsets {
+                    booted_before: BOOT_WINDOW.saturating_mul(2),
+                    ..Offsets::default()
+                }),
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
@@ -265,8 +270,9 @@ impl TestClock {
         self.offsets().provisional = provisional;
     }
 
-    /// Sets how long ago the simulated host booted, as of now (by default it booted when
-    /// the clock was made). The honest drift budget grows with it.
+    /// Sets how long ago the simulated host booted, as of now (by default, half an hour
+    /// before the clock was made). The honest drift budget grows with it, and a service
+    /// started within half an hour of boot takes its first reading as unconfirmed.
     pub fn set_boot_age(&self, age: Duration) {
         let elapsed = self.monotonic();
         self.offsets().booted_before = age.saturating_sub(elapsed);

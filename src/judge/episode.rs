@@ -58,7 +58,7 @@ impl Episode {
     /// end of its grace, or of the licenses it had: deleting a license and restarting buys
     /// nothing); a clock found set back anchors at the last run's grace too. (Later checks:
     /// nothing is left to apply.)
-    pub(super) fn apply_restored(&mut self, no_license: bool) {
+    pub(super) fn apply_restored(&mut self, no_license: bool, grace: i64) {
         let restored_cut = self.restored_cut.take();
         let restored_since = self.restored_since.take();
         if no_license {
@@ -69,8 +69,15 @@ impl Episode {
                 self.cap(cut);
             }
         }
-        if let Some(since) = restored_since {
-            self.manipulated_at = self.manipulated_at.map(|m| m.min(since));
+        // A clock found set back never ends later than the last run would have: its
+        // grace is anchored so that it ends by the last run's cut-off (or, without one on
+        // record, at the last run's grace's start).
+        let anchor = match (restored_cut, restored_since) {
+            (Some(cut), Some(_)) => Some(cut.saturating_sub(grace)),
+            (_, since) => since,
+        };
+        if let Some(anchor) = anchor {
+            self.manipulated_at = self.manipulated_at.map(|m| m.min(anchor));
         }
     }
 

@@ -42,9 +42,9 @@ fn own_floor(claims: &Claims, revoked: Option<i64>) -> Option<i64> {
 }
 
 impl Floors {
-    /// Records the floors of `set` as of monotonic reading `mono` (a new or higher floor
-    /// starts moving from now), and forgets those of licenses no longer in it. `revoked`
-    /// holds the revocations learned (by `jti`).
+    /// Records the floors of `set` as of monotonic reading `mono` (a new floor starts
+    /// moving from now), and forgets those of licenses no longer in it. `revoked` holds
+    /// the revocations learned (by `jti`).
     pub(crate) fn update<'a>(
         &mut self,
         members: impl Iterator<Item = &'a Member> + Clone,
@@ -60,12 +60,17 @@ impl Floors {
                 .as_ref()
                 .and_then(|j| revoked.get(j))
                 .copied();
-            let Some(floor) = own_floor(&member.claims, at) else {
-                continue;
-            };
-            match self.seen.get(&member.print) {
-                Some((known, _)) if *known >= floor => {}
-                _ => {
+            // (A floor that changed, a revocation learned or withdrawn, starts anew.)
+            match own_floor(&member.claims, at) {
+                None => {
+                    self.seen.remove(&member.print);
+                }
+                Some(floor)
+                    if self
+                        .seen
+                        .get(&member.print)
+                        .is_some_and(|(f, _)| *f == floor) => {}
+                Some(floor) => {
                     self.seen.insert(member.print.clone(), (floor, mono));
                 }
             }

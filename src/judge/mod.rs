@@ -64,7 +64,7 @@ pub(crate) use instance::SlotWord;
 use notices::Notices;
 use persist::{Persist, Sources};
 use reads::Reads;
-pub(crate) use set::Line;
+pub(crate) use set::{Line, Member};
 use time::{ClockAnomaly, TrustedTime};
 use timers::{Timers, Wake};
 
@@ -250,10 +250,20 @@ impl Judge {
                 } else {
                     (Duration::ZERO, Duration::ZERO)
                 };
+                // On the same boot, the host's boot age tells how long ago the state was
+                // written (it was written with the boot age then): downtime is known.
+                let since_write = match (&self.config.boot_id, &state.boot_id) {
+                    (Some(now), Some(then)) if now == then => self
+                        .time
+                        .boot_age()
+                        .and_then(|age| age.checked_sub(Duration::from_secs(state.budget_age))),
+                    _ => None,
+                };
                 let high_water = state.high_water;
                 self.notices.seq = state.notice_seq;
                 self.notices.revoked = state.revoked;
-                if let Some(anomaly) = self.time.restore_mark(high_water, age, spent) {
+                let restored = self.time.restore_mark(high_water, age, spent, since_write);
+                if let Some(anomaly) = restored {
                     self.on_clock_anomaly(anomaly);
                 }
             }
@@ -294,11 +304,21 @@ impl Judge {
         // is at least that, give or take the vendor's clock): they never raise the mark,
         // nor the instant any other license is judged at.
         let now = self.time.now_secs();
+        let hard_now = self.time.hard_now_secs();
         self.reads
-            .supersessions(now, &mut self.notices, &mut self.events);
-        self.reads
-            .choose(now, self.mono, self.grace_secs(), &self.notices);
-        self.episode.apply_restored(self.reads.set.is_empty());
+            .supersessions(now, hard_now, &mut self.notices, &mut self.events);
+        self.reads.update_floors(self.mono, &self.notices);
+        // The episode as the verdict will see it, then the set chosen by it (the set is
+        // empty exactly when no license at all was read).
+        let grace = self.grace_secs();
+        self.episode
+            .apply_restored(self.reads.no_candidates(), grace);
+        self.episode.not_after(now, grace);
+        let fresh_anchor = self
+            .episode
+            .fresh(self.last.as_ref().and_then(|e| e.cut_off));
+        let chosen = self.best_set(now);
+        self.reads.set_chosen(&chosen);
         let issue_floor = self.reads.issue_floor();
         self.alerts.report_floors(
             &self.time,
@@ -307,11 +327,6 @@ impl Judge {
             self.config.check_interval,
             &mut self.events,
         );
-        let grace = self.grace_secs();
-        self.episode.not_after(now, grace);
-        let fresh_anchor = self
-            .episode
-            .fresh(self.last.as_ref().and_then(|e| e.cut_off));
         let judged = self.reads.judged(now, self.mono);
         self.episode
             .clear_manipulation(self.time.wall_is_consistent(), || {
@@ -363,7 +378,8 @@ impl Judge {
             // Without firm evidence, time could be as early as any clock can read; and
             // the set is the one that would be chosen then.
             let firm = self.time.firm_now_secs().unwrap_or(MIN_RFC3339);
-            let licenses = self.reads.chosen_at(firm, self.mono, self.grace_secs());
+            let licenses: Vec<Arc<Claims>> =
+                self.best_set(firm).into_iter().map(|m| m.claims).collect();
             evaluate(&self.input(&licenses, firm)).verdict.state != LicenseState::GraceExpired
         };
         let state = if held {
@@ -464,6 +480,58 @@ impl Judge {
     }
 
     // ---- the rules ----
+
+    /// The set at trusted second `at`, as judged there: the licenses of the customer whose
+    /// licenses give the best verdict then, evaluated as the verdict itself is (in force
+    /// beats grace beats cut off; then the later cut-off; then more features; then the
+    /// smaller name, for determinism). So a trial under a corrected name never costs the
+    /// contract beside it, whatever else (a clock set back, a revocation) is going on.
+    fn best_set(&self, at: i64) -> Vec<Member> {
+        let rank = |state: LicenseState| match state {
+            LicenseState::Valid => 2,
+            LicenseState::Grace => 1,
+            _ => 0,
+        };
+        let mut customers = self.reads.by_customer(at, self.mono);
+        if customers.len() < 2 {
+            // (One customer, or none: nothing to choose between.)
+            return customers
+                .pop()
+                .map(|(_, members)| members)
+                .unwrap_or_default();
+        }
+        let mut best: Option<((u8, i64, usize), Vec<Member>)> = None;
+        for (_, members) in customers {
+            let licenses: Vec<Arc<Claims>> =
+                members.iter().map(|m| Arc::clone(&m.claims)).collect();
+            let mut input = self.input(&licenses, at);
+            // (Manipulation-grace ends where the wall agrees and a license is in force:
+            // each customer is judged as the verdict would be with its licenses.)
+            if self.time.wall_is_consistent()
+                && licenses
+                    .iter()
+                    .any(|c| c.nbf.is_none_or(|nbf| nbf <= at) && at < c.ends())
+            {
+                input.manipulated_at = None;
+            }
+            let evaluation = evaluate(&input);
+            let verdict = &evaluation.verdict;
+            let cut_off = match verdict.state {
+                LicenseState::Valid => evaluation.cut_off,
+                _ => verdict.grace_ends_at.map(crate::clock::unix_seconds),
+            };
+            let key = (
+                rank(verdict.state),
+                cut_off.unwrap_or(i64::MIN),
+                verdict.features().len(),
+            );
+            // (Customers come by name: a tie keeps the smaller one.)
+            if best.as_ref().is_none_or(|(k, _)| key > *k) {
+                best = Some((key, members));
+            }
+        }
+        best.map(|(_, members)| members).unwrap_or_default()
+    }
 
     fn grace_secs(&self) -> i64 {
         i64::try_from(self.config.grace_period.as_secs()).unwrap_or(i64::MAX)

@@ -69,11 +69,9 @@ impl Reads {
             .collect()
     }
 
-    /// Chooses the set from the candidates at trusted `now` (`grace`: the builder's): the
-    /// set's customer can change with time alone (a renamed renewal starts). Each
-    /// candidate counts as judged at its own floor: a license signed days ahead is chosen
-    /// by what it gives there.
-    pub(super) fn choose(&mut self, now: i64, mono: Duration, grace: i64, notices: &Notices) {
+    /// Brings the floors up to date at monotonic reading `mono` (`notices`: the
+    /// revocations learned).
+    pub(super) fn update_floors(&mut self, mono: Duration, notices: &Notices) {
         self.floors.update(
             self.candidates
                 .iter()
@@ -82,8 +80,41 @@ impl Reads {
             &notices.revoked,
             mono,
         );
-        let (chosen, _) = set::choose(&self.judged_candidates(now, mono), now, grace);
-        self.set = self.originals(&chosen);
+    }
+
+    /// The candidates of each customer as judged at trusted second `at` (each license at
+    /// its own floor: a license signed days ahead counts by what it gives there), by
+    /// customer name, in canonical order: what the set is chosen from.
+    pub(super) fn by_customer(&self, at: i64, mono: Duration) -> Vec<(String, Vec<Member>)> {
+        let judged = self.judged_candidates(at, mono);
+        let mut customers: Vec<String> = judged
+            .iter()
+            .map(|(_, m)| m.claims.customer.clone())
+            .collect();
+        customers.sort_unstable();
+        customers.dedup();
+        customers
+            .into_iter()
+            .map(|customer| {
+                let mut members: Vec<Member> = judged
+                    .iter()
+                    .filter(|(_, m)| m.claims.customer == customer)
+                    .map(|(_, m)| m.clone())
+                    .collect();
+                set::canonical(&mut members);
+                (customer, members)
+            })
+            .collect()
+    }
+
+    /// Whether no license at all was read (the set is then empty).
+    pub(super) fn no_candidates(&self) -> bool {
+        self.candidates.is_empty()
+    }
+
+    /// Makes the licenses of `chosen` (judged copies) the set, as signed.
+    pub(super) fn set_chosen(&mut self, chosen: &[Member]) {
+        self.set = self.originals(chosen);
     }
 
     /// The candidates whose fingerprints `chosen` holds, as signed (in `chosen`'s order).
@@ -105,27 +136,23 @@ impl Reads {
         self.floors.judged(&self.set, now, mono)
     }
 
-    /// The licenses of the set that would be chosen at trusted second `at`, as judged
-    /// there (for a verdict held while readings are provisional).
-    pub(super) fn chosen_at(&self, at: i64, mono: Duration, grace: i64) -> Vec<Arc<Claims>> {
-        let (chosen, _) = set::choose(&self.judged_candidates(at, mono), at, grace);
-        chosen.into_iter().map(|m| m.claims).collect()
-    }
-
     /// Licenses that supersede others revoke them from when they start: for good once
-    /// started, and meanwhile as pending (the license in force ends at its successor's
-    /// start). A license revoked before it starts supersedes nothing, so a renewal
-    /// withdrawn before it began leaves the license it was to replace in force. Worked
-    /// out again at every check (a successor starts with time alone). Returns whether
-    /// the revocations changed.
+    /// started by hard evidence (`hard_now`: never by a provisional or unconfirmed
+    /// reading, so a clock ahead at boot leaves nothing permanent behind), and meanwhile
+    /// as pending (the license in force ends at its successor's start). A license revoked
+    /// before it starts supersedes nothing, so a renewal withdrawn before it began leaves
+    /// the license it was to replace in force. Worked out again at every check (a
+    /// successor starts with time alone). Returns whether the revocations changed.
     pub(super) fn supersessions(
         &mut self,
         now: i64,
+        hard_now: Option<i64>,
         notices: &mut Notices,
         events: &mut Events,
     ) -> bool {
         let mut pending: BTreeMap<String, i64> = BTreeMap::new();
         let mut started = Vec::new();
+        let before = notices.revoked.clone();
         for member in self
             .candidates
             .iter()
@@ -136,7 +163,11 @@ impl Reads {
             if claims.supersedes.is_empty() {
                 continue;
             }
-            let at = claims.nbf.or(claims.iat).unwrap_or(now);
+            // (A successor with no start of its own starts when it is first seen.)
+            let (at, started_at) = match claims.nbf.or(claims.iat) {
+                Some(at) => (at, hard_now.unwrap_or(i64::MIN)),
+                None => (now, now),
+            };
             let own = claims.jti.as_ref().and_then(|jti| notices.revoked.get(jti));
             if own.is_some_and(|&revoked| revoked <= at) {
                 continue;
@@ -145,15 +176,20 @@ impl Reads {
                 if claims.jti.as_ref() == Some(jti) {
                     continue;
                 }
-                if at <= now {
+                if at <= started_at {
                     started.push((jti.clone(), at));
-                } else {
-                    let entry = pending.entry(jti.clone()).or_insert(at);
-                    *entry = (*entry).min(at);
+                    continue;
                 }
+                if notices.revoked.get(jti) == Some(&at) {
+                    // Learned for good while evidence said the successor had started,
+                    // which evidence no longer says (a vendor's attestation showed the
+                    // mark wrong): pending again, until the successor really starts.
+                    notices.revoked.remove(jti);
+                }
+                let entry = pending.entry(jti.clone()).or_insert(at);
+                *entry = (*entry).min(at);
             }
         }
-        let before = notices.revoked.clone();
         for (jti, at) in started {
             notices.learn_revocation(&jti, at, None, self, events);
         }
@@ -290,7 +326,7 @@ impl Reads {
         }
         let set = &self.set;
         self.announced.retain(|p| set.iter().any(|m| m.print == *p));
-        self.supersessions(now, notices, cx.events) || changed
+        self.supersessions(now, cx.time.hard_now_secs(), notices, cx.events) || changed
     }
 
     /// Applies the revocations `notices` knows to the candidates and the set.

@@ -240,10 +240,16 @@ pub(crate) fn choose(
             _ => members.push(member.clone()),
         }
     }
+    canonical(&mut members);
+    (members, mismatched)
+}
+
+/// Puts a set in canonical order (by `exp`, `nbf`, fingerprint): no order of lines
+/// decides anything.
+pub(crate) fn canonical(members: &mut [Member]) {
     members.sort_by(|a, b| {
         (a.claims.exp, a.claims.nbf, &a.print).cmp(&(b.claims.exp, b.claims.nbf, &b.print))
     });
-    (members, mismatched)
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ impl Bytes<'_> {
 }
 
 fn lic(b: &mut Bytes<'_>) -> Option<Lic> {
-    Some(match b.u8()? % 14 {
+    Some(match b.u8()? % 15 {
+        14 => Lic::Superseding,
         0 => Lic::Valid,
         1 => Lic::Renewed,
         2 => Lic::IatAhead(b.range(0, 300)?),
@@ -76,7 +77,18 @@ fn first_source(b: &mut Bytes<'_>) -> Option<Lic> {
 
 /// An ordinary step: faults an honest customer's service meets.
 fn ordinary(b: &mut Bytes<'_>, kind: u8) -> Option<Step> {
-    Some(match kind % 13 {
+    Some(match kind % 14 {
+        12 => {
+            let (x, y) = (
+                b.secs(0, 2 * BOOT_WINDOW - MINUTE - 1)?,
+                b.secs(1, 2 * BOOT_WINDOW - MINUTE - 1)?,
+            );
+            Step::LateStart {
+                rtc: b.range(-365 * DAY, 365 * DAY)?,
+                start_after: x.min(y),
+                correct_after: x.max(y),
+            }
+        }
         0..=2 => Step::Run(b.secs(1, 4 * HOUR)?),
         3 => Step::Jitter(b.range(-2, 2)?),
         4 => Step::AheadFor {
@@ -114,6 +126,10 @@ fn any(b: &mut Bytes<'_>, kind: u8) -> Option<Step> {
             correct_after: None,
         },
         18 => Step::MonoJump(b.range(-DAY, DAY)?),
+        19 if kind / 20 % 2 == 0 => Step::AheadAcrossRestart {
+            ahead: b.range(6 * HOUR, 30 * DAY)?,
+            secs: b.secs(1, BOOT_WINDOW - 2)?,
+        },
         _ => Step::Replay(usize::from(b.u8()? % 8)),
     })
 }

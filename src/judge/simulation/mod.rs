@@ -110,6 +110,9 @@ enum Lic {
     /// A license that ends two hours in, and its renewal held for a day later (from 30
     /// hours in to 60): a gap a clock set ahead must not reach across early.
     HeldGap,
+    /// A license to 40 hours in, and its renewal held from 20 hours in (to 60), which
+    /// supersedes it: the license ends where the renewal starts, never earlier.
+    Superseding,
     /// Finding 2: a contract with four hours of signed grace ending at six hours, and a
     /// trial add-on (no grace) that ends an hour later.
     ContractAndTrial,
@@ -155,6 +158,12 @@ impl Lic {
                 false,
             ),
             Lic::Held => (vec![acme(Some(T0 + 2 * HOUR), T0 + 20 * HOUR, None)], false),
+            Lic::Superseding => {
+                let current = acme(None, T0 + 40 * HOUR, None);
+                let mut renewal = acme(Some(T0 + 20 * HOUR), T0 + 60 * HOUR, None);
+                renewal.supersedes = current.jti.iter().cloned().collect();
+                (vec![current, renewal], false)
+            }
             Lic::HeldGap => (
                 vec![
                     acme(None, T0 + 2 * HOUR, None),
@@ -216,8 +225,12 @@ enum Content {
 /// (a trial under a corrected name: the set's customer is chosen by the best verdict, so
 /// the law holds across customers for the state and the cut-off), some signed by a vendor
 /// whose clock was days fast (a signed `iat` is a floor for judging that license only).
-fn added(choice: u8, customer: &str) -> Claims {
-    let other = if choice / 8 % 2 == 1 {
+///
+/// Another customer's license is added in honest schedules only: with a clock set back,
+/// the episode a twin went through while another customer's set was chosen (its anchors,
+/// its manipulation-grace) is its own, and two such histories are not comparable.
+fn added(choice: u8, customer: &str, honest: bool) -> Claims {
+    let other = if honest && choice / 8 % 2 == 1 {
         "Acme Corporation"
     } else {
         customer
@@ -287,6 +300,18 @@ enum Step {
     /// Honest: the process is down for `secs` while the host's clock drifts at `ppm`
     /// unsynchronized, then starts again (with or without a state file).
     Downtime { secs: u64, ppm: i64 },
+    /// Honest: the host reboots with its clock `rtc` off, the service starts `start_after`
+    /// seconds into the boot (within half an hour), and NTP puts the clock right
+    /// `correct_after` seconds into it (later, still within half an hour).
+    LateStart {
+        rtc: i64,
+        start_after: u64,
+        correct_after: u64,
+    },
+    /// Tampering: the wall set `ahead` across a restart, kept there `secs` (under 15
+    /// minutes), then set back across another restart: a held renewal must not come
+    /// into force for it, restart after restart.
+    AheadAcrossRestart { ahead: i64, secs: u64 },
     /// Honest drift: the clock (wall and monotonic) runs `ppm` fast (or slow) for `secs`
     /// seconds of monotonic time without sync.
     Drift { ppm: i64, secs: u64 },
@@ -319,6 +344,9 @@ struct Host {
     ppm: i64,
     /// True time (seconds) when the host booted.
     boot_at: i64,
+    /// How many times the host booted (its boot identity, for the state file's budget
+    /// and for carrying the stored mark on by the boot's age).
+    boot: u32,
     /// Running time of the simulation (what a runtime's timers see: not suspends).
     running_ns: i128,
 }
@@ -379,7 +407,7 @@ struct Proc {
     started_ns: i128,
 }
 
-fn config(with_state: bool) -> JudgeConfig {
+fn config(with_state: bool, boot: u32) -> JudgeConfig {
     JudgeConfig {
         grace_period: Duration::from_secs(GRACE as u64),
         drain_period: Duration::from_secs(60),
@@ -389,7 +417,7 @@ fn config(with_state: bool) -> JudgeConfig {
         source: "file:/sim/license.key".into(),
         instance_settling: Duration::from_secs(120),
         state_file: with_state,
-        boot_id: None,
+        boot_id: Some(format!("boot-{boot}")),
     }
 }
 
@@ -502,6 +530,8 @@ struct World {
     disk_full_until: Option<i128>,
     /// A junk line in the notice source.
     junk_notice: bool,
+    /// The time the service was down across reboots (seconds).
+    reboot_downtime: i64,
 }
 
 impl World {
@@ -513,11 +543,12 @@ impl World {
             ppm: 0,
             // The host has been up for an hour: readings are firm.
             boot_at: T0 - 3 * HOUR,
+            boot: 0,
             running_ns: 0,
         };
         let procs = (0..if twin.is_some() { 2 } else { 1 })
             .map(|_| Proc {
-                judge: Judge::new(config(with_state), host.reading()),
+                judge: Judge::new(config(with_state, host.boot), host.reading()),
                 verdict: Arc::new(crate::verdict::judge(&[], UNIX_EPOCH, Duration::ZERO)),
                 stored: None,
                 expiring: 0,
@@ -561,13 +592,30 @@ impl World {
             ahead_since: None,
             disk_full_until: None,
             junk_notice: false,
+            reboot_downtime: 0,
         }
     }
 
     /// A license as the oracle judges it: ended at its revocation, if any.
     fn as_revoked(&self, c: &Claims) -> Claims {
         let mut c = c.clone();
-        c.revoked_at = c.jti.as_ref().and_then(|j| self.revoked.get(j)).copied();
+        let revoked = |jti: &String| self.revoked.get(jti).copied();
+        // A license in the source that supersedes it ends it where it starts, unless it
+        // was itself revoked by then.
+        let superseded = self
+            .in_source
+            .iter()
+            .filter(|s| c.jti.as_ref().is_some_and(|j| s.supersedes.contains(j)))
+            .filter_map(|s| {
+                let start = s.nbf.or(s.iat)?;
+                let own = s.jti.as_ref().and_then(revoked);
+                own.is_none_or(|r| r > start).then_some(start)
+            })
+            .min();
+        c.revoked_at = match (c.jti.as_ref().and_then(revoked), superseded) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         c
     }
 
@@ -628,8 +676,13 @@ impl World {
         } else {
             super::time::ATTESTATION_TOLERANCE_SECS
         };
+        // (A second a boot for rounding: the judge counts the boot's age by its monotonic
+        // clock, which a drifting oscillator runs a little fast.)
+        // And a second a restart: the state file keeps the mark in whole seconds.
+        let boots = i128::from(self.host.boot) + 1;
         self.past_boots_budget
             + self.boot_budget()
+            + (boots + i128::from(self.restarts as i32)) * NS
             + (self.allowed_lag() + tolerance + self.confirmed_ahead) as i128 * NS
     }
 
@@ -710,8 +763,12 @@ impl World {
         self.generation += 1;
     }
 
+    /// A minute per restart, and the time the service was down across a reboot: nothing
+    /// offline measures that downtime (the boot's clock starts again), so a clock behind
+    /// by it at the start is believed until NTP steps it forward, and that step is then
+    /// unconfirmed for 15 minutes.
     fn allowed_lag(&self) -> i64 {
-        MINUTE * (1 + self.restarts)
+        MINUTE * (1 + self.restarts) + self.reboot_downtime
     }
 
     /// What process `i` reads (built once per content and step: reads are many).
@@ -750,7 +807,11 @@ impl World {
                         .set
                         .first()
                         .map_or("Acme", |m| m.claims.customer.as_str());
-                    entries.push(Entry::License(Arc::new(added(license, customer))));
+                    entries.push(Entry::License(Arc::new(added(
+                        license,
+                        customer,
+                        self.honest,
+                    ))));
                 }
                 Some(Twin::Permutes(seed)) => {
                     let mut seed = seed | 1;
@@ -960,7 +1021,7 @@ impl World {
         let reading = self.host.reading();
         let running = self.host.running_ns;
         for proc in &mut self.procs {
-            proc.judge = Judge::new(config(self.with_state), reading);
+            proc.judge = Judge::new(config(self.with_state, self.host.boot), reading);
             if self.with_state {
                 proc.judge
                     .handle_restored(proc.stored.clone().ok_or(StateProblem {
@@ -992,9 +1053,13 @@ impl World {
         Ok(())
     }
 
+    /// The ordinary fault is over: invariant 1 holds again `after` seconds from now (or
+    /// later, where an earlier fault asked for longer).
     fn calm(&mut self, after: i64) {
         self.disturbed = false;
-        self.quiet_from = self.host.running_ns + after as i128 * NS;
+        self.quiet_from = self
+            .quiet_from
+            .max(self.host.running_ns + after as i128 * NS);
     }
 
     /// The oracle: whether the source gives a valid license at true time `now`, with
@@ -1074,6 +1139,7 @@ impl World {
                 self.last_true = None;
                 self.host.mono_ns = 0;
                 self.host.boot_at = self.host.true_secs();
+                self.host.boot += 1;
                 self.set_offset(keep + rtc);
                 self.resumed_at = Some(self.host.running_ns);
                 self.restart()?;
@@ -1093,6 +1159,43 @@ impl World {
                 self.up_a_minute()?;
                 self.restart()?;
                 self.calm(0);
+            }
+            Step::LateStart {
+                rtc,
+                start_after,
+                correct_after,
+            } => {
+                self.up_a_minute()?;
+                self.past_boots_budget += self.boot_budget();
+                // Down from the reboot until the service starts.
+                self.last_true = None;
+                self.host.mono_ns = 0;
+                self.host.boot_at = self.host.true_secs();
+                self.host.boot += 1;
+                self.set_offset(rtc);
+                self.disturbed = true;
+                self.reboot_downtime += start_after as i64;
+                self.host.tick(start_after as i128 * NS);
+                self.resumed_at = Some(self.host.running_ns);
+                self.restart()?;
+                self.run(correct_after.saturating_sub(start_after).max(1))?;
+                self.observe()?;
+                self.set_offset(0);
+                // A clock that was behind and is stepped forward is believed 15 minutes
+                // later (forward jumps borrow, never create, time): meanwhile licenses are
+                // judged at the mark, and a renewal may start that much later, in grace.
+                self.calm(if rtc < -5 { BOOT_WINDOW + 60 } else { 60 });
+                self.run(1)?;
+            }
+            Step::AheadAcrossRestart { ahead, secs } => {
+                self.up_a_minute()?;
+                let offset = self.offset_secs();
+                self.set_offset(offset + ahead);
+                self.restart()?;
+                self.run(secs)?;
+                self.set_offset(offset);
+                self.restart()?;
+                self.run(1)?;
             }
             Step::Swap(lic) => {
                 self.write(lic);
@@ -1224,6 +1327,16 @@ impl World {
     /// Invariants 5, 6 and 7: at every wake.
     fn check_every_wake(&mut self) -> Result<(), Failure> {
         if self.procs[0].judge.reads.set.is_empty() {
+            self.law5_in_scope = false;
+        }
+        // (Likewise when the twin's set has no license in force or expired, only licenses
+        // held for later: it is a service with no license at all, given the builder's
+        // grace, against one whose expired license is past its cut-off.)
+        if self
+            .procs
+            .get(1)
+            .is_some_and(|twin| twin.verdict.claims.is_none())
+        {
             self.law5_in_scope = false;
         }
         let reference = &self.procs[0].verdict;

@@ -13,6 +13,7 @@ fn lic() -> impl Strategy<Value = Lic> {
         2 => (0i64..=300).prop_map(Lic::IatAhead),
         1 => (300i64..=5 * DAY).prop_map(Lic::IatAhead),
         1 => Just(Lic::HeldGap),
+        1 => Just(Lic::Superseding),
         1 => Just(Lic::Expired),
         2 => Just(Lic::WithRenewal),
         1 => Just(Lic::WithGarbage),
@@ -39,6 +40,8 @@ fn ordinary() -> impl Strategy<Value = Step> {
         1 => (1u8..40).prop_map(Step::Storm),
         1 => (1u64..2 * HOUR as u64).prop_map(Step::DiskFull),
         1 => Just(Step::NoticeJunk),
+        1 => (-365 * DAY..365 * DAY, 0u64..(2 * BOOT_WINDOW - MINUTE) as u64, 1u64..(2 * BOOT_WINDOW - MINUTE) as u64)
+            .prop_map(|(rtc, a, b)| Step::LateStart { rtc, start_after: a.min(b), correct_after: a.max(b) }),
     ]
 }
 
@@ -48,11 +51,13 @@ fn any_step() -> impl Strategy<Value = Step> {
         3 => (-60 * DAY..60 * DAY).prop_map(Step::SetWall),
         // Forward jumps that reach a held renewal's `nbf`, and back.
         1 => prop_oneof![Just(28 * HOUR), Just(30 * DAY), 6 * HOUR..40 * HOUR].prop_map(Step::SetWall),
-        2 => (-6_000i64..=-1, 100u64..=60_000, 1u32..400, 1u8..=10).prop_map(
+        2 => (-6_000i64..=-1, 100u64..=60_000, 1u32..200, 1u8..=10).prop_map(
             |(step_ms, every_ms, times, sample)| Step::Creep { step_ms, every_ms, times, sample }
         ),
         1 => (-365 * DAY..365 * DAY).prop_map(|rtc| Step::Reboot { rtc, correct_after: None }),
         1 => (-DAY..DAY).prop_map(Step::MonoJump),
+        1 => (prop_oneof![Just(30 * DAY), 6 * HOUR..40 * HOUR], 1u64..(BOOT_WINDOW - 1) as u64)
+            .prop_map(|(ahead, secs)| Step::AheadAcrossRestart { ahead, secs }),
     ]
 }
 

@@ -71,9 +71,11 @@ pub(crate) struct TrustedTime {
     /// time cannot earn a fresh allowance with each step.
     spent: i128,
     /// The wall ran more than the threshold ahead of our own evidence from this monotonic
-    /// reading on: unconfirmed until it has held for [`CONFIRM_FORWARD`], and meanwhile
-    /// no evidence (licenses are judged at the mark, `nbf`s too).
-    ahead_since: Option<Duration>,
+    /// reading on, by at least this much (nanoseconds) at every sample since: unconfirmed
+    /// until it has held for [`CONFIRM_FORWARD`], and meanwhile no evidence (licenses are
+    /// judged at the mark, `nbf`s too). What held is what is believed: a wall that went
+    /// further ahead meanwhile starts a period of its own for the rest.
+    ahead_since: Option<(Duration, i128)>,
     /// The latest real time a vendor attested (a notice's `time`), with the monotonic
     /// reading it was first seen at: real time is at least that much later now.
     attested: Option<(i128, Duration)>,
@@ -111,6 +113,14 @@ impl TrustedTime {
     /// Starts tracking at the first reading.
     pub(crate) fn new(reading: Reading) -> Self {
         let wall = unix_nanos(reading.wall);
+        // A run that starts within the boot window and the 15 minutes after it (by the
+        // host's boot age) takes its first firm reading as unconfirmed, as a run that
+        // began inside the window does: NTP may still step a clock that booted wrong.
+        let settling = BOOT_WINDOW.saturating_add(CONFIRM_AFTER);
+        let soft_until = reading
+            .boot_age
+            .filter(|age| !reading.provisional && *age < settling)
+            .map(|age| reading.mono.saturating_add(settling - age));
         Self {
             last_wall: wall,
             last_mono: reading.mono,
@@ -118,7 +128,7 @@ impl TrustedTime {
             provisional: reading.provisional,
             mark: (!reading.provisional).then_some(wall),
             stored: None,
-            soft_until: None,
+            soft_until,
             behind: false,
             build_floor: None,
             budget_since: reading.mono,
@@ -128,6 +138,12 @@ impl TrustedTime {
             ahead_since: None,
             attested: None,
         }
+    }
+
+    /// Makes this run's mark unconfirmed until `until` at least (a soft period begins, or
+    /// goes on).
+    fn soften(&mut self, until: Duration) {
+        self.soft_until = Some(self.soft_until.map_or(until, |s| s.max(until)));
     }
 
     /// Hard evidence: the stored mark, and this run's mark once confirmed.
@@ -186,7 +202,7 @@ impl TrustedTime {
             // The first firm reading of this run, after provisional ones: the clock may
             // still be wrong after boot, so it is confirmed only later.
             self.mark = Some(wall);
-            self.soft_until = Some(reading.mono.saturating_add(CONFIRM_AFTER));
+            self.soften(reading.mono.saturating_add(CONFIRM_AFTER));
             return self
                 .judge_behind(hard_behind, skew)
                 .or_else(|| (was_provisional && skew < -THRESHOLD_NANOS).then(corrected));
@@ -202,10 +218,13 @@ impl TrustedTime {
                 self.mark = Some(wall);
                 self.ahead_since = None;
             } else if wall > mark {
-                let since = *self.ahead_since.get_or_insert(reading.mono);
-                if reading.mono.saturating_sub(since) >= CONFIRM_FORWARD {
-                    self.mark = Some(wall);
-                    self.ahead_since = None;
+                let (since, least) = self.ahead_since.get_or_insert((reading.mono, wall - mark));
+                *least = (*least).min(wall - mark);
+                if reading.mono.saturating_sub(*since) >= CONFIRM_FORWARD {
+                    let believed = mark + *least;
+                    self.mark = Some(believed);
+                    self.ahead_since = (wall - believed > THRESHOLD_NANOS)
+                        .then_some((reading.mono, wall - believed));
                 }
             } else {
                 self.ahead_since = None;
@@ -271,18 +290,34 @@ impl TrustedTime {
     /// stored mark re-bases), as a clock that ran fast before the restart and was
     /// corrected since looks exactly so. Downtime earns nothing where the clock cannot
     /// tell the boot's age: nobody saw the clock meanwhile.
+    ///
+    /// `since_write`: how long ago the state was written, where the host's boot age tells
+    /// it (the same boot, and the clock knows its boot age). The stored mark is then
+    /// carried on exactly, so the first reading needs no confirmation: a wall ahead of it
+    /// is a forward jump (unconfirmed for 15 minutes, as while running), not downtime, and
+    /// a wall set back by the downtime is behind it.
     pub(crate) fn restore_mark(
         &mut self,
         stored_secs: i64,
         budget_age: Duration,
         spent: Duration,
+        since_write: Option<Duration>,
     ) -> Option<ClockAnomaly> {
         self.budget_carried = self.budget_carried.max(budget_age);
         self.spent = self.spent.max(spent.as_nanos() as i128);
-        let stored = stored_secs as i128 * NANOS;
+        let elapsed = since_write.map_or(0, |d| d.as_nanos() as i128);
+        let stored = stored_secs as i128 * NANOS + elapsed;
         self.stored = Some(self.stored.map_or(stored, |s| s.max(stored)));
-        if self.mark.is_some() {
-            self.soft_until = Some(self.last_mono.saturating_add(CONFIRM_AFTER));
+        if since_write.is_some() {
+            if !self.provisional && self.wall > stored + THRESHOLD_NANOS {
+                self.mark = Some(stored);
+                self.ahead_since = Some((self.last_mono, self.wall - stored));
+                return Some(ClockAnomaly::ForwardDrift {
+                    seconds: tenths(self.wall - stored),
+                });
+            }
+        } else if self.mark.is_some() {
+            self.soften(self.last_mono.saturating_add(CONFIRM_AFTER));
         }
         if self.provisional || self.wall >= stored - THRESHOLD_NANOS {
             return None;
@@ -306,6 +341,11 @@ impl TrustedTime {
     /// run's first firm reading within its confirmation period).
     pub(crate) fn unconfirmed(&self) -> bool {
         self.provisional || self.soft_until.is_some()
+    }
+
+    /// The host's boot age at the last reading, where the clock tells it.
+    pub(crate) fn boot_age(&self) -> Option<Duration> {
+        self.boot_age
     }
 
     /// Whether the last reading was provisional.

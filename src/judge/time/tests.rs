@@ -158,7 +158,10 @@ fn a_clock_ahead_at_boot_corrected_by_ntp_is_a_correction() {
 #[test]
 fn a_provisional_step_back_below_firm_evidence_is_held_then_judged() {
     let mut t = TrustedTime::new(early(10_000, 10));
-    assert_eq!(t.restore_mark(10_000, Duration::ZERO, Duration::ZERO), None);
+    assert_eq!(
+        t.restore_mark(10_000, Duration::ZERO, Duration::ZERO, None),
+        None
+    );
     // Set back 30 days in the boot window: trusted time holds the stored mark.
     assert_eq!(t.sample(early(10_060 - 30 * 86_400, 70)), None);
     assert_eq!(t.now_secs(), 10_060);
@@ -177,7 +180,10 @@ fn a_first_reading_still_ahead_is_unconfirmed_for_a_while() {
     // The boot window closes with the clock still 10 s ahead; NTP fixes it minutes
     // later. With a stored mark, that first firm reading is not yet hard evidence.
     let mut t = TrustedTime::new(early(10_000, 10));
-    assert_eq!(t.restore_mark(10_000, Duration::ZERO, Duration::ZERO), None);
+    assert_eq!(
+        t.restore_mark(10_000, Duration::ZERO, Duration::ZERO, None),
+        None
+    );
     assert_eq!(t.sample(read(10_910, 900)), None);
     assert_eq!(
         t.persistable_mark(),
@@ -199,7 +205,7 @@ fn a_first_reading_still_ahead_is_unconfirmed_for_a_while() {
     // But never below the stored mark, confirmed or not.
     let mut t = TrustedTime::new(read(9_000, 0));
     assert!(
-        t.restore_mark(10_000, Duration::ZERO, Duration::ZERO)
+        t.restore_mark(10_000, Duration::ZERO, Duration::ZERO, None)
             .is_some()
     );
     assert_eq!(t.now_secs(), 10_000);
@@ -209,12 +215,15 @@ fn a_first_reading_still_ahead_is_unconfirmed_for_a_while() {
 fn a_stored_mark_ahead_of_the_wall_at_start_is_manipulation() {
     let mut t = TrustedTime::new(read(5_000, 0));
     assert_eq!(
-        t.restore_mark(9_000, Duration::ZERO, Duration::ZERO),
+        t.restore_mark(9_000, Duration::ZERO, Duration::ZERO, None),
         Some(ClockAnomaly::BackwardJump { seconds: -4000 })
     );
     assert_eq!(t.now_secs(), 9_000);
     let mut ok = TrustedTime::new(read(9_003, 0));
-    assert_eq!(ok.restore_mark(9_000, Duration::ZERO, Duration::ZERO), None);
+    assert_eq!(
+        ok.restore_mark(9_000, Duration::ZERO, Duration::ZERO, None),
+        None
+    );
 }
 
 #[test]
@@ -241,8 +250,8 @@ fn pre_epoch_clock_does_not_panic() {
     t.sample(read(-86_000, 400));
     assert_eq!(t.until(10), Duration::from_secs(86_010));
     // A stored mark at the limit of i64 is no reason to panic either.
-    let _ = t.restore_mark(i64::MAX, Duration::MAX, Duration::MAX);
-    let _ = t.restore_mark(i64::MIN, Duration::ZERO, Duration::ZERO);
+    let _ = t.restore_mark(i64::MAX, Duration::MAX, Duration::MAX, None);
+    let _ = t.restore_mark(i64::MIN, Duration::ZERO, Duration::ZERO, None);
     let _ = t.until(i64::MIN);
     let _ = t.until(i64::MAX);
 }

@@ -39,9 +39,13 @@ impl TrustedTime {
             self.stored = Some(self.evidence().map_or(at, |e| e.min(at)));
         } else {
             self.mark = Some(self.evidence().map_or(at, |e| e.min(at)));
-            self.stored = None;
+            // (While this run's mark is still unconfirmed, the attested time less the
+            // tolerance stands as hard evidence, as a stored mark does: a wall set back
+            // below it meanwhile is behind it.)
+            self.stored = self.soft_until.is_some().then_some(floor);
         }
-        self.soft_until = None;
+        // (A run still confirming its first reading after boot stays so: the wall it
+        // came down to may be corrected yet.)
         self.behind = false;
         self.ahead_since = None;
         // (What corrections spent stays spent: an attestation gives no budget back.)
