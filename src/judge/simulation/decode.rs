@@ -126,7 +126,7 @@ fn any(b: &mut Bytes<'_>, kind: u8) -> Option<Step> {
             correct_after: None,
         },
         18 => Step::MonoJump(b.range(-DAY, DAY)?),
-        19 if kind / 20 % 2 == 0 => Step::AheadAcrossRestart {
+        19 if (kind / 20).is_multiple_of(2) => Step::AheadAcrossRestart {
             ahead: b.range(6 * HOUR, 30 * DAY)?,
             secs: b.secs(1, BOOT_WINDOW - 2)?,
         },
