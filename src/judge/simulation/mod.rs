@@ -14,6 +14,15 @@
 //! 2. *Casual tamperers*: once true time is past `exp` + grace + the allowed lag for every
 //!    license ever in the source, nothing is admitted (outside a boot window, and 60 s
 //!    after a resume), with a state file across restarts.
+//!
+//!    2'. *Conservation*: the seconds admitted at true times outside every license's
+//!    window and grace (and the builder's grace after each time the source held no
+//!    license in force) are summed over the schedule, and never exceed the allowances:
+//!    the drift budget of each host boot, a minute (and a second of rounding) per
+//!    restart, the downtime across reboots, the hour of an attestation's tolerance once
+//!    one is in, and what a wall kept ahead borrowed (believed after 15 minutes, or at a
+//!    restart across boots). A boot window and the 15 minutes confirming its first firm
+//!    reading, and a minute after a resume, are not measured.
 //! 3. *Reported*: a wall clock kept behind true time (beyond the allowed lag, outside a
 //!    boot window) for 60 s is reported as `clock_manipulation`.
 //! 4. *No alert floods*: expiry alerts fire when a band is entered and repeat at most once
@@ -35,9 +44,17 @@
 //!    counts only until its revocation (invariants 1 and 2 judge it so), and no old
 //!    attestation gains a tamperer time (invariant 2).
 //!
+//! The adversary draws every class of attack found so far: sub-second and sparse creeps at
+//! any cadence relative to the checker's samples, forward jumps around held `nbf`s (while
+//! running and across restarts), `iat`s days ahead, drift built up before the start and
+//! across downtime (with and without a state file), a service started late after boot,
+//! monotonic jumps within a process, twins adding another customer's license, superseding
+//! renewals, failing state writes and junk in the notice source.
+//!
 //! `cargo test` runs 100,000 schedules in each of four tests (invariants 1 to 4 with 5,
 //! 1 to 4 with 6, 7, and 1 to 4 with 8); `IOSETU_SIM_CASES=N cargo test --lib simulation`
-//! runs N.
+//! runs N. The fuzz target `judge` drives the same world and oracles from bytes
+//! (`decode.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
