@@ -422,6 +422,8 @@ struct Proc {
     expiring: u64,
     fresh: u64,
     started_ns: i128,
+    /// The monotonic reading at the start: the judge counts check intervals by it.
+    started_mono: i128,
 }
 
 fn config(with_state: bool, boot: u32) -> JudgeConfig {
@@ -571,6 +573,7 @@ impl World {
                 expiring: 0,
                 fresh: 0,
                 started_ns: 0,
+                started_mono: host.mono_ns,
             })
             .collect();
         Self {
@@ -1049,6 +1052,7 @@ impl World {
             proc.expiring = 0;
             proc.fresh = 0;
             proc.started_ns = running;
+            proc.started_mono = self.host.mono_ns;
         }
         self.wake(true)
     }
@@ -1472,7 +1476,10 @@ impl World {
 
         // 4. Alerts do not flood.
         let proc = &self.procs[0];
-        let hours = ((running - proc.started_ns) / (HOUR as i128 * NS)) as u64;
+        // (Check intervals by the judge's monotonic clock, which a broken clock source can
+        // move faster than real time.)
+        let elapsed = (running - proc.started_ns).max(self.host.mono_ns - proc.started_mono);
+        let hours = (elapsed / (HOUR as i128 * NS)) as u64;
         let bound = 4 * (proc.fresh + 1) + hours + 1;
         ensure!(
             proc.expiring <= bound,
