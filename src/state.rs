@@ -61,6 +61,11 @@ pub(crate) struct PersistedState {
     /// (version 4): what a restart does not get back.
     #[serde(default)]
     pub(crate) budget_spent_ms: u64,
+    /// The mark is this run's own confirmed evidence (version 4): a restart on the same
+    /// boot may carry it on exactly by the boot's age. (A mark written while the run's
+    /// first reading was still unconfirmed is older evidence, behind real time.)
+    #[serde(default)]
+    pub(crate) settled: bool,
 }
 
 const VERSION: u32 = 4;
@@ -119,6 +124,7 @@ impl PersistedState {
             revoked: BTreeMap::new(),
             boot_id: None,
             budget_spent_ms: 0,
+            settled: false,
         }
     }
 

@@ -254,7 +254,7 @@ impl Judge {
                 // On the same boot, the host's boot age tells how long ago the state was
                 // written (it was written with the boot age then): downtime is known.
                 let since_write = match (&self.config.boot_id, &state.boot_id) {
-                    (Some(now), Some(then)) if now == then => self
+                    (Some(now), Some(then)) if now == then && state.settled => self
                         .time
                         .boot_age()
                         .and_then(|age| age.checked_sub(Duration::from_secs(state.budget_age))),

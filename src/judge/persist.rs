@@ -68,6 +68,7 @@ impl Persist {
                     || last.notice_seq != state.notice_seq
                     || last.revoked != state.revoked
                     || last.budget_spent_ms != state.budget_spent_ms
+                    || last.settled != state.settled
                     || ((last.high_water != state.high_water
                         || last.budget_age != state.budget_age)
                         && self.written.is_due(mono, PERSIST_INTERVAL))
@@ -107,6 +108,7 @@ impl Persist {
         state.cut_off = cut_off;
         state.budget_age = time.budget_age().as_secs();
         state.boot_id = now.boot_id.map(str::to_owned);
+        state.settled = !time.unconfirmed();
         // (Rounded up: a restart never gets a fraction of a step back.)
         let spent = time.budget_spent().as_nanos().div_ceil(1_000_000);
         state.budget_spent_ms = u64::try_from(spent).unwrap_or(u64::MAX);

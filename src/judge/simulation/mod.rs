@@ -542,7 +542,7 @@ struct World {
     past_boots_budget: i128,
     /// The largest wall offset ahead of true time that held for 15 minutes (borrowed
     /// time: a clock kept ahead uses its licenses up that much earlier), and since when
-    /// (running time) the wall has been more than 5 s ahead.
+    /// (the host's monotonic clock) the wall has been more than 5 s ahead.
     confirmed_ahead: i64,
     ahead_since: Option<i128>,
     /// State-file writes fail until this running time.
@@ -681,9 +681,10 @@ impl World {
         to - from - covered
     }
 
-    /// The honest drift budget of the current boot, by its age (nanoseconds).
+    /// The honest drift budget of the current boot, by its age as the judge sees it (the
+    /// host's monotonic clock; nanoseconds).
     fn boot_budget(&self) -> i128 {
-        let age = (self.host.true_secs() - self.host.boot_at).clamp(0, 30 * DAY) as i128 * NS;
+        let age = self.host.mono_ns.clamp(0, 30 * DAY as i128 * NS);
         5 * NS + age / 2_000
     }
 
@@ -698,11 +699,12 @@ impl World {
         };
         // (A second a boot for rounding: the judge counts the boot's age by its monotonic
         // clock, which a drifting oscillator runs a little fast.)
-        // And a second a restart: the state file keeps the mark in whole seconds.
+        // And two seconds a restart: the state file keeps the mark and the boot's age in
+        // whole seconds, and a restart on the same boot carries one on by the other.
         let boots = i128::from(self.host.boot) + 1;
         self.past_boots_budget
             + self.boot_budget()
-            + (boots + i128::from(self.restarts as i32)) * NS
+            + (boots + 2 * i128::from(self.restarts as i32)) * NS
             + (self.allowed_lag() + tolerance + self.confirmed_ahead) as i128 * NS
     }
 
@@ -726,10 +728,16 @@ impl World {
             self.gain += self.outside(from.max(window_end), now);
         }
         self.last_true = Some(now);
-        // A wall kept more than 5 s ahead for 15 minutes is believed: borrowed time.
+        // A wall kept more than 5 s ahead for 15 minutes of the monotonic clock (a suspend
+        // counts: the judge's clock runs through it) is believed: borrowed time.
         if self.host.off_ns > 5 * NS {
-            let since = *self.ahead_since.get_or_insert(self.host.running_ns);
-            if self.host.running_ns - since >= BOOT_WINDOW as i128 * NS {
+            let mono = self.host.mono_ns;
+            // (A monotonic clock that went back, a reboot: counted from now.)
+            let since = match self.ahead_since {
+                Some(since) if since <= mono => since,
+                _ => *self.ahead_since.insert(mono),
+            };
+            if mono - since >= BOOT_WINDOW as i128 * NS {
                 self.confirmed_ahead = self.confirmed_ahead.max(self.offset_secs());
             }
         } else {
@@ -1255,6 +1263,9 @@ impl World {
                 self.run(1)?;
             }
             Step::MonoJump(secs) => {
+                // (A monotonic clock that jumps ahead moves trusted time with it: borrowed,
+                // as by a wall kept ahead.)
+                self.confirmed_ahead += secs.max(0);
                 self.host.mono_ns = (self.host.mono_ns + secs as i128 * NS).max(0);
                 self.run(1)?;
             }

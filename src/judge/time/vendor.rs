@@ -47,7 +47,14 @@ impl TrustedTime {
         // (A run still confirming its first reading after boot stays so: the wall it
         // came down to may be corrected yet.)
         self.behind = false;
-        self.ahead_since = None;
+        // A wall ahead of our evidence keeps counting towards being believed, by its lead
+        // over the evidence as it now stands.
+        self.ahead_since = match (self.ahead_since, self.mark) {
+            (Some((since, _)), Some(mark)) if self.wall - mark > THRESHOLD_NANOS => {
+                Some((since, self.wall - mark))
+            }
+            _ => None,
+        };
         // (What corrections spent stays spent: an attestation gives no budget back.)
         // (An earlier attestation's floor, carried on by monotonic time, stays if it is
         // later: it is real time too.)
