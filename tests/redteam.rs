@@ -9,37 +9,12 @@
 
 use std::time::Duration;
 
-use iosetu_license::{Claims, LicenseSource, LicenseState, TestClock};
+use iosetu_license::{Claims, LicenseState, TestClock};
 
 mod common;
+use common::adversary::{hour_of_grace, lines, skip, token, with_jti};
 
-use common::{DAY, HOUR, MINUTE, T0, at, builder, drain, names, run_for, signer, start};
-
-fn token(claims: &Claims) -> String {
-    signer().sign(claims)
-}
-
-fn lines(tokens: &[String]) -> LicenseSource {
-    LicenseSource::Static(tokens.join("\n") + "\n")
-}
-
-fn with_jti(customer: &str, exp: i64, jti: &str) -> Claims {
-    let mut claims = Claims::new(customer, exp);
-    claims.jti = Some(jti.into());
-    claims
-}
-
-/// Jumps paused time ahead at once (the checker wakes once, late: no replay).
-async fn skip(secs: i64) {
-    tokio::time::advance(Duration::from_secs(secs as u64)).await;
-    tokio::time::sleep(Duration::from_millis(1)).await;
-}
-
-fn hour_of_grace(
-    b: iosetu_license::LicenseMonitorBuilder,
-) -> iosetu_license::LicenseMonitorBuilder {
-    b.grace_period(Duration::from_secs(HOUR as u64))
-}
+use common::{DAY, HOUR, MINUTE, T0, at, builder, drain, names, run_for, start};
 
 async fn stop(monitor: iosetu_license::LicenseMonitor) {
     drop(monitor);

@@ -16,6 +16,7 @@ use iosetu_license::{
 };
 use tokio::sync::broadcast;
 
+pub mod adversary;
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
 pub mod notices;
