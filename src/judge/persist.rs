@@ -102,6 +102,21 @@ impl Persist {
                 .map_or((None, None), |p| (p.not_valid_since, p.cut_off)),
             since => (since, last.and_then(|e| e.cut_off)),
         };
+        // While trusted now rests on a reading not yet confirmed, a stretch out of Valid on
+        // record never starts later nor ends later: such a reading may be a clock set
+        // ahead across a reboot, and the cut-off an earlier run earned (a clock found set
+        // back, say) would be laundered into the later one of an expired license's own
+        // grace, for the next restart to take up.
+        let (since, cut_off) = match (time.unconfirmed(), since, &self.persisted) {
+            (true, Some(since), Some(p)) => (
+                Some(p.not_valid_since.map_or(since, |old| old.min(since))),
+                match (cut_off, p.cut_off) {
+                    (Some(cut), Some(old)) => Some(cut.min(old)),
+                    (cut, old) => cut.or(old),
+                },
+            ),
+            (_, since, _) => (since, cut_off),
+        };
         let mut state = PersistedState::new(mark, anchor);
         state.grace_floor = now.episode.grace_floor;
         state.not_valid_since = since;

@@ -215,3 +215,75 @@ fn an_honest_drifting_clock_never_leaves_valid() {
         },
     );
 }
+
+/// Found exploring with a random seed: creeps back around a monotonic clock that stepped
+/// back two seconds (a restored checkpoint) left the wall 83 s behind unreported.
+#[test]
+fn creeping_back_around_a_monotonic_step_back_is_reported() {
+    for permute in [0u64, 1, 7, 42] {
+        let mut world = World::new(false, false, false, Some(Twin::Permutes(permute)));
+        let steps = [
+            Step::Creep {
+                step_ms: -377,
+                every_ms: 100,
+                times: 28,
+                sample: 3,
+            },
+            Step::MonoJump(-2),
+            Step::Creep {
+                step_ms: -723,
+                every_ms: 10_000,
+                times: 98,
+                sample: 2,
+            },
+            Step::Creep {
+                step_ms: -5,
+                every_ms: 473,
+                times: 127,
+                sample: 1,
+            },
+        ];
+        if let Err(e) = run_case(&mut world, Lic::Valid, &steps) {
+            panic!("permute {permute}: {e}");
+        }
+    }
+}
+
+/// Found exploring with a random seed: a clock found set back (cut off an hour after),
+/// then a reboot with the clock three days ahead (provisional readings), then a reboot
+/// with it behind. The state written while the readings were provisional took the
+/// expired license's own later cut-off for the earned one, and the second restart
+/// anchored the clock's grace there: the set without the added license was cut off later
+/// than the set with it.
+#[test]
+fn a_reboot_with_the_clock_ahead_keeps_the_cut_off_a_set_back_clock_earned() {
+    let mut world = World::new(
+        false,
+        true,
+        false,
+        Some(Twin::Adds {
+            license: 247,
+            from: 0,
+        }),
+    );
+    let steps = [
+        Step::Run(3628),
+        Step::Run(14203),
+        Step::Creep {
+            step_ms: -3894,
+            every_ms: 50137,
+            times: 146,
+            sample: 4,
+        },
+        Step::Reboot {
+            rtc: 267017,
+            correct_after: None,
+        },
+        Step::LateStart {
+            rtc: -1213,
+            start_after: 900,
+            correct_after: 900,
+        },
+    ];
+    run_case(&mut world, Lic::ContractAndTrial, &steps).unwrap();
+}

@@ -176,10 +176,26 @@ impl TrustedTime {
             self.last_mono = reading.mono;
             self.wall = wall;
             self.soft_until = None;
+            // Real time went on while the checkpoint was shelved, by anything from nothing
+            // to the wall's lead: a wall a little ahead of our mark is taken at once, one
+            // further ahead is a forward jump, believed once it has held for
+            // `CONFIRM_FORWARD` (taken at once, it would bring a held license's `nbf`
+            // into force by a wall set ahead).
             self.ahead_since = None;
-            // (Real time went on while the checkpoint was shelved: a wall ahead of our
-            // mark is believed, which only brings licenses' ends closer.)
-            self.mark = self.mark.map(|m| m.max(wall));
+            if let Some(mark) = self.mark {
+                if wall > mark + THRESHOLD_NANOS {
+                    self.ahead_since = Some((reading.mono, wall - mark));
+                } else if wall > mark {
+                    self.mark = Some(wall);
+                }
+            }
+            // A wall reported behind that is no longer behind our evidence clears (the
+            // judge ends manipulation grace once the wall agrees): the next step behind
+            // is then a first one again, judged against what is left of the budget.
+            // Left set, a wall creeping back from here would never be reported again.
+            if self.hard().is_none_or(|h| wall >= h - THRESHOLD_NANOS) {
+                self.behind = false;
+            }
             return None;
         };
         let elapsed = elapsed.as_nanos() as i128;

@@ -107,9 +107,54 @@ fn drift_of_ten_seconds_is_reported_with_its_size() {
 #[test]
 fn monotonic_going_backwards_rebaselines() {
     let mut t = TrustedTime::new(read(1000, 500));
-    assert_eq!(t.sample(read(1010, 3)), None);
-    assert_eq!(t.sample(read(1020, 13)), None);
-    assert_eq!(t.now_secs(), 1020);
+    assert_eq!(t.sample(read(1003, 3)), None);
+    assert_eq!(t.sample(read(1013, 13)), None);
+    assert_eq!(t.now_secs(), 1013);
+}
+
+#[test]
+fn a_wall_far_ahead_after_a_monotonic_step_back_is_a_forward_jump() {
+    let mut t = TrustedTime::new(read(1_000_000, 10_000));
+    // A checkpoint restored (monotonic back), the wall a day ahead of our mark: real time
+    // may have gone on that far, or the wall was set ahead; unconfirmed for 15 minutes.
+    assert_eq!(t.sample(read(1_086_400, 5_000)), None);
+    assert_eq!(t.now_secs(), 1_000_000);
+    assert_eq!(t.sample(read(1_086_400 + 600, 5_600)), None);
+    assert_eq!(t.now_secs(), 1_000_600);
+    // Held for 15 minutes: believed.
+    assert_eq!(t.sample(read(1_086_400 + 900, 5_900)), None);
+    assert_eq!(t.now_secs(), 1_087_300);
+    // A wall a little ahead is taken at once.
+    let mut t = TrustedTime::new(read(1_000_000, 10_000));
+    assert_eq!(t.sample(read(1_000_003, 5_000)), None);
+    assert_eq!(t.now_secs(), 1_000_003);
+}
+
+#[test]
+fn a_wall_creeping_back_after_a_monotonic_step_back_is_reported_again() {
+    // No boot age: the budget is 5 s + 500 ppm of this run's 10,000 s = 10 s.
+    let mut t = TrustedTime::new(read(1_000_000, 0));
+    assert_eq!(t.sample(read(1_010_000, 10_000)), None);
+    // Creeps back 6 s: a correction within the budget (6 of it spent)...
+    assert_eq!(
+        t.sample(read(1_010_054, 10_060)),
+        Some(ClockAnomaly::Corrected { seconds: -6.0 })
+    );
+    // ... and 6 s more: more than is left, manipulation.
+    assert!(matches!(
+        t.sample(read(1_010_114 - 6, 10_120)),
+        Some(ClockAnomaly::BackwardJump { .. })
+    ));
+    // A restored checkpoint steps the monotonic clock back; the wall comes within the
+    // threshold of our evidence again (the judge ends manipulation grace on that).
+    assert_eq!(t.sample(read(1_010_114 - 3, 10_100)), None);
+    assert!(t.wall_is_consistent());
+    // Creeping back 3 s more from there (too little to report as a further step) is
+    // judged afresh: 6 s behind, with 4 s of budget left.
+    assert!(matches!(
+        t.sample(read(1_010_174 - 6, 10_160)),
+        Some(ClockAnomaly::BackwardJump { .. })
+    ));
 }
 
 #[test]
