@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 #[cfg(any(feature = "otel", feature = "prometheus"))]
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use crate::layer::connection::Conn;
+use crate::layer::rejection::FeatureText;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use tokio::sync::futures::Notified;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::Clock;
 use crate::event::LicenseEvent;
@@ -107,10 +109,10 @@ pub(crate) struct Drain {
     counted: bool,
     /// The two ways a response can watch this drain; both flags are set together.
     links: CacheLine<[Link; 2]>,
-    /// How many times the drain has ended: a connection accepted before the latest end is
-    /// closed by it, one accepted after is not (see `crate::connection`).
-    ends: AtomicU64,
     waiters: &'static Waiters,
+    /// The connections that carry an upgrade this drain's gate admitted: cut when it
+    /// ends (see `crate::layer::connection`). Touched only by requests that upgrade.
+    conns: Mutex<Vec<Weak<Conn>>>,
 }
 
 /// What an admitted response holds: the drain's flag, and what a cut answers. One word
@@ -123,13 +125,14 @@ pub(crate) struct Link {
     /// its response started.
     grpc: bool,
     waiters: &'static Waiters,
+    /// A feature gate's drain: the feature's refusal texts, and the license's drain (while
+    /// the license admits, a cut is the feature's, answered with the feature's words).
+    feature: Option<(&'static FeatureText, &'static Drain)>,
 }
 
-/// The waiter lists of a drain: wakers of pending responses, and `Notify` lists for
-/// connections.
+/// The waiter lists of a drain: wakers of pending responses and request bodies.
 #[derive(Debug)]
 pub(crate) struct Waiters {
-    shards: [CacheLine<Notify>; DRAIN_SHARDS],
     tickets: [CacheLine<Mutex<Tickets>>; DRAIN_SHARDS],
 }
 
@@ -219,16 +222,8 @@ impl Ticket {
 impl Waiters {
     const fn new() -> Self {
         Waiters {
-            shards: [const { CacheLine(Notify::const_new()) }; DRAIN_SHARDS],
             tickets: [const { CacheLine(Mutex::new(Tickets::new())) }; DRAIN_SHARDS],
         }
-    }
-
-    /// A future that completes when the drain is next over, in this thread's waiter list.
-    /// It receives that notification from the moment it is created, so a waiter created
-    /// before reading the flag cannot miss it.
-    pub(crate) fn notified(&'static self) -> Notified<'static> {
-        self.shards[shard()].0.notified()
     }
 
     /// Registers `waker` to be woken at the end of the drain (or by a sweep), in the place
@@ -312,20 +307,29 @@ impl Waiters {
     }
 
     fn wake_all(&self) {
-        for shard in &self.shards {
-            shard.0.notify_waiters();
-        }
         self.sweep();
     }
 }
 
 impl Link {
-    const fn new(grpc: bool, waiters: &'static Waiters) -> Self {
+    const fn new(
+        grpc: bool,
+        waiters: &'static Waiters,
+        feature: Option<(&'static FeatureText, &'static Drain)>,
+    ) -> Self {
         Link {
             over: AtomicBool::new(false),
             grpc,
             waiters,
+            feature,
         }
+    }
+
+    /// The feature whose drain this is, while the license itself still admits: a cut is
+    /// then the feature's, and answers with its words.
+    pub(crate) fn feature_cut(&self) -> Option<&'static FeatureText> {
+        self.feature
+            .and_then(|(text, license)| license.admits().then_some(text))
     }
 
     /// Whether responses must end now: one relaxed load, per poll of an admitted
@@ -359,13 +363,20 @@ pub(crate) const OPEN: u8 = 1;
 pub(crate) const OPEN_COUNTED: u8 = 2;
 
 impl Drain {
-    const fn new(admits: bool, waiters: &'static Waiters) -> Self {
+    const fn new(
+        admits: bool,
+        waiters: &'static Waiters,
+        feature: Option<(&'static FeatureText, &'static Drain)>,
+    ) -> Self {
         Drain {
             admits: CacheLine(AtomicU8::new(if admits { OPEN } else { SHUT })),
             counted: false,
-            links: CacheLine([Link::new(false, waiters), Link::new(true, waiters)]),
-            ends: AtomicU64::new(0),
+            links: CacheLine([
+                Link::new(false, waiters, feature),
+                Link::new(true, waiters, feature),
+            ]),
             waiters,
+            conns: Mutex::new(Vec::new()),
         }
     }
 
@@ -374,14 +385,39 @@ impl Drain {
         let waiters = Box::leak(Box::new(Waiters::new()));
         Box::leak(Box::new(Drain {
             counted,
-            ..Drain::new(false, waiters)
+            ..Drain::new(false, waiters, None)
         }))
+    }
+
+    /// A feature gate's drain: `text` is the feature's refusal, `license` the monitor's
+    /// drain.
+    pub(crate) fn leak_feature(
+        text: &'static FeatureText,
+        license: &'static Drain,
+    ) -> &'static Drain {
+        let waiters = Box::leak(Box::new(Waiters::new()));
+        Box::leak(Box::new(Drain::new(false, waiters, Some((text, license)))))
+    }
+
+    /// A connection carries an upgrade this drain's gate admitted: it is cut when the
+    /// drain ends (at once, if it has: the gate admitted it just before).
+    pub(crate) fn register(&self, conn: &Arc<Conn>) {
+        let mut conns = lock(&self.conns);
+        if self.links.0[0].is_over_acquire() {
+            drop(conns);
+            close_later(vec![Arc::clone(conn)], tokio::time::Instant::now());
+            return;
+        }
+        // (Connections gone since are dropped here, so the list stays as long as the
+        // upgrades alive.)
+        conns.retain(|c| c.strong_count() > 0);
+        conns.push(Arc::downgrade(conn));
     }
 
     /// The drain of responses that are never cut (exempt paths): never over.
     pub(crate) fn never() -> &'static Drain {
         static WAITERS: Waiters = Waiters::new();
-        static NEVER: Drain = Drain::new(true, &WAITERS);
+        static NEVER: Drain = Drain::new(true, &WAITERS, None);
         &NEVER
     }
 
@@ -421,34 +457,43 @@ impl Drain {
         self.links.0[0].is_over()
     }
 
-    /// How many times the drain has ended, ordered after the flag it is read with.
-    pub(crate) fn ends(&self) -> u64 {
-        self.ends.load(Ordering::Acquire)
-    }
-
     pub(crate) fn waiters(&self) -> &'static Waiters {
         self.waiters
     }
 
-    /// Whether a connection accepted when `accepted` drain periods had ended must close:
-    /// a drain period has ended since, and no renewal has stopped it.
-    pub(crate) fn cuts(&self, accepted: u64) -> bool {
-        self.links.0[0].is_over_acquire() && self.ends() != accepted
-    }
-
     pub(crate) fn set(&self, over: bool) {
         if self.is_over() != over {
-            if over {
-                // Counted before the flags are set: whoever sees a flag set sees the count.
-                self.ends.fetch_add(1, Ordering::Release);
-            }
+            // Under the connections' lock: a gate registering a connection meanwhile either
+            // sees the flag set (and cuts at once) or is in the list taken here.
+            let mut conns = lock(&self.conns);
             for link in &self.links.0 {
                 link.over.store(over, Ordering::Release);
             }
             if over {
+                let cut: Vec<Arc<Conn>> = conns.drain(..).filter_map(|c| c.upgrade()).collect();
+                drop(conns);
                 self.waiters.wake_all();
+                close_later(cut, tokio::time::Instant::now());
             }
         }
+    }
+}
+
+/// Cuts `conns` at `at` (reads stop, writes go on), and closes them from outside when
+/// they must close, by a task of their own: a connection whose handler neither reads
+/// nor writes closes on time too.
+fn close_later(conns: Vec<Arc<Conn>>, at: tokio::time::Instant) {
+    let Some(closes) = conns.iter().map(|conn| conn.cut_at(at)).max() else {
+        return;
+    };
+    // (No runtime: the connections fail at their next read or write.)
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            tokio::time::sleep_until(closes).await;
+            for conn in conns {
+                conn.close();
+            }
+        });
     }
 }
 
@@ -610,7 +655,7 @@ impl View {
         }
         let gate = Arc::new(FeatureGate {
             name: feature.to_owned(),
-            drain: Drain::leak(false),
+            drain: Drain::leak_feature(FeatureText::of(feature), self.0.drain),
         });
         gate.set(self.verdict().has_feature(feature));
         gate.drain.set(self.0.drain.is_over());

@@ -252,13 +252,16 @@ async fn streams_on_exempt_paths_opened_after_the_cut_off_are_never_cut() {
 }
 
 mod connections {
-    //! `LicensedIo` in paused time, over an in-memory pipe: what a connection does at the
-    //! end of the drain period, to the second.
+    //! `LicensedIo` in paused time, over an in-memory pipe: which connections the end of a
+    //! drain period cuts (those that carried an upgrade a gate admitted), and what such a
+    //! connection does then, to the second.
 
     use std::time::Duration;
 
+    use http::{Request, Response, StatusCode};
     use iosetu_license::{Claims, LicenseState, LicensedIo, TestClock};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+    use tower::{Layer, ServiceExt};
 
     use super::common::{DAY, HOUR, T0, run_for, signer, t0};
     use super::{monitor, renewable};
@@ -271,12 +274,45 @@ mod connections {
         (LicensedIo::new(server, monitor), client)
     }
 
+    /// The connection carries a request the license layer admitted and answered `101
+    /// Switching Protocols` (a WebSocket): served as a server serves it, in one task that
+    /// reads the connection and runs the layer.
+    async fn upgrade(
+        monitor: &iosetu_license::LicenseMonitor,
+        mut server: LicensedIo<DuplexStream>,
+        client: &mut DuplexStream,
+    ) -> LicensedIo<DuplexStream> {
+        let layer = monitor.layer();
+        client.write_all(b"GET /ws").await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0; 16];
+            let n = server.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"GET /ws");
+            let switching = tower::service_fn(|_: Request<()>| async {
+                let mut response = Response::new(());
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            let response = layer
+                .layer(switching)
+                .oneshot(Request::new(()))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+            server
+        })
+        .await
+        .unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_connection_stops_reading_at_the_end_of_the_drain_and_closes_a_second_later() {
+    async fn an_upgraded_connection_stops_reading_at_the_end_of_the_drain_and_closes_a_second_later()
+     {
         let clock = TestClock::new(t0());
         let monitor = monitor(&clock).await;
         run_for(HOUR - 10).await;
-        let (mut server, mut client) = connect(&monitor);
+        let (server, mut client) = connect(&monitor);
+        let mut server = upgrade(&monitor, server, &mut client).await;
         client.write_all(b"before").await.unwrap();
         let mut buf = [0; 16];
         let n = server.read(&mut buf).await.unwrap();
@@ -312,11 +348,14 @@ mod connections {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_cut_connection_still_writes_its_final_answer() {
+    async fn a_cut_connection_still_writes_its_final_answer_for_a_second_from_the_drains_end() {
         let clock = TestClock::new(t0());
         let monitor = monitor(&clock).await;
-        let (mut server, mut client) = connect(&monitor);
-        run_for(HOUR + 61).await;
+        let (server, mut client) = connect(&monitor);
+        let mut server = upgrade(&monitor, server, &mut client).await;
+        // (Grace ends at an hour, and the drain period a minute later.)
+        run_for(HOUR + 60).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(server.is_cut());
         // Within the second after the cut: the final answer (trailers, a 503) goes out.
         server.write_all(b"grpc-status: 14").await.unwrap();
@@ -324,28 +363,37 @@ mod connections {
         let mut buf = [0; 32];
         let n = client.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"grpc-status: 14");
+        // The second counts from the drain's end, not from the connection's first write
+        // after it: a handler that pushes now and then gets no burst out later.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let write = server.write_all(b"late").await.unwrap_err();
+        assert_eq!(write.kind(), std::io::ErrorKind::ConnectionAborted);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_accepted_after_the_drain_is_never_closed_by_it() {
-        // Its requests get the layer's 503: closing it would only hide that answer.
+    async fn a_connection_that_carried_no_upgrade_is_never_closed() {
+        // Free routes, `/health`, a pooled client's keep-alive connection: what no gate
+        // admitted an upgrade on goes on across the cut-off.
         let clock = TestClock::new(t0());
         let monitor = monitor(&clock).await;
-        run_for(HOUR + 61).await;
         let (mut server, mut client) = connect(&monitor);
+        run_for(HOUR + 61).await;
+        assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
         run_for(HOUR).await;
         client.write_all(b"GET /").await.unwrap();
         let mut buf = [0; 16];
         let n = server.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"GET /");
+        server.write_all(b"200").await.unwrap();
         assert!(!server.is_cut());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_renewal_during_the_drain_leaves_connections_open() {
+    async fn a_renewal_during_the_drain_leaves_upgraded_connections_open() {
         let clock = TestClock::new(t0());
         let (_dir, path, monitor) = renewable(&clock).await;
-        let (mut server, mut client) = connect(&monitor);
+        let (server, mut client) = connect(&monitor);
+        let mut server = upgrade(&monitor, server, &mut client).await;
         run_for(HOUR + 30).await;
         assert_eq!(monitor.verdict().state, LicenseState::GraceExpired);
         std::fs::write(&path, signer().sign(&Claims::new("Acme", T0 + 90 * DAY))).unwrap();

@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::future::wait_for_drain;
-use super::rejection::GRPC_MESSAGE;
+use super::rejection::{GRPC_MESSAGE, GRPC_PERMISSION_DENIED};
 use crate::shared::{Link, Ticket};
 
 /// A boxed error, what hyper, axum and tonic take a body's error as.
@@ -168,9 +168,9 @@ fn release(link: &'static Link, mut ticket: Ticket) {
 /// cannot mistake for a complete response.
 #[cold]
 #[inline(never)]
-fn cut_frame<E>(grpc: bool) -> PolledFrame<E> {
-    if grpc {
-        Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable()))))
+fn cut_frame<E>(link: &'static Link) -> PolledFrame<E> {
+    if link.grpc() {
+        Poll::Ready(Some(Ok(Frame::trailers(grpc_cut(link)))))
     } else {
         Poll::Ready(Some(Err(BodyError::Drained(Drained))))
     }
@@ -183,11 +183,27 @@ fn full_frame<E>(bytes: &'static [u8]) -> PolledFrame<E> {
     Poll::Ready((!bytes.is_empty()).then(|| Ok(Frame::data(Bytes::from_static(bytes)))))
 }
 
-/// The trailers a gRPC stream cut at the end of the drain period ends with.
-fn grpc_unavailable() -> HeaderMap {
+/// The trailers a gRPC stream cut at the end of the drain period ends with: UNAVAILABLE
+/// after the cut-off, PERMISSION_DENIED with the feature's words after a renewal took a
+/// feature away.
+fn grpc_cut(link: &'static Link) -> HeaderMap {
     let mut trailers = HeaderMap::with_capacity(2);
-    trailers.insert("grpc-status", HeaderValue::from_static("14"));
-    trailers.insert("grpc-message", HeaderValue::from_static(GRPC_MESSAGE));
+    match link.feature_cut() {
+        Some(text) => {
+            trailers.insert(
+                "grpc-status",
+                HeaderValue::from_static(GRPC_PERMISSION_DENIED),
+            );
+            trailers.insert(
+                "grpc-message",
+                HeaderValue::from_static(text.grpc_message()),
+            );
+        }
+        None => {
+            trailers.insert("grpc-status", HeaderValue::from_static("14"));
+            trailers.insert("grpc-message", HeaderValue::from_static(GRPC_MESSAGE));
+        }
+    }
     trailers
 }
 
@@ -204,7 +220,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut kind = self.project().kind;
-        let grpc = match kind.as_mut().project() {
+        let link = match kind.as_mut().project() {
             KindProj::Inner { body, link, ticket } => {
                 let link: &'static Link = link;
                 // The admitted path: one relaxed load per frame, then the inner body's
@@ -233,7 +249,7 @@ where
                         *ticket = held;
                         return Poll::Pending;
                     }
-                    Next::Cut => link.grpc(),
+                    Next::Cut => link,
                 }
             }
             KindProj::Full { data } => {
@@ -245,7 +261,7 @@ where
         // The drain period is over: the inner body is dropped here, and the stream ends
         // as a failure the client cannot mistake for a complete response.
         kind.set(Kind::Full { data: &EMPTY });
-        cut_frame(grpc)
+        cut_frame(link)
     }
 
     fn is_end_stream(&self) -> bool {

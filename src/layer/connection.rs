@@ -2,43 +2,242 @@
 //!
 //! A tower layer sees requests and responses. It does not see the bytes of a connection
 //! that a request upgraded (a WebSocket over HTTP/1.1 `Upgrade` or HTTP/2 extended
-//! CONNECT): hyper hands those to the handler, and the response the layer wrapped is
-//! already over. Nor does it see a request body that a handler reads in a task of its own
-//! after answering. Both would carry on past the cut-off for as long as the client likes.
+//! CONNECT, a `CONNECT` tunnel): hyper hands those to the handler, and the response the
+//! layer wrapped is already over. They would carry on past the cut-off for as long as the
+//! client likes.
 //!
-//! So the connections themselves are wrapped: a [`LicensedIo`] stops reading when the
-//! drain period after a cut-off ends, if it was accepted before that, and closes
-//! [`CLOSE_AFTER`] later (time for the final answers to go out). The server then drops
-//! the connection, and with it every WebSocket, upload and
-//! stream it carried; the client sees the connection closed. A connection accepted later
-//! is never closed by it (its requests get the layer's rejection), and a renewal during
-//! the drain period stops it as it stops the drain. Exempt paths and `/health` served on
-//! a connection that was open at the end of a drain period see that connection close too:
-//! the client's next request opens a new one, which answers them.
+//! So the connections themselves are wrapped, and **a gate marks the connection that
+//! carries an upgrade it admitted** (the license layer and every `require_feature` gate
+//! alike): a `101 Switching Protocols` answer on HTTP/1.1, or a `CONNECT` request. When
+//! that gate's drain period ends (the cut-off's, or a feature's after a renewal took the
+//! feature away), a marked [`LicensedIo`] stops reading at once, and
+//! closes [`CLOSE_AFTER`] later (time for the final answers to go out), whether or not
+//! its handler reads or writes: a TCP socket is shut down from outside, so a WebSocket
+//! that only pushes is closed on time too. The server then drops the connection, and
+//! with it the WebSocket or tunnel. A connection that never carried an upgrade a drained
+//! gate admitted is never closed: a free WebSocket or SSE stream, `/health` and
+//! `/metrics` on a keep-alive or HTTP/2 connection, a pooled client's next request, the
+//! exempt gRPC health check all go on across the cut-off.
 //!
-//! The cost is one relaxed load per read or write of the connection; nothing per request.
+//! Request bodies need no mark: the gate wraps the body of a request it admits (axum's
+//! and tonic's body types, which every axum router and tonic server hands a layer), and
+//! the drain ends it with an error, so an upload read by a task of the handler's own
+//! stops at the drain's end while its connection lives on.
+//!
+//! The cost is one relaxed load per read or write of a connection, and a thread-local
+//! note of which connection the task is serving; marking costs only the requests that
+//! upgrade.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::future::Waiting;
 use crate::LicenseMonitor;
 use crate::shared::Drain;
 
+/// What the gates reach of a connection: whether a gate marked it, whether a drain that
+/// marked it ended (the connection is cut), and what closes it from outside.
+#[derive(Debug, Default)]
+pub(crate) struct Conn {
+    /// A gate marked it: the one load an unmarked connection's reads and writes pay.
+    marked: AtomicBool,
+    /// A drain that marked it ended. Never unset: a renewal after the end does not reopen
+    /// a connection that was closed.
+    cut: AtomicBool,
+    state: Mutex<ConnState>,
+}
+
+#[derive(Debug, Default)]
+struct ConnState {
+    /// When the cut was made: the connection closes [`CLOSE_AFTER`] later.
+    cut_at: Option<tokio::time::Instant>,
+    /// The tasks waiting to read or to write, woken by the cut and by the close.
+    reading: Option<Waker>,
+    writing: Option<Waker>,
+    /// The socket, shut down from outside when the connection closes (where it is one:
+    /// a TCP or Unix stream).
+    #[cfg(unix)]
+    socket: Option<std::os::fd::OwnedFd>,
+    /// The socket is still to be taken, at the connection's next read or write.
+    wants_socket: bool,
+}
+
+fn lock(state: &Mutex<ConnState>) -> std::sync::MutexGuard<'_, ConnState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Conn {
+    /// The drain that marked it ended at `at`: the connection is cut, and closes
+    /// [`CLOSE_AFTER`] later. Returns when it closes.
+    pub(crate) fn cut_at(&self, at: tokio::time::Instant) -> tokio::time::Instant {
+        let mut state = lock(&self.state);
+        let at = *state.cut_at.get_or_insert(at);
+        self.cut.store(true, Ordering::Release);
+        for waker in [state.reading.take(), state.writing.take()]
+            .into_iter()
+            .flatten()
+        {
+            waker.wake();
+        }
+        at + CLOSE_AFTER
+    }
+
+    /// The close: the socket is shut down (the peer sees the connection end, whatever
+    /// the handler does), and whoever waits on it is woken to fail.
+    pub(crate) fn close(&self) {
+        let mut state = lock(&self.state);
+        #[cfg(unix)]
+        if let Some(socket) = state.socket.take() {
+            // (A socket already closed by the peer: nothing to do.)
+            let _ = std::net::TcpStream::from(socket).shutdown(std::net::Shutdown::Both);
+        }
+        for waker in [state.reading.take(), state.writing.take()]
+            .into_iter()
+            .flatten()
+        {
+            waker.wake();
+        }
+    }
+
+    fn mark(&self) {
+        lock(&self.state).wants_socket = true;
+        self.marked.store(true, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// The connection the running task last read or wrote: a gate admitting an upgrade
+    /// marks it. Kept with the task's id, so that a gate called from another task (a
+    /// `Buffer`'s worker) marks nothing rather than the wrong connection.
+    static CURRENT: std::cell::RefCell<Option<(tokio::task::Id, Weak<Conn>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Notes that the running task serves `conn`.
+fn enter(conn: &Arc<Conn>) {
+    let Some(task) = tokio::task::try_id() else {
+        return;
+    };
+    CURRENT.with(|current| {
+        let mut current = current.borrow_mut();
+        if !matches!(&*current, Some((id, weak)) if *id == task && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(conn)))
+        {
+            *current = Some((task, Arc::downgrade(conn)));
+        }
+    });
+}
+
+/// The gate whose drain is `drain` admitted an upgrade on the connection the running
+/// task serves: the connection is cut when that drain ends. Nothing without a
+/// [`LicensedIo`] (the connection is not served through one).
+#[cold]
+#[inline(never)]
+pub(crate) fn mark_current(drain: &'static Drain) {
+    let Some(task) = tokio::task::try_id() else {
+        return;
+    };
+    let conn = CURRENT.with(|current| match &*current.borrow() {
+        Some((id, weak)) if *id == task => weak.upgrade(),
+        _ => None,
+    });
+    if let Some(conn) = conn {
+        conn.mark();
+        drain.register(&conn);
+    }
+}
+
+/// The gate whose drain is `drain` admitted an HTTP/2 `CONNECT` (a WebSocket over
+/// HTTP/2): its connection is cut when that drain ends. Where the gate runs in the
+/// connection's own task (a layer around the whole service, tonic), that connection is
+/// known. An axum route's gate runs in the stream's own task, which tells nothing of the
+/// connection: every HTTP/2 connection open now is marked then, so that the WebSocket
+/// cannot outlive its license (the others open with it close at the drain's end too, and
+/// their clients reconnect; connections opened later are not touched).
+#[cold]
+#[inline(never)]
+pub(crate) fn mark_connect(drain: &'static Drain, h2: bool) {
+    let Some(task) = tokio::task::try_id() else {
+        return mark_h2(drain, h2);
+    };
+    let conn = CURRENT.with(|current| match &*current.borrow() {
+        Some((id, weak)) if *id == task => weak.upgrade(),
+        _ => None,
+    });
+    match conn {
+        Some(conn) => {
+            conn.mark();
+            drain.register(&conn);
+        }
+        None => mark_h2(drain, h2),
+    }
+}
+
+fn mark_h2(drain: &'static Drain, h2: bool) {
+    if !h2 {
+        return;
+    }
+    let open: Vec<Arc<Conn>> = h2_connections()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for conn in open {
+        conn.mark();
+        drain.register(&conn);
+    }
+}
+
+/// The HTTP/2 connections open through a [`LicensedIo`] (told by the client's preface).
+fn h2_connections() -> &'static Mutex<Vec<Weak<Conn>>> {
+    static H2: Mutex<Vec<Weak<Conn>>> = Mutex::new(Vec::new());
+    &H2
+}
+
+/// The HTTP/2 client preface's first line.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Notes an HTTP/2 connection by the first bytes it read (`read`); returns whether more
+/// are needed to tell.
+#[cold]
+#[inline(never)]
+fn sniff(conn: &Arc<Conn>, seen: &mut Vec<u8>, read: &[u8]) -> bool {
+    seen.extend_from_slice(&read[..read.len().min(H2_PREFACE.len() - seen.len())]);
+    if !H2_PREFACE.starts_with(seen) {
+        return false;
+    }
+    if seen.len() < H2_PREFACE.len() {
+        return !read.is_empty();
+    }
+    let mut open = h2_connections()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    open.retain(|c| c.strong_count() > 0);
+    open.push(Arc::downgrade(conn));
+    false
+}
+
 pin_project! {
-    /// A connection that closes at the end of the drain period after a cut-off.
+    /// A connection that a gate's drain can close: one that carried an upgrade (a
+    /// WebSocket, a tunnel) a gate admitted closes at the end of that gate's drain
+    /// period; any other is never closed by it.
     ///
     /// Wraps any `AsyncRead + AsyncWrite` (a `TcpStream`, a TLS stream, a Unix socket).
-    /// Until then it passes everything through. From then on nothing more is read, and a
-    /// read waiting on the connection is woken, so that an idle WebSocket is reached too;
-    /// writes go on for [`CLOSE_AFTER`] (the drain's final answers, such as a gRPC
-    /// stream's `grpc-status: 14` trailers, reach the client), then every read and write
-    /// fails with [`io::ErrorKind::ConnectionAborted`] and the server drops the
-    /// connection. See the [module docs](self).
+    /// Until the cut it passes everything through. From then on nothing more is read,
+    /// and a read waiting on the connection is woken, so that an idle WebSocket is
+    /// reached too; writes go on for [`CLOSE_AFTER`] after the drain's end (the final
+    /// answers reach the client), then every read and write fails with
+    /// [`io::ErrorKind::ConnectionAborted`] and the server drops the connection. A
+    /// tokio `TcpStream` or `UnixStream` is also shut down then from outside, so the
+    /// client sees the end even while the handler neither reads nor writes. See the
+    /// [module docs](self).
     ///
     /// [`LicensedListener`] wraps every connection a listener accepts; use this directly
     /// in a hand-written accept loop (hyper-util's, say).
@@ -46,39 +245,33 @@ pin_project! {
     pub struct LicensedIo<T> {
         #[pin]
         io: T,
-        drain: &'static Drain,
-        // How many drain periods had ended when the connection was accepted: only a later
-        // end closes it.
-        accepted: u64,
-        // Registered when a read (or a write) waits, so that the end of the drain wakes
-        // it; apart, because the two halves of a split connection may wait in two tasks.
-        reading: Waiting,
-        writing: Waiting,
+        conn: Arc<Conn>,
         read_closing: Closing,
         write_closing: Closing,
-        closes_at: Option<tokio::time::Instant>,
+        // The first bytes read, until they tell whether this is HTTP/2; `None` after.
+        sniffing: Option<Vec<u8>>,
+    }
+}
+
+impl<T: 'static> LicensedIo<T> {
+    /// Wraps a connection accepted now, for `monitor`'s gates (the license layer and
+    /// every `require_feature` gate).
+    pub fn new(io: T, _monitor: &LicenseMonitor) -> Self {
+        Self::wrap(io)
+    }
+
+    fn wrap(io: T) -> Self {
+        Self {
+            io,
+            conn: Arc::new(Conn::default()),
+            read_closing: Closing::default(),
+            write_closing: Closing::default(),
+            sniffing: Some(Vec::new()),
+        }
     }
 }
 
 impl<T> LicensedIo<T> {
-    /// Wraps a connection accepted now, for `monitor`'s cut-off.
-    pub fn new(io: T, monitor: &LicenseMonitor) -> Self {
-        Self::with_drain(io, monitor.view().drain())
-    }
-
-    fn with_drain(io: T, drain: &'static Drain) -> Self {
-        Self {
-            io,
-            drain,
-            accepted: drain.ends(),
-            reading: None,
-            writing: None,
-            read_closing: Closing::default(),
-            write_closing: Closing::default(),
-            closes_at: None,
-        }
-    }
-
     /// The connection.
     pub fn get_ref(&self) -> &T {
         &self.io
@@ -89,95 +282,118 @@ impl<T> LicensedIo<T> {
         &mut self.io
     }
 
-    /// Unwraps the connection: it is no longer closed by the cut-off.
+    /// Unwraps the connection: it is no longer closed by a drain.
     pub fn into_inner(self) -> T {
         self.io
     }
 
-    /// Whether the connection has been closed by the end of a drain period.
+    /// Whether the connection has been cut by the end of a drain period.
     pub fn is_cut(&self) -> bool {
-        self.drain.cuts(self.accepted)
+        self.conn.cut.load(Ordering::Acquire)
     }
 }
 
-/// The error of every read and write once the connection is cut.
+/// The error of every read and write once the connection is closed.
 fn aborted() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
-        "the license's drain period after the cut-off is over: connection closed",
+        "the license's drain period is over: connection closed",
     )
-}
-
-/// Registers `cx` to be woken when a drain period ends that cuts a connection accepted
-/// after `accepted` ends; returns whether one has.
-#[cold]
-#[inline(never)]
-fn wait_for_cut(
-    drain: &'static Drain,
-    accepted: u64,
-    waiting: &mut Waiting,
-    cx: &mut Context<'_>,
-) -> bool {
-    // Created before the flag is read, so a notification in between is not missed.
-    let notified = waiting.get_or_insert_with(|| Box::pin(drain.waiters().notified()));
-    loop {
-        if drain.cuts(accepted) {
-            return true;
-        }
-        if notified.as_mut().poll(cx).is_pending() {
-            return false;
-        }
-        // A drain that a renewal stopped again, or one that ended before this connection
-        // was accepted: wait for the next.
-        notified.set(drain.waiters().notified());
-    }
 }
 
 /// How long a cut connection still writes (but no longer reads) before it closes: time
 /// for the final answers the drain's end produced (a gRPC stream's `grpc-status: 14`
-/// trailers, a 503) to reach the client, on any link that is not stalled.
+/// trailers, a 503) to reach the client, on any link that is not stalled. Counted from the
+/// drain's end, not from the connection's next read or write.
 pub const CLOSE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// What one direction of a connection does once it is cut: reads stop at once (nothing
-/// more is received, so nothing more is processed), writes go on until [`CLOSE_AFTER`]
-/// after the cut was first seen, then both fail and the server drops the connection.
+/// What one direction of a cut connection does: reads stop at once, writes go on until
+/// [`CLOSE_AFTER`] after the cut, then both fail and the server drops the connection.
 #[derive(Debug, Default)]
 struct Closing(Option<Pin<Box<tokio::time::Sleep>>>);
 
 impl Closing {
-    /// Whether the connection must fail now (`closes_at`, shared by both directions, is
-    /// set the first time either sees the cut); registers `cx` for when it must.
+    /// Whether the cut connection must fail now; registers `cx` for when it must.
     #[cold]
     #[inline(never)]
-    fn over(&mut self, closes_at: &mut Option<tokio::time::Instant>, cx: &mut Context<'_>) -> bool {
-        let deadline = *closes_at.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_AFTER);
+    fn over(&mut self, conn: &Conn, cx: &mut Context<'_>) -> bool {
+        let Some(cut_at) = lock(&conn.state).cut_at else {
+            return false;
+        };
         let sleep = self
             .0
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(cut_at + CLOSE_AFTER)));
         sleep.as_mut().poll(cx).is_ready()
     }
 }
 
-impl<T: AsyncRead> AsyncRead for LicensedIo<T> {
+/// A marked connection: takes its socket if it is still to be taken, and registers the
+/// waiting task so that the cut and the close wake it.
+#[cold]
+#[inline(never)]
+fn marked<T: 'static>(io: &T, conn: &Conn, cx: &mut Context<'_>, read: bool) {
+    let mut state = lock(&conn.state);
+    if std::mem::take(&mut state.wants_socket) {
+        #[cfg(unix)]
+        {
+            state.socket = socket_of(io);
+        }
+        #[cfg(not(unix))]
+        let _ = io;
+    }
+    let slot = if read {
+        &mut state.reading
+    } else {
+        &mut state.writing
+    };
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// A duplicate of the connection's socket, where it is a tokio TCP or Unix stream: what
+/// closes it from outside.
+#[cfg(unix)]
+fn socket_of<T: 'static>(io: &T) -> Option<std::os::fd::OwnedFd> {
+    use std::any::Any;
+    use std::os::fd::AsFd;
+    let io: &dyn Any = io;
+    let fd = if let Some(tcp) = io.downcast_ref::<tokio::net::TcpStream>() {
+        tcp.as_fd()
+    } else if let Some(unix) = io.downcast_ref::<tokio::net::UnixStream>() {
+        unix.as_fd()
+    } else {
+        return None;
+    };
+    fd.try_clone_to_owned().ok()
+}
+
+impl<T: AsyncRead + 'static> AsyncRead for LicensedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        let cut = this.drain.is_over() && this.drain.cuts(*this.accepted);
-        if !cut {
-            match this.io.poll_read(cx, buf) {
-                Poll::Pending => {
-                    if !wait_for_cut(this.drain, *this.accepted, this.reading, cx) {
-                        return Poll::Pending;
-                    }
-                }
-                ready => return ready,
+        enter(this.conn);
+        if let Some(seen) = this.sniffing {
+            let before = buf.filled().len();
+            let polled = this.io.poll_read(cx, buf);
+            if polled.is_ready() && !sniff(this.conn, seen, &buf.filled()[before..]) {
+                *this.sniffing = None;
             }
+            return polled;
+        }
+        if !this.conn.marked.load(Ordering::Relaxed) {
+            return this.io.poll_read(cx, buf);
+        }
+        marked(&*this.io, this.conn, cx, true);
+        if !this.conn.cut.load(Ordering::Acquire) {
+            return this.io.poll_read(cx, buf);
         }
         // Cut: nothing more is read; the read fails when the connection closes.
-        if this.read_closing.over(this.closes_at, cx) {
+        if this.read_closing.over(this.conn, cx) {
             Poll::Ready(Err(aborted()))
         } else {
             Poll::Pending
@@ -185,7 +401,7 @@ impl<T: AsyncRead> AsyncRead for LicensedIo<T> {
     }
 }
 
-impl<T: AsyncWrite> LicensedIo<T> {
+impl<T: AsyncWrite + 'static> LicensedIo<T> {
     /// A write (or flush) of the connection: passed on, until [`CLOSE_AFTER`] after a cut.
     #[inline(always)]
     fn watch_write<R>(
@@ -194,28 +410,18 @@ impl<T: AsyncWrite> LicensedIo<T> {
         write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         let this = self.project();
-        if this.drain.is_over()
-            && this.drain.cuts(*this.accepted)
-            && this.write_closing.over(this.closes_at, cx)
-        {
-            return Poll::Ready(Err(aborted()));
-        }
-        match write(this.io, cx) {
-            Poll::Pending => {
-                if !this.drain.cuts(*this.accepted)
-                    && wait_for_cut(this.drain, *this.accepted, this.writing, cx)
-                    && this.write_closing.over(this.closes_at, cx)
-                {
-                    return Poll::Ready(Err(aborted()));
-                }
-                Poll::Pending
+        enter(this.conn);
+        if this.conn.marked.load(Ordering::Relaxed) {
+            marked(&*this.io, this.conn, cx, false);
+            if this.conn.cut.load(Ordering::Acquire) && this.write_closing.over(this.conn, cx) {
+                return Poll::Ready(Err(aborted()));
             }
-            ready => ready,
         }
+        write(this.io, cx)
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for LicensedIo<T> {
+impl<T: AsyncWrite + 'static> AsyncWrite for LicensedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -246,8 +452,8 @@ impl<T: AsyncWrite> AsyncWrite for LicensedIo<T> {
     }
 }
 
-/// A listener whose connections close at the end of the drain period after a cut-off:
-/// each one it accepts is a [`LicensedIo`].
+/// A listener whose connections a gate's drain can close (those that carried an upgrade
+/// the gate admitted): each one it accepts is a [`LicensedIo`].
 ///
 /// With feature `axum` it is an `axum::serve::Listener` (`axum::serve(monitor.listener(tcp),
 /// app)`); with feature `tonic`, `LicensedListener::into_incoming` is what tonic's
@@ -255,21 +461,17 @@ impl<T: AsyncWrite> AsyncWrite for LicensedIo<T> {
 #[derive(Debug)]
 pub struct LicensedListener<L> {
     inner: L,
-    drain: &'static Drain,
 }
 
 impl<L> LicensedListener<L> {
-    /// Wraps `listener`, for `monitor`'s cut-off.
-    pub fn new(listener: L, monitor: &LicenseMonitor) -> Self {
-        Self {
-            inner: listener,
-            drain: monitor.view().drain(),
-        }
+    /// Wraps `listener`, for `monitor`'s gates.
+    pub fn new(listener: L, _monitor: &LicenseMonitor) -> Self {
+        Self { inner: listener }
     }
 
     /// Wraps a connection this listener's way (for an accept loop of one's own).
-    pub fn wrap<T>(&self, io: T) -> LicensedIo<T> {
-        LicensedIo::with_drain(io, self.drain)
+    pub fn wrap<T: 'static>(&self, io: T) -> LicensedIo<T> {
+        LicensedIo::wrap(io)
     }
 
     /// The listener.
@@ -306,11 +508,10 @@ impl<L: axum::serve::Listener> axum::serve::Listener for LicensedListener<L> {
     type Addr = L::Addr;
 
     fn accept(&mut self) -> impl std::future::Future<Output = (Self::Io, Self::Addr)> + Send {
-        let drain = self.drain;
         let accept = self.inner.accept();
         async move {
             let (io, addr) = accept.await;
-            (LicensedIo::with_drain(io, drain), addr)
+            (LicensedIo::wrap(io), addr)
         }
     }
 
@@ -348,8 +549,9 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
 }
 
 impl LicenseMonitor {
-    /// Wraps `listener` so that the connections it accepts close at the end of the drain
-    /// period after a cut-off: same as [`LicensedListener::new`]. See the
+    /// Wraps `listener` so that a connection it accepts closes at the end of a gate's
+    /// drain period when it carried an upgrade that gate admitted: same as
+    /// [`LicensedListener::new`]. See the
     /// [`connection` docs](crate::layer::connection) for why a service needs it beside the
     /// layer.
     pub fn listener<L>(&self, listener: L) -> LicensedListener<L> {

@@ -139,6 +139,7 @@ impl<S> RequireFeature<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireFeature<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: 'static,
 {
     type Response = Response<super::ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -161,7 +162,7 @@ where
 
 impl<S> RequireFeature<S> {
     #[cold]
-    fn not_licensed<ReqBody, ResBody>(
+    fn not_licensed<ReqBody: 'static, ResBody>(
         &mut self,
         request: Request<ReqBody>,
     ) -> ResponseFuture<S::Future>

@@ -4,11 +4,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::Response;
+use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
-use tokio::sync::futures::Notified;
 
 use super::body::ResponseBody;
+use super::connection;
 use super::rejection::Rejection;
 use crate::shared::{Drain, Link, Ticket};
 
@@ -48,9 +48,6 @@ pin_project! {
         Rejected { rejection: Rejection },
     }
 }
-
-/// A registration for the end of a drain, made the first time a connection waits.
-pub(crate) type Waiting = Option<Pin<Box<Notified<'static>>>>;
 
 impl<F> ResponseFuture<F> {
     #[inline(always)]
@@ -97,11 +94,12 @@ where
             if !drain.is_over() {
                 if let Poll::Ready(result) = future.poll(cx) {
                     let link = drain.link(false);
-                    return Poll::Ready(
-                        result.map(|response| {
-                            response.map(|body| ResponseBody::watching(body, link))
-                        }),
-                    );
+                    return Poll::Ready(result.map(|response| {
+                        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            connection::mark_current(drain);
+                        }
+                        response.map(|body| ResponseBody::watching(body, link))
+                    }));
                 }
                 polled = true;
             }
@@ -141,6 +139,11 @@ where
                 // Its place among the drain's wakers, if it waited, goes back.
                 link.waiters().release(ticket);
                 return Poll::Ready(result.map(|response| {
+                    // An HTTP/1.1 upgrade this gate admitted: its connection is cut at the
+                    // drain's end.
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        connection::mark_current(drain);
+                    }
                     // HTTP/2 may be gRPC, by the response's content type: a cut then ends
                     // it with trailers.
                     let grpc = h2 && Rejection::for_request(response.headers()) == Rejection::Grpc;
@@ -153,11 +156,13 @@ where
             link.waiters().release(ticket);
             // The drain period is over before the response started. The request's headers
             // are gone by now: an HTTP/2 request gets the answer both gRPC and plain HTTP
-            // clients read right.
-            if h2 {
-                Rejection::HttpAndGrpc
-            } else {
-                Rejection::Http
+            // clients read right. A feature's drain while the license still admits answers
+            // with the feature's refusal, never "license expired".
+            match (link.feature_cut(), h2) {
+                (Some(text), true) => Rejection::FeatureHttpAndGrpc(text),
+                (Some(text), false) => Rejection::FeatureHttp(text),
+                (None, true) => Rejection::HttpAndGrpc,
+                (None, false) => Rejection::Http,
             }
         }
         // Polled again after completion: answer again rather than panic.

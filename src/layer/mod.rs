@@ -50,7 +50,8 @@ mod feature;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
-mod rejection;
+pub(crate) mod rejection;
+mod request_body;
 mod service;
 
 pub use body::{BodyError, BoxError, Drained, ResponseBody};

@@ -23,7 +23,7 @@ pub(crate) const GRPC_MESSAGE: &str =
 const GRPC_UNAVAILABLE: &str = "14";
 
 /// gRPC status code PERMISSION_DENIED.
-const GRPC_PERMISSION_DENIED: &str = "7";
+pub(crate) const GRPC_PERMISSION_DENIED: &str = "7";
 
 /// Which kind of refusal a request gets, chosen from its headers in `call`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,10 @@ pub(crate) enum Rejection {
     FeatureHttp(&'static FeatureText),
     /// A gRPC trailers-only response with status PERMISSION_DENIED.
     FeatureGrpc(&'static FeatureText),
+    /// The 403 with its JSON body, carrying `grpc-status: 7` and the feature's
+    /// `grpc-message` as well: for an HTTP/2 request a feature's drain cut before its
+    /// response started (see [`Rejection::HttpAndGrpc`]).
+    FeatureHttpAndGrpc(&'static FeatureText),
 }
 
 /// The fixed texts of a feature's refusal, made once per feature name for the life of
@@ -53,6 +57,11 @@ pub(crate) struct FeatureText {
 }
 
 impl FeatureText {
+    /// The feature's `grpc-message`, percent-encoded.
+    pub(crate) fn grpc_message(&self) -> &'static str {
+        self.grpc_message
+    }
+
     pub(crate) fn of(feature: &str) -> &'static FeatureText {
         static TEXTS: Mutex<BTreeMap<String, &'static FeatureText>> = Mutex::new(BTreeMap::new());
         let mut texts = TEXTS
@@ -118,12 +127,19 @@ impl Rejection {
                 response
             }
             Rejection::Grpc => grpc_trailers_only(GRPC_UNAVAILABLE, GRPC_MESSAGE),
-            Rejection::FeatureHttp(text) => {
+            Rejection::FeatureHttp(text) | Rejection::FeatureHttpAndGrpc(text) => {
                 let mut response = Response::new(ResponseBody::full(&text.body));
                 *response.status_mut() = StatusCode::FORBIDDEN;
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                if matches!(self, Rejection::FeatureHttpAndGrpc(_)) {
+                    headers.insert(
+                        "grpc-status",
+                        HeaderValue::from_static(GRPC_PERMISSION_DENIED),
+                    );
+                    headers.insert("grpc-message", HeaderValue::from_static(text.grpc_message));
+                }
                 response
             }
             Rejection::FeatureGrpc(text) => {

@@ -3,9 +3,10 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use tower_service::Service;
 
+use super::connection;
 use super::future::ResponseFuture;
 use super::layer::LicenseLayer;
 use super::rejection::Rejection;
@@ -75,6 +76,7 @@ impl<S> License<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for License<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: 'static,
 {
     type Response = Response<super::ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -115,7 +117,7 @@ impl<S> License<S> {
     /// register pushed and popped on every request).
     #[cold]
     #[inline(never)]
-    fn not_admitted<ReqBody, ResBody>(
+    fn not_admitted<ReqBody: 'static, ResBody>(
         &mut self,
         request: Request<ReqBody>,
     ) -> ResponseFuture<S::Future>
@@ -137,12 +139,19 @@ impl<S> License<S> {
 pub(super) fn admit<S, ReqBody, ResBody>(
     inner: &mut S,
     drain: &'static Drain,
-    request: Request<ReqBody>,
+    mut request: Request<ReqBody>,
 ) -> ResponseFuture<S::Future>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: 'static,
 {
     let h2 = request.version() == Version::HTTP_2;
+    if request.method() == Method::CONNECT {
+        // A tunnel, or a WebSocket over HTTP/2: its connection is cut at this drain's end.
+        // (An HTTP/1.1 `Upgrade` is told by its `101` answer, in the response future.)
+        connection::mark_connect(drain, h2);
+    }
+    super::request_body::watch(request.body_mut(), drain);
     ResponseFuture::inner(inner.call(request), drain, h2)
 }
 

@@ -17,6 +17,7 @@ use iosetu_license::{
 use tokio::sync::broadcast;
 
 pub mod adversary;
+pub mod cut;
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
 pub mod notices;
