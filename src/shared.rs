@@ -3,13 +3,8 @@
 //! import this module, never the monitor's; the monitor imports none of them.
 
 use std::collections::BTreeMap;
-#[cfg(any(feature = "otel", feature = "prometheus"))]
-use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-
-use crate::layer::connection::Conn;
-use crate::layer::rejection::FeatureText;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -18,6 +13,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::Clock;
 use crate::event::LicenseEvent;
+use crate::layer::connection::Conn;
+use crate::layer::rejection::FeatureText;
 use crate::token::LicenseError;
 use crate::verdict::Verdict;
 

@@ -134,35 +134,36 @@ fn enter(conn: &Arc<Conn>) {
     });
 }
 
-/// The gate whose drain is `drain` admitted an upgrade on the connection the running
-/// task serves: the connection is cut when that drain ends. Nothing without a
-/// [`LicensedIo`] (the connection is not served through one).
-#[cold]
-#[inline(never)]
-pub(crate) fn mark_current(drain: &'static Drain) {
-    let Some(task) = tokio::task::try_id() else {
-        return;
-    };
-    let conn = CURRENT.with(|current| match &*current.borrow() {
-        Some((id, weak)) if *id == task => weak.upgrade(),
-        _ => None,
-    });
-    if let Some(conn) = conn {
-        conn.mark();
-        drain.register(&conn);
+/// Whether hyper would hand the handler this request's connection, or a stream of it:
+/// an HTTP/1.1 `Upgrade`, a `CONNECT` (a tunnel, or a WebSocket over HTTP/2), told by
+/// the `OnUpgrade` hyper puts in the extensions of those requests only. An extension
+/// lookup: a load when a request carries no extensions, a map lookup when it does.
+#[inline(always)]
+pub(crate) fn wants_upgrade<B>(request: &http::Request<B>) -> bool {
+    #[cfg(feature = "hyper")]
+    {
+        request
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+    }
+    #[cfg(not(feature = "hyper"))]
+    {
+        let _ = request;
+        false
     }
 }
 
-/// The gate whose drain is `drain` admitted an HTTP/2 `CONNECT` (a WebSocket over
-/// HTTP/2): its connection is cut when that drain ends. Where the gate runs in the
-/// connection's own task (a layer around the whole service, tonic), that connection is
-/// known. An axum route's gate runs in the stream's own task, which tells nothing of the
+/// The gate whose drain is `drain` admitted an upgrade (`h2`: a `CONNECT` over HTTP/2,
+/// a WebSocket): its connection is cut when that drain ends. Where the gate runs in the
+/// connection's own task (HTTP/1.1, where hyper polls the handler's future in it; a layer
+/// around the whole service), that connection is known. An axum route's gate runs in the stream's own task, which tells nothing of the
 /// connection: every HTTP/2 connection open now is marked then, so that the WebSocket
 /// cannot outlive its license (the others open with it close at the drain's end too, and
 /// their clients reconnect; connections opened later are not touched).
 #[cold]
 #[inline(never)]
-pub(crate) fn mark_connect(drain: &'static Drain, h2: bool) {
+pub(crate) fn mark_upgrade(drain: &'static Drain, h2: bool) {
     let Some(task) = tokio::task::try_id() else {
         return mark_h2(drain, h2);
     };

@@ -4,11 +4,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Response, StatusCode};
+use http::Response;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
-use super::connection;
 use super::rejection::Rejection;
 use crate::shared::{Drain, Link, Ticket};
 
@@ -94,12 +93,11 @@ where
             if !drain.is_over() {
                 if let Poll::Ready(result) = future.poll(cx) {
                     let link = drain.link(false);
-                    return Poll::Ready(result.map(|response| {
-                        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                            connection::mark_current(drain);
-                        }
-                        response.map(|body| ResponseBody::watching(body, link))
-                    }));
+                    return Poll::Ready(
+                        result.map(|response| {
+                            response.map(|body| ResponseBody::watching(body, link))
+                        }),
+                    );
                 }
                 polled = true;
             }
@@ -139,11 +137,6 @@ where
                 // Its place among the drain's wakers, if it waited, goes back.
                 link.waiters().release(ticket);
                 return Poll::Ready(result.map(|response| {
-                    // An HTTP/1.1 upgrade this gate admitted: its connection is cut at the
-                    // drain's end.
-                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        connection::mark_current(drain);
-                    }
                     // HTTP/2 may be gRPC, by the response's content type: a cut then ends
                     // it with trailers.
                     let grpc = h2 && Rejection::for_request(response.headers()) == Rejection::Grpc;

@@ -9,22 +9,30 @@
 //! `axum::serve`) and tonic's (every tonic server). A body that is over before it starts
 //! (a `GET`) is left alone, and costs nothing but the check.
 
+#[cfg(any(feature = "axum", feature = "tonic"))]
+use std::any::{Any, TypeId};
+
 use crate::shared::Drain;
 
 /// Wraps `body` to end at `drain`'s end, where it is a body type this can rebuild.
 #[inline(always)]
 pub(super) fn watch<B: 'static>(body: &mut B, drain: &'static Drain) {
-    // (The type checks are of constants: for any other body type this is nothing.)
+    // (Compared as constants first: for any other body type the branches fold away, and
+    // no reference to the request escapes, which would make the compiler copy it.)
     #[cfg(feature = "axum")]
-    if let Some(body) = (body as &mut dyn std::any::Any).downcast_mut::<axum::body::Body>() {
-        if !http_body::Body::is_end_stream(body) {
+    if TypeId::of::<B>() == TypeId::of::<axum::body::Body>() {
+        if let Some(body) = (body as &mut dyn Any).downcast_mut::<axum::body::Body>()
+            && !http_body::Body::is_end_stream(body)
+        {
             watch_axum(body, drain);
         }
         return;
     }
     #[cfg(feature = "tonic")]
-    if let Some(body) = (body as &mut dyn std::any::Any).downcast_mut::<tonic::body::Body>() {
-        if !http_body::Body::is_end_stream(body) {
+    if TypeId::of::<B>() == TypeId::of::<tonic::body::Body>() {
+        if let Some(body) = (body as &mut dyn Any).downcast_mut::<tonic::body::Body>()
+            && !http_body::Body::is_end_stream(body)
+        {
             watch_tonic(body, drain);
         }
         return;

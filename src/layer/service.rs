@@ -3,7 +3,7 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use tower_service::Service;
 
 use super::connection;
@@ -146,10 +146,10 @@ where
     ReqBody: 'static,
 {
     let h2 = request.version() == Version::HTTP_2;
-    if request.method() == Method::CONNECT {
-        // A tunnel, or a WebSocket over HTTP/2: its connection is cut at this drain's end.
-        // (An HTTP/1.1 `Upgrade` is told by its `101` answer, in the response future.)
-        connection::mark_connect(drain, h2);
+    if connection::wants_upgrade(&request) {
+        // A WebSocket or a tunnel: hyper hands the handler the connection (or, over
+        // HTTP/2, a stream of it), which is cut at this drain's end.
+        connection::mark_upgrade(drain, h2);
     }
     super::request_body::watch(request.body_mut(), drain);
     ResponseFuture::inner(inner.call(request), drain, h2)
