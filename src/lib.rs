@@ -63,9 +63,9 @@
 //! * [`layer`]: [`LicenseLayer`] and [`License`], the middleware; see its docs for an
 //!   axum example. [`RequireFeatureLayer`] (`monitor.require_feature("sso")`) guards the
 //!   routes of a paid tier. [`HealthService`] serves `/health`. [`LicensedListener`]
-//!   (`monitor.listener(tcp)`, [`layer::connection`]) closes, at the end of the drain
-//!   period after a cut-off, the connections a layer cannot see into: WebSockets and
-//!   request bodies read by tasks of their own.
+//!   (`monitor.listener(tcp)`, [`layer::connection`]) closes, at the end of a gate's
+//!   drain period, the connections a layer cannot see into that the gate admitted
+//!   (WebSockets, tunnels), and nothing else.
 //!
 //! A source may hold a license set, one token per line: a renewal installed ahead comes
 //! into force at its exact `nbf` second, and the verdict carries the features and limits

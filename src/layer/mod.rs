@@ -11,10 +11,12 @@
 //! does the same for one feature: 403 `feature_not_licensed` while no license in force
 //! grants it, so routes without it are a free tier and routes with it the paid one.
 //!
-//! Neither sees what a request opens beside its response: an upgraded connection (a
-//! WebSocket) or a request body read by a task of its own. [`LicensedListener`]
-//! (`monitor.listener(tcp)`, [`connection`]) closes those at the end of the drain period;
-//! serve through it.
+//! What a gate admitted is what its drain ends: responses, requests not yet answered
+//! (with the gate's own refusal: a feature's drain answers 403, never "license
+//! expired"), and the request bodies of axum and tonic requests. An upgraded connection
+//! (a WebSocket, a tunnel) is out of a layer's reach: the gate marks it, and
+//! [`LicensedListener`] (`monitor.listener(tcp)`, [`connection`]) closes it at the end
+//! of that gate's drain period, and closes no other; serve through it.
 //!
 //! Both work with axum's `Router::layer` and tonic's `Server::builder().layer`; the
 //! service's error type is the inner service's, so it never turns an infallible service
