@@ -70,10 +70,6 @@ impl FeatureGate {
     pub(crate) fn is_on(&self) -> bool {
         self.drain.admits()
     }
-
-    fn set(&self, on: bool) {
-        self.drain.set_admits(on);
-    }
 }
 
 /// Tells responses still running that the drain period after a cut-off is over, and
@@ -476,6 +472,18 @@ impl Drain {
     }
 }
 
+/// Sets a gate's admission and its drain, in the order that keeps a request admitted
+/// from ever finding its drain over.
+fn open_or_shut(drain: &'static Drain, admits: bool, over: bool) {
+    if admits {
+        drain.set(over);
+        drain.set_admits(true);
+    } else {
+        drain.set_admits(false);
+        drain.set(over);
+    }
+}
+
 /// Cuts `conns` at `at` (reads stop, writes go on), and closes them from outside when
 /// they must close, by a task of their own: a connection whose handler neither reads
 /// nor writes closes on time too.
@@ -575,9 +583,10 @@ impl Shared {
     ) {
         let admits = verdict.admits();
         self.verdict.store(verdict);
-        // Written only when it changes, so readers' cache lines stay shared.
-        self.drain.set_admits(admits);
-        self.drain.set(drained && !admits);
+        // Written only when they change, so readers' cache lines stay shared. A gate that
+        // opens has its drain stopped first, one that shuts is shut first: a request it
+        // admits never finds its drain over (it would be cut at once).
+        open_or_shut(self.drain, admits, drained && !admits);
         // After the verdict is stored: a gate registered meanwhile read this verdict or
         // is set here (both happen under the lock).
         let verdict = self.verdict.load();
@@ -597,9 +606,11 @@ impl Shared {
             if sweep {
                 gate.drain.waiters().sweep();
             }
-            gate.set(verdict.has_feature(&gate.name));
-            gate.drain
-                .set(self.drain.is_over() || feature_drained(&gate.name));
+            open_or_shut(
+                gate.drain,
+                verdict.has_feature(&gate.name),
+                self.drain.is_over() || feature_drained(&gate.name),
+            );
         }
     }
 }
@@ -654,8 +665,11 @@ impl View {
             name: feature.to_owned(),
             drain: Drain::leak_feature(FeatureText::of(feature), self.0.drain),
         });
-        gate.set(self.verdict().has_feature(feature));
-        gate.drain.set(self.0.drain.is_over());
+        open_or_shut(
+            gate.drain,
+            self.verdict().has_feature(feature),
+            self.0.drain.is_over(),
+        );
         gates.push(Arc::clone(&gate));
         gate
     }
