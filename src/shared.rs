@@ -106,6 +106,8 @@ pub(crate) struct Drain {
     /// The connections that carry an upgrade this drain's gate admitted: cut when it
     /// ends (see `crate::layer::connection`). Touched only by requests that upgrade.
     conns: Mutex<Vec<Weak<Conn>>>,
+    /// The monitor's HTTP/2 connections (on the monitor's drain; a feature's is unused).
+    h2: Mutex<Vec<Weak<Conn>>>,
 }
 
 /// What an admitted response holds: the drain's flag, and what a cut answers. One word
@@ -370,7 +372,18 @@ impl Drain {
             ]),
             waiters,
             conns: Mutex::new(Vec::new()),
+            h2: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The monitor's drain: this one, or the one a feature's drain belongs to.
+    pub(crate) fn license(&'static self) -> &'static Drain {
+        self.links.0[0].feature.map_or(self, |(_, license)| license)
+    }
+
+    /// The monitor's HTTP/2 connections through its listener.
+    pub(crate) fn h2_connections(&self) -> &Mutex<Vec<Weak<Conn>>> {
+        &self.h2
     }
 
     /// A drain of its own; `counted`: its open gate counts admitted requests.
@@ -401,10 +414,15 @@ impl Drain {
             close_later(vec![Arc::clone(conn)], tokio::time::Instant::now());
             return;
         }
-        // (Connections gone since are dropped here, so the list stays as long as the
-        // upgrades alive.)
+        // (Connections gone since are dropped here, and a connection is held once, so the
+        // list stays as long as the connections alive that carry upgrades.)
         conns.retain(|c| c.strong_count() > 0);
-        conns.push(Arc::downgrade(conn));
+        if !conns
+            .iter()
+            .any(|c| std::ptr::eq(c.as_ptr(), Arc::as_ptr(conn)))
+        {
+            conns.push(Arc::downgrade(conn));
+        }
     }
 
     /// The drain of responses that are never cut (exempt paths): never over.

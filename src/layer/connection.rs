@@ -28,10 +28,11 @@
 //! note of which connection the task is serving; marking costs only the requests that
 //! upgrade.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
@@ -65,6 +66,8 @@ struct ConnState {
     socket: Option<std::os::fd::OwnedFd>,
     /// The socket is still to be taken, at the connection's next read or write.
     wants_socket: bool,
+    /// The tasks noted as serving it (see `tasks`).
+    tasks: Vec<Server>,
 }
 
 fn lock(state: &Mutex<ConnState>) -> std::sync::MutexGuard<'_, ConnState> {
@@ -112,26 +115,71 @@ impl Conn {
     }
 }
 
-thread_local! {
-    /// The connection the running task last read or wrote: a gate admitting an upgrade
-    /// marks it. Kept with the task's id, so that a gate called from another task (a
-    /// `Buffer`'s worker) marks nothing rather than the wrong connection.
-    static CURRENT: std::cell::RefCell<Option<(tokio::task::Id, Weak<Conn>)>> =
-        const { std::cell::RefCell::new(None) };
+/// The connection each task serves, by the task's id: a gate admitting an upgrade marks
+/// the connection of the task it runs in (hyper runs an HTTP/1.1 connection's handler in
+/// the connection's task, whatever it awaits first and wherever the task moves). A gate
+/// called from a task that serves no connection (a `Buffer`'s worker, an HTTP/2 stream's
+/// task) finds none, rather than a wrong one.
+fn tasks() -> &'static Mutex<HashMap<Server, Weak<Conn>>> {
+    static TASKS: OnceLock<Mutex<HashMap<Server, Weak<Conn>>>> = OnceLock::new();
+    TASKS.get_or_init(Mutex::default)
 }
 
-/// Notes that the running task serves `conn`.
-fn enter(conn: &Arc<Conn>) {
-    let Some(task) = tokio::task::try_id() else {
-        return;
-    };
-    CURRENT.with(|current| {
-        let mut current = current.borrow_mut();
-        if !matches!(&*current, Some((id, weak)) if *id == task && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(conn)))
-        {
-            *current = Some((task, Arc::downgrade(conn)));
+/// What serves a connection: a tokio task, or (outside any task: a connection served
+/// in `block_on`) a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Server {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Server {
+    fn current() -> Self {
+        tokio::task::try_id()
+            .map_or_else(|| Server::Thread(std::thread::current().id()), Server::Task)
+    }
+}
+
+/// Notes that the running task serves `conn` (once per task and connection: `noted` is
+/// the task last noted for it).
+#[inline]
+fn enter(conn: &Arc<Conn>, noted: &mut Option<Server>) {
+    let server = Server::current();
+    if Some(server) != *noted {
+        note(conn, noted, server);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn note(conn: &Arc<Conn>, noted: &mut Option<Server>, task: Server) {
+    *noted = Some(task);
+    tasks()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(task, Arc::downgrade(conn));
+    lock(&conn.state).tasks.push(task);
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let noted = std::mem::take(&mut lock(&self.state).tasks);
+        if noted.is_empty() {
+            return;
         }
-    });
+        let mut tasks = tasks()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for task in noted {
+            // (Unless the task went on to serve another connection since.)
+            if tasks
+                .get(&task)
+                .is_some_and(|weak| weak.strong_count() == 0)
+            {
+                tasks.remove(&task);
+            }
+        }
+    }
 }
 
 /// Whether hyper would hand the handler this request's connection, or a stream of it:
@@ -164,13 +212,11 @@ pub(crate) fn wants_upgrade<B>(request: &http::Request<B>) -> bool {
 #[cold]
 #[inline(never)]
 pub(crate) fn mark_upgrade(drain: &'static Drain, h2: bool) {
-    let Some(task) = tokio::task::try_id() else {
-        return mark_h2(drain, h2);
-    };
-    let conn = CURRENT.with(|current| match &*current.borrow() {
-        Some((id, weak)) if *id == task => weak.upgrade(),
-        _ => None,
-    });
+    let conn = tasks()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&Server::current())
+        .and_then(Weak::upgrade);
     match conn {
         Some(conn) => {
             conn.mark();
@@ -184,7 +230,9 @@ fn mark_h2(drain: &'static Drain, h2: bool) {
     if !h2 {
         return;
     }
-    let open: Vec<Arc<Conn>> = h2_connections()
+    let open: Vec<Arc<Conn>> = drain
+        .license()
+        .h2_connections()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .iter()
@@ -196,32 +244,38 @@ fn mark_h2(drain: &'static Drain, h2: bool) {
     }
 }
 
-/// The HTTP/2 connections open through a [`LicensedIo`] (told by the client's preface).
-fn h2_connections() -> &'static Mutex<Vec<Weak<Conn>>> {
-    static H2: Mutex<Vec<Weak<Conn>>> = Mutex::new(Vec::new());
-    &H2
-}
-
 /// The HTTP/2 client preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
-/// Notes an HTTP/2 connection by the first bytes it read (`read`); returns whether more
-/// are needed to tell.
+/// Notes a connection that may be HTTP/2 by the first bytes it read (`read` added to
+/// `seen`); returns whether more are needed to tell. Plain HTTP/1 (a request line) is
+/// not noted; the HTTP/2 preface is, and so is anything this cannot read (TLS, a PROXY
+/// protocol header): an HTTP/2 WebSocket whose gate cannot tell its connection must not
+/// escape because its connection's bytes were hidden.
 #[cold]
 #[inline(never)]
-fn sniff(conn: &Arc<Conn>, seen: &mut Vec<u8>, read: &[u8]) -> bool {
+fn sniff(conn: &Arc<Conn>, drain: &'static Drain, seen: &mut Vec<u8>, read: &[u8]) -> bool {
     seen.extend_from_slice(&read[..read.len().min(H2_PREFACE.len() - seen.len())]);
-    if !H2_PREFACE.starts_with(seen) {
-        return false;
+    let more = !read.is_empty() && seen.len() < H2_PREFACE.len();
+    let note = match seen.first() {
+        None => return more,
+        Some(first) if !first.is_ascii_uppercase() => true,
+        Some(_) if H2_PREFACE.starts_with(seen) || b"PROXY ".starts_with(seen) => {
+            if more {
+                return true;
+            }
+            seen.len() >= b"PROXY ".len()
+        }
+        Some(_) => seen.starts_with(b"PROXY "),
+    };
+    if note {
+        let mut open = drain
+            .h2_connections()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.retain(|c| c.strong_count() > 0);
+        open.push(Arc::downgrade(conn));
     }
-    if seen.len() < H2_PREFACE.len() {
-        return !read.is_empty();
-    }
-    let mut open = h2_connections()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    open.retain(|c| c.strong_count() > 0);
-    open.push(Arc::downgrade(conn));
     false
 }
 
@@ -247,6 +301,10 @@ pin_project! {
         #[pin]
         io: T,
         conn: Arc<Conn>,
+        // The monitor's drain: its list of HTTP/2 connections.
+        drain: &'static Drain,
+        // The task last noted as serving this connection.
+        noted: Option<Server>,
         read_closing: Closing,
         write_closing: Closing,
         // The first bytes read, until they tell whether this is HTTP/2; `None` after.
@@ -257,14 +315,16 @@ pin_project! {
 impl<T: 'static> LicensedIo<T> {
     /// Wraps a connection accepted now, for `monitor`'s gates (the license layer and
     /// every `require_feature` gate).
-    pub fn new(io: T, _monitor: &LicenseMonitor) -> Self {
-        Self::wrap(io)
+    pub fn new(io: T, monitor: &LicenseMonitor) -> Self {
+        Self::wrap(io, monitor.view().drain())
     }
 
-    fn wrap(io: T) -> Self {
+    fn wrap(io: T, drain: &'static Drain) -> Self {
         Self {
             io,
             conn: Arc::new(Conn::default()),
+            drain,
+            noted: None,
             read_closing: Closing::default(),
             write_closing: Closing::default(),
             sniffing: Some(Vec::new()),
@@ -377,11 +437,11 @@ impl<T: AsyncRead + 'static> AsyncRead for LicensedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        enter(this.conn);
+        enter(this.conn, this.noted);
         if let Some(seen) = this.sniffing {
             let before = buf.filled().len();
             let polled = this.io.poll_read(cx, buf);
-            if polled.is_ready() && !sniff(this.conn, seen, &buf.filled()[before..]) {
+            if polled.is_ready() && !sniff(this.conn, this.drain, seen, &buf.filled()[before..]) {
                 *this.sniffing = None;
             }
             return polled;
@@ -411,7 +471,7 @@ impl<T: AsyncWrite + 'static> LicensedIo<T> {
         write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         let this = self.project();
-        enter(this.conn);
+        enter(this.conn, this.noted);
         if this.conn.marked.load(Ordering::Relaxed) {
             marked(&*this.io, this.conn, cx, false);
             if this.conn.cut.load(Ordering::Acquire) && this.write_closing.over(this.conn, cx) {
@@ -462,17 +522,21 @@ impl<T: AsyncWrite + 'static> AsyncWrite for LicensedIo<T> {
 #[derive(Debug)]
 pub struct LicensedListener<L> {
     inner: L,
+    drain: &'static Drain,
 }
 
 impl<L> LicensedListener<L> {
     /// Wraps `listener`, for `monitor`'s gates.
-    pub fn new(listener: L, _monitor: &LicenseMonitor) -> Self {
-        Self { inner: listener }
+    pub fn new(listener: L, monitor: &LicenseMonitor) -> Self {
+        Self {
+            inner: listener,
+            drain: monitor.view().drain(),
+        }
     }
 
     /// Wraps a connection this listener's way (for an accept loop of one's own).
     pub fn wrap<T: 'static>(&self, io: T) -> LicensedIo<T> {
-        LicensedIo::wrap(io)
+        LicensedIo::wrap(io, self.drain)
     }
 
     /// The listener.
@@ -509,10 +573,11 @@ impl<L: axum::serve::Listener> axum::serve::Listener for LicensedListener<L> {
     type Addr = L::Addr;
 
     fn accept(&mut self) -> impl std::future::Future<Output = (Self::Io, Self::Addr)> + Send {
+        let drain = self.drain;
         let accept = self.inner.accept();
         async move {
             let (io, addr) = accept.await;
-            (LicensedIo::wrap(io), addr)
+            (LicensedIo::wrap(io, drain), addr)
         }
     }
 
