@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 mod common;
+use common::cut::grpc;
 use common::now;
 
 use axum::Router;
@@ -258,112 +259,6 @@ async fn wait_until(done: impl Fn() -> bool) {
     panic!("not done in 5 s");
 }
 
-mod grpc {
-    //! A gRPC service with one bidirectional method, written against tonic's own server
-    //! and client machinery with a codec of raw bytes (no protobuf code generation).
-
-    use std::convert::Infallible;
-    use std::pin::Pin;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Poll};
-
-    use bytes::{Buf, BufMut, Bytes};
-    use futures_util::StreamExt;
-    use futures_util::stream::BoxStream;
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-    use tonic::server::{Grpc, NamedService, StreamingService};
-    use tonic::{Status, Streaming};
-
-    /// Messages as they are on the wire.
-    #[derive(Debug, Clone, Copy, Default)]
-    pub(super) struct RawCodec;
-
-    impl Codec for RawCodec {
-        type Encode = Bytes;
-        type Decode = Bytes;
-        type Encoder = RawCodec;
-        type Decoder = RawCodec;
-        fn encoder(&mut self) -> RawCodec {
-            RawCodec
-        }
-        fn decoder(&mut self) -> RawCodec {
-            RawCodec
-        }
-    }
-
-    impl Encoder for RawCodec {
-        type Item = Bytes;
-        type Error = Status;
-        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            dst.put(item);
-            Ok(())
-        }
-    }
-
-    impl Decoder for RawCodec {
-        type Item = Bytes;
-        type Error = Status;
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-            Ok(Some(src.copy_to_bytes(src.remaining())))
-        }
-    }
-
-    pub(super) const METHOD: &str = "/test.Chat/Talk";
-
-    /// `Talk`: reads the client's messages in a task of its own, counting them, and
-    /// keeps its own stream of answers open (empty).
-    #[derive(Clone)]
-    pub(super) struct Chat {
-        pub(super) processed: Arc<AtomicUsize>,
-    }
-
-    impl NamedService for Chat {
-        const NAME: &'static str = "test.Chat";
-    }
-
-    impl StreamingService<Bytes> for Chat {
-        type Response = Bytes;
-        type ResponseStream = BoxStream<'static, Result<Bytes, Status>>;
-        type Future = std::future::Ready<Result<tonic::Response<Self::ResponseStream>, Status>>;
-
-        fn call(&mut self, request: tonic::Request<Streaming<Bytes>>) -> Self::Future {
-            let processed = Arc::clone(&self.processed);
-            let (answers, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Status>>(1);
-            let mut incoming = request.into_inner();
-            tokio::spawn(async move {
-                // Held for as long as the client's stream lasts: the answers stay open.
-                let _answers = answers;
-                while let Some(Ok(_)) = incoming.next().await {
-                    processed.fetch_add(1, Ordering::SeqCst);
-                }
-            });
-            let answers = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|answer| (answer, rx))
-            });
-            std::future::ready(Ok(tonic::Response::new(answers.boxed())))
-        }
-    }
-
-    impl tower::Service<http::Request<tonic::body::Body>> for Chat {
-        type Response = http::Response<tonic::body::Body>;
-        type Error = Infallible;
-        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-            let chat = self.clone();
-            Box::pin(async move {
-                assert_eq!(request.uri().path(), METHOD);
-                Ok(Grpc::new(RawCodec).streaming(chat, request).await)
-            })
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_grpc_bidi_call_read_in_its_own_task_stops_receiving_at_the_end_of_the_drain() {
     // Before: the client got UNAVAILABLE, but the server kept receiving and processing
@@ -375,6 +270,7 @@ async fn a_grpc_bidi_call_read_in_its_own_task_stops_receiving_at_the_end_of_the
     let incoming = monitor.listener(listener).into_incoming();
     let chat = grpc::Chat {
         processed: Arc::clone(&processed),
+        ..Default::default()
     };
     let server = tonic::transport::Server::builder()
         .layer(monitor.layer())
@@ -396,7 +292,7 @@ async fn a_grpc_bidi_call_read_in_its_own_task_stops_receiving_at_the_end_of_the
     let response = client
         .streaming(
             tonic::Request::new(outbound),
-            http::uri::PathAndQuery::from_static(grpc::METHOD),
+            http::uri::PathAndQuery::from_static(grpc::TALK),
             grpc::RawCodec,
         )
         .await

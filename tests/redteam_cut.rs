@@ -18,7 +18,7 @@ mod common;
 use common::cut::{
     AFTER_DRAIN, ATTEMPTS, DRAIN, FEATURE, H2WebSocket, Licensed, NO_ECHO, PATIENCE,
     WELL_AFTER_DRAIN, echo, echoes, fetch_with, licensed, pooled_client, serve_axum, status,
-    websocket_h1, websocket_h2, write_license,
+    websocket_h1, websocket_h2, websocket_h2_over, write_license,
 };
 
 use axum::Router;
@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use iosetu_license::{LicenseMonitor, LicensedIo, LicensedListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -323,26 +323,7 @@ async fn websocket_h2_behind_proxy(
     tcp.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 443\r\n")
         .await
         .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(Method::CONNECT)
-        .uri(format!("http://{addr}{path}"))
-        .header("sec-websocket-version", "13")
-        .extension(hyper::ext::Protocol::from_static("websocket"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let mut response = timeout(PATIENCE, sender.send_request(request))
-        .await
-        .expect("answered in time")
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
-    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
-    (sender, ws)
+    websocket_h2_over(tcp, addr, path).await
 }
 
 /// HTTP/2 connections are told by sniffing the preface off the first bytes the

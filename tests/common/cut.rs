@@ -250,10 +250,23 @@ pub async fn websocket_h2(
     hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
     H2WebSocket,
 ) {
-    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-        .await
-        .unwrap();
+    websocket_h2_over(TcpStream::connect(addr).await.unwrap(), addr, path).await
+}
+
+/// [`websocket_h2`] over a connection already open (and perhaps already written to: a
+/// PROXY protocol line, say).
+pub async fn websocket_h2_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    H2WebSocket,
+) {
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(connection);
     let request = Request::builder()
         .method(Method::CONNECT)
