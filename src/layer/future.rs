@@ -35,10 +35,9 @@ pin_project! {
             future: F,
             // The drain it watches (for exempt paths, one that is never over).
             drain: &'static Drain,
-            // An HTTP/2 request: its response may be gRPC (told by the response's own
-            // content type), and a cut before it starts answers in a form gRPC clients
-            // read as UNAVAILABLE too.
-            h2: bool,
+            // `H2` and `WAITED`: either sends a poll out of line (one byte for the admitted
+            // path to test, not two fields).
+            flags: u8,
             // Its place among the drain's wakers, taken only once the inner future is
             // pending, so that the end of the drain period wakes it: plain bits, nothing
             // to drop.
@@ -48,6 +47,12 @@ pin_project! {
     }
 }
 
+/// An HTTP/2 request: its response may be gRPC (told by the response's own content type),
+/// and a cut before it starts answers in a form gRPC clients read as UNAVAILABLE too.
+const H2: u8 = 1;
+/// The inner future was pending once: it may hold a ticket.
+const WAITED: u8 = 2;
+
 impl<F> ResponseFuture<F> {
     #[inline(always)]
     pub(crate) fn inner(future: F, drain: &'static Drain, h2: bool) -> Self {
@@ -55,7 +60,7 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Inner {
                 future,
                 drain,
-                h2,
+                flags: if h2 { H2 } else { 0 },
                 ticket: Ticket::NONE,
             },
         }
@@ -84,13 +89,12 @@ where
         if let KindProj::Inner {
             future,
             drain,
-            h2: false,
-            ticket,
+            flags,
+            ..
         } = kind.as_mut().project()
-            && !ticket.is_some()
         {
             let drain: &'static Drain = drain;
-            if !drain.is_over() {
+            if *flags == 0 && !drain.is_over() {
                 if let Poll::Ready(result) = future.poll(cx) {
                     let link = drain.link(false);
                     return Poll::Ready(
@@ -124,10 +128,10 @@ where
         KindProj::Inner {
             future,
             drain,
-            h2,
+            flags,
             ticket,
         } => {
-            let (drain, h2): (&'static Drain, bool) = (drain, *h2);
+            let (drain, h2): (&'static Drain, bool) = (drain, *flags & H2 != 0);
             let link = drain.link(false);
             // (`polled`: `poll` just polled it, and it was pending.)
             if !polled
@@ -143,6 +147,7 @@ where
                     response.map(|body| ResponseBody::watching(body, drain.link(grpc)))
                 }));
             }
+            *flags |= WAITED;
             if !wait_for_drain(link, ticket, cx) {
                 return Poll::Pending;
             }
