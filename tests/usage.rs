@@ -199,13 +199,18 @@ async fn a_clock_wound_back_across_a_restart_shows() {
     clock.jump_wall(-2 * DAY);
     run_hours(&clock, &journal, 3).await;
     let v = usage::verify(&[export(&journal)]);
-    assert!(v.intact(), "the records are intact: {:?}", v.findings);
+    // Nothing the monitor noted explains the step back (no correction it judged honest,
+    // no vendor's attestation): usage would land in days already reported.
     assert!(
         kinds(&v).contains(&FindingKind::ClockRollback),
         "{:?}",
         v.findings
     );
-    assert!(!v.clocks_ok());
+    assert_eq!(
+        FindingKind::ClockRollback.class(),
+        usage::FindingClass::Tampering
+    );
+    assert!(!v.intact() && !v.clocks_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -445,7 +450,9 @@ proptest! {
     ) {
         let (report, wound_back) = journal_of(&steps);
         let v = usage::verify(std::slice::from_ref(&report));
-        prop_assert!(v.intact(), "{:?}\n{steps:?}", v.findings);
+        // (A step back the monitor judged manipulation is tampering by its verdict; one
+        // it judged a correction is a fault.)
+        prop_assert!(v.intact() || wound_back, "{:?}\n{steps:?}", v.findings);
         if !wound_back {
             prop_assert!(v.clocks_ok(), "{:?}\n{steps:?}", v.findings);
         }
@@ -462,7 +469,11 @@ proptest! {
             _ => r.licenses.clear(),
         }
         prop_assume!(edited.records[i] != report.records[i]);
-        prop_assert!(!usage::verify(&[edited.clone()]).intact(), "record {i} field {field} edited unseen");
+        let found = usage::verify(&[edited.clone()]).findings;
+        prop_assert!(
+            found.iter().any(|f| f.kind.is_tampering() && !f.kind.is_clock()),
+            "record {i} field {field} edited unseen: {found:?}"
+        );
         // Also with the chain after it mended, as anyone can (its links are plain
         // hashes): only the signatures can tell.
         for j in i + 1..edited.records.len() {

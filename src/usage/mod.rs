@@ -45,7 +45,7 @@ use std::sync::{Arc, RwLock};
 
 pub use journal::{LicenseInForce, Record, Span};
 pub use report::{
-    ExportError, Finding, FindingKind, InstanceSummary, REPORT_FORMAT, Report, TrueUpRow,
+    ExportError, Finding, FindingClass, FindingKind, InstanceSummary, REPORT_FORMAT, Report, TrueUpRow,
     Verification, export, verify,
 };
 

@@ -204,6 +204,49 @@ pub enum FindingKind {
     /// The last record ends long before the export: the instance was stopped, or records
     /// at the end were removed.
     Quiet,
+    /// A process stopped without closing its hour (killed, a power cut): its last
+    /// checkpoint was recorded at the next start, and at most the minutes after it are
+    /// lost.
+    UncleanStop,
+    /// A write of the journal failed (a full disk): the partial bytes were cut back and
+    /// the record written later.
+    WriteFailed,
+    /// The chain forks: a journal restored from a backup, or a machine cloned with its
+    /// journal. Both branches are counted.
+    Fork,
+    /// Trusted time stepped back by a correction the monitor judged honest (NTP
+    /// correcting a drifted clock, or a clock wrong at boot), within what it noted.
+    ClockCorrected,
+    /// Hours inside the reported span with no process running: the service was stopped,
+    /// or records were cut off while it was.
+    Downtime,
+}
+
+/// What a finding means for the customer: [`verify`] sorts each into one of three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum FindingClass {
+    /// The journal as reported cannot be what the library wrote, or the monitor judged
+    /// its clock manipulated. `usage verify` exits 1.
+    Tampering,
+    /// An honest fault the library noted or the records explain: a crash, a failed
+    /// write, a restore or a clone, a clock correction. Noted; nothing is lost beyond
+    /// what the finding says.
+    Fault,
+    /// Time the reports cannot account for: the service stopped, or records missing
+    /// while it was. The vendor may ask.
+    Unknown,
+}
+
+impl FindingClass {
+    /// A stable code: `tampering`, `fault`, `unknown`.
+    pub fn code(self) -> &'static str {
+        match self {
+            FindingClass::Tampering => "tampering",
+            FindingClass::Fault => "fault",
+            FindingClass::Unknown => "unknown",
+        }
+    }
 }
 
 impl FindingKind {
@@ -224,24 +267,49 @@ impl FindingKind {
             FindingKind::Torn => "torn",
             FindingKind::ChangedUnderneath => "changed_underneath",
             FindingKind::Quiet => "quiet",
+            FindingKind::UncleanStop => "unclean_stop",
+            FindingKind::WriteFailed => "write_failed",
+            FindingKind::Fork => "fork",
+            FindingKind::ClockCorrected => "clock_corrected",
+            FindingKind::Downtime => "downtime",
         }
     }
 
-    /// Whether the journal as reported cannot be what the library wrote: records
-    /// edited, deleted, moved, cut off or taken from elsewhere.
-    pub fn is_tampering(self) -> bool {
-        !self.is_clock()
-            && !matches!(
-                self,
-                FindingKind::Torn | FindingKind::KeyReplaced | FindingKind::Quiet
-            )
+    /// Its class: tampering, an honest fault, or time unaccounted for.
+    pub fn class(self) -> FindingClass {
+        match self {
+            FindingKind::Signature
+            | FindingKind::Chain
+            | FindingKind::Sequence
+            | FindingKind::Truncated
+            | FindingKind::Stamp
+            | FindingKind::Damaged
+            | FindingKind::Rewritten
+            | FindingKind::ChangedUnderneath
+            | FindingKind::ClockRollback => FindingClass::Tampering,
+            FindingKind::Torn
+            | FindingKind::KeyReplaced
+            | FindingKind::UncleanStop
+            | FindingKind::WriteFailed
+            | FindingKind::Fork
+            | FindingKind::ClockCorrected
+            | FindingKind::ClockBehind => FindingClass::Fault,
+            FindingKind::Gap | FindingKind::Quiet | FindingKind::Downtime => FindingClass::Unknown,
+        }
     }
 
-    /// Whether it is about the machine's clock: wound back across a restart, or behind
-    /// trusted time while the service ran. The records are intact; their times are what
-    /// is in doubt.
+    /// Whether it is of class [`FindingClass::Tampering`].
+    pub fn is_tampering(self) -> bool {
+        self.class() == FindingClass::Tampering
+    }
+
+    /// Whether it is about the machine's clock: wound back across a restart, behind
+    /// trusted time while the service ran, or corrected.
     pub fn is_clock(self) -> bool {
-        matches!(self, FindingKind::ClockRollback | FindingKind::ClockBehind)
+        matches!(
+            self,
+            FindingKind::ClockRollback | FindingKind::ClockBehind | FindingKind::ClockCorrected
+        )
     }
 }
 
@@ -311,14 +379,19 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// Whether no finding shows tampering (chain, signatures, sequence, the stamp).
+    /// Whether no finding is of class [`FindingClass::Tampering`]: what `usage verify`'s
+    /// exit code says.
     pub fn intact(&self) -> bool {
         !self.findings.iter().any(|f| f.kind.is_tampering())
     }
 
-    /// Whether no finding shows a clock wound back or behind trusted time.
+    /// Whether no finding shows a clock wound back that the monitor did not judge an
+    /// honest correction.
     pub fn clocks_ok(&self) -> bool {
-        !self.findings.iter().any(|f| f.kind.is_clock())
+        !self
+            .findings
+            .iter()
+            .any(|f| f.kind.is_clock() && f.kind.is_tampering())
     }
 
     /// The true-up table as text.
@@ -360,6 +433,51 @@ impl Verification {
         }
         out
     }
+}
+
+/// Seconds of steps back the monitor judged corrections in a record's period
+/// (`clock_corrected:<seconds>`).
+fn corrected(record: &Record) -> i64 {
+    record
+        .notes
+        .iter()
+        .filter_map(|n| n.strip_prefix("clock_corrected:"))
+        .filter_map(|v| v.parse::<i64>().ok())
+        .map(|v| v.clamp(0, i64::from(u32::MAX)))
+        .sum()
+}
+
+/// Seconds a vendor's attestation in a record's period moved trusted time back
+/// (`clock_attested:<seq>:<seconds>`), counting only attestations not seen in an earlier
+/// record (`seen`): one replayed after the state file was deleted excuses nothing. `None`
+/// where the record notes no attestation first seen there. A note of an older library without the amount excuses an hour, the most
+/// DESIGN lets a replayed attestation gain.
+fn attested(record: &Record, seen: &mut Vec<String>) -> Option<i64> {
+    let mut total = None;
+    for note in &record.notes {
+        let (id, amount) = if note == "clock_attested" {
+            (format!("legacy@{}", record.n), 3600)
+        } else if let Some(rest) = note.strip_prefix("clock_attested:") {
+            let Some((seq, secs)) = rest.split_once(':') else {
+                continue;
+            };
+            let Ok(secs) = secs.parse::<i64>() else {
+                continue;
+            };
+            (seq.to_owned(), secs.clamp(0, i64::from(u32::MAX)))
+        } else {
+            continue;
+        };
+        if !seen.contains(&id) {
+            seen.push(id);
+            total = Some(total.unwrap_or(0) + amount);
+        }
+    }
+    total
+}
+
+fn seconds(secs: i64) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_secs(secs.unsigned_abs()))
 }
 
 fn short(key: &str) -> String {
@@ -477,8 +595,25 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
     }
     let mut key = None;
     let mut previous: Option<&Record> = None;
-    for record in &report.records {
+    // The attestations seen so far: each excuses a step back at the record that first
+    // notes it (or the next), once.
+    let mut attestations: Vec<String> = Vec::new();
+    let mut fresh_before = 0;
+    // The last record that notes an attestation first seen there: a verdict of
+    // manipulation before it was vouched for.
+    let attested_from = {
+        let mut seen = Vec::new();
+        report
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| attested(r, &mut seen).is_some())
+            .map(|(i, _)| i)
+            .next_back()
+    };
+    for (i, record) in report.records.iter().enumerate() {
         let n = Some(record.n);
+        let fresh = attested(record, &mut attestations).unwrap_or(0);
         if let Some(declared) = &record.key {
             if let Some((current, _)) = &key
                 && current != declared
@@ -516,10 +651,35 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
                     n,
                     "a record cut short (a crash mid-write) was dropped before this one".into(),
                 ),
+                // A vendor's attestation later in the journal is the remedy for a verdict
+                // of manipulation the rules could not tell from tampering: it vouched for
+                // the time.
+                "clock_set_back" if attested_from.is_some_and(|at| at >= i) => find(
+                    FindingKind::ClockCorrected,
+                    n,
+                    "the monitor judged its clock set back; a vendor's attestation of real \
+                     time came after"
+                        .into(),
+                ),
                 "clock_set_back" => find(
                     FindingKind::ClockRollback,
                     n,
-                    "the service saw its clock set back".into(),
+                    "the monitor judged its clock set back (manipulation, not a correction)"
+                        .into(),
+                ),
+                "unclean_stop" => find(
+                    FindingKind::UncleanStop,
+                    n,
+                    "the process stopped without closing its hour (killed, a power cut): \
+                     recorded from its last checkpoint; the minutes after it are lost"
+                        .into(),
+                ),
+                "write_failed" => find(
+                    FindingKind::WriteFailed,
+                    n,
+                    "a write of the journal failed (a full disk?): its bytes were cut back \
+                     and the records written with this one"
+                        .into(),
                 ),
                 _ => {}
             }
@@ -568,24 +728,39 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
                             .into(),
                     );
                 }
-                // (The note lands on the record closed when the service saw the
-                // attestation: the one at the step back, or the one before it.)
-                let attested = [record, before]
-                    .iter()
-                    .any(|r| r.notes.iter().any(|n| n == "clock_attested"));
-                if !attested
-                    && (record.watermark < before.watermark
-                        || record.start < before.end - GAP_SLACK)
-                {
-                    find(
-                        FindingKind::ClockRollback,
-                        n,
-                        format!(
-                            "trusted time went back from {} to {}",
-                            rfc3339(before.watermark.max(before.end)),
-                            rfc3339(record.start.min(record.watermark))
-                        ),
-                    );
+                // How far trusted time went back between the two, and what the monitor
+                // noted to explain it (the note lands on the record closed when the
+                // service saw the event: the one at the step back, or the one before).
+                let back = before.watermark.max(before.end) - record.start.min(record.watermark);
+                if record.watermark < before.watermark || back > GAP_SLACK {
+                    let corrected: i64 = [before, record].iter().map(|r| corrected(r)).sum();
+                    let attested = fresh_before + fresh;
+                    if back <= corrected + attested + GAP_SLACK {
+                        if corrected > 0 {
+                            find(
+                                FindingKind::ClockCorrected,
+                                n,
+                                format!(
+                                    "trusted time stepped back {}, a correction the monitor \
+                                     judged honest (it noted {corrected} s)",
+                                    seconds(back)
+                                ),
+                            );
+                        }
+                    } else {
+                        find(
+                            FindingKind::ClockRollback,
+                            n,
+                            format!(
+                                "trusted time went back from {} to {} ({}), more than the \
+                                 monitor noted as corrected ({corrected} s) or attested \
+                                 ({attested} s)",
+                                rfc3339(before.watermark.max(before.end)),
+                                rfc3339(record.start.min(record.watermark)),
+                                seconds(back)
+                            ),
+                        );
+                    }
                 }
                 let gap = record.start - before.end;
                 if gap > 3600 + GAP_SLACK && record.boot == before.boot {
@@ -603,6 +778,7 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
             }
         }
         previous = Some(record);
+        fresh_before = fresh;
     }
     if let Some(last) = last
         && report.exported_at - last.end > 2 * 3600

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::checker::{IO_DEADLINE, off_thread};
 use crate::clock::{escape_control, unix_seconds};
-use crate::event::{LicenseEvent, Reporter};
+use crate::event::{DriftKind, LicenseEvent, Reporter};
 use crate::judge::throttle::Keyed;
 use crate::shared::{Shared, View};
 use crate::source::shown;
@@ -246,6 +246,8 @@ struct Run {
     /// The current period's start (trusted time) and the notes for its record.
     period_start: i64,
     notes: Vec<String>,
+    /// Seconds of steps back the judge took as corrections this period.
+    corrected: u64,
     /// Counter values at the last record.
     recorded: BTreeMap<String, u64>,
     /// This month (`YYYY-MM`) and its counter totals recorded so far.
@@ -288,6 +290,7 @@ impl UsageTask {
             hung: None,
             period_start: now,
             notes: Vec::new(),
+            corrected: 0,
             recorded: BTreeMap::new(),
             month: month_of(now),
             month_totals: BTreeMap::new(),
@@ -390,7 +393,27 @@ impl UsageTask {
         run.last_sample = mono;
         loop {
             match self.events.try_recv() {
-                Ok(LicenseEvent::ClockAttested { .. }) => note(run, "clock_attested"),
+                // The judge's verdict on each step back, with its size, so that verify
+                // excuses the steps it judged honest and only those.
+                Ok(LicenseEvent::ClockAttested {
+                    seq,
+                    trusted_time_moved_seconds,
+                    ..
+                }) => note(
+                    run,
+                    &format!(
+                        "clock_attested:{seq}:{}",
+                        trusted_time_moved_seconds.min(0).unsigned_abs()
+                    ),
+                ),
+                Ok(LicenseEvent::TimeDriftDetected {
+                    drift_seconds,
+                    kind: DriftKind::ClockCorrected,
+                }) => {
+                    // (Rounded up: verify's allowance is never short of the real step.)
+                    let back = (-drift_seconds).max(0.0).ceil();
+                    run.corrected = run.corrected.saturating_add(back as u64);
+                }
                 Ok(LicenseEvent::TimeManipulationDetected { .. }) => note(run, "clock_set_back"),
                 Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
@@ -422,6 +445,10 @@ impl UsageTask {
         for (name, v) in &counters {
             let e = run.month_totals.entry(name.clone()).or_default();
             *e = e.saturating_add(*v);
+        }
+        if run.corrected > 0 {
+            let corrected = std::mem::take(&mut run.corrected);
+            note(run, &format!("clock_corrected:{corrected}"));
         }
         let verdict = view.verdict();
         let record = Record {
