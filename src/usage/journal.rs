@@ -347,17 +347,24 @@ pub(crate) fn make_key(path: &Path) -> std::io::Result<SigningKey> {
     Ok(key)
 }
 
-/// Appends one line to the journal: opened without following a symlink, with an fsync.
+/// Appends one line to the journal: opened without following a symlink, with an fsync;
+/// a write that fails leaves the file as it was.
 pub(crate) fn append(path: &Path, line: &[u8]) -> std::io::Result<u64> {
     let mut file =
         crate::state::guarded(std::fs::OpenOptions::new().append(true).create(true)).open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
+    let before = file.metadata()?.len();
     let mut bytes = line.to_vec();
     bytes.push(b'\n');
-    file.write_all(&bytes)?;
-    file.sync_data()?;
+    if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+        // A full disk or a file-size limit: bytes written in part would glue the next
+        // record onto them. They are cut back (shrinking needs no space); where even that
+        // fails, the caller cuts them before its next append.
+        let _ = file.set_len(before).and_then(|()| file.sync_data());
+        return Err(e);
+    }
     Ok(file.metadata()?.len())
 }
 

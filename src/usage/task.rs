@@ -44,7 +44,16 @@ struct Journal {
     len: u64,
     /// When the oldest hourly record started (compaction is due past 400 days).
     oldest_hourly: Option<i64>,
+    /// Records whose write failed (a full disk), oldest first: written, in order, before
+    /// the next one, so that an hour that could not be written is late, never lost.
+    pending: Vec<Record>,
+    /// A failed append may have left bytes of ours past `len`: cut before the next.
+    tail_dirty: bool,
 }
+
+/// The most records kept waiting for a disk with room (a month of hours); past it, the
+/// newest absorbs the next.
+const MAX_PENDING: usize = 31 * 24;
 
 /// What opening the journal found.
 struct Opened {
@@ -157,6 +166,8 @@ fn open(path: PathBuf, month: String) -> Result<Opened, String> {
             key,
             path,
             oldest_hourly,
+            pending: Vec::new(),
+            tail_dirty: false,
         },
         problems,
         notes,
@@ -164,16 +175,76 @@ fn open(path: PathBuf, month: String) -> Result<Opened, String> {
     })
 }
 
-/// Appends `record` (its chain fields filled in and signed here), compacting first when
-/// the oldest hourly record is past [`HOURLY_DAYS`].
-fn write(journal: &mut Journal, mut record: Record) -> Result<Vec<(&'static str, String)>, String> {
-    let shown_path = shown(&journal.path);
+/// Appends `record` after any still waiting (their chain fields filled in and signed
+/// here), compacting first when the oldest hourly record is past [`HOURLY_DAYS`]. A
+/// record that cannot be written waits, noted `write_failed`, for the next write.
+fn write(journal: &mut Journal, record: Record) -> Result<Vec<(&'static str, String)>, String> {
+    if journal.pending.len() >= MAX_PENDING
+        && let Some(newest) = journal.pending.last_mut()
+    {
+        absorb(newest, record);
+    } else {
+        journal.pending.push(record);
+    }
     let mut problems = Vec::new();
-    let now_len = match std::fs::symlink_metadata(&journal.path) {
+    while !journal.pending.is_empty() {
+        match write_one(journal, &mut problems) {
+            Ok(()) => {
+                journal.pending.remove(0);
+            }
+            Err(e) => {
+                let first = &mut journal.pending[0];
+                if !first.notes.iter().any(|n| n == "write_failed") && first.notes.len() < journal::MAX_NOTES {
+                    first.notes.push("write_failed".to_owned());
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// A record that waited longest takes in the next (a disk full for a month).
+fn absorb(into: &mut Record, record: Record) {
+    into.end = into.end.max(record.end);
+    into.watermark = into.watermark.max(record.watermark);
+    into.wall = record.wall;
+    into.uptime = record.uptime;
+    for (name, v) in record.gauges {
+        let e = into.gauges.entry(name).or_default();
+        *e = (*e).max(v);
+    }
+    for (name, v) in record.counters {
+        let e = into.counters.entry(name).or_default();
+        *e = e.saturating_add(v);
+    }
+    for note in record.notes {
+        if !into.notes.contains(&note) && into.notes.len() < journal::MAX_NOTES {
+            into.notes.push(note);
+        }
+    }
+}
+
+/// Writes the first pending record.
+fn write_one(
+    journal: &mut Journal,
+    problems: &mut Vec<(&'static str, String)>,
+) -> Result<(), String> {
+    let shown_path = shown(&journal.path);
+    let Some(mut record) = journal.pending.first().cloned() else {
+        return Ok(());
+    };
+    let mut now_len = match std::fs::symlink_metadata(&journal.path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(format!("{shown_path}: {e}")),
     };
+    if journal.tail_dirty && now_len > journal.len {
+        // Our own bytes of a write that failed and could not be cut back then.
+        journal::truncate(&journal.path, journal.len).map_err(|e| format!("{shown_path}: {e}"))?;
+        now_len = journal.len;
+    }
+    journal.tail_dirty = false;
     if now_len != journal.len {
         problems.push((
             "changed",
@@ -184,6 +255,8 @@ fn write(journal: &mut Journal, mut record: Record) -> Result<Vec<(&'static str,
             ),
         ));
         record.notes.push("journal_changed".to_owned());
+        // (Said once: what is there now is the base of the next check.)
+        journal.len = now_len;
     }
     // Whole days past 400 are folded, once a day.
     let hourly_from = (record.start - HOURLY_DAYS * 86_400).div_euclid(86_400) * 86_400;
@@ -221,12 +294,17 @@ fn write(journal: &mut Journal, mut record: Record) -> Result<Vec<(&'static str,
         record.key = Some(journal::encode_key(&journal.key.verifying_key()));
     }
     record.sign(&journal.key);
-    journal.len = journal::append(&journal.path, &record.to_line())
-        .map_err(|e| format!("{shown_path}: {e}"))?;
+    match journal::append(&journal.path, &record.to_line()) {
+        Ok(len) => journal.len = len,
+        Err(e) => {
+            journal.tail_dirty = true;
+            return Err(format!("{shown_path}: {e}"));
+        }
+    }
     journal.head = Some((record.n, record.link()));
     journal.declare_key = false;
     journal.oldest_hourly.get_or_insert(record.start);
-    Ok(problems)
+    Ok(())
 }
 
 /// The task's wiring, made by the builder.
@@ -504,10 +582,8 @@ impl UsageTask {
                     self.problem(reason, detail);
                 }
             }
-            Ok(Err(detail)) => {
-                self.problem("write_failed", detail);
-                note(run, "write_failed");
-            }
+            // (The record waits, noted, for the next write.)
+            Ok(Err(detail)) => self.problem("write_failed", detail),
             Err(_) => {
                 self.problem(
                     "write_failed",
