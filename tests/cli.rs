@@ -800,7 +800,7 @@ fn usage_export_and_verify_as_the_readme_runs_them() {
     }
     let reports = [dir.path().join("a.json"), dir.path().join("b.json")];
     let table = stdout(cli().args(["usage", "verify"]).args(&reports));
-    assert!(table.contains("intact"), "{table}");
+    assert!(table.contains("no tampering"), "{table}");
     assert!(
         table
             .lines()

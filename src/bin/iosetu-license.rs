@@ -317,36 +317,49 @@ fn run(command: Command) -> Result<(), Failure> {
 }
 
 fn usage_export(journal: &Path, out: &Path, force: bool) -> Result<(), Failure> {
-    let report = iosetu_license::usage::export(journal, std::time::SystemTime::now())
+    // Every journal of the set: one per process that ran at once on the path.
+    let reports = iosetu_license::usage::export_all(journal, std::time::SystemTime::now())
         .map_err(|e| usage(format!("cannot export ({}): {e}", e.reason())))?;
-    let mut json = report.to_json();
+    let mut json = match reports.as_slice() {
+        [report] => report.to_json(),
+        _ => {
+            let values: Vec<serde_json::Value> = reports
+                .iter()
+                .filter_map(|r| serde_json::from_str(&r.to_json()).ok())
+                .collect();
+            serde_json::to_string_pretty(&values).unwrap_or_default()
+        }
+    };
     json.push('\n');
     write_new(out, json.as_bytes(), 0o644, force)?;
-    say!(
-        "{}: {} records{}{} -> {}",
-        journal.display(),
-        report.records.len(),
-        if report.torn {
-            " (a record cut short at the end left out)"
-        } else {
-            ""
-        },
-        if report.damaged_lines > 0 {
-            format!(" ({} damaged lines left out)", report.damaged_lines)
-        } else {
-            String::new()
-        },
-        out.display()
-    );
+    for report in &reports {
+        say!(
+            "{} {}: {} records{}{} -> {}",
+            journal.display(),
+            report.key.chars().take(12).collect::<String>(),
+            report.records.len(),
+            if report.torn {
+                " (a record cut short at the end left out)"
+            } else {
+                ""
+            },
+            if report.damaged_lines > 0 {
+                format!(" ({} damaged lines left out)", report.damaged_lines)
+            } else {
+                String::new()
+            },
+            out.display()
+        );
+    }
     Ok(())
 }
 
 fn usage_verify(paths: &[PathBuf], csv: bool) -> Result<(), Failure> {
     let mut reports = Vec::new();
     for path in paths {
-        let report = iosetu_license::usage::Report::read(path)
+        let read = iosetu_license::usage::Report::read_all(path)
             .map_err(|e| usage(format!("{e} ({})", e.reason())))?;
-        reports.push(report);
+        reports.extend(read);
     }
     let verification = iosetu_license::usage::verify(&reports);
     let findings: Vec<String> = verification

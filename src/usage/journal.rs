@@ -312,6 +312,66 @@ pub(crate) fn key_path(journal: &Path) -> PathBuf {
     journal.with_file_name(name)
 }
 
+/// The most journals one path holds: one per process running at once on it.
+pub(crate) const MAX_SET: usize = 64;
+
+/// The `k`th journal of the set at `base`: `base` itself, then `base.1`, `base.2`, ...
+pub(crate) fn member(base: &Path, k: usize) -> PathBuf {
+    if k == 0 {
+        return base.to_path_buf();
+    }
+    let mut name = base.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{k}"));
+    base.with_file_name(name)
+}
+
+/// The lock file of a journal: `<journal>.lock`, held by the process writing it.
+pub(crate) fn lock_path(journal: &Path) -> PathBuf {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    journal.with_file_name(name)
+}
+
+/// The journals of the set at `base` that exist, in order.
+pub(crate) fn members(base: &Path) -> Vec<PathBuf> {
+    (0..MAX_SET)
+        .map(|k| member(base, k))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect()
+}
+
+/// Takes the first journal of the set at `base` that no running process holds: an
+/// exclusive lock on its lock file, held for as long as the returned file is open (the
+/// operating system lets it go when the process dies, however it dies). Two processes on
+/// one path (a rolling update whose pods share a volume, replicas starting at once)
+/// each get a journal, and neither ever writes the other's.
+pub(crate) fn claim(base: &Path) -> Result<(PathBuf, std::fs::File), String> {
+    for k in 0..MAX_SET {
+        let journal = member(base, k);
+        let lock = lock_path(&journal);
+        let file = crate::state::guarded(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .open(&lock)
+        .map_err(|e| format!("{}: {e}", shown(&lock)))?;
+        match file.try_lock() {
+            Ok(()) => return Ok((journal, file)),
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("{}: cannot be locked: {e}", shown(&lock)));
+            }
+        }
+    }
+    Err(format!(
+        "{}: all {MAX_SET} journals of the set are held by running processes",
+        shown(base)
+    ))
+}
+
 const KEY_PREFIX: &str = "iosetu-usage-key-v1 ";
 
 /// Reads the instance key; `None` when there is none.

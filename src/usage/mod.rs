@@ -46,7 +46,7 @@ use std::sync::{Arc, RwLock};
 pub use journal::{LicenseInForce, Record, Span};
 pub use report::{
     ExportError, Finding, FindingClass, FindingKind, InstanceSummary, REPORT_FORMAT, Report, TrueUpRow,
-    Verification, export, verify,
+    Verification, export, export_all, verify,
 };
 
 /// The most metrics an application may name (the crate's own come on top).

@@ -91,6 +91,25 @@ impl Report {
         Self::from_json(&text)
     }
 
+    /// Reads a file of reports, as `usage export` writes them: one report, or a JSON array
+    /// of them (one per journal of a set).
+    pub fn read_all(path: &Path) -> Result<Vec<Self>, ExportError> {
+        let bytes = journal::read_bounded(path, 256 * 1024 * 1024)
+            .map_err(|e| ExportError::Unreadable(format!("{}: {e}", shown(path))))?
+            .ok_or_else(|| ExportError::Missing(format!("{} does not exist", shown(path))))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ExportError::Corrupt(format!("{}: not UTF-8 text", shown(path))))?;
+        if !text.trim_start().starts_with('[') {
+            return Self::from_json(&text).map(|r| vec![r]);
+        }
+        let values: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| ExportError::Corrupt(format!("not usage reports: {e}")))?;
+        values
+            .into_iter()
+            .map(|v| Self::from_json(&v.to_string()))
+            .collect()
+    }
+
     /// Parses a report (JSON), as `usage verify` reads it.
     pub fn from_json(text: &str) -> Result<Self, ExportError> {
         let report: Report = serde_json::from_str(text)
@@ -167,6 +186,20 @@ pub fn export(path: &Path, now: std::time::SystemTime) -> Result<Report, ExportE
     };
     report.sig = URL_SAFE_NO_PAD.encode(key.sign(&report.stamp_bytes()).to_bytes());
     Ok(report)
+}
+
+/// Exports every journal of the set at `path` (`path`, then `path.1`, `path.2`, ...: one
+/// per process that ran at once on it, see
+/// [`usage_journal`](crate::LicenseMonitorBuilder::usage_journal)), each as a [`Report`].
+pub fn export_all(path: &Path, now: std::time::SystemTime) -> Result<Vec<Report>, ExportError> {
+    let members = journal::members(path);
+    if members.is_empty() {
+        return Err(ExportError::Missing(format!(
+            "{} does not exist",
+            shown(path)
+        )));
+    }
+    members.iter().map(|member| export(member, now)).collect()
 }
 
 /// What `verify` found wrong, or worth the vendor's attention.

@@ -49,6 +49,8 @@ struct Journal {
     pending: Vec<Record>,
     /// A failed append may have left bytes of ours past `len`: cut before the next.
     tail_dirty: bool,
+    /// The lock that makes this journal this process's alone (see `journal::claim`).
+    _lock: std::fs::File,
 }
 
 /// The most records kept waiting for a disk with room (a month of hours); past it, the
@@ -64,7 +66,8 @@ struct Opened {
     month_totals: BTreeMap<String, u64>,
 }
 
-fn open(path: PathBuf, month: String) -> Result<Opened, String> {
+fn open(base: PathBuf, month: String) -> Result<Opened, String> {
+    let (path, lock) = journal::claim(&base)?;
     let shown_path = shown(&path);
     let mut problems = Vec::new();
     let mut notes = Vec::new();
@@ -75,10 +78,16 @@ fn open(path: PathBuf, month: String) -> Result<Opened, String> {
     let key_file = journal::key_path(&path);
     let (key, made) = match journal::load_key(&key_file) {
         Ok(Some(key)) => (key, false),
-        Ok(None) => (
-            journal::make_key(&key_file).map_err(|e| format!("{}: {e}", shown(&key_file)))?,
-            true,
-        ),
+        Ok(None) => match journal::make_key(&key_file) {
+            Ok(key) => (key, true),
+            // Made meanwhile by a process that does not lock (an older library): its key.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (
+                journal::load_key(&key_file)?
+                    .ok_or_else(|| format!("{}: {e}", shown(&key_file)))?,
+                false,
+            ),
+            Err(e) => return Err(format!("{}: {e}", shown(&key_file))),
+        },
         Err(e) => {
             problems.push(("key_replaced", format!("{e}; a new key replaces it")));
             // Keep the unusable file: move it aside, then make a new one.
@@ -168,6 +177,7 @@ fn open(path: PathBuf, month: String) -> Result<Opened, String> {
             oldest_hourly,
             pending: Vec::new(),
             tail_dirty: false,
+            _lock: lock,
         },
         problems,
         notes,
