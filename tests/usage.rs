@@ -662,3 +662,35 @@ async fn a_counters_monthly_total_starts_again_with_the_month() {
     assert_eq!(monitor.metrics().usage["api_calls"], 110);
     assert!(names(&drain(&mut events)).contains(&"license.limit_exceeded"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_process_that_dies_before_its_hour_ends_loses_at_most_five_minutes() {
+    let (_dir, journal) = dir();
+    let clock = TestClock::new(t0());
+    let monitor = instance(&clock, &journal).await;
+    let calls = monitor.usage().counter("api_calls").unwrap();
+    monitor.usage().set("seats", 7).unwrap();
+    for _ in 0..52 {
+        calls.add(10);
+        run_for(MINUTE).await;
+    }
+    // Dies at :52 (no shutdown, no hour closed): nothing but its checkpoint is left.
+    drop(monitor);
+    run_for(10 * MINUTE).await;
+    assert!(
+        std::fs::read(&journal).unwrap_or_default().is_empty(),
+        "no hour was closed"
+    );
+    let monitor = instance(&clock, &journal).await;
+    monitor.shutdown().await;
+    let report = export(&journal);
+    let died = &report.records[0];
+    assert!(died.notes.contains(&"unclean_stop".to_owned()), "{died:?}");
+    assert_eq!(died.gauges.get("seats"), Some(&7));
+    // The checkpoint before the death: at most five minutes of calls lost.
+    let counted = died.counters["api_calls"];
+    assert!((470..=520).contains(&counted), "{counted} of 520 calls");
+    let v = usage::verify(&[report]);
+    assert!(v.intact(), "{:?}", v.findings);
+    assert!(kinds(&v).contains(&FindingKind::UncleanStop), "{:?}", v.findings);
+}

@@ -325,6 +325,13 @@ pub(crate) fn member(base: &Path, k: usize) -> PathBuf {
     base.with_file_name(name)
 }
 
+/// The checkpoint beside a journal: `<journal>.checkpoint`, the hour so far.
+pub(crate) fn checkpoint_path(journal: &Path) -> PathBuf {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(".checkpoint");
+    journal.with_file_name(name)
+}
+
 /// The lock file of a journal: `<journal>.lock`, held by the process writing it.
 pub(crate) fn lock_path(journal: &Path) -> PathBuf {
     let mut name = journal.file_name().unwrap_or_default().to_os_string();
@@ -426,6 +433,27 @@ pub(crate) fn append(path: &Path, line: &[u8]) -> std::io::Result<u64> {
         return Err(e);
     }
     Ok(file.metadata()?.len())
+}
+
+/// Writes a checkpoint over the last: in place, from the start, then cut to length, and
+/// without an fsync. A process killed meanwhile leaves the new lines (perhaps with a tail
+/// of the old ones, which do not continue the chain); a power cut may leave an older
+/// checkpoint or none: the hour so far is then lost, as it was before checkpoints.
+pub(crate) fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Seek as _;
+    let mut file = crate::state::guarded(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    file.seek(std::io::SeekFrom::Start(0))?;
+    file.write_all(bytes)?;
+    file.set_len(bytes.len() as u64)
 }
 
 /// Replaces the journal with `records` atomically (a new temporary, fsync, rename).

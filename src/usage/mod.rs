@@ -164,6 +164,13 @@ impl Cell {
         self.value.load(Ordering::Relaxed)
     }
 
+    /// A gauge's peak since the last [`take_peak`](Self::take_peak), leaving it.
+    pub(crate) fn peek_peak(&self) -> u64 {
+        self.peak
+            .load(Ordering::Relaxed)
+            .max(self.value.load(Ordering::Relaxed))
+    }
+
     /// A gauge's peak since the last call, starting the next period at the current value.
     pub(crate) fn take_peak(&self) -> u64 {
         let current = self.value.load(Ordering::Relaxed);

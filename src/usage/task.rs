@@ -27,6 +27,9 @@ use crate::verdict::LicenseState;
 
 /// How often the crate's own metrics are sampled and limits checked.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the hour so far is kept beside the journal (`<journal>.checkpoint`): what a
+/// process killed before its hour ends loses at most.
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 const HOUR: i64 = 3600;
 
 /// The journal as this process keeps it.
@@ -166,36 +169,95 @@ fn open(base: PathBuf, month: String) -> Result<Opened, String> {
         .chain(last.iter())
         .find(|r| r.span == Span::Hour)
         .map(|r| r.start);
+    let head = last.as_ref().map(|r| (r.last_n(), r.link()));
+    // The hour a process killed before its end had so far (and records a full disk kept
+    // waiting): written now, each as its process sealed it.
+    let checkpoint = read_checkpoint(&path, head.as_ref(), &key);
+    if checkpoint.is_some() {
+        notes.retain(|n| n != "write_failed");
+    }
+    let checkpoint = checkpoint.unwrap_or_default();
+    let boot = last
+        .iter()
+        .chain(checkpoint.last())
+        .map(|r| r.boot.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    for record in checkpoint.iter().filter(|r| month_of(r.start) == month) {
+        for (name, v) in &record.counters {
+            let e: &mut u64 = month_totals.entry(name.clone()).or_default();
+            *e = e.saturating_add(*v);
+        }
+    }
+    let mut journal = Journal {
+        len: parsed.complete_len,
+        head,
+        declare_key: made || last.is_none(),
+        boot,
+        key,
+        path,
+        oldest_hourly,
+        pending: checkpoint,
+        tail_dirty: false,
+        _lock: lock,
+    };
+    let written = flush_pending(&mut journal);
+    if let Err(detail) = &written {
+        problems.push(("write_failed", detail.clone()));
+    }
+    if written.is_ok() {
+        let _ = std::fs::remove_file(journal::checkpoint_path(&journal.path));
+    }
+    if let Ok(more) = written {
+        problems.extend(more);
+    }
     Ok(Opened {
-        journal: Journal {
-            len: parsed.complete_len,
-            head: last.as_ref().map(|r| (r.last_n(), r.link())),
-            declare_key: made || last.is_none(),
-            boot: last.as_ref().map_or(0, |r| r.boot.saturating_add(1)),
-            key,
-            path,
-            oldest_hourly,
-            pending: Vec::new(),
-            tail_dirty: false,
-            _lock: lock,
-        },
+        journal,
         problems,
         notes,
         month_totals,
     })
 }
 
-/// Appends `record` after any still waiting (their chain fields filled in and signed
-/// here), compacting first when the oldest hourly record is past [`HOURLY_DAYS`]. A
-/// record that cannot be written waits, noted `write_failed`, for the next write.
-fn write(journal: &mut Journal, record: Record) -> Result<Vec<(&'static str, String)>, String> {
-    if journal.pending.len() >= MAX_PENDING
-        && let Some(newest) = journal.pending.last_mut()
-    {
-        absorb(newest, record);
-    } else {
-        journal.pending.push(record);
+/// The records of the checkpoint beside the journal at `path`, if they continue its
+/// chain from `head` and this instance's key signed them; a checkpoint already written
+/// (a process killed between its record and the checkpoint's removal) is not.
+fn read_checkpoint(
+    path: &std::path::Path,
+    head: Option<&(u64, String)>,
+    key: &SigningKey,
+) -> Option<Vec<Record>> {
+    let file = journal::checkpoint_path(path);
+    let bytes = journal::read_bounded(&file, MAX_CHECKPOINT_BYTES).ok()??;
+    let parsed = journal::parse(&bytes);
+    let first = parsed.records.first()?;
+    let (n, link) = head.map_or((0, journal::GENESIS.to_owned()), |(n, l)| {
+        (n.saturating_add(1), l.clone())
+    });
+    let verifying = key.verifying_key();
+    if first.n != n || first.prev != link {
+        let _ = std::fs::remove_file(&file);
+        return None;
     }
+    // (Lines of an older, longer checkpoint left past a kill do not continue the chain.)
+    let mut records: Vec<Record> = Vec::new();
+    for record in parsed.records {
+        let follows = records
+            .last()
+            .is_none_or(|before| record.n == before.n + 1 && record.prev == before.link());
+        if !follows || !record.verify_signature(&verifying) {
+            break;
+        }
+        records.push(record);
+    }
+    (!records.is_empty()).then_some(records)
+}
+
+/// The largest checkpoint read: a month of hours waiting for a disk with room.
+const MAX_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Writes the records waiting, in order.
+fn flush_pending(journal: &mut Journal) -> Result<Vec<(&'static str, String)>, String> {
     let mut problems = Vec::new();
     while !journal.pending.is_empty() {
         match write_one(journal, &mut problems) {
@@ -204,13 +266,66 @@ fn write(journal: &mut Journal, record: Record) -> Result<Vec<(&'static str, Str
             }
             Err(e) => {
                 let first = &mut journal.pending[0];
-                if !first.notes.iter().any(|n| n == "write_failed") && first.notes.len() < journal::MAX_NOTES {
+                if !first.notes.iter().any(|n| n == "write_failed")
+                    && first.notes.len() < journal::MAX_NOTES
+                {
                     first.notes.push("write_failed".to_owned());
                 }
                 return Err(e);
             }
         }
     }
+    Ok(problems)
+}
+
+/// The records waiting and `current` (the hour so far), chained on from the journal's
+/// head and signed as they would be written, kept beside the journal.
+fn store_checkpoint(journal: &Journal, mut current: Record) -> Result<(), String> {
+    current.boot = journal.boot;
+    let mut head = journal.head.clone();
+    let mut declare = journal.declare_key;
+    let mut bytes = Vec::new();
+    for record in journal.pending.iter().cloned().chain(std::iter::once(current)) {
+        let mut record = record;
+        seal(journal, &mut record, head.as_ref(), declare);
+        declare = false;
+        head = Some((record.n, record.link()));
+        bytes.extend(record.to_line());
+        bytes.push(b'\n');
+    }
+    let file = journal::checkpoint_path(&journal.path);
+    journal::overwrite(&file, &bytes).map_err(|e| format!("{}: {e}", shown(&file)))
+}
+
+/// Fills in a record's chain fields after `head` and signs it.
+fn seal(journal: &Journal, record: &mut Record, head: Option<&(u64, String)>, declare: bool) {
+    record.n = head.map_or(0, |(n, _)| n.saturating_add(1));
+    record.prev = head.map_or_else(|| journal::GENESIS.to_owned(), |(_, link)| link.clone());
+    if declare {
+        record.key = Some(journal::encode_key(&journal.key.verifying_key()));
+    }
+    record.sign(&journal.key);
+}
+
+/// Appends `record` after any still waiting (their chain fields filled in and signed
+/// here), compacting first when the oldest hourly record is past [`HOURLY_DAYS`]. A
+/// record that cannot be written waits, noted `write_failed`, for the next write.
+fn write(
+    journal: &mut Journal,
+    mut record: Record,
+) -> Result<Vec<(&'static str, String)>, String> {
+    record.boot = journal.boot;
+    if journal.pending.len() >= MAX_PENDING
+        && let Some(newest) = journal.pending.last_mut()
+    {
+        absorb(newest, record);
+    } else {
+        journal.pending.push(record);
+    }
+    let problems = flush_pending(journal)?;
+    // The hour is written: its checkpoint is no longer needed (one left behind by a
+    // kill in between is recognised as written at the next start).
+    let _ = std::fs::remove_file(journal::checkpoint_path(&journal.path));
     Ok(problems)
 }
 
@@ -291,19 +406,7 @@ fn write_one(
         journal.len = journal::rewrite(&journal.path, &compacted)
             .map_err(|e| format!("{shown_path}: {e}"))?;
     }
-    record.n = journal
-        .head
-        .as_ref()
-        .map_or(0, |(n, _)| n.saturating_add(1));
-    record.prev = journal
-        .head
-        .as_ref()
-        .map_or_else(|| journal::GENESIS.to_owned(), |(_, link)| link.clone());
-    record.boot = journal.boot;
-    if journal.declare_key {
-        record.key = Some(journal::encode_key(&journal.key.verifying_key()));
-    }
-    record.sign(&journal.key);
+    seal(journal, &mut record, journal.head.as_ref(), journal.declare_key);
     match journal::append(&journal.path, &record.to_line()) {
         Ok(len) => journal.len = len,
         Err(e) => {
@@ -342,6 +445,8 @@ struct Run {
     month: String,
     month_totals: BTreeMap<String, u64>,
     last_sample: Duration,
+    /// When the hour so far was last kept beside the journal (or the period began).
+    last_checkpoint: Duration,
     started: Duration,
     refused_seen: u64,
     admitted_seen: u64,
@@ -383,6 +488,7 @@ impl UsageTask {
             month: month_of(now),
             month_totals: BTreeMap::new(),
             last_sample: mono,
+            last_checkpoint: mono,
             started: mono,
             refused_seen: 0,
             admitted_seen: 0,
@@ -430,6 +536,8 @@ impl UsageTask {
             // period at once: its hour would otherwise not end until time caught up.
             if now >= boundary || now < run.period_start {
                 self.close(&mut run, &view, now, mono).await;
+            } else if mono.saturating_sub(run.last_checkpoint) >= CHECKPOINT_INTERVAL {
+                self.checkpoint(&mut run, &view, now, mono).await;
             }
             self.check_limits(&mut run, &view, mono);
             let (now, _) = trusted_now(&view);
@@ -509,37 +617,47 @@ impl UsageTask {
         }
     }
 
-    /// Ends the current period in a record.
-    async fn close(&mut self, run: &mut Run, view: &View, now: i64, mono: Duration) {
+    /// The current period as a record: closing it (`close`: peaks and counters start
+    /// again, notes are taken), or as a checkpoint that leaves them.
+    fn record(&self, run: &mut Run, view: &View, now: i64, mono: Duration, close: bool) -> Record {
         let mut gauges = BTreeMap::new();
         let mut counters = BTreeMap::new();
         for (name, cell) in self.registry.cells() {
             match cell.kind() {
                 Kind::Gauge => {
-                    gauges.insert(name, cell.take_peak());
+                    let peak = if close { cell.take_peak() } else { cell.peek_peak() };
+                    gauges.insert(name, peak);
                 }
                 Kind::Counter => {
                     let value = cell.value();
-                    let before = run.recorded.insert(name.clone(), value).unwrap_or(0);
-                    counters.insert(name, value.saturating_sub(before));
+                    let before = if close {
+                        run.recorded.insert(name.clone(), value)
+                    } else {
+                        run.recorded.get(&name).copied()
+                    };
+                    counters.insert(name, value.saturating_sub(before.unwrap_or(0)));
                 }
             }
         }
-        let month = month_of(run.period_start);
-        if month != run.month {
-            run.month = month;
-            run.month_totals.clear();
-        }
-        for (name, v) in &counters {
-            let e = run.month_totals.entry(name.clone()).or_default();
-            *e = e.saturating_add(*v);
-        }
-        if run.corrected > 0 {
-            let corrected = std::mem::take(&mut run.corrected);
-            note(run, &format!("clock_corrected:{corrected}"));
-        }
+        let mut notes = if close {
+            if run.corrected > 0 {
+                let corrected = std::mem::take(&mut run.corrected);
+                note(run, &format!("clock_corrected:{corrected}"));
+            }
+            std::mem::take(&mut run.notes)
+        } else {
+            let mut notes = run.notes.clone();
+            if run.corrected > 0 {
+                notes.push(format!("clock_corrected:{}", run.corrected));
+            }
+            // Written only if this process dies before its hour ends.
+            notes.push("unclean_stop".to_owned());
+            notes.truncate(journal::MAX_NOTES);
+            notes
+        };
+        notes.dedup();
         let verdict = view.verdict();
-        let record = Record {
+        Record {
             v: journal::RECORD_VERSION,
             n: 0,
             n_end: None,
@@ -567,11 +685,48 @@ impl UsageTask {
                 .collect(),
             gauges,
             counters,
-            notes: std::mem::take(&mut run.notes),
+            notes,
             sig: None,
+        }
+    }
+
+    /// Keeps the hour so far beside the journal, so that a process killed before its
+    /// hour ends loses at most [`CHECKPOINT_INTERVAL`] of it.
+    async fn checkpoint(&mut self, run: &mut Run, view: &View, now: i64, mono: Duration) {
+        run.last_checkpoint = mono;
+        let Some(journal) = run.journal.clone() else {
+            return;
         };
-        drop(verdict);
+        let record = self.record(run, view, now, mono, false);
+        let stored = off_thread(&mut run.hung, IO_DEADLINE, move || {
+            let journal = journal.lock().unwrap_or_else(|p| p.into_inner());
+            store_checkpoint(&journal, record)
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(detail)) => self.problem("write_failed", detail),
+            Err(_) => self.problem(
+                "write_failed",
+                "the checkpoint's write has not returned within 5 s".into(),
+            ),
+        }
+    }
+
+    /// Ends the current period in a record.
+    async fn close(&mut self, run: &mut Run, view: &View, now: i64, mono: Duration) {
+        let month = month_of(run.period_start);
+        if month != run.month {
+            run.month = month;
+            run.month_totals.clear();
+        }
+        let record = self.record(run, view, now, mono, true);
+        for (name, v) in &record.counters {
+            let e = run.month_totals.entry(name.clone()).or_default();
+            *e = e.saturating_add(*v);
+        }
         run.period_start = now;
+        run.last_checkpoint = mono;
         // The next period's month: a counter's total this month starts again with it.
         let month = month_of(now);
         if month != run.month {
