@@ -225,8 +225,6 @@ pub enum FindingKind {
     ClockBehind,
     /// Hours without records while one process ran.
     Gap,
-    /// A later report of an instance does not contain an earlier one's last record.
-    Rewritten,
     /// The instance made a new key (its key file was lost or replaced).
     KeyReplaced,
     /// The journal ended in a record cut short: a crash mid-write (the library drops it
@@ -295,7 +293,6 @@ impl FindingKind {
             FindingKind::ClockRollback => "clock_rollback",
             FindingKind::ClockBehind => "clock_behind",
             FindingKind::Gap => "gap",
-            FindingKind::Rewritten => "rewritten",
             FindingKind::KeyReplaced => "key_replaced",
             FindingKind::Torn => "torn",
             FindingKind::ChangedUnderneath => "changed_underneath",
@@ -317,7 +314,6 @@ impl FindingKind {
             | FindingKind::Truncated
             | FindingKind::Stamp
             | FindingKind::Damaged
-            | FindingKind::Rewritten
             | FindingKind::ChangedUnderneath
             | FindingKind::ClockRollback => FindingClass::Tampering,
             FindingKind::Torn
@@ -388,15 +384,23 @@ pub struct TrueUpRow {
     pub measure: &'static str,
     /// The value.
     pub value: u64,
-    /// The limit (`limits.<metric>` of a license in force, `max_instances` for
-    /// `iosetu_replicas`), if any.
+    /// The limit in force in the hour of the peak (gauges) or at the month's last hour
+    /// with records (counters): `limits.<metric>` of a license in force then,
+    /// `max_instances` for `iosetu_replicas`; `None` where no license limits it.
     pub limit: Option<u64>,
+    /// Gauges: the sum over instances of each one's own peak that month, beside `value`
+    /// (the peak of the hourly sum): an upper bound where instances' hours do not line
+    /// up. `None` for counters.
+    pub instance_peaks: Option<u64>,
+    /// Hours of the month whose value (gauges: the hour's sum; counters: the month's
+    /// total so far) exceeded the limit in force in that hour.
+    pub over_hours: u64,
 }
 
 impl TrueUpRow {
-    /// Whether the value is over the limit.
+    /// Whether any hour of the month was over the limit in force in it.
     pub fn over(&self) -> bool {
-        self.limit.is_some_and(|l| self.value > l)
+        self.over_hours > 0
     }
 }
 
@@ -525,51 +529,101 @@ pub fn verify(reports: &[Report]) -> Verification {
     for report in reports {
         by_key.entry(report.key.as_str()).or_default().push(report);
     }
-    let mut latest = Vec::new();
+    // What the true-up counts: each instance's records, and each branch of a fork as an
+    // instance of its own (a clone ran beside the original; a restore's lost branch ran
+    // before it).
+    let mut counted: Vec<Vec<&Record>> = Vec::new();
     for (key, mut reports) in by_key {
-        reports.sort_by_key(|r| (r.head_n, r.exported_at));
+        reports.sort_by_key(|r| (r.exported_at, r.head_n));
         let instance = short(key);
-        for pair in reports.windows(2) {
-            let (earlier, later) = (pair[0], pair[1]);
-            let Some(head) = earlier.head_n else { continue };
-            // (A daily record that folded the head in holds it; its hour's link is gone.)
-            let kept = later.records.iter().any(|r| match r.span {
-                Span::Hour => r.n == head && Some(r.link()) == earlier.head_link,
-                Span::Day => r.n <= head && head <= r.last_n(),
-            });
-            let dropped = later.records.first().is_some_and(|r| r.n > head);
-            if !kept && !dropped {
-                out.findings.push(Finding {
-                    instance: instance.clone(),
-                    kind: FindingKind::Rewritten,
-                    n: Some(head),
-                    detail: format!(
-                        "the report exported at {} does not hold record {head} as the one \
-                         exported at {} did",
-                        rfc3339(later.exported_at),
-                        rfc3339(earlier.exported_at)
-                    ),
-                });
-            }
-        }
         for report in &reports {
             check_report(report, &instance, &mut out.findings);
         }
         // (A key group is never empty.)
-        if let Some(last) = reports.last() {
-            out.instances.push(InstanceSummary {
-                instance,
-                reports: reports.len(),
-                records: last.records.len(),
-                first: last.records.first().map(|r| r.start),
-                last: last.records.last().map(|r| r.end),
-                starts: last.records.last().map_or(0, |r| r.boot + 1),
+        let Some(latest) = reports.last() else {
+            continue;
+        };
+        let mut branches: Vec<Vec<&Record>> = vec![latest.records.iter().collect()];
+        for earlier in reports.iter().rev().skip(1) {
+            let extra: Vec<&Record> = earlier
+                .records
+                .iter()
+                .filter(|r| !branches.iter().flatten().any(|c| holds(c, r)))
+                .collect();
+            let Some(first) = extra.first() else {
+                continue;
+            };
+            out.findings.push(Finding {
+                instance: instance.clone(),
+                kind: FindingKind::Fork,
+                n: Some(first.n),
+                detail: format!(
+                    "the report exported at {} holds {} record(s) from record {} on that \
+                     the one exported at {} does not: the journal was restored from a backup, \
+                     or the machine cloned with it; both branches are counted",
+                    rfc3339(earlier.exported_at),
+                    extra.len(),
+                    first.n,
+                    rfc3339(latest.exported_at)
+                ),
             });
-            latest.push(*last);
+            branches.push(extra);
+        }
+        downtime(&branches[0], &instance, &mut out.findings);
+        let all: Vec<&Record> = branches.iter().flatten().copied().collect();
+        out.instances.push(InstanceSummary {
+            instance,
+            reports: reports.len(),
+            records: all.len(),
+            first: all.iter().map(|r| r.start).min(),
+            last: all.iter().map(|r| r.end).max(),
+            starts: all.iter().map(|r| r.boot + 1).max().unwrap_or(0),
+        });
+        counted.extend(branches);
+    }
+    out.true_up = true_up(&counted);
+    out
+}
+
+/// Whether `counted` is `record`, or a daily record that folded it in.
+fn holds(counted: &Record, record: &Record) -> bool {
+    match (counted.span, record.span) {
+        (Span::Hour, _) | (Span::Day, Span::Day) => {
+            counted.n == record.n && counted.link() == record.link()
+        }
+        (Span::Day, Span::Hour) => {
+            counted.n <= record.n
+                && record.n <= counted.last_n()
+                && counted.start.div_euclid(86_400) == record.start.div_euclid(86_400)
         }
     }
-    out.true_up = true_up(&latest);
-    out
+}
+
+/// The least stop between two processes reported as downtime: restarts shorter than
+/// this are a deployment, not time the vendor need ask about.
+const DOWNTIME_MIN: i64 = 15 * 60;
+
+/// Stretches with no process running between a record and the next, by a different
+/// process: the service was stopped, or records cut off while it was.
+fn downtime(records: &[&Record], instance: &str, findings: &mut Vec<Finding>) {
+    for pair in records.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        let stopped = after.start - before.end;
+        if after.boot != before.boot && stopped > DOWNTIME_MIN {
+            findings.push(Finding {
+                instance: instance.to_owned(),
+                kind: FindingKind::Downtime,
+                n: Some(after.n),
+                detail: format!(
+                    "no process ran from {} to {} ({}): the service was stopped, or records \
+                     of that time were removed while it was",
+                    rfc3339(before.end),
+                    rfc3339(after.start),
+                    seconds(stopped)
+                ),
+            });
+        }
+    }
 }
 
 fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
@@ -830,80 +884,117 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
     }
 }
 
-/// The true-up table over the instances' latest reports.
-fn true_up(reports: &[&Report]) -> Vec<TrueUpRow> {
-    // Gauges: per hour, each instance's peak in that hour, summed over instances.
-    let mut hours: BTreeMap<i64, BTreeMap<&str, u64>> = BTreeMap::new();
-    let mut totals: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    let mut limits: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for report in reports {
-        let mut own: BTreeMap<i64, BTreeMap<&str, u64>> = BTreeMap::new();
-        for record in &report.records {
-            let month = month_of(record.start);
+/// The true-up table over each instance's records (each branch of a fork an instance).
+///
+/// Gauges: per hour, each instance's peak in that hour summed over instances; the month's
+/// row is the largest such sum, beside the sum of each instance's own peak that month (an
+/// upper bound where instances' hours do not line up: clocks an hour apart, restarts).
+/// Counters: the month's total. Each hour is compared with the limit in force in that
+/// hour (the largest of the licenses whose `exp` had not passed, as the monitor takes
+/// it), so a trial's higher limit never covers the hours after it.
+fn true_up(instances: &[Vec<&Record>]) -> Vec<TrueUpRow> {
+    type Hours<'a> = BTreeMap<i64, BTreeMap<&'a str, u64>>;
+    let mut sums: Hours<'_> = BTreeMap::new();
+    let mut limits: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut counts: Hours<'_> = BTreeMap::new();
+    for records in instances {
+        let mut own: Hours<'_> = BTreeMap::new();
+        for record in records {
             let first = record.start.div_euclid(3600);
-            let span = match record.span {
+            let hours = match record.span {
                 Span::Hour => first..first + 1,
                 Span::Day => first..first + 24,
             };
-            for (name, &peak) in &record.gauges {
-                for hour in span.clone() {
-                    let e = own
-                        .entry(hour)
-                        .or_default()
-                        .entry(name.as_str())
-                        .or_default();
+            for hour in hours.clone() {
+                let in_force = limits.entry(hour).or_default();
+                for license in record.licenses.iter().filter(|l| l.exp > hour * 3600) {
+                    let named = license.limits.iter().map(|(k, v)| (k.clone(), *v));
+                    let replicas = license.max_instances.map(|m| (super::REPLICAS.to_owned(), m));
+                    for (name, limit) in named.chain(replicas) {
+                        let e = in_force.entry(name).or_insert(limit);
+                        *e = (*e).max(limit);
+                    }
+                }
+                for (name, &peak) in &record.gauges {
+                    let e = own.entry(hour).or_default().entry(name.as_str()).or_default();
                     *e = (*e).max(peak);
                 }
             }
             for (name, &total) in &record.counters {
-                let e = totals.entry((month.clone(), name.as_str())).or_default();
+                let e = counts.entry(first).or_default().entry(name.as_str()).or_default();
                 *e = e.saturating_add(total);
-            }
-            for license in &record.licenses {
-                for (name, &limit) in &license.limits {
-                    let e = limits.entry((month.clone(), name.clone())).or_default();
-                    *e = (*e).max(limit);
-                }
-                if let Some(max) = license.max_instances {
-                    let e = limits
-                        .entry((month.clone(), super::REPLICAS.to_owned()))
-                        .or_default();
-                    *e = (*e).max(max);
-                }
             }
         }
         for (hour, peaks) in own {
-            let sum = hours.entry(hour).or_default();
             for (name, peak) in peaks {
-                let e = sum.entry(name).or_default();
+                let e = sums.entry(hour).or_default().entry(name).or_default();
                 *e = e.saturating_add(peak);
             }
         }
     }
-    let mut peaks: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    for (hour, sums) in hours {
-        let month = month_of(hour * 3600);
-        for (name, sum) in sums {
-            let e = peaks.entry((month.clone(), name)).or_default();
-            *e = (*e).max(sum);
+    let mut instance_peaks: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for records in instances {
+        let mut own: BTreeMap<(String, &str), u64> = BTreeMap::new();
+        for record in records {
+            for (name, &peak) in &record.gauges {
+                let e = own.entry((month_of(record.start), name.as_str())).or_default();
+                *e = (*e).max(peak);
+            }
+        }
+        for (key, peak) in own {
+            let e = instance_peaks.entry(key).or_default();
+            *e = e.saturating_add(peak);
         }
     }
-    let mut rows: Vec<TrueUpRow> = peaks
-        .into_iter()
-        .map(|((month, name), value)| (month, name, "peak", value))
-        .chain(
-            totals
-                .into_iter()
-                .map(|((month, name), value)| (month, name, "total", value)),
-        )
-        .map(|(month, name, measure, value)| TrueUpRow {
-            limit: limits.get(&(month.clone(), name.to_owned())).copied(),
-            month,
-            metric: name.to_owned(),
-            measure,
-            value,
-        })
-        .collect();
-    rows.sort_by(|a, b| (&a.month, &a.metric).cmp(&(&b.month, &b.metric)));
-    rows
+    let limit_at = |hour: i64, name: &str| limits.get(&hour).and_then(|l| l.get(name)).copied();
+    let mut rows: BTreeMap<(String, String), TrueUpRow> = BTreeMap::new();
+    for (hour, hour_sums) in &sums {
+        let month = month_of(hour * 3600);
+        for (&name, &sum) in hour_sums {
+            let limit = limit_at(*hour, name);
+            let row = rows
+                .entry((month.clone(), name.to_owned()))
+                .or_insert_with(|| TrueUpRow {
+                    month: month.clone(),
+                    metric: name.to_owned(),
+                    measure: "peak",
+                    value: 0,
+                    limit: None,
+                    instance_peaks: instance_peaks.get(&(month.clone(), name)).copied(),
+                    over_hours: 0,
+                });
+            if sum > row.value || row.limit.is_none() && sum == row.value {
+                row.value = sum;
+                row.limit = limit;
+            }
+            if limit.is_some_and(|l| sum > l) {
+                row.over_hours += 1;
+            }
+        }
+    }
+    // Counters: the month's total so far, hour by hour, against the limit in force then.
+    for (hour, hour_counts) in &counts {
+        let month = month_of(hour * 3600);
+        for (&name, &count) in hour_counts {
+            let row = rows
+                .entry((month.clone(), name.to_owned()))
+                .or_insert_with(|| TrueUpRow {
+                    month: month.clone(),
+                    metric: name.to_owned(),
+                    measure: "total",
+                    value: 0,
+                    limit: None,
+                    instance_peaks: None,
+                    over_hours: 0,
+                });
+            row.value = row.value.saturating_add(count);
+            if let Some(limit) = limit_at(*hour, name) {
+                row.limit = Some(limit);
+                if row.value > limit {
+                    row.over_hours += 1;
+                }
+            }
+        }
+    }
+    rows.into_values().collect()
 }
