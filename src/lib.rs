@@ -151,7 +151,7 @@ pub use monitor::{
 #[cfg(feature = "otel")]
 pub use otel::OtelGauges;
 pub use source::LicenseSource;
-pub use token::{Claims, LicenseError, LicenseVerifier, Notice};
+pub use token::{Claims, LicenseError, LicenseVerifier, Notice, ReceiptHead};
 pub use usage::{Usage, UsageCounter, UsageError, UsageGauge};
 pub use verdict::{ExpiryBand, GraceReason, LicenseState, Verdict};
 

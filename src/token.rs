@@ -653,9 +653,28 @@ pub struct Notice {
     pub aud: Vec<String>,
     /// The notice's own id.
     pub jti: Option<String>,
+    /// A usage receipt: the journal heads the vendor accepted at a true-up (`usage verify
+    /// --receipt`). The monitor notes it in its usage journal, and the next report must
+    /// extend every head.
+    pub receipt: Vec<ReceiptHead>,
     /// Every other claim, as it was signed.
     pub extra: Map<String, Value>,
 }
+
+/// One journal head a usage receipt accepts (see [`Notice::receipt`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptHead {
+    /// The instance's public key (base64url), as its report names it.
+    pub key: String,
+    /// The last record's sequence number.
+    pub n: u64,
+    /// The last record's link (hex SHA-256).
+    pub link: String,
+}
+
+/// The most heads one receipt lists.
+pub const MAX_RECEIPT_HEADS: usize = 1024;
 
 impl Notice {
     /// A notice with no revocation and no attestation (the CLI fills it in).
@@ -670,6 +689,7 @@ impl Notice {
             iss: None,
             aud: Vec::new(),
             jti: None,
+            receipt: Vec::new(),
             extra: Map::new(),
         }
     }
@@ -698,6 +718,14 @@ impl Notice {
             } else {
                 map.insert(name.into(), Value::from(list.clone()));
             }
+        }
+        if self.receipt.is_empty() {
+            map.remove("receipt");
+        } else {
+            map.insert(
+                "receipt".into(),
+                serde_json::to_value(&self.receipt).unwrap_or_default(),
+            );
         }
         map
     }
@@ -764,6 +792,7 @@ impl Notice {
             ));
         }
         let revoke = jti_list(&mut map, "revoke")?;
+        let receipt = receipt_heads(&mut map)?;
         let iss = optional_string(&mut map, "iss")?;
         let jti = optional_string(&mut map, "jti")?;
         let aud = audiences(&mut map)?;
@@ -777,9 +806,40 @@ impl Notice {
             iss,
             aud,
             jti,
+            receipt,
             extra: map,
         })
     }
+}
+
+/// A receipt's heads: objects of a key (32 bytes, base64url), a sequence number and a
+/// link (64 lowercase hex digits), at most [`MAX_RECEIPT_HEADS`].
+fn receipt_heads(map: &mut Map<String, Value>) -> Result<Vec<ReceiptHead>, LicenseError> {
+    let Some(value) = map.remove("receipt") else {
+        return Ok(Vec::new());
+    };
+    let bad = |why: &str| LicenseError::invalid_claim("receipt", why.to_owned());
+    let heads: Vec<ReceiptHead> = serde_json::from_value(value)
+        .map_err(|_| bad("must be an array of {key, n, link} objects"))?;
+    if heads.is_empty() || heads.len() > MAX_RECEIPT_HEADS {
+        return Err(bad("must list 1 to 1024 heads"));
+    }
+    for head in &heads {
+        let key_ok =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &head.key)
+                .is_ok_and(|k| k.len() == 32);
+        let link_ok = head.link.len() == 64
+            && head
+                .link
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !key_ok || !link_ok || head.n > MAX_SEQ {
+            return Err(bad(
+                "each head needs a 32-byte base64url key, n and a SHA-256 link",
+            ));
+        }
+    }
+    Ok(heads)
 }
 
 /// The largest `seq` a notice may carry: 2^53, exact in every JSON reader.

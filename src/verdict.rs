@@ -168,6 +168,9 @@ pub struct Verdict {
     pub notice_seq: Option<u64>,
     /// How many license `jti`s vendor notices (or superseding licenses) have revoked.
     pub revocations: usize,
+    /// The highest `seq` of a vendor usage receipt accepted (a notice with
+    /// [`receipt`](crate::Notice::receipt)); the usage journal notes each.
+    pub receipt_seq: Option<u64>,
     /// The clock's monotonic reading when the verdict was reached, so that readers (the
     /// metrics) can tell trusted time since then without the wall clock.
     pub(crate) evaluated_mono: Duration,
@@ -568,6 +571,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                     instance_settling_until: None,
                     notice_seq: None,
                     revocations: 0,
+                    receipt_seq: None,
                 },
                 grace_anchor: None,
                 next_change,
@@ -600,6 +604,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
                 instance_settling_until: None,
                 notice_seq: None,
                 revocations: 0,
+                receipt_seq: None,
             },
             grace_anchor: None,
             next_change: Some(next_change),
@@ -711,6 +716,7 @@ pub(crate) fn evaluate(input: &Input<'_>) -> Evaluation {
             instance_settling_until: None,
             notice_seq: None,
             revocations: 0,
+            receipt_seq: None,
         },
         grace_anchor: anchor,
         next_change,

@@ -165,7 +165,11 @@ async fn every_kind_of_tampering_shows() {
             .sum()
     };
     let both = usage::verify(&[good.clone(), later.clone()]);
-    assert!(kinds(&both).contains(&FindingKind::Fork), "{:?}", both.findings);
+    assert!(
+        kinds(&both).contains(&FindingKind::Fork),
+        "{:?}",
+        both.findings
+    );
     assert_eq!(
         total(&both),
         total(&usage::verify(std::slice::from_ref(&good))) + 2,
@@ -704,5 +708,9 @@ async fn a_process_that_dies_before_its_hour_ends_loses_at_most_five_minutes() {
     assert!((470..=520).contains(&counted), "{counted} of 520 calls");
     let v = usage::verify(&[report]);
     assert!(v.intact(), "{:?}", v.findings);
-    assert!(kinds(&v).contains(&FindingKind::UncleanStop), "{:?}", v.findings);
+    assert!(
+        kinds(&v).contains(&FindingKind::UncleanStop),
+        "{:?}",
+        v.findings
+    );
 }

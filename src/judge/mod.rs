@@ -403,6 +403,7 @@ impl Judge {
                     .and_then(|c| self.notices.seq.get(c))
                     .copied(),
                 revocations: self.notices.revoked.len(),
+                receipt_seq: self.notices.receipt_seq,
                 ..raw.verdict
             },
             ..raw

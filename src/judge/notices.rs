@@ -24,6 +24,9 @@ pub(super) struct Notices {
     pub(super) superseded: BTreeMap<String, i64>,
     /// Refused notices reported (by fingerprint): each at most once per check interval.
     reported: Keyed<String>,
+    /// The highest `seq` of a usage receipt of the set's customer seen in the source
+    /// (accepted now or before: a newer notice does not undo a receipt).
+    pub(super) receipt_seq: Option<u64>,
 }
 
 impl Notices {
@@ -118,6 +121,10 @@ impl Notices {
                 };
                 self.reject(line, error, Some(notice.seq), cx);
                 continue;
+            }
+            // (A receipt stays a receipt when a newer notice follows it.)
+            if !notice.receipt.is_empty() {
+                self.receipt_seq = self.receipt_seq.max(Some(notice.seq));
             }
             let highest = self.seq.get(customer).copied().unwrap_or(0);
             if notice.seq < highest {

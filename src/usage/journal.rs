@@ -115,8 +115,17 @@ pub struct Record {
     /// Each counter's total over the period.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
+    /// The highest vendor notice `seq` the monitor had accepted, and how many licenses
+    /// notices had revoked: a state file restored to undo a revocation shows as either
+    /// going back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_seq: Option<u64>,
+    /// See `notice_seq`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revocations: u64,
     /// What the instance noticed (`torn_record_dropped`, `journal_changed`, `key_replaced`,
-    /// `clock_attested`, `clock_set_back`, ...).
+    /// `clock_attested:<seq>:<s>`, `clock_corrected:<s>`, `clock_set_back`,
+    /// `unclean_stop`, `write_failed`, `receipt:<seq>`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// The instance's Ed25519 signature (base64url).
@@ -224,6 +233,10 @@ impl Record {
         }
         Ok(())
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A public key from its base64url form.

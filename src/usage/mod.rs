@@ -45,8 +45,8 @@ use std::sync::{Arc, RwLock};
 
 pub use journal::{LicenseInForce, Record, Span};
 pub use report::{
-    ExportError, Finding, FindingClass, FindingKind, InstanceSummary, REPORT_FORMAT, Report, TrueUpRow,
-    Verification, export, export_all, verify,
+    ExportError, Finding, FindingClass, FindingKind, InstanceSummary, REPORT_FORMAT, Report,
+    TrueUpRow, Verification, export, export_all, verify,
 };
 
 /// The most metrics an application may name (the crate's own come on top).

@@ -251,6 +251,19 @@ pub enum FindingKind {
     /// Hours inside the reported span with no process running: the service was stopped,
     /// or records were cut off while it was.
     Downtime,
+    /// The highest vendor notice `seq`, or the count of revocations, went back between
+    /// records: a notice deleted from the source with the state file rolled back (a
+    /// revocation undone).
+    NoticeRollback,
+    /// (With a ledger.) An instance the vendor's ledger knows from earlier reports is in
+    /// none of these.
+    MissingInstance,
+    /// (With a ledger.) An instance key the ledger has not seen before: a new instance,
+    /// or one that had to make a new key.
+    NewKey,
+    /// (With a ledger.) A head the vendor receipted is not in the instance's report: the
+    /// journal was cut or rewritten below what was already accepted.
+    ReceiptCut,
 }
 
 /// What a finding means for the customer: [`verify`] sorts each into one of three.
@@ -302,6 +315,10 @@ impl FindingKind {
             FindingKind::Fork => "fork",
             FindingKind::ClockCorrected => "clock_corrected",
             FindingKind::Downtime => "downtime",
+            FindingKind::NoticeRollback => "notice_rollback",
+            FindingKind::MissingInstance => "missing_instance",
+            FindingKind::NewKey => "new_key",
+            FindingKind::ReceiptCut => "receipt_cut",
         }
     }
 
@@ -315,15 +332,21 @@ impl FindingKind {
             | FindingKind::Stamp
             | FindingKind::Damaged
             | FindingKind::ChangedUnderneath
-            | FindingKind::ClockRollback => FindingClass::Tampering,
+            | FindingKind::ClockRollback
+            | FindingKind::NoticeRollback
+            | FindingKind::ReceiptCut => FindingClass::Tampering,
             FindingKind::Torn
             | FindingKind::KeyReplaced
             | FindingKind::UncleanStop
             | FindingKind::WriteFailed
             | FindingKind::Fork
             | FindingKind::ClockCorrected
-            | FindingKind::ClockBehind => FindingClass::Fault,
-            FindingKind::Gap | FindingKind::Quiet | FindingKind::Downtime => FindingClass::Unknown,
+            | FindingKind::ClockBehind
+            | FindingKind::NewKey => FindingClass::Fault,
+            FindingKind::Gap
+            | FindingKind::Quiet
+            | FindingKind::Downtime
+            | FindingKind::MissingInstance => FindingClass::Unknown,
         }
     }
 
@@ -751,8 +774,7 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
                 "clock_set_back" => find(
                     FindingKind::ClockRollback,
                     n,
-                    "the monitor judged its clock set back (manipulation, not a correction)"
-                        .into(),
+                    "the monitor judged its clock set back (manipulation, not a correction)".into(),
                 ),
                 "unclean_stop" => find(
                     FindingKind::UncleanStop,
@@ -849,6 +871,26 @@ fn check_report(report: &Report, instance: &str, findings: &mut Vec<Finding>) {
                         );
                     }
                 }
+                // (Notice numbers are per customer: a renewal under a new name starts
+                // its own.)
+                let customer = |r: &Record| r.licenses.first().map(|l| l.customer.clone());
+                if customer(record) == customer(before)
+                    && (record.notice_seq < before.notice_seq
+                        || record.revocations < before.revocations)
+                {
+                    find(
+                        FindingKind::NoticeRollback,
+                        n,
+                        format!(
+                            "vendor notices went back from seq {:?} ({} revocations) to {:?} \
+                             ({}): a notice removed and the state file rolled back",
+                            before.notice_seq,
+                            before.revocations,
+                            record.notice_seq,
+                            record.revocations
+                        ),
+                    );
+                }
                 let gap = record.start - before.end;
                 if gap > 3600 + GAP_SLACK && record.boot == before.boot {
                     find(
@@ -909,19 +951,29 @@ fn true_up(instances: &[Vec<&Record>]) -> Vec<TrueUpRow> {
                 let in_force = limits.entry(hour).or_default();
                 for license in record.licenses.iter().filter(|l| l.exp > hour * 3600) {
                     let named = license.limits.iter().map(|(k, v)| (k.clone(), *v));
-                    let replicas = license.max_instances.map(|m| (super::REPLICAS.to_owned(), m));
+                    let replicas = license
+                        .max_instances
+                        .map(|m| (super::REPLICAS.to_owned(), m));
                     for (name, limit) in named.chain(replicas) {
                         let e = in_force.entry(name).or_insert(limit);
                         *e = (*e).max(limit);
                     }
                 }
                 for (name, &peak) in &record.gauges {
-                    let e = own.entry(hour).or_default().entry(name.as_str()).or_default();
+                    let e = own
+                        .entry(hour)
+                        .or_default()
+                        .entry(name.as_str())
+                        .or_default();
                     *e = (*e).max(peak);
                 }
             }
             for (name, &total) in &record.counters {
-                let e = counts.entry(first).or_default().entry(name.as_str()).or_default();
+                let e = counts
+                    .entry(first)
+                    .or_default()
+                    .entry(name.as_str())
+                    .or_default();
                 *e = e.saturating_add(total);
             }
         }
@@ -937,7 +989,9 @@ fn true_up(instances: &[Vec<&Record>]) -> Vec<TrueUpRow> {
         let mut own: BTreeMap<(String, &str), u64> = BTreeMap::new();
         for record in records {
             for (name, &peak) in &record.gauges {
-                let e = own.entry((month_of(record.start), name.as_str())).or_default();
+                let e = own
+                    .entry((month_of(record.start), name.as_str()))
+                    .or_default();
                 *e = (*e).max(peak);
             }
         }

@@ -285,7 +285,12 @@ fn store_checkpoint(journal: &Journal, mut current: Record) -> Result<(), String
     let mut head = journal.head.clone();
     let mut declare = journal.declare_key;
     let mut bytes = Vec::new();
-    for record in journal.pending.iter().cloned().chain(std::iter::once(current)) {
+    for record in journal
+        .pending
+        .iter()
+        .cloned()
+        .chain(std::iter::once(current))
+    {
         let mut record = record;
         seal(journal, &mut record, head.as_ref(), declare);
         declare = false;
@@ -310,10 +315,7 @@ fn seal(journal: &Journal, record: &mut Record, head: Option<&(u64, String)>, de
 /// Appends `record` after any still waiting (their chain fields filled in and signed
 /// here), compacting first when the oldest hourly record is past [`HOURLY_DAYS`]. A
 /// record that cannot be written waits, noted `write_failed`, for the next write.
-fn write(
-    journal: &mut Journal,
-    mut record: Record,
-) -> Result<Vec<(&'static str, String)>, String> {
+fn write(journal: &mut Journal, mut record: Record) -> Result<Vec<(&'static str, String)>, String> {
     record.boot = journal.boot;
     if journal.pending.len() >= MAX_PENDING
         && let Some(newest) = journal.pending.last_mut()
@@ -406,7 +408,12 @@ fn write_one(
         journal.len = journal::rewrite(&journal.path, &compacted)
             .map_err(|e| format!("{shown_path}: {e}"))?;
     }
-    seal(journal, &mut record, journal.head.as_ref(), journal.declare_key);
+    seal(
+        journal,
+        &mut record,
+        journal.head.as_ref(),
+        journal.declare_key,
+    );
     match journal::append(&journal.path, &record.to_line()) {
         Ok(len) => journal.len = len,
         Err(e) => {
@@ -439,6 +446,8 @@ struct Run {
     notes: Vec<String>,
     /// Seconds of steps back the judge took as corrections this period.
     corrected: u64,
+    /// The last vendor usage receipt noted.
+    receipt_noted: Option<u64>,
     /// Counter values at the last record.
     recorded: BTreeMap<String, u64>,
     /// This month (`YYYY-MM`) and its counter totals recorded so far.
@@ -484,6 +493,7 @@ impl UsageTask {
             period_start: now,
             notes: Vec::new(),
             corrected: 0,
+            receipt_noted: None,
             recorded: BTreeMap::new(),
             month: month_of(now),
             month_totals: BTreeMap::new(),
@@ -625,7 +635,11 @@ impl UsageTask {
         for (name, cell) in self.registry.cells() {
             match cell.kind() {
                 Kind::Gauge => {
-                    let peak = if close { cell.take_peak() } else { cell.peek_peak() };
+                    let peak = if close {
+                        cell.take_peak()
+                    } else {
+                        cell.peek_peak()
+                    };
                     gauges.insert(name, peak);
                 }
                 Kind::Counter => {
@@ -638,6 +652,15 @@ impl UsageTask {
                     counters.insert(name, value.saturating_sub(before.unwrap_or(0)));
                 }
             }
+        }
+        // A vendor's receipt the monitor accepted since the last record: the report
+        // that follows must extend the heads it names.
+        let receipt = view.verdict().receipt_seq;
+        if receipt > run.receipt_noted
+            && let Some(seq) = receipt
+        {
+            run.receipt_noted = receipt;
+            note(run, &format!("receipt:{seq}"));
         }
         let mut notes = if close {
             if run.corrected > 0 {
@@ -685,6 +708,8 @@ impl UsageTask {
                 .collect(),
             gauges,
             counters,
+            notice_seq: verdict.notice_seq,
+            revocations: verdict.revocations as u64,
             notes,
             sig: None,
         }
