@@ -714,3 +714,26 @@ async fn a_process_that_dies_before_its_hour_ends_loses_at_most_five_minutes() {
         v.findings
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_ntp_step_back_into_the_hour_before_is_a_correction_not_a_rollback() {
+    let (_dir, journal) = dir();
+    let clock = TestClock::new(t0());
+    let monitor = instance(&clock, &journal).await;
+    monitor.usage().set("seats", 3).unwrap();
+    // Ten days and half a minute up, 350 ppm fast: NTP steps the clock back 300 s
+    // (within the budget of 5 s + 500 ppm of the boot's age), into the hour before (the
+    // period that began half a minute ago ends at once).
+    run_for(10 * DAY + 30).await;
+    clock.jump_wall(-300);
+    run_for(2 * HOUR).await;
+    assert!(monitor.verdict().is_valid());
+    monitor.shutdown().await;
+    let v = usage::verify(&[export(&journal)]);
+    assert!(v.intact() && v.clocks_ok(), "{:?}", v.findings);
+    assert!(
+        kinds(&v).contains(&FindingKind::ClockCorrected),
+        "the step shows, as a fault: {:?}",
+        v.findings
+    );
+}

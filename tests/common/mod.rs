@@ -21,6 +21,7 @@ pub mod cut;
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
 pub mod notices;
+pub mod usage_child;
 
 /// The tests' "now" at start: 2027-01-15T08:00:00Z.
 pub const T0: i64 = 1_800_000_000;
