@@ -457,38 +457,47 @@ impl Verification {
     /// The true-up table as text.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<8} {:<28} {:<6} {:>14} {:>14}  over\n",
-            "month", "metric", "", "value", "limit"
+            "{:<8} {:<28} {:<6} {:>12} {:>12} {:>10}  over\n",
+            "month", "metric", "", "value", "instances", "limit"
         );
         for row in &self.true_up {
-            let limit = row.limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
+            let shown = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             let _ = writeln!(
                 out,
-                "{:<8} {:<28} {:<6} {:>14} {:>14}  {}",
+                "{:<8} {:<28} {:<6} {:>12} {:>12} {:>10}  {}",
                 row.month,
                 row.metric,
                 row.measure,
                 row.value,
-                limit,
-                if row.over() { "OVER" } else { "" }
+                shown(row.instance_peaks),
+                shown(row.limit),
+                if row.over() {
+                    format!("OVER ({} h)", row.over_hours)
+                } else {
+                    String::new()
+                }
             );
         }
         out
     }
 
-    /// The true-up table as CSV (`month,metric,measure,value,limit,over`).
+    /// The true-up table as CSV
+    /// (`month,metric,measure,value,limit,over,instance_peaks,over_hours`).
     pub fn csv(&self) -> String {
-        let mut out = String::from("month,metric,measure,value,limit,over\n");
+        let mut out =
+            String::from("month,metric,measure,value,limit,over,instance_peaks,over_hours\n");
         for row in &self.true_up {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 row.month,
                 row.metric,
                 row.measure,
                 row.value,
                 row.limit.map_or_else(String::new, |l| l.to_string()),
-                row.over()
+                row.over(),
+                row.instance_peaks.map_or_else(String::new, |l| l.to_string()),
+                row.over_hours
             );
         }
         out
