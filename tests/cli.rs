@@ -804,12 +804,12 @@ fn usage_export_and_verify_as_the_readme_runs_them() {
     assert!(
         table
             .lines()
-            .any(|l| l.contains("seats") && l.contains("13") && l.ends_with("OVER")),
+            .any(|l| l.contains("seats") && l.contains("13") && l.contains("OVER")),
         "{table}"
     );
     let csv = stdout(cli().args(["usage", "verify", "--csv"]).args(&reports));
     assert!(
-        csv.starts_with("month,metric,measure,value,limit,over\n"),
+        csv.starts_with("month,metric,measure,value,limit,over,instance_peaks,over_hours\n"),
         "{csv}"
     );
     assert!(csv.contains(",seats,peak,13,10,true"), "{csv}");
