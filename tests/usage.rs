@@ -697,6 +697,13 @@ async fn a_process_that_dies_before_its_hour_ends_loses_at_most_five_minutes() {
         std::fs::read(&journal).unwrap_or_default().is_empty(),
         "no hour was closed"
     );
+    // Exported before any process starts again (a sibling journal may never): the hour
+    // it had, from its checkpoint.
+    let dead = usage::export_all(&journal, at(T0)).expect("export");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].records.len(), 1, "{:?}", dead[0].records);
+    assert_eq!(dead[0].records[0].gauges.get("seats"), Some(&7));
+    assert!(usage::verify(&dead).intact());
     let monitor = instance(&clock, &journal).await;
     monitor.shutdown().await;
     let report = export(&journal);
@@ -706,6 +713,10 @@ async fn a_process_that_dies_before_its_hour_ends_loses_at_most_five_minutes() {
     // The checkpoint before the death: at most five minutes of calls lost.
     let counted = died.counters["api_calls"];
     assert!((470..=520).contains(&counted), "{counted} of 520 calls");
+    // The same record as the restart wrote: the two reports agree, no fork.
+    assert_eq!(died, &dead[0].records[0]);
+    let v = usage::verify(&[dead[0].clone(), report.clone()]);
+    assert!(!kinds(&v).contains(&FindingKind::Fork), "{:?}", v.findings);
     let v = usage::verify(&[report]);
     assert!(v.intact(), "{:?}", v.findings);
     assert!(

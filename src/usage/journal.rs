@@ -356,7 +356,10 @@ pub(crate) fn lock_path(journal: &Path) -> PathBuf {
 pub(crate) fn members(base: &Path) -> Vec<PathBuf> {
     (0..MAX_SET)
         .map(|k| member(base, k))
-        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .filter(|p| {
+            std::fs::symlink_metadata(p).is_ok()
+                || std::fs::symlink_metadata(checkpoint_path(p)).is_ok()
+        })
         .collect()
 }
 
@@ -592,3 +595,43 @@ fn fold(day: &mut Record, hour: Record, link: String) {
         }
     }
 }
+
+/// The records of the checkpoint beside the journal at `path`, if they continue its
+/// chain from `head` and the instance's key signed them; a checkpoint already written
+/// (a process killed between its record and the checkpoint's removal) is not, and is
+/// removed where `remove_stale`.
+pub(crate) fn read_checkpoint(
+    path: &std::path::Path,
+    head: Option<&(u64, String)>,
+    verifying: &VerifyingKey,
+    remove_stale: bool,
+) -> Option<Vec<Record>> {
+    let file = checkpoint_path(path);
+    let bytes = read_bounded(&file, MAX_CHECKPOINT_BYTES).ok()??;
+    let parsed = parse(&bytes);
+    let first = parsed.records.first()?;
+    let (n, link) = head.map_or((0, GENESIS.to_owned()), |(n, l)| {
+        (n.saturating_add(1), l.clone())
+    });
+    if first.n != n || first.prev != link {
+        if remove_stale {
+            let _ = std::fs::remove_file(&file);
+        }
+        return None;
+    }
+    // (Lines of an older, longer checkpoint left past a kill do not continue the chain.)
+    let mut records: Vec<Record> = Vec::new();
+    for record in parsed.records {
+        let follows = records
+            .last()
+            .is_none_or(|before| record.n == before.n + 1 && record.prev == before.link());
+        if !follows || !record.verify_signature(verifying) {
+            break;
+        }
+        records.push(record);
+    }
+    (!records.is_empty()).then_some(records)
+}
+
+/// The largest checkpoint read: a month of hours waiting for a disk with room.
+const MAX_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;

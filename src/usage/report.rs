@@ -157,11 +157,23 @@ impl ExportError {
 
 /// Exports the journal at `path` (with its key, `<path>.key`) as a [`Report`] stamped
 /// at `now`. A torn last record or damaged lines are left out and said so in the report;
-/// the export itself never changes the journal.
+/// the export itself never changes the journal. Where no running process holds the
+/// journal, the hour its last process had so far when it died (its checkpoint) is
+/// included, as that journal's next start would write it.
 pub fn export(path: &Path, now: std::time::SystemTime) -> Result<Report, ExportError> {
-    let bytes = journal::read_bounded(path, MAX_JOURNAL_BYTES)
+    let bytes = match journal::read_bounded(path, MAX_JOURNAL_BYTES)
         .map_err(|e| ExportError::Unreadable(format!("{}: {e}", shown(path))))?
-        .ok_or_else(|| ExportError::Missing(format!("{} does not exist", shown(path))))?;
+    {
+        Some(bytes) => bytes,
+        // A process that died before its first hour ended left only its checkpoint.
+        None if journal::checkpoint_path(path).exists() => Vec::new(),
+        None => {
+            return Err(ExportError::Missing(format!(
+                "{} does not exist",
+                shown(path)
+            )));
+        }
+    };
     let key_file = key_path(path);
     let key = journal::load_key(&key_file)
         .map_err(ExportError::Corrupt)?
@@ -171,7 +183,18 @@ pub fn export(path: &Path, now: std::time::SystemTime) -> Result<Report, ExportE
                 shown(&key_file)
             ))
         })?;
-    let parsed = journal::parse(&bytes);
+    let mut parsed = journal::parse(&bytes);
+    // The hour a process killed before its end had so far, sealed in its checkpoint: its
+    // journal's next start would write it; a journal no process holds now (a sibling of
+    // the set only used while two ran at once) may never start again.
+    if !held(path) {
+        let head = parsed.records.last().map(|r| (r.last_n(), r.link()));
+        if let Some(more) =
+            journal::read_checkpoint(path, head.as_ref(), &key.verifying_key(), false)
+        {
+            parsed.records.extend(more);
+        }
+    }
     let last = parsed.records.last();
     let mut report = Report {
         format: REPORT_FORMAT.to_owned(),
@@ -186,6 +209,15 @@ pub fn export(path: &Path, now: std::time::SystemTime) -> Result<Report, ExportE
     };
     report.sig = URL_SAFE_NO_PAD.encode(key.sign(&report.stamp_bytes()).to_bytes());
     Ok(report)
+}
+
+/// Whether a running process holds the journal at `path` (its lock is taken).
+fn held(path: &Path) -> bool {
+    let lock = journal::lock_path(path);
+    match crate::state::guarded(std::fs::OpenOptions::new().read(true).write(true)).open(&lock) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
 }
 
 /// Exports every journal of the set at `path` (`path`, then `path.1`, `path.2`, ...: one
@@ -496,7 +528,8 @@ impl Verification {
                 row.value,
                 row.limit.map_or_else(String::new, |l| l.to_string()),
                 row.over(),
-                row.instance_peaks.map_or_else(String::new, |l| l.to_string()),
+                row.instance_peaks
+                    .map_or_else(String::new, |l| l.to_string()),
                 row.over_hours
             );
         }

@@ -172,7 +172,7 @@ fn open(base: PathBuf, month: String) -> Result<Opened, String> {
     let head = last.as_ref().map(|r| (r.last_n(), r.link()));
     // The hour a process killed before its end had so far (and records a full disk kept
     // waiting): written now, each as its process sealed it.
-    let checkpoint = read_checkpoint(&path, head.as_ref(), &key);
+    let checkpoint = journal::read_checkpoint(&path, head.as_ref(), &key.verifying_key(), true);
     if checkpoint.is_some() {
         notes.retain(|n| n != "write_failed");
     }
@@ -218,43 +218,6 @@ fn open(base: PathBuf, month: String) -> Result<Opened, String> {
         month_totals,
     })
 }
-
-/// The records of the checkpoint beside the journal at `path`, if they continue its
-/// chain from `head` and this instance's key signed them; a checkpoint already written
-/// (a process killed between its record and the checkpoint's removal) is not.
-fn read_checkpoint(
-    path: &std::path::Path,
-    head: Option<&(u64, String)>,
-    key: &SigningKey,
-) -> Option<Vec<Record>> {
-    let file = journal::checkpoint_path(path);
-    let bytes = journal::read_bounded(&file, MAX_CHECKPOINT_BYTES).ok()??;
-    let parsed = journal::parse(&bytes);
-    let first = parsed.records.first()?;
-    let (n, link) = head.map_or((0, journal::GENESIS.to_owned()), |(n, l)| {
-        (n.saturating_add(1), l.clone())
-    });
-    let verifying = key.verifying_key();
-    if first.n != n || first.prev != link {
-        let _ = std::fs::remove_file(&file);
-        return None;
-    }
-    // (Lines of an older, longer checkpoint left past a kill do not continue the chain.)
-    let mut records: Vec<Record> = Vec::new();
-    for record in parsed.records {
-        let follows = records
-            .last()
-            .is_none_or(|before| record.n == before.n + 1 && record.prev == before.link());
-        if !follows || !record.verify_signature(&verifying) {
-            break;
-        }
-        records.push(record);
-    }
-    (!records.is_empty()).then_some(records)
-}
-
-/// The largest checkpoint read: a month of hours waiting for a disk with room.
-const MAX_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Writes the records waiting, in order.
 fn flush_pending(journal: &mut Journal) -> Result<Vec<(&'static str, String)>, String> {
