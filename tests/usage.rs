@@ -97,7 +97,7 @@ async fn a_journal_of_hours_verifies_and_sums_to_the_true_up_table() {
     assert_eq!((replicas.value, replicas.limit), (1, Some(3)));
     assert!(
         v.csv()
-            .starts_with("month,metric,measure,value,limit,over\n")
+            .starts_with("month,metric,measure,value,limit,over,instance_peaks,over_hours\n")
     );
     assert!(v.table().contains("seats"));
 }
