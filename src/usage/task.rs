@@ -419,6 +419,8 @@ struct Run {
     last_sample: Duration,
     /// When the hour so far was last kept beside the journal (or the period began).
     last_checkpoint: Duration,
+    /// The last checkpoint could not be written (reported once, until one is).
+    checkpoint_failing: bool,
     started: Duration,
     refused_seen: u64,
     admitted_seen: u64,
@@ -462,6 +464,7 @@ impl UsageTask {
             month_totals: BTreeMap::new(),
             last_sample: mono,
             last_checkpoint: mono,
+            checkpoint_failing: false,
             started: mono,
             refused_seen: 0,
             admitted_seen: 0,
@@ -691,14 +694,18 @@ impl UsageTask {
             store_checkpoint(&journal, record)
         })
         .await;
-        match stored {
-            Ok(Ok(())) => {}
-            Ok(Err(detail)) => self.problem("write_failed", detail),
-            Err(_) => self.problem(
-                "write_failed",
-                "the checkpoint's write has not returned within 5 s".into(),
-            ),
+        // (Reported when it starts failing, not every 5 minutes of a full disk.)
+        let failed = match stored {
+            Ok(Ok(())) => None,
+            Ok(Err(detail)) => Some(detail),
+            Err(_) => Some("the checkpoint's write has not returned within 5 s".into()),
+        };
+        if let Some(detail) = &failed
+            && !run.checkpoint_failing
+        {
+            self.problem("write_failed", detail.clone());
         }
+        run.checkpoint_failing = failed.is_some();
     }
 
     /// Ends the current period in a record.
