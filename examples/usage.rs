@@ -1,7 +1,10 @@
 //! Usage reports for true-up in a second of real time: two instances of a service meter
 //! the seats in use over six weeks (one month's peak goes over the license's 10 seats),
 //! keep usage journals, export them, and the vendor verifies the reports and reads the
-//! true-up table. Then a record is edited and verification catches it.
+//! true-up table. Then a record is edited and verification catches it. Last, the monthly
+//! loop with the vendor's ledger: the true-up is recorded and a usage receipt signed; the
+//! customer installs it like any notice, the next month's reports extend the heads it
+//! accepted, and a journal restored from before it is caught.
 //!
 //! ```text
 //! cargo run --example usage
@@ -14,8 +17,11 @@
 //! cargo run --features cli --bin iosetu-license -- usage export \
 //!     --journal target/usage-example/a.jsonl --out target/usage-example/a.json
 //! cargo run --features cli --bin iosetu-license -- usage verify \
+//!     --ledger target/usage-example/iosetu-ledger.db \
 //!     target/usage-example/a.json target/usage-example/b.json
 //! ```
+//!
+//! (The example's own ledger lives in a temporary directory and goes with it.)
 //!
 //! The monitors run on paused tokio time with a `TestClock`, so weeks pass at once.
 //! Exits non-zero if anything misbehaves.
@@ -24,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use iosetu_license::ledger::{Ledger, ReceiptSigner};
 use iosetu_license::usage::{self, FindingKind};
 use iosetu_license::{Claims, LicenseMonitor, LicenseSigner, LicenseSource, TestClock};
 
@@ -50,15 +57,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// An instance of the service: the license, the vendor's notices (a file the customer
+/// adds notices to, receipts among them), its usage journal.
 async fn instance(
     signer: &LicenseSigner,
     token: &str,
+    notices: &Path,
     clock: &TestClock,
     journal: &Path,
 ) -> Result<LicenseMonitor, String> {
     LicenseMonitor::builder()
         .public_key(signer.public_key())
         .source(LicenseSource::Static(token.to_owned()))
+        .notice_source(LicenseSource::File(notices.to_path_buf()))
+        // Read at start and at every hourly check: paused weeks need no 2 s poll.
+        .watch_file(false)
+        .file_poll_interval(None)
         .clock(clock.clone())
         .usage_journal(journal)
         .start()
@@ -82,8 +96,10 @@ async fn story() -> Result<(), String> {
 
     println!("== two instances meter seats for six weeks ==");
     let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
-    let first = instance(&signer, &token, &clock, &a).await?;
-    let second = instance(&signer, &token, &clock, &b).await?;
+    // No notices yet (no file is none).
+    let notices = dir.join("notices");
+    let first = instance(&signer, &token, &notices, &clock, &a).await?;
+    let second = instance(&signer, &token, &notices, &clock, &b).await?;
     let mut warned = first.subscribe();
     let calls = first
         .usage()
@@ -169,6 +185,8 @@ async fn story() -> Result<(), String> {
         signature.n.unwrap_or(0),
         signature.detail
     );
+
+    let now = monthly_loop(&signer, &token, &notices, &clock, [&a, &b], reports, now).await?;
     for (journal, name) in [(&a, "a.json"), (&b, "b.json")] {
         let report = usage::export(journal, now).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(name), report.to_json()).map_err(|e| e.to_string())?;
@@ -178,4 +196,112 @@ async fn story() -> Result<(), String> {
         dir.display()
     );
     Ok(())
+}
+
+/// The vendor records the true-up in its ledger and signs a receipt; the customer
+/// installs it; the next month's reports must extend what it accepted. Returns the time
+/// of the last export.
+async fn monthly_loop(
+    signer: &LicenseSigner,
+    token: &str,
+    notices: &Path,
+    clock: &TestClock,
+    journals: [&Path; 2],
+    reports: Vec<usage::Report>,
+    now: SystemTime,
+) -> Result<SystemTime, String> {
+    println!("\n== the monthly loop: the vendor's ledger and a usage receipt ==");
+    // The vendor's ledger (the CLI's `--ledger`, `iosetu-ledger.db` by default).
+    let vendor = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut ledger =
+        Ledger::open(vendor.path().join("iosetu-ledger.db")).map_err(|e| e.to_string())?;
+    let receipts = ReceiptSigner::new(signer);
+    let first = ledger
+        .true_up(
+            "Acme Corp",
+            &reports,
+            Some(&receipts.clone().issued_at(now)),
+        )
+        .map_err(|e| e.to_string())?;
+    let new_keys = first
+        .verification
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::NewKey)
+        .count();
+    let receipt = first
+        .receipt
+        .ok_or("an intact true-up with a receipt asked for signs one")?;
+    println!(
+        "  true-up {} recorded: {new_keys} keys new to the ledger; receipt seq {} accepts {} \
+         heads",
+        first.id,
+        receipt.notice.seq,
+        receipt.notice.receipt.len()
+    );
+    // The customer adds the receipt to its notices, like any notice.
+    std::fs::write(notices, format!("{}\n", receipt.token)).map_err(|e| e.to_string())?;
+
+    println!("  a week later:");
+    let mut running = Vec::new();
+    for journal in journals {
+        running.push(instance(signer, token, notices, clock, journal).await?);
+    }
+    for hour in 0..7 * 24u64 {
+        for (i, monitor) in running.iter().enumerate() {
+            monitor
+                .usage()
+                .set("seats", (hour + i as u64) % 6)
+                .map_err(|e| e.to_string())?;
+        }
+        tokio::time::sleep(Duration::from_secs(HOUR)).await;
+    }
+    for monitor in running {
+        monitor.shutdown().await;
+    }
+    let now = now + Duration::from_secs(7 * 24 * HOUR);
+    let mut next = Vec::new();
+    for journal in journals {
+        next.push(usage::export(journal, now).map_err(|e| e.to_string())?);
+    }
+    let noted = next
+        .iter()
+        .filter(|r| {
+            r.records.iter().any(|rec| {
+                rec.notes
+                    .contains(&format!("receipt:{}", receipt.notice.seq))
+            })
+        })
+        .count();
+    let second = ledger
+        .true_up("Acme Corp", &next, Some(&receipts.issued_at(now)))
+        .map_err(|e| e.to_string())?;
+    if !second.verification.intact() || noted != 2 {
+        return Err(format!(
+            "the next month should extend the receipt ({noted} journals noted it): {:?}",
+            second.verification.findings
+        ));
+    }
+    let receipt = second.receipt.ok_or("no second receipt")?;
+    println!(
+        "  both journals note receipt:1 and extend its heads; true-up {} signs receipt seq {}",
+        second.id, receipt.notice.seq
+    );
+
+    println!("  a journal restored from a backup taken before that receipt:");
+    let restored = reports[0].clone();
+    let findings = ledger
+        .check("Acme Corp", &[restored, next[1].clone()])
+        .map_err(|e| e.to_string())?;
+    let cut = findings
+        .iter()
+        .find(|f| f.kind == FindingKind::ReceiptCut)
+        .ok_or("a journal below its receipted head went unseen")?;
+    println!(
+        "    {} ({}): {}",
+        cut.kind.code(),
+        cut.kind.class().code(),
+        cut.detail
+    );
+    Ok(now)
 }

@@ -83,7 +83,11 @@
 //! * `axum`: [`LicensedListener`] as an `axum::serve::Listener`.
 //! * `tonic`: `LicensedListener::into_incoming` for `Server::serve_with_incoming`, and
 //!   [`LicensedIo`] as tonic's `Connected`.
-//! * `cli`: the `iosetu-license` tool (keygen, issue, inspect, verify, timeline).
+//! * `ledger`: the vendor's ledger (`ledger::Ledger`, with `issue`): every license,
+//!   notice, usage receipt and instance key per customer in one SQLite file (compiled in),
+//!   the next notice `seq`, and what usage verification learns from earlier true-ups.
+//! * `cli`: the `iosetu-license` tool (keygen, issue, notice, inspect, verify, timeline,
+//!   usage), with `ledger`.
 //! * `kubernetes`: `InstanceSlots` (`LicenseMonitorBuilder::instance_slots`), which
 //!   counts replicas against a license's `max_instances` with Kubernetes Leases; see
 //!   `instances`.
@@ -113,6 +117,9 @@ mod issue;
 mod judge;
 mod key;
 pub mod layer;
+#[cfg(feature = "ledger")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ledger")))]
+pub mod ledger;
 pub mod metrics;
 mod monitor;
 #[cfg(feature = "otel")]

@@ -7,8 +7,23 @@ use iosetu_license::{
     Claims, LicenseMonitor, LicenseSigner, LicenseSource, LicenseState, PublicKey,
 };
 
+thread_local! {
+    /// Each test's current directory for the tool (libtest runs each test on a thread of
+    /// its own): `issue`, `notice` and `usage verify` keep their ledger
+    /// (`iosetu-ledger.db`) there, never in the repository, and no test sees another's.
+    static SCRATCH: tempfile::TempDir = tempfile::tempdir().unwrap();
+}
+
+/// The tool, run in this test's scratch directory.
 fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_iosetu-license"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iosetu-license"));
+    SCRATCH.with(|dir| command.current_dir(dir.path()));
+    command
+}
+
+/// The ledger the tool keeps by default in this test's scratch directory.
+fn default_ledger() -> std::path::PathBuf {
+    SCRATCH.with(|dir| dir.path().join(iosetu_license::ledger::DEFAULT_PATH))
 }
 
 fn stdout(cmd: &mut Command) -> String {
@@ -79,6 +94,17 @@ async fn keygen_issue_verify_round_trip_and_the_monitor_accepts_it() {
     assert_eq!(json["claims"]["tier"], "gold");
     assert!(json["claims"]["jti"].as_str().unwrap().len() == 32);
     assert!(json["claims"]["iat"].is_i64());
+    // Recorded in the ledger, as issued.
+    let recorded = iosetu_license::ledger::Ledger::open(default_ledger())
+        .unwrap()
+        .licenses("Acme Corp")
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].token, token);
+    assert_eq!(
+        Some(recorded[0].jti.as_str()),
+        json["claims"]["jti"].as_str()
+    );
 
     // What the tool issues, the monitor accepts (with the key under its kid).
     let key = PublicKey::from_pem(&std::fs::read_to_string(&public).unwrap())
@@ -642,7 +668,14 @@ async fn notices_revoke_and_attest_through_the_tool_and_the_monitor_obeys() {
         )
     };
     let revocation = notice(&["--seq", "1", "--revoke", &jti]);
-    let attestation = notice(&["--seq", "2", "--time", "now", "--revoke", &jti]);
+    // Without --seq: the next from the ledger.
+    let attestation = notice(&["--time", "now", "--revoke", &jti]);
+    let recorded = iosetu_license::ledger::Ledger::open(default_ledger())
+        .unwrap()
+        .notices("Acme")
+        .unwrap();
+    assert_eq!(recorded.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(recorded[1].token, attestation.trim());
     let set = dir.path().join("license.key");
     std::fs::write(&set, format!("{license}{revocation}{attestation}")).unwrap();
 
@@ -801,6 +834,9 @@ fn usage_export_and_verify_as_the_readme_runs_them() {
     let reports = [dir.path().join("a.json"), dir.path().join("b.json")];
     let table = stdout(cli().args(["usage", "verify"]).args(&reports));
     assert!(table.contains("no tampering"), "{table}");
+    // The ledger's first true-up of the customer: both keys are new to it (honest).
+    assert_eq!(table.matches("new_key").count(), 2, "{table}");
+    assert!(table.contains("true-up 1 of Acme recorded"), "{table}");
     assert!(
         table
             .lines()
@@ -855,4 +891,62 @@ fn usage_export_and_verify_as_the_readme_runs_them() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn usage_verify_signs_a_receipt_on_request_and_refuses_receipt_options_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("a.jsonl");
+    write_journal(&journal, 3, 2);
+    let report = dir.path().join("a.json");
+    stdout(
+        cli()
+            .args(["usage", "export", "--journal"])
+            .arg(&journal)
+            .arg("--out")
+            .arg(&report),
+    );
+    // The key the journal's license was signed with.
+    let signer = LicenseSigner::from_seed([5; 32]);
+    let key = dir.path().join("vendor.key.pem");
+    std::fs::write(&key, signer.private_key_pem().unwrap()).unwrap();
+    let out = stdout(
+        cli()
+            .args(["usage", "verify", "--receipt", "--key"])
+            .arg(&key)
+            .arg(&report),
+    );
+    // The receipt comes last on stdout, after the table: a notice of the customer with
+    // the journal's head.
+    let token = out.lines().last().unwrap();
+    let notice = iosetu_license::LicenseVerifier::new(vec![signer.public_key()])
+        .verify_notice(token)
+        .unwrap();
+    assert_eq!((notice.customer.as_str(), notice.seq), ("Acme", 1));
+    let head = iosetu_license::usage::Report::read(&report).unwrap();
+    assert_eq!(notice.receipt.len(), 1);
+    assert_eq!(
+        (notice.receipt[0].n, notice.receipt[0].link.as_str()),
+        (head.head_n.unwrap(), head.head_link.as_deref().unwrap())
+    );
+    let one_line_error = |args: &[&str], about: &str| {
+        let out = cli().args(args).arg(&report).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(about), "{args:?}: {err}");
+    };
+    let key = key.to_str().unwrap();
+    one_line_error(&["usage", "verify", "--receipt"], "--key");
+    one_line_error(&["usage", "verify", "--key", key], "--receipt");
+    one_line_error(&["usage", "verify", "--out", "r.notice"], "--receipt");
+    one_line_error(
+        &["usage", "verify", "--receipt", "--key", key, "--csv"],
+        "--out",
+    );
+    one_line_error(&["usage", "verify", "--customer", "Globex"], "Globex");
+    // Nothing of those was recorded: the one true-up, the one receipt.
+    let ledger = iosetu_license::ledger::Ledger::open(default_ledger()).unwrap();
+    assert_eq!(ledger.notices("Acme").unwrap().len(), 1);
+    assert_eq!(ledger.instances("Acme").unwrap()[0].last_true_up, 1);
 }

@@ -157,7 +157,9 @@ fn vendor_verify(dir: &Path, reports: &[Report]) -> std::process::Output {
         std::fs::write(&path, report.to_json()).unwrap();
         paths.push(path);
     }
+    // (In the test's directory: the vendor's ledger is made in the current one.)
     std::process::Command::new(env!("CARGO_BIN_EXE_iosetu-license"))
+        .current_dir(dir)
         .args(["usage", "verify"])
         .args(&paths)
         .output()
@@ -832,7 +834,7 @@ async fn case_11_seats_over_the_contract_after_a_trial_ended_are_over_hour_by_ho
     assert!(
         v.table()
             .lines()
-            .any(|l| l.contains("seats") && l.ends_with("OVER")),
+            .any(|l| l.contains("seats") && l.contains("OVER")),
         "{}",
         v.table()
     );

@@ -1,10 +1,14 @@
 //! `iosetu-license`: the vendor's tool to make keys, issue, inspect and verify licenses,
-//! sign vendor notices (revocations, time attestations), and preview when a license's
-//! alerts, grace and cut-off will happen.
+//! sign vendor notices (revocations, time attestations), preview when a license's
+//! alerts, grace and cut-off will happen, and verify usage reports for true-up (with
+//! usage receipts).
 //!
 //! It shares the library's token code, so what it issues is exactly what the monitor
-//! accepts. Exit codes: 0 success (for `verify`: valid), 1 invalid license, 2 usage or
-//! I/O error. Errors are one line on stderr.
+//! accepts. `issue`, `notice` and `usage verify` keep the vendor's ledger
+//! (`--ledger`, `iosetu-ledger.db` in the current directory by default): every license,
+//! notice, receipt and instance key per customer. Exit codes: 0 success (for `verify`:
+//! valid), 1 invalid license (for `usage verify`: tampering), 2 usage or I/O error.
+//! Errors are one line on stderr.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -14,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use iosetu_license::ledger::{self, Ledger, LedgerError, ReceiptSigner};
 use iosetu_license::token::{decode_unverified, is_notice};
 use iosetu_license::usage::FindingClass;
 use iosetu_license::{Claims, ExpiryBand, LicenseSigner, LicenseVerifier, Notice, PublicKey};
@@ -49,7 +54,8 @@ enum Command {
     Issue(IssueArgs),
     /// Sign a vendor notice for a customer: revoke licenses (--revoke JTI), attest the
     /// real time to un-brick a service whose clock evidence went wrong (--time now), or
-    /// both. The customer adds the printed line to its license source.
+    /// both, with the customer's next seq from the ledger. The customer adds the printed
+    /// line to its license source.
     Notice(NoticeArgs),
     /// Show a token's header and claims, UNVERIFIED unless --public-key is given.
     Inspect {
@@ -102,17 +108,51 @@ enum UsageCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Verify reports of one or several instances (chains, signatures, gaps, clocks) and
-    /// print the true-up table: exit 0 when nothing shows tampering (honest faults and
-    /// time unaccounted for are listed), 1 tampering found, 2 usage/I/O error.
-    Verify {
-        /// The reports (one per instance, or several months of one).
-        #[arg(required = true)]
-        reports: Vec<PathBuf>,
-        /// Print the true-up table as CSV (findings go to stderr).
-        #[arg(long)]
-        csv: bool,
-    },
+    /// Verify reports of one or several instances (chains, signatures, gaps, clocks),
+    /// compare them with the ledger's earlier true-ups of the customer (instances missing,
+    /// new keys, receipted heads cut, notices gone back), record them, and print the
+    /// true-up table: exit 0 when nothing shows tampering (honest faults and time
+    /// unaccounted for are listed), 1 tampering found, 2 usage/I/O error. With
+    /// --receipt (and nothing showing tampering), sign a usage receipt for the customer
+    /// to install like any notice.
+    Verify(UsageVerifyArgs),
+}
+
+#[derive(Args)]
+struct UsageVerifyArgs {
+    /// The reports (one per instance, or several months of one), all of one customer.
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// Print the true-up table as CSV (findings go to stderr).
+    #[arg(long)]
+    csv: bool,
+    /// The vendor's ledger (created if missing).
+    #[arg(long, default_value = ledger::DEFAULT_PATH)]
+    ledger: PathBuf,
+    /// The customer, where the reports' records name none (no license was in force);
+    /// when they name one, it must be this.
+    #[arg(long)]
+    customer: Option<String>,
+    /// Sign a usage receipt (a vendor notice listing each instance's journal head, with
+    /// the customer's next seq) when nothing shows tampering; printed last, or written
+    /// with --out.
+    #[arg(long, requires = "key")]
+    receipt: bool,
+    /// The private key (PKCS#8 PEM) to sign the receipt with.
+    #[arg(long, requires = "receipt")]
+    key: Option<PathBuf>,
+    /// Key id to put in the receipt's header (must match the one the service registers).
+    #[arg(long, requires = "receipt")]
+    kid: Option<String>,
+    /// Issuer (`iss`) of the receipt, if the service checks one.
+    #[arg(long, requires = "receipt")]
+    iss: Option<String>,
+    /// Audience (`aud`) of the receipt, if the service checks one.
+    #[arg(long, requires = "receipt")]
+    aud: Option<String>,
+    /// Write the receipt to this file instead of stdout.
+    #[arg(long, requires = "receipt")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -168,6 +208,9 @@ struct IssueArgs {
     /// Write the token to this file instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The vendor's ledger, where the license is recorded (created if missing).
+    #[arg(long, default_value = ledger::DEFAULT_PATH)]
+    ledger: PathBuf,
     /// FOR SUPPORT AND TESTS: allow an expiry in the past, to issue an already-expired
     /// license (to see grace and the cut-off on a test system). Never ship one.
     #[arg(long)]
@@ -183,10 +226,13 @@ struct NoticeArgs {
     /// Who the notice is for: the customer of the licenses it concerns.
     #[arg(long)]
     customer: String,
-    /// The customer's notice sequence number: one more than the last notice you gave
-    /// this customer (a service refuses a notice older than the newest it accepted).
+    /// The customer's notice sequence number. Without it, the next from the ledger (one
+    /// more than the highest it holds for the customer); give it once for a customer
+    /// whose earlier notices the ledger does not hold (one more than the last you gave:
+    /// a service refuses a notice older than the newest it accepted). A seq the ledger
+    /// holds already is refused.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1 << 53)))]
-    seq: u64,
+    seq: Option<u64>,
     /// Revoke the license with this `jti` from now on; repeatable. List every jti still
     /// revoked, so that the newest notice alone says everything.
     #[arg(long = "revoke")]
@@ -210,6 +256,10 @@ struct NoticeArgs {
     /// Write the notice to this file instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The vendor's ledger: the seq is taken from it and the notice recorded (created if
+    /// missing).
+    #[arg(long, default_value = ledger::DEFAULT_PATH)]
+    ledger: PathBuf,
 }
 
 #[derive(Args)]
@@ -312,7 +362,7 @@ fn run(command: Command) -> Result<(), Failure> {
             out,
             force,
         }) => usage_export(&journal, &out, force),
-        Command::Usage(UsageCommand::Verify { reports, csv }) => usage_verify(&reports, csv),
+        Command::Usage(UsageCommand::Verify(args)) => usage_verify(args),
     }
 }
 
@@ -354,14 +404,68 @@ fn usage_export(journal: &Path, out: &Path, force: bool) -> Result<(), Failure> 
     Ok(())
 }
 
-fn usage_verify(paths: &[PathBuf], csv: bool) -> Result<(), Failure> {
+/// A ledger error as the tool reports it (exit 2).
+fn ledger_failure(e: LedgerError) -> Failure {
+    usage(format!("ledger: {e} ({})", e.reason()))
+}
+
+fn usage_verify(args: UsageVerifyArgs) -> Result<(), Failure> {
+    let csv = args.csv;
+    if csv && args.receipt && args.out.is_none() {
+        return Err(usage(
+            "--receipt with --csv needs --out: the CSV table is what stdout carries",
+        ));
+    }
     let mut reports = Vec::new();
-    for path in paths {
+    for path in &args.reports {
         let read = iosetu_license::usage::Report::read_all(path)
             .map_err(|e| usage(format!("{e} ({})", e.reason())))?;
         reports.extend(read);
     }
-    let verification = iosetu_license::usage::verify(&reports);
+    let customer = match (
+        ledger::customer_of(&reports).map_err(ledger_failure)?,
+        args.customer,
+    ) {
+        (Some(named), Some(given)) if named != given => {
+            return Err(usage(format!(
+                "the reports are {named:?}'s, not {given:?}'s (--customer)"
+            )));
+        }
+        (Some(named), _) => named,
+        (None, Some(given)) if !given.trim().is_empty() => given,
+        (None, _) => {
+            return Err(usage(
+                "the reports' records name no customer (no license was in force): give \
+                 --customer",
+            ));
+        }
+    };
+    // The key before the ledger: a wrong path is reported before anything is recorded.
+    let signer = match &args.key {
+        Some(path) => Some(signer(path, args.kid.as_ref())?),
+        None => None,
+    };
+    let receipt = signer.as_ref().map(|signer| {
+        let mut receipt = ReceiptSigner::new(signer);
+        if let Some(iss) = &args.iss {
+            receipt = receipt.issuer(iss.clone());
+        }
+        if let Some(aud) = &args.aud {
+            receipt = receipt.audience(aud.clone());
+        }
+        receipt
+    });
+    let mut ledger = Ledger::open(&args.ledger).map_err(ledger_failure)?;
+    let true_up = ledger
+        .true_up(&customer, &reports, receipt.as_ref())
+        .map_err(ledger_failure)?;
+    let verification = &true_up.verification;
+    let recorded = format!(
+        "ledger {}: true-up {} of {customer} recorded ({} report(s))",
+        args.ledger.display(),
+        true_up.id,
+        reports.len()
+    );
     let findings: Vec<String> = verification
         .findings
         .iter()
@@ -417,8 +521,29 @@ fn usage_verify(paths: &[PathBuf], csv: bool) -> Result<(), Failure> {
             count(FindingClass::Fault),
             count(FindingClass::Unknown)
         );
+        say!("{recorded}");
         say!("");
         print_or_exit(&verification.table());
+    }
+    if csv {
+        eprintln!("{recorded}");
+    }
+    match (&true_up.receipt, args.receipt) {
+        (Some(issued), _) => {
+            for line in describe_notice(&issued.notice) {
+                eprintln!("{line}");
+            }
+            eprintln!(
+                "usage receipt: add the line to the customer's notice source (its next \
+                 report must extend each head)"
+            );
+            emit(&issued.token, args.out.as_deref(), "receipt")?;
+        }
+        (None, true) if verification.intact() => {
+            eprintln!("no receipt: the reports hold no records to receipt");
+        }
+        (None, true) => eprintln!("no receipt: the reports show tampering"),
+        (None, false) => {}
     }
     // Only tampering fails: an honest fault or an hour unaccounted for is the vendor's
     // to read, never an accusation.
@@ -570,7 +695,12 @@ fn issue(args: IssueArgs) -> Result<(), Failure> {
     claims.jti = Some(random_jti()?);
     // (Reserved names were refused before the key was read.)
     claims.extra.extend(args.claims);
-    emit(&signer.sign(&claims), args.out.as_deref(), "license")
+    // Signed and recorded in one step: nothing is printed that the ledger does not hold.
+    let mut ledger = Ledger::open(&args.ledger).map_err(ledger_failure)?;
+    let token = ledger
+        .issue_license(&signer, &claims)
+        .map_err(ledger_failure)?;
+    emit(&token, args.out.as_deref(), "license")
 }
 
 /// A fresh random `jti`: 16 bytes, hex.
@@ -628,7 +758,8 @@ fn notice(args: NoticeArgs) -> Result<(), Failure> {
         Some(text) => Some(unix(parse_date(text).map_err(usage)?)),
     };
     let signer = signer(&args.key, args.kid.as_ref())?;
-    let mut notice = Notice::new(args.customer, now, args.seq);
+    // (The seq is the ledger's to give: set when the notice is signed.)
+    let mut notice = Notice::new(args.customer, now, args.seq.unwrap_or(1));
     notice.revoke = args.revoke;
     notice.time = time;
     notice.exp = time.map(|_| now.saturating_add(valid));
@@ -640,11 +771,22 @@ fn notice(args: NoticeArgs) -> Result<(), Failure> {
     notice.iss = args.iss;
     notice.aud = args.aud.into_iter().collect();
     notice.jti = Some(random_jti()?);
-    for line in describe_notice(&notice) {
+    let mut ledger = Ledger::open(&args.ledger).map_err(ledger_failure)?;
+    let issued = ledger
+        .issue_notice(&signer, notice, args.seq)
+        .map_err(ledger_failure)?;
+    for line in describe_notice(&issued.notice) {
         eprintln!("{line}");
     }
+    if let Some(previous) = issued.previous_seq.filter(|&p| p > issued.notice.seq) {
+        eprintln!(
+            "iosetu-license: warning: the ledger holds seq {previous} for this customer: a \
+             service that accepted it refuses this notice as stale (its revocations still \
+             apply)"
+        );
+    }
     eprintln!("add the line to the customer's license source (beside the license)");
-    emit(&signer.sign_notice(&notice), args.out.as_deref(), "notice")
+    emit(&issued.token, args.out.as_deref(), "notice")
 }
 
 /// What a notice does, in words.
@@ -664,6 +806,14 @@ fn describe_notice(n: &Notice) -> Vec<String> {
              grace for a clock judged set back ends",
             rfc3339(time),
             rfc3339(exp)
+        ));
+    }
+    for head in &n.receipt {
+        out.push(format!(
+            "  receipts instance {} at record {} (link {}…): its next report must extend it",
+            head.key.chars().take(12).collect::<String>(),
+            head.n,
+            head.link.chars().take(12).collect::<String>()
         ));
     }
     out
