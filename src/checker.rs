@@ -13,18 +13,16 @@ use tokio::time::Instant;
 
 use crate::Clock;
 use crate::clock::{Reading, escape_control};
-use crate::event::Reporter;
+use crate::emit::Reporter;
 use crate::judge::{Judge, JudgeConfig, Line, NoticeLine, Observation, Read, SlotWord};
 use crate::reload::{MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
-use crate::shared::{Command, Shared, Stats};
+use crate::runtime::{IO_DEADLINE, OffThread, later, off_thread};
+use crate::shared::{Command, Shared};
 use crate::source::{self, LicenseSource};
 use crate::state::{PersistedState, StateProblem};
+use crate::stats::Stats;
 use crate::token::{self, LicenseError, LicenseVerifier, fingerprint};
 use crate::verdict::Verdict;
-/// How long a read or write of a file may take before it counts as hung (a dead network
-/// or FUSE mount): the checker goes on, and the last good license stays.
-pub(crate) const IO_DEADLINE: Duration = Duration::from_secs(5);
-
 /// Everything the builder hands the checker.
 pub(crate) struct Config {
     pub(crate) verifier: LicenseVerifier,
@@ -79,37 +77,6 @@ async fn instance_change(link: &mut Option<InstanceLink>, gone: &mut bool) {
     }
 }
 
-/// Why blocking work could not give an answer.
-pub(crate) enum OffThread {
-    /// It has not returned within [`IO_DEADLINE`] (or an earlier call still has not).
-    Hung,
-    /// It panicked.
-    Failed,
-}
-
-/// Runs blocking file I/O on tokio's blocking pool with a deadline. A call that hangs is
-/// left running (a thread stuck in the kernel cannot be cancelled) and remembered in
-/// `slot`; until it returns, no further call is started, so a dead mount costs one thread.
-pub(crate) async fn off_thread<T: Send + 'static>(
-    slot: &mut Option<AbortHandle>,
-    deadline: Duration,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, OffThread> {
-    if slot.as_ref().is_some_and(|hung| !hung.is_finished()) {
-        return Err(OffThread::Hung);
-    }
-    *slot = None;
-    let mut handle = tokio::task::spawn_blocking(work);
-    match tokio::time::timeout(deadline, &mut handle).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(_)) => Err(OffThread::Failed),
-        Err(_) => {
-            *slot = Some(handle.abort_handle());
-            Err(OffThread::Hung)
-        }
-    }
-}
-
 /// Reads `source`; a file on the blocking pool with a deadline (see
 /// [`Checker::read_source`]).
 async fn read_off_thread(
@@ -142,13 +109,6 @@ async fn read_off_thread(
 struct Texts {
     license: Result<String, LicenseError>,
     notices: Option<Result<String, LicenseError>>,
-}
-
-/// Adds without the panic `Instant + Duration` has on overflow (a grace period of
-/// `Duration::MAX`).
-pub(crate) fn later(at: Instant, by: Duration) -> Instant {
-    at.checked_add(by)
-        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// The checker: waits, reads, verifies, feeds the judge, publishes, emits, persists.

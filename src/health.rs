@@ -6,13 +6,13 @@ use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 use tower_service::Service;
 
 use crate::LicenseMonitor;
+use crate::answer::fixed_response;
 use crate::shared::View;
 use crate::verdict::{LicenseState, Verdict};
 
@@ -83,21 +83,6 @@ impl Health {
             self.license.valid, self.license.grace_mode
         )
     }
-}
-
-/// A complete answer of the crate's own endpoints (`/health`, `/metrics`): never cached,
-/// since it describes the license at this instant.
-pub(crate) fn fixed_response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Bytes,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 /// A tower service that answers every request with the monitor's [`Health`]: the JSON

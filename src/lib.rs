@@ -43,6 +43,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # The guide
+//!
+//! The README is the short version. [`guide`] holds the long explanations, one page per
+//! subject (the repository's `docs/`): protecting a service in depth, renewing and
+//! license sets, notices, usage reports, instance limits, every event and metric, every
+//! clock rule, the performance analysis and the security analysis.
+//!
 //! # How it is put together
 //!
 //! * [`token`]: decoding and strict verification of tokens ([`LicenseVerifier`]), with
@@ -102,8 +109,10 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod answer;
 mod checker;
 pub mod clock;
+mod emit;
 pub mod event;
 #[cfg(feature = "issue")]
 #[doc(hidden)]
@@ -120,14 +129,18 @@ pub mod layer;
 #[cfg(feature = "ledger")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ledger")))]
 pub mod ledger;
+mod metering;
 pub mod metrics;
 mod monitor;
 #[cfg(feature = "otel")]
 mod otel;
 mod reload;
+mod runtime;
 mod shared;
 pub mod source;
 mod state;
+mod stats;
+mod sync;
 pub mod token;
 pub mod usage;
 pub mod verdict;
@@ -141,6 +154,9 @@ pub use health::{Health, HealthService, HealthStatus, LicenseHealth};
 pub use instances::InstanceSlots;
 #[cfg(feature = "issue")]
 pub use issue::LicenseSigner;
+/// What the monitor would make of a license source at an instant, by the same judge,
+/// without running a service: for tools (the CLI's `verify`, `inspect` and `timeline`).
+pub use judge::preview;
 pub use key::{KeyError, PublicKey};
 #[cfg(feature = "tonic")]
 pub use layer::LicensedIncoming;
@@ -166,3 +182,56 @@ pub use verdict::{ExpiryBand, GraceReason, LicenseState, Verdict};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+pub mod guide {
+    //! The long explanations behind the README, one page each (the files of `docs/`).
+    //!
+    //! The README says what the crate does and how to start; these pages say exactly how,
+    //! and how it was measured and tested. Each is a Markdown file of the repository's
+    //! `docs/` directory, rendered here as it reads on GitHub, and its code blocks are
+    //! compiled and run as doc tests like the README's.
+    //!
+    //! * [`serving`]: protecting a service in depth: the safe layout, why the listener, what
+    //!   each request and connection gets after a cut-off, what the gates cost; the monitor
+    //!   on its own.
+    //! * [`renewing`]: where the license comes from, renewing without a restart, license
+    //!   sets, renewing ahead, features, limits and per-license grace.
+    //! * [`notices`]: revoking a license and un-bricking a customer (vendor notices).
+    //! * [`usage_reports`]: the usage journal, the monthly export, verification and receipts.
+    //! * [`instances`]: limiting replicas (`max_instances`) with Kubernetes Leases.
+    //! * [`monitoring`]: every event, reason code and metric; alert rules; OpenTelemetry.
+    //! * [`trusted_time`]: grace and time: every clock rule, the drift budget, conservation.
+    //! * [`performance`]: the performance analysis, every figure with the command behind it.
+    //! * [`security`]: the threat model, the attacks and faults the tests cover, fuzzing.
+
+    // Each page's links to another page are reference links whose definitions (at the end
+    // of its Markdown file) name the other file, for GitHub; the definitions below come
+    // first, and the first definition of a label wins, so rustdoc links the pages here.
+    macro_rules! page {
+        ($name:ident, $file:literal) => {
+            #[doc = "[guide-serving]: crate::guide::serving"]
+            #[doc = "[guide-why-the-listener]: crate::guide::serving#why-the-listener"]
+            #[doc = "[guide-renewing]: crate::guide::renewing"]
+            #[doc = "[guide-renewing-a-license]: crate::guide::renewing#renewing-a-license"]
+            #[doc = "[guide-notices]: crate::guide::notices"]
+            #[doc = "[guide-usage-reports]: crate::guide::usage_reports"]
+            #[doc = "[guide-instances]: crate::guide::instances"]
+            #[doc = "[guide-monitoring]: crate::guide::monitoring"]
+            #[doc = "[guide-trusted-time]: crate::guide::trusted_time"]
+            #[doc = "[guide-performance]: crate::guide::performance"]
+            #[doc = "[guide-security]: crate::guide::security"]
+            #[doc = ""]
+            #[doc = include_str!(concat!("../docs/", $file))]
+            pub mod $name {}
+        };
+    }
+    page!(serving, "serving.md");
+    page!(renewing, "renewing.md");
+    page!(notices, "notices.md");
+    page!(usage_reports, "usage-reports.md");
+    page!(instances, "instances.md");
+    page!(monitoring, "monitoring.md");
+    page!(trusted_time, "trusted-time.md");
+    page!(performance, "performance.md");
+    page!(security, "security.md");
+}

@@ -164,7 +164,7 @@ mod prometheus {
 
     use super::MetricsSnapshot;
     use crate::LicenseMonitor;
-    use crate::health::fixed_response;
+    use crate::answer::fixed_response;
     use crate::shared::WeakView;
 
     /// Renders the snapshot at each scrape. Holds the monitor weakly: a registry that

@@ -9,12 +9,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::checker::{Checker, Config};
 use crate::clock::SystemClock;
-use crate::event::{LicenseEvent, Reporter};
+use crate::emit::Reporter;
+use crate::event::LicenseEvent;
 #[cfg(unix)]
 use crate::reload::Hangup;
 use crate::reload::{FileWatch, Triggers};
-use crate::shared::{Command, Parts, Shared, Stats, View};
+use crate::shared::{Command, Parts, Shared, View};
 use crate::source::LicenseSource;
+use crate::stats::Stats;
 use crate::token::LicenseVerifier;
 use crate::verdict::Verdict;
 use crate::{Clock, PublicKey};
@@ -139,8 +141,8 @@ impl LicenseMonitor {
     /// ([`shutdown`](Self::shutdown)): hand it to
     /// `axum::serve(..).with_graceful_shutdown(..)` (or tonic's
     /// `serve_with_incoming_shutdown`), so that a rollout's new pod gets the slot while
-    /// this one finishes its requests, instead of waiting out the Lease (see the README's
-    /// rollout recipe). The signals are registered when it is first polled; without
+    /// this one finishes its requests, instead of waiting out the Lease (see the rollout
+    /// recipe in [`guide::instances`](crate::guide::instances)). The signals are registered when it is first polled; without
     /// instance slots it only waits for the signal.
     pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
         let monitor = self.clone();

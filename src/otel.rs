@@ -17,7 +17,7 @@ use crate::shared::WeakView;
 use crate::{LicenseMonitor, LicenseMonitorBuilder};
 
 /// Something the checker hands every event to, besides `tracing` and subscribers.
-pub(crate) type EventHook = Arc<dyn Fn(&LicenseEvent) + Send + Sync>;
+pub(crate) use crate::emit::EventHook;
 
 fn scope() -> InstrumentationScope {
     InstrumentationScope::builder(env!("CARGO_PKG_NAME"))

@@ -5,11 +5,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::clock::escape_control;
-use crate::token::{LicenseError, MAX_TOKENS, fingerprint, trim_token};
+use crate::token::{LicenseError, fingerprint};
 
-/// Files larger than this are refused without being read further (a Kubernetes Secret is
-/// at most 1 MiB; a license is a few hundred bytes).
-pub const MAX_FILE_BYTES: usize = 64 * 1024;
+pub use crate::token::{MAX_FILE_BYTES, tokens};
 
 /// The environment variable naming a license file; takes precedence when set.
 pub const LICENSE_FILE_VAR: &str = "IOSETU_LICENSE_FILE";
@@ -74,43 +72,8 @@ impl LicenseSource {
             LicenseSource::File(path) => read_file(path)?,
             LicenseSource::Static(token) => token.clone(),
         };
-        let token = trim_token(&text);
-        if token.is_empty() {
-            return Err(LicenseError::Missing {
-                detail: format!("{} is empty", self.describe()),
-            });
-        }
-        if token.len() > MAX_FILE_BYTES {
-            return Err(LicenseError::TooLarge {
-                limit: MAX_FILE_BYTES,
-            });
-        }
-        Ok(token.to_owned())
+        crate::token::source_text(&text, &self.describe()).map(str::to_owned)
     }
-}
-
-/// The tokens of a license set: one per line, each trimmed, blank lines skipped, with
-/// its 1-based line number. More than [`MAX_TOKENS`] is
-/// [`TooManyTokens`](LicenseError::TooManyTokens) (reason `too_large`); no token at all
-/// is [`Missing`](LicenseError::Missing). Each token's own size limit
-/// ([`MAX_TOKEN_BYTES`](crate::token::MAX_TOKEN_BYTES)) is checked when it is verified.
-pub fn tokens(text: &str) -> Result<Vec<(usize, &str)>, LicenseError> {
-    let tokens: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .map(|(i, line)| (i + 1, trim_token(line)))
-        .filter(|(_, token)| !token.is_empty())
-        .take(MAX_TOKENS + 1)
-        .collect();
-    if tokens.len() > MAX_TOKENS {
-        return Err(LicenseError::TooManyTokens { limit: MAX_TOKENS });
-    }
-    if tokens.is_empty() {
-        return Err(LicenseError::Missing {
-            detail: "the license source holds no token".into(),
-        });
-    }
-    Ok(tokens)
 }
 
 impl fmt::Debug for LicenseSource {
@@ -240,7 +203,7 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::MAX_TOKEN_BYTES;
+    use crate::token::{MAX_TOKEN_BYTES, MAX_TOKENS};
 
     #[test]
     fn static_source_is_trimmed() {

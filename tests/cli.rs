@@ -568,26 +568,34 @@ fn sets_round_trip_issue_verify_inspect_and_timeline() {
     assert!(text.contains("\"grace_period_seconds\": 604800"), "{text}");
     assert!(text.contains("\"seats\": 10"), "{text}");
 
-    // A set with nothing in force now is not valid: held for later, or expired.
+    // A set with nothing in force now is not valid: held for later, or expired. Its
+    // reason is the monitor's, whatever the order of lines: an expired license's grace
+    // runs (`expired`) until the held one starts. (This test used to expect
+    // `not_yet_valid`, the first line's own problem: the other order said `expired`.)
     let mut held = Claims::new("Acme", 4_102_444_800);
     held.nbf = Some(4_000_000_000);
     let signer =
         LicenseSigner::from_pkcs8_pem(&std::fs::read_to_string(&private).unwrap()).unwrap();
-    let only_later = format!(
-        "{}\n{}\n",
+    let (held, expired) = (
         signer.sign(&held),
-        signer.sign(&Claims::new("Acme", 946_684_800))
+        signer.sign(&Claims::new("Acme", 946_684_800)),
     );
-    let out = cli()
-        .args(["verify", "--json", "--public-key"])
-        .arg(&public)
-        .arg(&only_later)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["valid"], false);
-    assert_eq!(json["reason"], "not_yet_valid");
+    let reason = |text: &str| {
+        let out = cli()
+            .args(["verify", "--json", "--public-key"])
+            .arg(&public)
+            .arg(text)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["valid"], false);
+        json["reason"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(reason(&format!("{held}\n{expired}\n")), "expired");
+    assert_eq!(reason(&format!("{expired}\n{held}\n")), "expired");
+    // Held for later alone: not yet valid.
+    assert_eq!(reason(&held), "not_yet_valid");
 }
 
 #[test]

@@ -37,6 +37,7 @@ mod floors;
 mod instance;
 mod notices;
 mod persist;
+pub mod preview;
 mod reads;
 pub(crate) mod set;
 #[cfg(any(test, feature = "fuzzing"))]

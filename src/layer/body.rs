@@ -5,13 +5,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::future::wait_for_drain;
-use super::rejection::{GRPC_MESSAGE, GRPC_PERMISSION_DENIED};
-use crate::shared::{Link, Ticket};
+use super::drain::{Link, Ticket, wait_for_drain};
+use super::rejection::{
+    GRPC_MESSAGE, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, HTTP_BODY_BYTES, Rejection,
+};
 
 /// A boxed error, what hyper, axum and tonic take a body's error as.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -279,6 +281,55 @@ where
     }
 }
 
+/// The answer to a refused request (503 `license_expired`, or a feature's 403, each in
+/// the form its client reads), with a body of this layer's type.
+pub(crate) fn refusal<B>(rejection: Rejection) -> Response<ResponseBody<B>> {
+    match rejection {
+        Rejection::Http | Rejection::HttpAndGrpc => {
+            let mut response = Response::new(ResponseBody::full(&HTTP_BODY_BYTES));
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if rejection == Rejection::HttpAndGrpc {
+                headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
+                headers.insert("grpc-message", HeaderValue::from_static(GRPC_MESSAGE));
+            }
+            response
+        }
+        Rejection::Grpc => grpc_trailers_only(GRPC_UNAVAILABLE, GRPC_MESSAGE),
+        Rejection::FeatureHttp(text) | Rejection::FeatureHttpAndGrpc(text) => {
+            let mut response = Response::new(ResponseBody::full(&text.body));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if matches!(rejection, Rejection::FeatureHttpAndGrpc(_)) {
+                headers.insert(
+                    "grpc-status",
+                    HeaderValue::from_static(GRPC_PERMISSION_DENIED),
+                );
+                headers.insert("grpc-message", HeaderValue::from_static(text.grpc_message));
+            }
+            response
+        }
+        Rejection::FeatureGrpc(text) => {
+            grpc_trailers_only(GRPC_PERMISSION_DENIED, text.grpc_message)
+        }
+    }
+}
+
+/// A trailers-only gRPC answer: HTTP 200, the status in the headers, and an empty body
+/// that reports the end of the stream, so hyper sets END_STREAM on the HEADERS frame.
+fn grpc_trailers_only<B>(status: &'static str, message: &'static str) -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::default());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static(status));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn inner_body_passes_through() {
-        let link = crate::shared::Drain::never().link(false);
+        let link = crate::layer::drain::Drain::never().link(false);
         let body = ResponseBody::watching(Full::new(Bytes::from_static(b"hello")), link);
         assert_eq!(body.size_hint().exact(), Some(5));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");

@@ -38,8 +38,8 @@ use std::task::{Context, Poll, Waker};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::drain::{Cut, Drain};
 use crate::LicenseMonitor;
-use crate::shared::Drain;
 
 /// What the gates reach of a connection: whether a gate marked it, whether a drain that
 /// marked it ended (the connection is cut), and what closes it from outside.
@@ -74,6 +74,20 @@ fn lock(state: &Mutex<ConnState>) -> std::sync::MutexGuard<'_, ConnState> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Cut for Conn {
+    fn mark(&self) {
+        Conn::mark(self);
+    }
+
+    fn cut_at(&self, at: tokio::time::Instant) -> tokio::time::Instant {
+        Conn::cut_at(self, at)
+    }
+
+    fn close(&self) {
+        Conn::close(self);
+    }
 }
 
 impl Conn {
@@ -219,6 +233,7 @@ pub(crate) fn mark_upgrade(drain: &'static Drain, h2: bool) {
         .and_then(Weak::upgrade);
     match conn {
         Some(conn) => {
+            let conn: Arc<dyn Cut> = conn;
             conn.mark();
             drain.register(&conn);
         }
@@ -230,7 +245,7 @@ fn mark_h2(drain: &'static Drain, h2: bool) {
     if !h2 {
         return;
     }
-    let open: Vec<Arc<Conn>> = drain
+    let open: Vec<Arc<dyn Cut>> = drain
         .license()
         .h2_connections()
         .lock()
@@ -274,7 +289,8 @@ fn sniff(conn: &Arc<Conn>, drain: &'static Drain, seen: &mut Vec<u8>, read: &[u8
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         open.retain(|c| c.strong_count() > 0);
-        open.push(Arc::downgrade(conn));
+        let conn: Arc<dyn Cut> = Arc::clone(conn) as Arc<dyn Cut>;
+        open.push(Arc::downgrade(&conn));
     }
     false
 }

@@ -8,11 +8,12 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::drain::{Drain, FeatureGate};
 use super::future::ResponseFuture;
 use super::rejection::{FeatureText, Rejection};
 use super::service::{admit, refused_or_exempt};
 use crate::LicenseMonitor;
-use crate::shared::{Drain, FeatureGate, View};
+use crate::shared::View;
 
 /// A tower [`Layer`] that lets a request through only when a license in force grants a
 /// feature: the paid tier of a service whose other routes are free.

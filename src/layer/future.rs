@@ -8,8 +8,8 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
+use super::drain::{Drain, Ticket, wait_for_drain};
 use super::rejection::Rejection;
-use crate::shared::{Drain, Link, Ticket};
 
 pin_project! {
     /// The future returned by [`License`](super::License): the inner service's future for
@@ -168,23 +168,5 @@ where
     };
     // The inner future is dropped here: its work stops.
     kind.set(Kind::Rejected { rejection });
-    Poll::Ready(Ok(rejection.into_response()))
-}
-
-/// Registers `cx` to be woken when the drain period ends; returns whether it has ended.
-/// Called only after the inner future or body returned `Pending` (or the drain is over):
-/// a response that is ready costs nothing here.
-#[cold]
-#[inline(never)]
-pub(crate) fn wait_for_drain(
-    link: &'static Link,
-    ticket: &mut Ticket,
-    cx: &mut Context<'_>,
-) -> bool {
-    if link.is_over_acquire() {
-        return true;
-    }
-    // Registered before the flag is read again: an end of the drain in between wakes it.
-    link.waiters().register(ticket, cx.waker());
-    link.is_over_acquire()
+    Poll::Ready(Ok(super::body::refusal(rejection)))
 }

@@ -48,10 +48,10 @@
 
 mod body;
 pub mod connection;
+pub(crate) mod drain;
 mod feature;
 mod future;
 #[allow(clippy::module_inception)]
-mod layer;
 pub(crate) mod rejection;
 mod request_body;
 mod service;
@@ -62,5 +62,4 @@ pub use connection::LicensedIncoming;
 pub use connection::{LicensedIo, LicensedListener};
 pub use feature::{RequireFeature, RequireFeatureLayer};
 pub use future::ResponseFuture;
-pub use layer::LicenseLayer;
-pub use service::License;
+pub use service::{License, LicenseLayer};

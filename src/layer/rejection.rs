@@ -1,18 +1,16 @@
 //! The ready-made answers to a refused request.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::header::CONTENT_TYPE;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use http::{HeaderMap, Response, StatusCode};
-
-use super::body::ResponseBody;
+use http::HeaderMap;
 
 /// The JSON body of an HTTP rejection. Static, so a rejection formats nothing.
 pub(crate) const HTTP_BODY: &str = r#"{"error":"license_expired","message":"The license for this service has expired and its grace period is over. Contact the vendor to renew it.","status":"unhealthy"}"#;
 
 /// [`HTTP_BODY`], where a body can point at it.
-static HTTP_BODY_BYTES: &[u8] = HTTP_BODY.as_bytes();
+pub(crate) static HTTP_BODY_BYTES: &[u8] = HTTP_BODY.as_bytes();
 
 /// The `grpc-message` of a gRPC rejection: printable ASCII without `%`, so its
 /// percent-encoded form is itself.
@@ -20,7 +18,7 @@ pub(crate) const GRPC_MESSAGE: &str =
     "The license for this service has expired and its grace period is over";
 
 /// gRPC status code UNAVAILABLE.
-const GRPC_UNAVAILABLE: &str = "14";
+pub(crate) const GRPC_UNAVAILABLE: &str = "14";
 
 /// gRPC status code PERMISSION_DENIED.
 pub(crate) const GRPC_PERMISSION_DENIED: &str = "7";
@@ -52,8 +50,8 @@ pub(crate) enum Rejection {
 /// the process (a handful of names, each leaked once), so that refusing formats nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct FeatureText {
-    body: &'static [u8],
-    grpc_message: &'static str,
+    pub(crate) body: &'static [u8],
+    pub(crate) grpc_message: &'static str,
 }
 
 impl FeatureText {
@@ -111,58 +109,12 @@ impl Rejection {
             Rejection::Http
         }
     }
-
-    pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
-        match self {
-            Rejection::Http | Rejection::HttpAndGrpc => {
-                let mut response = Response::new(ResponseBody::full(&HTTP_BODY_BYTES));
-                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                let headers = response.headers_mut();
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                if self == Rejection::HttpAndGrpc {
-                    headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
-                    headers.insert("grpc-message", HeaderValue::from_static(GRPC_MESSAGE));
-                }
-                response
-            }
-            Rejection::Grpc => grpc_trailers_only(GRPC_UNAVAILABLE, GRPC_MESSAGE),
-            Rejection::FeatureHttp(text) | Rejection::FeatureHttpAndGrpc(text) => {
-                let mut response = Response::new(ResponseBody::full(&text.body));
-                *response.status_mut() = StatusCode::FORBIDDEN;
-                let headers = response.headers_mut();
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                if matches!(self, Rejection::FeatureHttpAndGrpc(_)) {
-                    headers.insert(
-                        "grpc-status",
-                        HeaderValue::from_static(GRPC_PERMISSION_DENIED),
-                    );
-                    headers.insert("grpc-message", HeaderValue::from_static(text.grpc_message));
-                }
-                response
-            }
-            Rejection::FeatureGrpc(text) => {
-                grpc_trailers_only(GRPC_PERMISSION_DENIED, text.grpc_message)
-            }
-        }
-    }
-}
-
-/// A trailers-only gRPC answer: HTTP 200, the status in the headers, and an empty body
-/// that reports the end of the stream, so hyper sets END_STREAM on the HEADERS frame.
-fn grpc_trailers_only<B>(status: &'static str, message: &'static str) -> Response<ResponseBody<B>> {
-    let mut response = Response::new(ResponseBody::default());
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from_static(status));
-    headers.insert("grpc-message", HeaderValue::from_static(message));
-    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn grpc_is_told_by_content_type() {

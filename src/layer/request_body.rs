@@ -12,7 +12,7 @@
 #[cfg(any(feature = "axum", feature = "tonic"))]
 use std::any::{Any, TypeId};
 
-use crate::shared::Drain;
+use super::drain::Drain;
 
 /// Wraps `body` to end at `drain`'s end, where it is a body type this can rebuild.
 #[inline(always)]

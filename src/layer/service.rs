@@ -1,17 +1,18 @@
-//! [`License`]: the middleware service.
+//! [`License`], the middleware service, and [`LicenseLayer`], the layer that makes it.
 
 use std::fmt;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, Version};
+use tower_layer::Layer;
 use tower_service::Service;
 
 use super::connection;
+use super::drain::{Drain, OPEN, OPEN_COUNTED};
 use super::future::ResponseFuture;
-use super::layer::LicenseLayer;
 use super::rejection::Rejection;
 use crate::LicenseMonitor;
-use crate::shared::{Drain, OPEN, OPEN_COUNTED, View};
+use crate::shared::View;
 
 /// Middleware that refuses new requests once the license's grace period is over.
 ///
@@ -192,5 +193,47 @@ impl<S: fmt::Debug> fmt::Debug for License<S> {
             .field("inner", &self.inner)
             .field("admits", &self.view.admits())
             .finish()
+    }
+}
+
+/// A tower [`Layer`] that wraps services in [`License`].
+///
+/// Same as [`LicenseMonitor::layer`]. A layer, and every service it makes, keeps the
+/// monitor's checker running: a router that holds only the layer stays enforced.
+#[derive(Clone)]
+#[must_use]
+pub struct LicenseLayer {
+    view: View,
+}
+
+impl LicenseLayer {
+    /// A layer judging requests by `monitor`'s verdict (same as [`LicenseMonitor::layer`]).
+    pub fn new(monitor: &LicenseMonitor) -> Self {
+        Self {
+            view: monitor.view(),
+        }
+    }
+}
+
+impl<S> Layer<S> for LicenseLayer {
+    type Service = License<S>;
+
+    fn layer(&self, inner: S) -> License<S> {
+        License::from_view(inner, self.view.clone())
+    }
+}
+
+impl fmt::Debug for LicenseLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LicenseLayer")
+            .field("exempt_paths", &self.view.exempt_paths())
+            .finish()
+    }
+}
+
+impl LicenseMonitor {
+    /// A tower layer enforcing this monitor's verdict: same as [`LicenseLayer::new`].
+    pub fn layer(&self) -> LicenseLayer {
+        LicenseLayer::new(self)
     }
 }

@@ -24,6 +24,9 @@
 //!   journal's current length plus B bytes: the next append writes B bytes and fails
 //!   (`EFBIG`; the parent starts the child with `SIGXFSZ` ignored), later ones fail whole;
 //! * `unlimit` (unix): raise the soft limit back to the hard one (space freed);
+//! * `jump:S`: step the test clock's wall side by S seconds (negative: back), as NTP's
+//!   step or `date -s` would (`TestClock::jump_wall`); monotonic time and the runtime's
+//!   timers do not move;
 //! * `stop`: `monitor.shutdown()` (the graceful stop); the child then exits 0.
 
 use std::ffi::OsString;
@@ -338,6 +341,10 @@ async fn run_plan(plan: &str) {
                     },
                 )
                 .expect("raise RLIMIT_FSIZE");
+            }
+            "jump" => {
+                let seconds: i64 = arg.parse().expect("jump:<seconds>");
+                clock.jump_wall(seconds);
             }
             "stop" => {
                 let m = monitor.take().expect("stop before start");

@@ -1,6 +1,6 @@
 //! Trusted time: the judge's clock evidence. Pure: fed readings, never reads a clock.
 //!
-//! See [`crate::clock`] for the rules in prose, and "Honest drift budget" in the README.
+//! See [`crate::clock`] for the rules in prose, and "Honest drift budget" in `docs/trusted-time.md` (`crate::guide::trusted_time`).
 
 use std::time::Duration;
 
