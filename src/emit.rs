@@ -1,12 +1,11 @@
 //! Emitting events: each one logged, counted, handed to the OpenTelemetry hook and sent
 //! to the subscribers. The event types (`crate::event`) know nothing of where they go.
 
-use std::sync::Arc;
-
 use crate::event::LicenseEvent;
 
 /// A function every event is handed to (the OpenTelemetry exporter's).
-pub(crate) type EventHook = Arc<dyn Fn(&LicenseEvent) + Send + Sync>;
+#[cfg(feature = "otel")]
+pub(crate) type EventHook = std::sync::Arc<dyn Fn(&LicenseEvent) + Send + Sync>;
 
 /// Where every event goes: the log, the counters, the OpenTelemetry hook and the
 /// subscribers. Shared by the checker and the instance-slot task.

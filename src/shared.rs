@@ -2,7 +2,7 @@
 //! the faces (the layer, `/health`, the metrics exporters) read it through. The faces
 //! import this module, never the monitor's; the monitor imports none of them.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
@@ -223,7 +223,7 @@ impl View {
 /// A [`View`] that does not keep the monitor alive.
 #[cfg(any(feature = "otel", feature = "prometheus"))]
 #[derive(Clone)]
-pub(crate) struct WeakView(Weak<Shared>);
+pub(crate) struct WeakView(std::sync::Weak<Shared>);
 
 #[cfg(any(feature = "otel", feature = "prometheus"))]
 impl WeakView {
