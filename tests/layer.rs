@@ -11,7 +11,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use iosetu_license::{
     Claims, Clock, HealthService, License, LicenseLayer, LicenseMonitor, LicenseSigner,
-    LicenseSource, LicenseState, ResponseBody, ResponseFuture, TestClock,
+    LicenseSource, LicenseState, RequireFeature, ResponseBody, ResponseFuture, TestClock,
 };
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::ServiceExt as _;
@@ -361,4 +361,63 @@ async fn require_feature_refuses_with_the_feature_named_and_lets_exempt_paths_th
     let response = svc.clone().oneshot(get("/ready")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(body_text(response.into_body()).await, "inner");
+}
+
+type FeatureMock = mock::Spawn<RequireFeature<mock::Mock<Request<String>, Response<String>>>>;
+
+fn spawn_feature(
+    monitor: &LicenseMonitor,
+    feature: &str,
+) -> (FeatureMock, mock::Handle<Request<String>, Response<String>>) {
+    mock::spawn_layer(RequireFeature::<()>::layer(monitor, feature))
+}
+
+#[tokio::test(start_paused = true)]
+async fn require_feature_passes_a_licensed_feature_through_untouched() {
+    let clock = TestClock::new(t0());
+    let mut claims = Claims::new("Acme", T0 as i64 + 86_400 * 90);
+    claims.features.push("reports".into());
+    let monitor = monitor_with(&clock, LicenseSource::Static(signer().sign(&claims)), 3600).await;
+    let (mut svc, mut handle) = spawn_feature(&monitor, "reports");
+    assert_eq!(svc.get_ref().feature(), "reports");
+    // Readiness is the inner service's.
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+    let response = svc.call(get("/reports/7"));
+    let (seen, send) = handle.next_request().await.unwrap();
+    assert_eq!(seen.uri(), "/reports/7");
+    send.send_response(Response::new("the report".to_owned()));
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response.into_body()).await, "the report");
+}
+
+#[tokio::test(start_paused = true)]
+async fn require_feature_refuses_an_unlicensed_feature_without_calling_the_inner_service() {
+    let clock = TestClock::new(t0());
+    let token = signer().sign(&Claims::new("Acme", T0 as i64 + 86_400 * 90));
+    let monitor = monitor_with(&clock, LicenseSource::Static(token), 3600).await;
+    let (mut svc, mut handle) = spawn_feature(&monitor, "reports");
+    assert_ready_ok!(svc.poll_ready());
+    let response = svc.call(get("/reports/7")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        body_text(response.into_body())
+            .await
+            .contains("feature_not_licensed")
+    );
+    // The inner service never saw it.
+    handle.allow(1);
+    assert_pending!(handle.poll_request());
+    // The constructor has License's shape too.
+    let direct = RequireFeature::new(
+        tower::service_fn(|_: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }),
+        &monitor,
+        "reports",
+    );
+    assert_eq!(direct.feature(), "reports");
 }

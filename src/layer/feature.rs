@@ -116,6 +116,17 @@ pub struct RequireFeature<S> {
 }
 
 impl<S> RequireFeature<S> {
+    /// Wraps `inner`, admitting requests only while a license of `monitor` in force
+    /// grants `feature` (the shape [`License::new`](super::License::new) has).
+    pub fn new(inner: S, monitor: &LicenseMonitor, feature: &str) -> Self {
+        RequireFeatureLayer::new(monitor, feature).layer(inner)
+    }
+
+    /// A [`RequireFeatureLayer`] for `monitor` and `feature`, to wrap services with.
+    pub fn layer(monitor: &LicenseMonitor, feature: &str) -> RequireFeatureLayer {
+        RequireFeatureLayer::new(monitor, feature)
+    }
+
     /// The feature this service requires.
     pub fn feature(&self) -> &str {
         self.gate.name()
