@@ -34,12 +34,9 @@ fn child_entry() {
 /// 2027-02-01T00:00:00Z.
 const FEB1: i64 = 1_801_440_000;
 
-/// A license with `seats` 10, valid for two years.
+/// A license with `seats` 10, valid for two years (the children's).
 fn license() -> String {
-    let mut claims = Claims::new("Acme Corp", T0 + 800 * DAY);
-    claims.jti = Some("acme-2027".into());
-    claims.limits.insert("seats".into(), 10);
-    signer().sign(&claims)
+    common::usage_child::seats_license()
 }
 
 fn dir() -> (tempfile::TempDir, PathBuf) {

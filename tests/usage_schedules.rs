@@ -43,7 +43,6 @@ use std::path::{Path, PathBuf};
 
 use common::usage_child::{ChildProcess, ChildSpec, child_main, sibling};
 use common::*;
-use iosetu_license::Claims;
 use iosetu_license::usage::{self, FindingClass, FindingKind, Report, Verification};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -58,12 +57,9 @@ const JOURNAL: &str = "usage.jsonl";
 /// What a kill may lose: the minutes since the last checkpoint (taken every five).
 const LOST_PER_KILL: u64 = 5;
 
-/// A license with `seats` 10, valid for two years.
+/// A license with `seats` 10, valid for two years (the children's).
 fn license() -> String {
-    let mut claims = Claims::new("Acme Corp", T0 + 800 * DAY);
-    claims.jti = Some("acme-2027".into());
-    claims.limits.insert("seats".into(), 10);
-    signer().sign(&claims)
+    common::usage_child::seats_license()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

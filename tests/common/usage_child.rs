@@ -356,3 +356,11 @@ async fn run_plan(plan: &str) {
         }
     }
 }
+
+/// A license with `seats` 10, valid for two years: what the usage tests' instances run.
+pub fn seats_license() -> String {
+    let mut claims = iosetu_license::Claims::new("Acme Corp", super::T0 + 800 * super::DAY);
+    claims.jti = Some("acme-2027".into());
+    claims.limits.insert("seats".into(), 10);
+    super::signer().sign(&claims)
+}
