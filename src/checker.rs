@@ -7,19 +7,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::Clock;
-use crate::clock::{Reading, escape_control};
+use crate::clock::{Reading, escape_control, later};
 use crate::emit::Reporter;
+use crate::files::{read_state, write_state};
 use crate::judge::{Judge, JudgeConfig, Line, NoticeLine, Observation, Read, SlotWord};
+use crate::layer::shared::{Command, Shared};
+use crate::link::InstanceLink;
 use crate::reload::{MAX_SETTLE_ROUNDS, SETTLE, Trigger, Triggers};
-use crate::runtime::{IO_DEADLINE, OffThread, later, off_thread};
-use crate::shared::{Command, Shared};
+use crate::runtime::{IO_DEADLINE, OffThread, off_thread};
 use crate::source::{self, LicenseSource};
-use crate::state::{PersistedState, StateProblem};
+use crate::state::StateProblem;
 use crate::stats::Stats;
 use crate::token::{self, LicenseError, LicenseVerifier, fingerprint};
 use crate::verdict::Verdict;
@@ -43,15 +45,6 @@ pub(crate) struct Config {
     pub(crate) reporter: Reporter,
     /// The link to the instance-slot task, when the monitor counts instances.
     pub(crate) instances: Option<InstanceLink>,
-}
-
-/// The checker's side of the instance-slot task (see `crate::instances`): the checker
-/// tells it the limit in force, it tells the checker whether this replica is without a
-/// slot.
-pub(crate) struct InstanceLink {
-    pub(crate) limit: watch::Sender<Option<u64>>,
-    /// The task's word; `without` there after a grace period of API faults.
-    pub(crate) without: watch::Receiver<SlotWord>,
 }
 
 /// What woke the checker.
@@ -453,10 +446,7 @@ impl Checker {
             return;
         };
         let shown = escape_control(&path.display().to_string()).into_owned();
-        let loaded = off_thread(&mut self.hung_state, IO_DEADLINE, move || {
-            PersistedState::load(&path)
-        })
-        .await;
+        let loaded = off_thread(&mut self.hung_state, IO_DEADLINE, move || read_state(&path)).await;
         self.judge.handle_restored(match loaded {
             Ok(result) => result,
             Err(_) => Err(StateProblem {
@@ -476,7 +466,7 @@ impl Checker {
         let written = state.clone();
         let shown = escape_control(&path.display().to_string()).into_owned();
         let result = match off_thread(&mut self.hung_state, IO_DEADLINE, move || {
-            state.store(&path)
+            write_state(&state, &path)
         })
         .await
         {

@@ -447,6 +447,13 @@ impl Reading {
     }
 }
 
+/// Adds without the panic `Instant + Duration` has on overflow (a grace period of
+/// `Duration::MAX`).
+pub(crate) fn later(at: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::LicenseMonitor;
 use crate::answer::fixed_response;
-use crate::shared::View;
+use crate::layer::shared::View;
 use crate::verdict::{LicenseState, Verdict};
 
 /// The health body the product text specifies:

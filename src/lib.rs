@@ -114,6 +114,7 @@ mod checker;
 pub mod clock;
 mod emit;
 pub mod event;
+mod files;
 #[cfg(feature = "issue")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -129,6 +130,7 @@ pub mod layer;
 #[cfg(feature = "ledger")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ledger")))]
 pub mod ledger;
+mod link;
 mod metering;
 pub mod metrics;
 mod monitor;
@@ -136,7 +138,6 @@ mod monitor;
 mod otel;
 mod reload;
 mod runtime;
-mod shared;
 pub mod source;
 mod state;
 mod stats;

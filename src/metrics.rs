@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::LicenseMonitor;
 use crate::clock::unix_seconds;
-use crate::shared::View;
+use crate::layer::shared::View;
 use crate::verdict::{GraceReason, LicenseState};
 
 /// The license's numbers at one instant, as the metrics exporters publish them.
@@ -165,7 +165,7 @@ mod prometheus {
     use super::MetricsSnapshot;
     use crate::LicenseMonitor;
     use crate::answer::fixed_response;
-    use crate::shared::WeakView;
+    use crate::layer::shared::WeakView;
 
     /// Renders the snapshot at each scrape. Holds the monitor weakly: a registry that
     /// outlives the monitor reports nothing rather than keeping the checker alive.

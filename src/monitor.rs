@@ -11,10 +11,10 @@ use crate::checker::{Checker, Config};
 use crate::clock::SystemClock;
 use crate::emit::Reporter;
 use crate::event::LicenseEvent;
+use crate::layer::shared::{Command, Parts, Shared, View};
 #[cfg(unix)]
 use crate::reload::Hangup;
 use crate::reload::{FileWatch, Triggers};
-use crate::shared::{Command, Parts, Shared, View};
 use crate::source::LicenseSource;
 use crate::stats::Stats;
 use crate::token::LicenseVerifier;

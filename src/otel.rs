@@ -12,8 +12,8 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use tracing::Level;
 
 use crate::event::{AttributeValue, LicenseEvent, TARGET};
+use crate::layer::shared::WeakView;
 use crate::metrics::MetricsSnapshot;
-use crate::shared::WeakView;
 use crate::{LicenseMonitor, LicenseMonitorBuilder};
 
 /// Something the checker hands every event to, besides `tracing` and subscribers.

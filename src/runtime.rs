@@ -1,11 +1,9 @@
 //! What the shell and the tasks (the checker, the instance slots, the usage journal)
-//! share to run: blocking I/O off the async workers with a deadline, and time arithmetic
-//! that never panics.
+//! share to run: blocking I/O off the async workers with a deadline.
 
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 /// How long a read or write of a file may take before it counts as hung (a dead network
 /// or FUSE mount): the checker goes on, and the last good license stays.
@@ -40,11 +38,4 @@ pub(crate) async fn off_thread<T: Send + 'static>(
             Err(OffThread::Hung)
         }
     }
-}
-
-/// Adds without the panic `Instant + Duration` has on overflow (a grace period of
-/// `Duration::MAX`).
-pub(crate) fn later(at: Instant, by: Duration) -> Instant {
-    at.checked_add(by)
-        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::clock::escape_control;
+use crate::files::{kind_of, open_nonblocking, shown};
 use crate::token::{LicenseError, fingerprint};
 
 pub use crate::token::{MAX_FILE_BYTES, tokens};
@@ -91,11 +92,6 @@ impl fmt::Debug for LicenseSource {
     }
 }
 
-/// A path as logs and errors show it: control characters escaped.
-pub(crate) fn shown(path: &Path) -> String {
-    escape_control(&path.display().to_string()).into_owned()
-}
-
 impl Default for LicenseSource {
     fn default() -> Self {
         Self::from_env()
@@ -163,41 +159,6 @@ fn read_file(path: &Path) -> Result<String, LicenseError> {
     String::from_utf8(bytes).map_err(|_| LicenseError::Malformed {
         detail: format!("{} is not UTF-8 text", shown(path)),
     })
-}
-
-/// What a non-regular file is, for the operator reading the error.
-pub(crate) fn kind_of(file_type: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_fifo() {
-            return "a FIFO";
-        }
-        if file_type.is_char_device() || file_type.is_block_device() {
-            return "a device";
-        }
-        if file_type.is_socket() {
-            return "a socket";
-        }
-    }
-    if file_type.is_dir() {
-        "a directory"
-    } else {
-        "not a file"
-    }
-}
-
-/// Opens for reading without blocking: opening a FIFO with no writer would otherwise
-/// hang the checker forever.
-pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-    }
-    options.open(path)
 }
 
 #[cfg(test)]

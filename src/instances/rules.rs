@@ -10,8 +10,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
+use crate::clock::later;
 use crate::judge::SlotWord;
-use crate::runtime::later;
 
 /// How long a slot may go without a renewal, on its observer's clock, before another
 /// replica may take it over.

@@ -21,10 +21,10 @@ use super::rules::{
     RETRY_INTERVAL, Stamps, Standing, Versions,
 };
 use crate::Clock;
-use crate::checker::InstanceLink;
 use crate::emit::Reporter;
 use crate::event::LicenseEvent;
 use crate::judge::SlotWord;
+use crate::link::InstanceLink;
 
 /// The annotation of the fleet's overuse record (the Lease `<prefix>-overuse`): when the
 /// fleet began to run more replicas than its limit, on the clock of the replica that last

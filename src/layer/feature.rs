@@ -12,8 +12,8 @@ use super::drain::{Drain, FeatureGate};
 use super::future::ResponseFuture;
 use super::rejection::{FeatureText, Rejection};
 use super::service::{admit, refused_or_exempt};
+use super::shared::View;
 use crate::LicenseMonitor;
-use crate::shared::View;
 
 /// A tower [`Layer`] that lets a request through only when a license in force grants a
 /// feature: the paid tier of a service whose other routes are free.

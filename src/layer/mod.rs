@@ -55,6 +55,7 @@ mod future;
 pub(crate) mod rejection;
 mod request_body;
 mod service;
+pub(crate) mod shared;
 
 pub use body::{BodyError, BoxError, Drained, ResponseBody};
 #[cfg(feature = "tonic")]

@@ -11,8 +11,8 @@ use super::connection;
 use super::drain::{Drain, OPEN, OPEN_COUNTED};
 use super::future::ResponseFuture;
 use super::rejection::Rejection;
+use super::shared::View;
 use crate::LicenseMonitor;
-use crate::shared::View;
 
 /// Middleware that refuses new requests once the license's grace period is over.
 ///

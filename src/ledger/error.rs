@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::ErrorCode;
 
 use super::{BUSY_TIMEOUT, SCHEMA_VERSION};
-use crate::source::shown;
+use crate::files::shown;
 
 /// Why the ledger could not be used, or refused a change. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ use ed25519_dalek::Signer as _;
 use serde::{Deserialize, Serialize};
 
 use super::journal::{self, MAX_JOURNAL_BYTES, Record, encode_key, key_path};
-use crate::source::shown;
+use crate::files::shown;
 
 /// The `format` of a report.
 pub const REPORT_FORMAT: &str = "iosetu-usage-report";
@@ -206,7 +206,7 @@ pub fn export(path: &Path, now: std::time::SystemTime) -> Result<Report, ExportE
 /// Whether a running process holds the journal at `path` (its lock is taken).
 fn held(path: &Path) -> bool {
     let lock = journal::lock_path(path);
-    match crate::state::guarded(std::fs::OpenOptions::new().read(true).write(true)).open(&lock) {
+    match crate::files::guarded(std::fs::OpenOptions::new().read(true).write(true)).open(&lock) {
         Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
         Err(_) => false,
     }

@@ -12,7 +12,7 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::source::{open_nonblocking, shown};
+use crate::files::{open_nonblocking, shown};
 
 /// The record format's version.
 pub(crate) const RECORD_VERSION: u32 = 1;
@@ -28,6 +28,18 @@ pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
 /// The most licenses a record lists, notes it carries, and metrics it holds.
 pub(crate) const MAX_LICENSES: usize = 64;
 pub(crate) const MAX_NOTES: usize = 16;
+
+/// Adds `note` to `notes` once, up to [`MAX_NOTES`]; whether it is there now.
+pub(crate) fn add_note(notes: &mut Vec<String>, note: &str) -> bool {
+    if notes.iter().any(|n| n == note) {
+        return true;
+    }
+    if notes.len() >= MAX_NOTES {
+        return false;
+    }
+    notes.push(note.to_owned());
+    true
+}
 pub(crate) const MAX_NOTE_BYTES: usize = 256;
 pub(crate) const MAX_RECORD_METRICS: usize = super::MAX_METRICS + 8;
 /// The link before the first record.
@@ -134,6 +146,42 @@ pub struct Record {
 }
 
 impl Record {
+    /// Adds `note` once, up to [`MAX_NOTES`]; whether it is there now.
+    pub(crate) fn note(&mut self, note: &str) -> bool {
+        add_note(&mut self.notes, note)
+    }
+
+    /// Takes in the record of a later span (a day's next hour, an hour that waited for a
+    /// full disk): the span reaches its end, gauges keep their peak, counters add up, and
+    /// the licenses and notes of both are kept. The one rule for every record that
+    /// stands for several.
+    pub(crate) fn take_in(&mut self, later: Record) {
+        self.end = self.end.max(later.end);
+        self.watermark = self.watermark.max(later.watermark);
+        self.wall = later.wall;
+        self.boot = later.boot;
+        self.uptime = later.uptime;
+        if self.key.is_none() {
+            self.key = later.key;
+        }
+        for license in later.licenses {
+            if !self.licenses.contains(&license) && self.licenses.len() < MAX_LICENSES {
+                self.licenses.push(license);
+            }
+        }
+        for (name, v) in later.gauges {
+            let e = self.gauges.entry(name).or_default();
+            *e = (*e).max(v);
+        }
+        for (name, v) in later.counters {
+            let e = self.counters.entry(name).or_default();
+            *e = e.saturating_add(v);
+        }
+        for note in later.notes {
+            self.note(&note);
+        }
+    }
+
     /// The JSON that is signed: the record without `sig`.
     fn signed_bytes(&self) -> Vec<u8> {
         let mut unsigned = self.clone();
@@ -372,7 +420,7 @@ pub(crate) fn claim(base: &Path) -> Result<(PathBuf, std::fs::File), String> {
     for k in 0..MAX_SET {
         let journal = member(base, k);
         let lock = lock_path(&journal);
-        let file = crate::state::guarded(
+        let file = crate::files::guarded(
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -418,8 +466,8 @@ pub(crate) fn make_key(path: &Path) -> std::io::Result<SigningKey> {
     getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
     let key = SigningKey::from_bytes(&seed);
     let text = format!("{KEY_PREFIX}{}\n", URL_SAFE_NO_PAD.encode(seed));
-    let tmp = crate::state::temp_path(path);
-    let mut file = crate::state::create_new(&tmp)?;
+    let tmp = crate::files::temp_path(path);
+    let mut file = crate::files::create_new(&tmp)?;
     let written = file
         .write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
@@ -434,7 +482,7 @@ pub(crate) fn make_key(path: &Path) -> std::io::Result<SigningKey> {
 /// a write that fails leaves the file as it was.
 pub(crate) fn append(path: &Path, line: &[u8]) -> std::io::Result<u64> {
     let mut file =
-        crate::state::guarded(std::fs::OpenOptions::new().append(true).create(true)).open(path)?;
+        crate::files::guarded(std::fs::OpenOptions::new().append(true).create(true)).open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
@@ -457,7 +505,7 @@ pub(crate) fn append(path: &Path, line: &[u8]) -> std::io::Result<u64> {
 /// checkpoint or none: the hour so far is then lost, as it was before checkpoints.
 pub(crate) fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Seek as _;
-    let mut file = crate::state::guarded(
+    let mut file = crate::files::guarded(
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -479,13 +527,13 @@ pub(crate) fn rewrite(path: &Path, records: &[Record]) -> std::io::Result<u64> {
         bytes.extend(record.to_line());
         bytes.push(b'\n');
     }
-    crate::state::store_bytes(path, &bytes)?;
+    crate::files::store_bytes(path, &bytes)?;
     Ok(bytes.len() as u64)
 }
 
 /// Cuts a torn last line off (the record being written when the process stopped).
 pub(crate) fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
-    let file = crate::state::guarded(std::fs::OpenOptions::new().write(true)).open(path)?;
+    let file = crate::files::guarded(std::fs::OpenOptions::new().write(true)).open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
@@ -568,32 +616,7 @@ pub(crate) fn compact(
 fn fold(day: &mut Record, hour: Record, link: String) {
     day.n_end = Some(hour.n);
     day.last = Some(link);
-    day.end = day.end.max(hour.end);
-    day.watermark = day.watermark.max(hour.watermark);
-    day.wall = hour.wall;
-    day.boot = hour.boot;
-    day.uptime = hour.uptime;
-    if day.key.is_none() {
-        day.key = hour.key;
-    }
-    for license in hour.licenses {
-        if !day.licenses.contains(&license) && day.licenses.len() < MAX_LICENSES {
-            day.licenses.push(license);
-        }
-    }
-    for (name, v) in hour.gauges {
-        let e = day.gauges.entry(name).or_default();
-        *e = (*e).max(v);
-    }
-    for (name, v) in hour.counters {
-        let e = day.counters.entry(name).or_default();
-        *e = e.saturating_add(v);
-    }
-    for note in hour.notes {
-        if !day.notes.contains(&note) && day.notes.len() < MAX_NOTES {
-            day.notes.push(note);
-        }
-    }
+    day.take_in(hour);
 }
 
 /// The records of the checkpoint beside the journal at `path`, if they continue its

@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 use super::journal::{self, DAILY_DAYS, HOURLY_DAYS, MAX_JOURNAL_BYTES, Record, Span};
 use super::month_of;
 use crate::clock::escape_control;
-use crate::source::shown;
+use crate::files::shown;
 
 /// The journal as this process keeps it.
 pub(super) struct Journal {
@@ -209,12 +209,7 @@ fn flush_pending(journal: &mut Journal) -> Result<Vec<(&'static str, String)>, S
                 journal.pending.remove(0);
             }
             Err(e) => {
-                let first = &mut journal.pending[0];
-                if !first.notes.iter().any(|n| n == "write_failed")
-                    && first.notes.len() < journal::MAX_NOTES
-                {
-                    first.notes.push("write_failed".to_owned());
-                }
+                journal.pending[0].note("write_failed");
                 return Err(e);
             }
         }
@@ -267,7 +262,8 @@ pub(super) fn write(
     if journal.pending.len() >= MAX_PENDING
         && let Some(newest) = journal.pending.last_mut()
     {
-        absorb(newest, record);
+        // (A record that waited longest takes in the next: a disk full for a month.)
+        newest.take_in(record);
     } else {
         journal.pending.push(record);
     }
@@ -276,27 +272,6 @@ pub(super) fn write(
     // kill in between is recognised as written at the next start).
     let _ = std::fs::remove_file(journal::checkpoint_path(&journal.path));
     Ok(problems)
-}
-
-/// A record that waited longest takes in the next (a disk full for a month).
-fn absorb(into: &mut Record, record: Record) {
-    into.end = into.end.max(record.end);
-    into.watermark = into.watermark.max(record.watermark);
-    into.wall = record.wall;
-    into.uptime = record.uptime;
-    for (name, v) in record.gauges {
-        let e = into.gauges.entry(name).or_default();
-        *e = (*e).max(v);
-    }
-    for (name, v) in record.counters {
-        let e = into.counters.entry(name).or_default();
-        *e = e.saturating_add(v);
-    }
-    for note in record.notes {
-        if !into.notes.contains(&note) && into.notes.len() < journal::MAX_NOTES {
-            into.notes.push(note);
-        }
-    }
 }
 
 /// Writes the first pending record.

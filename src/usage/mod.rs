@@ -38,6 +38,7 @@
 mod export;
 mod journal;
 mod keeper;
+mod rules;
 pub(crate) mod task;
 mod true_up;
 mod verify;

@@ -11,16 +11,16 @@ use tokio::task::AbortHandle;
 
 use super::journal::{self, LicenseInForce, Record, Span};
 use super::keeper::{Journal, open, store_checkpoint, write};
+use super::rules::{LimitAlerts, Notes, counter_bases, noted, period_ends, sleep_for};
 use super::{
     Cell, GRACE_SECONDS, Kind, REPLICAS, REQUESTS_ADMITTED, REQUESTS_REFUSED, Registry, SLOTS_HELD,
     month_of,
 };
 use crate::clock::unix_seconds;
 use crate::emit::Reporter;
-use crate::event::{DriftKind, LicenseEvent};
-use crate::judge::throttle::Keyed;
+use crate::event::LicenseEvent;
+use crate::layer::shared::{Shared, View};
 use crate::runtime::{IO_DEADLINE, off_thread};
-use crate::shared::{Shared, View};
 use crate::verdict::LicenseState;
 
 /// How often the crate's own metrics are sampled and limits checked.
@@ -28,7 +28,6 @@ pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the hour so far is kept beside the journal (`<journal>.checkpoint`): what a
 /// process killed before its hour ends loses at most.
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
-const HOUR: i64 = 3600;
 
 /// The task's wiring, made by the builder.
 pub(crate) struct UsageTask {
@@ -46,9 +45,7 @@ struct Run {
     hung: Option<AbortHandle>,
     /// The current period's start (trusted time) and the notes for its record.
     period_start: i64,
-    notes: Vec<String>,
-    /// Seconds of steps back the judge took as corrections this period.
-    corrected: u64,
+    notes: Notes,
     /// The last vendor usage receipt noted.
     receipt_noted: Option<u64>,
     /// Counter values at the last record.
@@ -65,7 +62,7 @@ struct Run {
     refused_seen: u64,
     admitted_seen: u64,
     /// `license.limit_exceeded` per metric, at most once per check interval.
-    limit_reported: Keyed<String>,
+    alerts: LimitAlerts,
     replicas: Arc<Cell>,
     slots: Arc<Cell>,
     grace: Arc<Cell>,
@@ -96,8 +93,7 @@ impl UsageTask {
             journal: None,
             hung: None,
             period_start: now,
-            notes: Vec::new(),
-            corrected: 0,
+            notes: Notes::default(),
             receipt_noted: None,
             recorded: BTreeMap::new(),
             month: month_of(now),
@@ -108,7 +104,7 @@ impl UsageTask {
             started: mono,
             refused_seen: 0,
             admitted_seen: 0,
-            limit_reported: Keyed::default(),
+            alerts: LimitAlerts::default(),
             replicas: registry.builtin(REPLICAS, Kind::Gauge),
             slots: registry.builtin(SLOTS_HELD, Kind::Gauge),
             grace: registry.builtin(GRACE_SECONDS, Kind::Counter),
@@ -128,7 +124,7 @@ impl UsageTask {
                     for (reason, detail) in opened.problems {
                         self.problem(reason, detail);
                     }
-                    run.notes = opened.notes;
+                    run.notes = Notes::from_opening(opened.notes);
                     run.month_totals = opened.month_totals;
                     run.journal = Some(Arc::new(Mutex::new(opened.journal)));
                 }
@@ -147,10 +143,7 @@ impl UsageTask {
             drop(shared);
             let (now, mono) = trusted_now(&view);
             self.sample(&mut run, &view, mono);
-            let boundary = (run.period_start.div_euclid(HOUR) + 1) * HOUR;
-            // Trusted time that went back (a vendor's attestation re-based it) ends the
-            // period at once: its hour would otherwise not end until time caught up.
-            if now >= boundary || now < run.period_start {
+            if period_ends(run.period_start, now) {
                 self.close(&mut run, &view, now, mono).await;
             } else if mono.saturating_sub(run.last_checkpoint) >= CHECKPOINT_INTERVAL {
                 self.checkpoint(&mut run, &view, now, mono).await;
@@ -158,8 +151,7 @@ impl UsageTask {
             self.check_limits(&mut run, &view, mono);
             let (now, _) = trusted_now(&view);
             drop(view);
-            let boundary = (run.period_start.div_euclid(HOUR) + 1) * HOUR;
-            let until = Duration::from_secs((boundary - now).clamp(1, HOUR) as u64);
+            let until = sleep_for(run.period_start, now, SAMPLE_INTERVAL);
             tokio::select! {
                 reply = self.flush.recv() => match reply {
                     Some(reply) => {
@@ -176,7 +168,7 @@ impl UsageTask {
                     }
                     None => return,
                 },
-                () = tokio::time::sleep(until.min(SAMPLE_INTERVAL)) => {}
+                () = tokio::time::sleep(until) => {}
             }
         }
     }
@@ -205,29 +197,12 @@ impl UsageTask {
         run.last_sample = mono;
         loop {
             match self.events.try_recv() {
-                // The judge's verdict on each step back, with its size, so that verify
-                // excuses the steps it judged honest and only those.
-                Ok(LicenseEvent::ClockAttested {
-                    seq,
-                    trusted_time_moved_seconds,
-                    ..
-                }) => note(
-                    run,
-                    &format!(
-                        "clock_attested:{seq}:{}",
-                        trusted_time_moved_seconds.min(0).unsigned_abs()
-                    ),
-                ),
-                Ok(LicenseEvent::TimeDriftDetected {
-                    drift_seconds,
-                    kind: DriftKind::ClockCorrected,
-                }) => {
-                    // (Rounded up: verify's allowance is never short of the real step.)
-                    let back = (-drift_seconds).max(0.0).ceil();
-                    run.corrected = run.corrected.saturating_add(back as u64);
+                Ok(event) => {
+                    if let Some(noted) = noted(&event) {
+                        run.notes.take(noted);
+                    }
                 }
-                Ok(LicenseEvent::TimeManipulationDetected { .. }) => note(run, "clock_set_back"),
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
             }
         }
@@ -261,30 +236,13 @@ impl UsageTask {
         }
         // A vendor's receipt the monitor accepted since the last record: the report
         // that follows must extend the heads it names.
-        let receipt = view.verdict().receipt_seq;
-        if receipt > run.receipt_noted
-            && let Some(seq) = receipt
-        {
-            run.receipt_noted = receipt;
-            note(run, &format!("receipt:{seq}"));
-        }
-        let mut notes = if close {
-            if run.corrected > 0 {
-                let corrected = std::mem::take(&mut run.corrected);
-                note(run, &format!("clock_corrected:{corrected}"));
-            }
-            std::mem::take(&mut run.notes)
+        run.notes
+            .receipt(&mut run.receipt_noted, view.verdict().receipt_seq);
+        let notes = if close {
+            run.notes.close()
         } else {
-            let mut notes = run.notes.clone();
-            if run.corrected > 0 {
-                notes.push(format!("clock_corrected:{}", run.corrected));
-            }
-            // Written only if this process dies before its hour ends.
-            notes.push("unclean_stop".to_owned());
-            notes.truncate(journal::MAX_NOTES);
-            notes
+            run.notes.checkpoint()
         };
-        notes.dedup();
         let verdict = view.verdict();
         Record {
             v: journal::RECORD_VERSION,
@@ -389,7 +347,7 @@ impl UsageTask {
                     "write_failed",
                     "the journal's write has not returned within 5 s".into(),
                 );
-                note(run, "write_failed");
+                run.notes.add("write_failed");
             }
         }
     }
@@ -398,45 +356,18 @@ impl UsageTask {
     /// interval each; and the values the metrics show.
     fn check_limits(&mut self, run: &mut Run, view: &View, mono: Duration) {
         let verdict = view.verdict();
-        let bases: BTreeMap<String, (u64, u64)> = run
-            .month_totals
-            .keys()
-            .chain(run.recorded.keys())
-            .map(|name| {
-                let month = run.month_totals.get(name).copied().unwrap_or(0);
-                let at = run.recorded.get(name).copied().unwrap_or(0);
-                (name.clone(), (month, at))
-            })
-            .collect();
+        let bases = counter_bases(&run.month_totals, &run.recorded);
         let usage = self.registry.current(&bases);
         view.stats().set_counter_bases(bases);
-        for (name, value) in usage {
-            // (Replicas are the fleet's to count: `max_instances` is the slots' limit.)
-            if name == REPLICAS || name == SLOTS_HELD {
-                continue;
-            }
-            let Some(limit) = verdict.limit(&name) else {
-                continue;
-            };
-            if value <= limit {
-                continue;
-            }
-            if run
-                .limit_reported
-                .ready(name.clone(), mono, self.check_interval)
-            {
-                self.reporter.emit(LicenseEvent::LimitExceeded {
-                    name,
-                    usage: value,
-                    limit,
-                });
-            }
+        for over in run
+            .alerts
+            .check(usage, |name| verdict.limit(name), mono, self.check_interval)
+        {
+            self.reporter.emit(LicenseEvent::LimitExceeded {
+                name: over.name,
+                usage: over.usage,
+                limit: over.limit,
+            });
         }
-    }
-}
-
-fn note(run: &mut Run, note: &str) {
-    if !run.notes.iter().any(|n| n == note) && run.notes.len() < journal::MAX_NOTES {
-        run.notes.push(note.to_owned());
     }
 }

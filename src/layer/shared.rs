@@ -1,6 +1,9 @@
 //! What every handle shares, written only by the checker, and the read-only [`View`] that
-//! the faces (the layer, `/health`, the metrics exporters) read it through. The faces
-//! import this module, never the monitor's; the monitor imports none of them.
+//! the faces (the layer, `/health`, the metrics exporters, the usage task) read it
+//! through. It lives with the layer because it is the gate's state (the verdict in force
+//! and the drains, `super::drain`) that every request reads: everything else imports it
+//! from here, and it imports nothing of the monitor, the checker or another face, so
+//! the layer and the faces reach each other in no circle.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,11 +11,11 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::drain::{Drain, FeatureGate};
+use super::drain::{SWEEP_INTERVAL, open_or_shut};
+use super::rejection::FeatureText;
 use crate::Clock;
 use crate::event::LicenseEvent;
-use crate::layer::drain::{Drain, FeatureGate};
-use crate::layer::drain::{SWEEP_INTERVAL, open_or_shut};
-use crate::layer::rejection::FeatureText;
 use crate::stats::Stats;
 use crate::sync::lock;
 use crate::verdict::Verdict;
