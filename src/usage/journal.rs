@@ -658,3 +658,82 @@ pub(crate) fn read_checkpoint(
 
 /// The largest checkpoint read: a month of hours waiting for a disk with room.
 const MAX_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hour(start: i64, licenses: &[&str], gauge: u64, counter: u64, notes: &[&str]) -> Record {
+        Record {
+            v: RECORD_VERSION,
+            n: 0,
+            n_end: None,
+            span: Span::Hour,
+            key: None,
+            prev: String::new(),
+            last: None,
+            start,
+            end: start + 3_600,
+            watermark: start + 3_600,
+            wall: start + 3_600,
+            boot: 1,
+            uptime: 3_600,
+            licenses: licenses
+                .iter()
+                .map(|jti| LicenseInForce {
+                    jti: Some((*jti).to_owned()),
+                    customer: "acme".into(),
+                    exp: 2_000_000_000,
+                    limits: BTreeMap::new(),
+                    max_instances: None,
+                })
+                .collect(),
+            gauges: BTreeMap::from([("seats".to_owned(), gauge)]),
+            counters: BTreeMap::from([("calls".to_owned(), counter)]),
+            notice_seq: None,
+            revocations: 0,
+            notes: notes.iter().map(|n| (*n).to_owned()).collect(),
+            sig: None,
+        }
+    }
+
+    #[test]
+    fn a_record_that_stands_for_several_keeps_the_peak_the_sum_and_every_license() {
+        let mut first = hour(0, &["old"], 7, 10, &["write_failed"]);
+        first.take_in(hour(
+            3_600,
+            &["old", "renewal"],
+            5,
+            4,
+            &["write_failed", "x"],
+        ));
+        first.take_in(hour(7_200, &["renewal"], 9, 1, &[]));
+        assert_eq!(
+            (first.start, first.end, first.watermark),
+            (0, 10_800, 10_800)
+        );
+        assert_eq!(first.gauges["seats"], 9);
+        assert_eq!(first.counters["calls"], 15);
+        let jtis: Vec<_> = first
+            .licenses
+            .iter()
+            .filter_map(|l| l.jti.as_deref())
+            .collect();
+        assert_eq!(jtis, ["old", "renewal"]);
+        assert_eq!(first.notes, ["write_failed", "x"]);
+    }
+
+    #[test]
+    fn notes_are_kept_once_each_up_to_the_cap() {
+        let mut notes = Vec::new();
+        assert!(add_note(&mut notes, "a"));
+        assert!(add_note(&mut notes, "a"));
+        for i in 1..MAX_NOTES {
+            assert!(add_note(&mut notes, &format!("n{i}")));
+        }
+        assert_eq!(notes.len(), MAX_NOTES);
+        assert!(!add_note(&mut notes, "one too many"));
+        assert!(add_note(&mut notes, "a"));
+        assert_eq!(notes.len(), MAX_NOTES);
+    }
+}
