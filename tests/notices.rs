@@ -137,6 +137,76 @@ async fn older_notices_and_other_customers_notices_are_refused_and_reported() {
     assert!(!names(&drain(&mut rx)).contains(&"license.notice_rejected"));
 }
 
+/// A license of `customer` with `jti`, expiring at `exp`.
+fn license_of(customer: &str, jti: &str, exp: i64) -> String {
+    let mut claims = Claims::new(customer, exp);
+    claims.jti = Some(jti.into());
+    claims.iat = Some(T0 - DAY);
+    signer().sign(&claims)
+}
+
+/// `customer`'s notice `seq`, signed at `iat`, revoking `jtis`.
+fn revocation_of(customer: &str, seq: u64, iat: i64, jtis: &[&str]) -> String {
+    let mut notice = Notice::new(customer, iat, seq);
+    notice.revoke = jtis.iter().map(|j| (*j).to_owned()).collect();
+    signer().sign_notice(&notice)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renamed_customers_revocation_applies_from_the_first_check() {
+    // Judge finding: a source with a license under the old name and its renewal under
+    // the new one, each revoked by a notice of its own name. The first check judged the
+    // notices of one name only (the customer whose licenses reach further), then kept
+    // the other name's license, valid; its revocation arrived with the next full check,
+    // and the service went from valid to grace an hour after its start, its source
+    // unchanged. Every name with a license in the source has its revocations applied
+    // from the first check.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.key");
+    let revoked_at = T0 - 600;
+    write(
+        &path,
+        &[
+            &license_of("Acme Corp", "corp", T0 + 60 * DAY),
+            &license_of("Acme Inc", "inc", T0 + 30 * DAY),
+            &revocation_of("Acme Corp", 1, revoked_at, &["corp"]),
+            &revocation_of("Acme Inc", 1, revoked_at, &["inc"]),
+        ],
+    );
+    let clock = TestClock::new(at(T0));
+    let (monitor, mut rx) = start(
+        builder(&clock, file(&path)).grace_period(std::time::Duration::from_secs(2 * HOUR as u64)),
+    )
+    .await;
+    let first = monitor.verdict();
+    assert_eq!(first.state, LicenseState::Grace, "{first:?}");
+    assert_eq!(first.reason, Some(GraceReason::Revoked));
+    assert_eq!(secs(first.grace_ends_at.unwrap()), revoked_at + 2 * HOUR);
+    let events = drain(&mut rx);
+    let mut revoked: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            LicenseEvent::Revoked { jti, .. } => Some(jti.as_str()),
+            _ => None,
+        })
+        .collect();
+    revoked.sort_unstable();
+    assert_eq!(revoked, ["corp", "inc"]);
+    // The other name's notice is still refused for the set (its `seq` and any
+    // attestation wait for a set of its own), and says so.
+    assert!(names(&events).contains(&"license.notice_rejected"));
+    // Full checks of the same text change nothing.
+    for _ in 0..3 {
+        run_for(HOUR / 4).await;
+        let verdict = monitor.check_now().await;
+        assert_eq!(
+            (verdict.state, verdict.reason.clone(), verdict.grace_ends_at),
+            (first.state, first.reason.clone(), first.grace_ends_at),
+            "{verdict:?}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn notices_alone_are_no_license() {
     let dir = tempfile::tempdir().unwrap();

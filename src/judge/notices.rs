@@ -81,7 +81,11 @@ impl Notices {
     }
 
     /// Judges a read's vendor notices for `customer` (the set's), oldest `seq` first. One
-    /// of another customer, or an attestation past its `exp`, is refused as a whole; one
+    /// of another customer, or an attestation past its `exp`, is refused as a whole; but
+    /// what a refused notice of one of `others` (the other customers with a license in the
+    /// read, any of which the set may be chosen from) revokes is revoked all the same, as
+    /// a vendor-signed revocation of a license in the source (it only ever ends a license
+    /// sooner; its attestation and `seq` wait until its customer's set is the one). One
     /// older than the highest accepted (`seq`) is refused too, but what it revokes stays
     /// revoked (a revocation never ends). Refusals are reported, each at most once per
     /// check interval. The highest accepted notice is read again at every check without
@@ -91,6 +95,7 @@ impl Notices {
         &mut self,
         notices: &[NoticeLine],
         customer: Option<&str>,
+        others: &[&str],
         reads: &Reads,
         cx: &mut Cx<'_>,
     ) {
@@ -115,6 +120,11 @@ impl Notices {
                 }
             };
             if notice.customer != customer {
+                if others.contains(&notice.customer.as_str()) {
+                    for jti in &notice.revoke {
+                        self.learn_revocation(jti, notice.iat, Some(notice.seq), reads, cx.events);
+                    }
+                }
                 let error = LicenseError::CustomerMismatch {
                     expected: customer.to_owned(),
                     found: notice.customer.clone(),

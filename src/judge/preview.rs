@@ -189,7 +189,9 @@ pub enum NoticeStanding {
     /// attestation re-based trusted time).
     Accepted,
     /// Refused, with the reason the monitor reports (`license.notice_rejected`). An older
-    /// notice of the set's customer is refused as `stale_seq`, but its revocations stand.
+    /// notice of the set's customer is refused as `stale_seq`, and one of another customer
+    /// with a license in the source as `customer_mismatch`, but the revocations of both
+    /// stand.
     Refused(LicenseError),
     /// Not judged: the source holds no license to judge it for.
     NotJudged,

@@ -302,13 +302,23 @@ impl Reads {
         }
         self.problem = selection.problem();
         // Notices are judged for the set's customer: the one this read brings, else the
-        // one in force. (With no license at all they wait for one.)
+        // one in force. (With no license at all they wait for one.) The other customers
+        // with a license in the read may still be chosen at this very check
+        // (`Judge::best_set` judges each with its revocations): what their notices revoke
+        // must be known by then.
         let customer = selection
             .members
             .first()
             .or(self.set.first())
             .map(|m| m.claims.customer.clone());
-        notices.judge(&notice_lines, customer.as_deref(), self, cx);
+        let mut others: Vec<&str> = Vec::new();
+        for (_, member) in &selection.candidates {
+            let name = member.claims.customer.as_str();
+            if Some(name) != customer.as_deref() && !others.contains(&name) {
+                others.push(name);
+            }
+        }
+        notices.judge(&notice_lines, customer.as_deref(), &others, self, cx);
         let learned = notices.revoked != revoked_before;
         if selection.members.is_empty() {
             // Wholly bad: the last good set stays (with what the notices revoked).

@@ -25,7 +25,8 @@ pub const MAX_ATTESTATION_SECS: i64 = 7 * 86_400;
 #[non_exhaustive]
 pub struct Notice {
     /// The customer it is for (required): a notice of another customer than the
-    /// license set's is refused.
+    /// license set's is refused (what it revokes still applies where that customer has
+    /// a license in the source too).
     pub customer: String,
     /// When the vendor signed it (required), seconds since the epoch: revocations apply
     /// from then on.
