@@ -244,7 +244,9 @@ pub enum LicenseEvent {
     /// it was: `torn` (a record cut short by a crash, dropped), `corrupt` (lines that are
     /// not records, or a last record not ours), `changed` (written by someone else under
     /// the running service), `key_replaced` (the instance key was missing or unusable: a
-    /// new one continues the journal), `unreadable` or `write_failed`. The service goes
+    /// new one continues the journal), `unreadable`, `write_failed`, or
+    /// `network_filesystem` (the journal is on NFS, SMB, CephFS or FUSE, where its lock
+    /// may not hold across machines: a warning, the journal is used). The service goes
     /// on; the next record says so.
     UsageJournalInvalid {
         /// The reason code.

@@ -443,6 +443,33 @@ pub(crate) fn claim(base: &Path) -> Result<(PathBuf, std::fs::File), String> {
     ))
 }
 
+/// The network filesystem `file` is on, if it is one whose locks may not hold across
+/// machines: there, two processes on two machines could both [`claim`] one journal.
+pub(crate) fn network_filesystem(file: &std::fs::File) -> Option<&'static str> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = rustix::fs::fstatfs(file).ok()?;
+        // (Magic numbers are 32 bits; the field is a signed word on some targets.)
+        network_kind(stat.f_type as u64 & 0xffff_ffff)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
+/// The network filesystem a `statfs` magic number names (`man 2 statfs`).
+fn network_kind(magic: u64) -> Option<&'static str> {
+    match magic {
+        0x6969 => Some("NFS"),
+        0x517b | 0xff53_4d42 | 0xfe53_4d42 => Some("SMB/CIFS"),
+        0x00c3_6400 => Some("CephFS"),
+        0x6573_5546 => Some("a FUSE filesystem"),
+        _ => None,
+    }
+}
+
 const KEY_PREFIX: &str = "iosetu-usage-key-v1 ";
 
 /// Reads the instance key; `None` when there is none.
@@ -721,6 +748,21 @@ mod tests {
             .collect();
         assert_eq!(jtis, ["old", "renewal"]);
         assert_eq!(first.notes, ["write_failed", "x"]);
+    }
+
+    #[test]
+    fn network_filesystems_are_told_by_their_magic_numbers() {
+        assert_eq!(network_kind(0x6969), Some("NFS"));
+        assert_eq!(network_kind(0xff53_4d42), Some("SMB/CIFS"));
+        assert_eq!(network_kind(0x6573_5546), Some("a FUSE filesystem"));
+        // ext4, xfs, tmpfs, overlayfs: local.
+        for local in [0xef53, 0x5846_5342, 0x0102_1994, 0x794c_7630] {
+            assert_eq!(network_kind(local), None);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        // (The test's temporary directory is on a local disk.)
+        assert_eq!(network_filesystem(&file), None);
     }
 
     #[test]

@@ -55,6 +55,16 @@ pub(super) fn open(base: PathBuf, month: String) -> Result<Opened, String> {
     let shown_path = shown(&path);
     let mut problems = Vec::new();
     let mut notes = Vec::new();
+    if let Some(kind) = journal::network_filesystem(&lock) {
+        problems.push((
+            "network_filesystem",
+            format!(
+                "{shown_path} is on {kind}: its lock may not hold across machines, and two \
+                 processes sharing the journal would break its chain; keep it on a local \
+                 disk, or give each replica a path of its own"
+            ),
+        ));
+    }
     let bytes = journal::read_bounded(&path, MAX_JOURNAL_BYTES)
         .map_err(|e| format!("{shown_path}: {e}"))?
         .unwrap_or_default();
