@@ -352,8 +352,23 @@ pub fn verify(reports: &[Report]) -> Verification {
     for (key, mut reports) in by_key {
         reports.sort_by_key(|r| (r.exported_at, r.head_n));
         let instance = short(key);
+        // A record several reports hold (each month's export holds the journal so far) is
+        // one record: what it shows is reported once, not once per report. Findings of a
+        // report as a whole (no record) stay apart unless they say the same.
+        let mut found: Vec<Finding> = Vec::new();
         for report in &reports {
-            check_report(report, &instance, &mut out.findings);
+            check_report(report, &instance, &mut found);
+        }
+        for finding in found {
+            let seen = out.findings.iter().any(|f| {
+                f.instance == finding.instance
+                    && f.kind == finding.kind
+                    && f.n == finding.n
+                    && (f.n.is_some() || f.detail == finding.detail)
+            });
+            if !seen {
+                out.findings.push(finding);
+            }
         }
         // (A key group is never empty.)
         let Some(latest) = reports.last() else {
