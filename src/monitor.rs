@@ -116,7 +116,8 @@ impl LicenseMonitor {
     /// most 5 s for the API server; without instance slots it returns at once.
     ///
     /// With a usage journal it also ends the current hour early in a record, so that the
-    /// usage of the process's last hour is not lost (also at most 5 s).
+    /// usage of the process's last hour is not lost, and closes the journal (also at most
+    /// 5 s): its lock is released when this returns, and usage after it is not recorded.
     pub async fn shutdown(&self) {
         let usage = async {
             let (tx, rx) = oneshot::channel();

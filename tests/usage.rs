@@ -717,6 +717,12 @@ async fn a_process_that_dies_before_its_hour_ends_loses_at_most_five_minutes() {
     assert_eq!(died, &dead[0].records[0]);
     let v = usage::verify(&[dead[0].clone(), report.clone()]);
     assert!(!kinds(&v).contains(&FindingKind::Fork), "{:?}", v.findings);
+    // Both reports hold the record of the death: it is reported once.
+    let deaths = kinds(&v)
+        .iter()
+        .filter(|k| **k == FindingKind::UncleanStop)
+        .count();
+    assert_eq!(deaths, 1, "{:?}", v.findings);
     let v = usage::verify(&[report]);
     assert!(v.intact(), "{:?}", v.findings);
     assert!(
@@ -747,4 +753,32 @@ async fn an_ntp_step_back_into_the_hour_before_is_a_correction_not_a_rollback() 
         "the step shows, as a fault: {:?}",
         v.findings
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_the_journal_and_the_next_monitor_continues_it() {
+    // Found under load: `shutdown` returned while the usage task still held the journal's
+    // lock, so a monitor started next in the same process found it held and began a
+    // sibling journal (`usage.jsonl.1`) with a key of its own.
+    let (_dir, journal) = dir();
+    let clock = TestClock::new(t0());
+    let monitor = instance(&clock, &journal).await;
+    monitor.usage().set("seats", 4).unwrap();
+    run_for(HOUR / 2).await;
+    monitor.shutdown().await;
+    // The monitor still exists (a server may keep its handle): the lock is free anyway.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(journal.with_extension("jsonl.lock"))
+        .expect("the lock file");
+    assert!(lock.try_lock().is_ok(), "the journal is still held");
+    drop(lock);
+    let next = instance(&clock, &journal).await;
+    run_for(HOUR / 2).await;
+    next.shutdown().await;
+    drop(monitor);
+    let reports = usage::export_all(&journal, at(T0)).expect("export");
+    assert_eq!(reports.len(), 1, "one journal, no sibling");
+    assert!(usage::verify(&reports).intact());
 }

@@ -164,7 +164,13 @@ impl UsageTask {
                                 self.close(&mut run, &view, now, mono).await;
                             }
                         }
+                        // The monitor is shutting down: the journal is closed, and its lock
+                        // released, before `shutdown` returns, so that a monitor started
+                        // next (in this process or another) continues the same journal
+                        // rather than finding it held and starting a sibling.
+                        drop(run.journal.take());
                         let _ = reply.send(());
+                        return;
                     }
                     None => return,
                 },
