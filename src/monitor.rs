@@ -11,7 +11,7 @@ use crate::checker::{Checker, Config};
 use crate::clock::SystemClock;
 use crate::emit::Reporter;
 use crate::event::LicenseEvent;
-use crate::layer::shared::{Command, Parts, Shared, View};
+use crate::layer::shared::{Command, Flush, Parts, Shared, View};
 #[cfg(unix)]
 use crate::reload::Hangup;
 use crate::reload::{FileWatch, Triggers};
@@ -119,9 +119,15 @@ impl LicenseMonitor {
     /// usage of the process's last hour is not lost, and closes the journal (also at most
     /// 5 s): its lock is released when this returns, and usage after it is not recorded.
     pub async fn shutdown(&self) {
+        self.stop(Flush::Close).await;
+    }
+
+    /// Gives the slot back and ends the current hour of the usage journal; `flush` says
+    /// whether the journal is closed too.
+    async fn stop(&self, flush: Flush) {
         let usage = async {
             let (tx, rx) = oneshot::channel();
-            if self.shared.usage_flush.send(tx).await.is_ok() {
+            if self.shared.usage_flush.send((tx, flush)).await.is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
             }
         };
@@ -138,8 +144,10 @@ impl LicenseMonitor {
     }
 
     /// A future that completes at SIGTERM (what Kubernetes sends a pod it stops) or
-    /// Ctrl-C, once this replica has given its instance slot back
-    /// ([`shutdown`](Self::shutdown)): hand it to
+    /// Ctrl-C, once this replica has given its instance slot back (and ended the usage
+    /// journal's current hour in a record; the journal stays open, so the requests the
+    /// server still drains are metered: call [`shutdown`](Self::shutdown) once it has
+    /// stopped, to close it): hand it to
     /// `axum::serve(..).with_graceful_shutdown(..)` (or tonic's
     /// `serve_with_incoming_shutdown`), so that a rollout's new pod gets the slot while
     /// this one finishes its requests, instead of waiting out the Lease (see the rollout
@@ -165,7 +173,9 @@ impl LicenseMonitor {
                 _ = tokio::signal::ctrl_c() => {}
                 () = terminate => {}
             }
-            monitor.shutdown().await;
+            // (Not `shutdown`: the server drains after this, and what it still serves is
+            // metered; the journal is closed by `shutdown` once the server has stopped.)
+            monitor.stop(Flush::Continue).await;
         }
     }
 

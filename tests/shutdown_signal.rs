@@ -16,12 +16,15 @@ async fn sigterm_gives_the_slot_back_before_the_server_stops() {
     let url = api.door().listen().await;
     let mut config = kube::Config::new(url.parse().unwrap());
     config.default_namespace = "shop".into();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("usage.jsonl");
     let mut claims = Claims::new("Acme Corp", now() + 90 * 86_400);
     claims.max_instances = Some(1);
     let monitor = LicenseMonitor::builder()
         .public_key(signer().public_key())
         .source(LicenseSource::Static(signer().sign(&claims)))
         .clock(SettledClock)
+        .usage_journal(&journal)
         .instance_slots(
             InstanceSlots::new("acme")
                 .pod_name("web")
@@ -52,4 +55,17 @@ async fn sigterm_gives_the_slot_back_before_the_server_stops() {
     // The Lease is gone: a new pod creates it at once.
     assert_eq!(monitor.instance_slot(), None);
     assert!(api.leases("shop").is_empty(), "{:?}", api.holders("shop"));
+    // The usage journal stays open while the server drains (what it serves is metered)...
+    let held = || {
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("usage.jsonl.lock"))
+            .unwrap();
+        lock.try_lock().is_err()
+    };
+    assert!(held(), "the journal was closed at the signal");
+    // ...and `shutdown`, once the server has stopped, closes it.
+    monitor.shutdown().await;
+    assert!(!held(), "the journal is still held after shutdown");
 }

@@ -20,6 +20,17 @@ use crate::stats::Stats;
 use crate::sync::lock;
 use crate::verdict::Verdict;
 
+/// What a flush of the usage task does after it ends the current hour in a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Goes on recording (the shutdown signal came: the server is draining, and the
+    /// requests it still serves are metered).
+    Continue,
+    /// Closes the journal and releases its lock before the reply, and ends the task
+    /// (`LicenseMonitor::shutdown`: the server has stopped).
+    Close,
+}
+
 /// State every handle shares. Only the checker writes it.
 pub(crate) struct Shared {
     /// Whether new requests are admitted (the one thing the request path reads: see
@@ -43,7 +54,7 @@ pub(crate) struct Shared {
     /// What the application meters.
     pub(crate) usage: crate::metering::Usage,
     /// Asks the usage task to end the current period in a record (answering when it has).
-    pub(crate) usage_flush: mpsc::Sender<oneshot::Sender<()>>,
+    pub(crate) usage_flush: mpsc::Sender<(oneshot::Sender<()>, Flush)>,
 }
 
 /// What a handle can ask of the checker.
@@ -64,7 +75,7 @@ pub(crate) struct Parts {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) release: Option<mpsc::Sender<oneshot::Sender<()>>>,
     pub(crate) usage: crate::metering::Usage,
-    pub(crate) usage_flush: mpsc::Sender<oneshot::Sender<()>>,
+    pub(crate) usage_flush: mpsc::Sender<(oneshot::Sender<()>, Flush)>,
     /// Whether the license layer counts the requests it admits (a usage journal is kept).
     pub(crate) count_admitted: bool,
 }

@@ -77,8 +77,13 @@ pub(crate) fn noted(event: &LicenseEvent) -> Option<Noted> {
     }
 }
 
-/// The notes a period gathers as it runs: each once, at most [`MAX_NOTES`], and the
-/// seconds of clock corrections summed.
+/// The places at the end of a record's notes kept for `clock_corrected:<s>` (which
+/// excuses an honest step back: lost, the step reads as a rollback, tampering) and, in a
+/// checkpoint, `unclean_stop`.
+const RESERVED: usize = 2;
+
+/// The notes a period gathers as it runs: each once, at most [`MAX_NOTES`] with the
+/// reserved ones, and the seconds of clock corrections summed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Notes {
     notes: Vec<String>,
@@ -95,9 +100,12 @@ impl Notes {
         this
     }
 
-    /// Notes `note` once.
+    /// Notes `note` once, leaving [`RESERVED`] places for the notes a record must be
+    /// able to carry whatever else the hour noted.
     pub(crate) fn add(&mut self, note: &str) {
-        add_note(&mut self.notes, note);
+        if self.notes.len() < MAX_NOTES - RESERVED || self.notes.iter().any(|n| n == note) {
+            add_note(&mut self.notes, note);
+        }
     }
 
     /// Takes in what an event leaves.
@@ -123,7 +131,8 @@ impl Notes {
     pub(crate) fn close(&mut self) -> Vec<String> {
         let corrected = std::mem::take(&mut self.corrected);
         if corrected > 0 {
-            self.add(&format!("clock_corrected:{corrected}"));
+            // (In a reserved place.)
+            add_note(&mut self.notes, &format!("clock_corrected:{corrected}"));
         }
         std::mem::take(&mut self.notes)
     }
@@ -135,11 +144,8 @@ impl Notes {
         if self.corrected > 0 {
             add_note(&mut notes, &format!("clock_corrected:{}", self.corrected));
         }
-        // (Over the cap, the last note gives way: a checkpoint must say it is one.)
-        if !add_note(&mut notes, "unclean_stop") {
-            notes.truncate(MAX_NOTES - 1);
-            notes.push("unclean_stop".to_owned());
-        }
+        // (The reserved places: both always fit.)
+        add_note(&mut notes, "unclean_stop");
         notes
     }
 }
@@ -333,16 +339,18 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_says_it_is_one_even_with_the_notes_full() {
+    fn an_hour_of_many_notes_still_carries_its_correction_and_says_a_checkpoint_is_one() {
         let mut notes = Notes::default();
         for i in 0..40 {
             notes.add(&format!("n{i}"));
         }
-        let closed = notes.clone().close();
-        assert_eq!(closed.len(), MAX_NOTES);
+        notes.take(Noted::Corrected(7));
         let kept = notes.checkpoint();
         assert_eq!(kept.len(), MAX_NOTES);
-        assert_eq!(kept.last().map(String::as_str), Some("unclean_stop"));
+        assert_eq!(kept[MAX_NOTES - 2..], ["clock_corrected:7", "unclean_stop"]);
+        let closed = notes.close();
+        assert_eq!(closed.len(), MAX_NOTES - 1);
+        assert_eq!(closed.last().map(String::as_str), Some("clock_corrected:7"));
     }
 
     #[test]

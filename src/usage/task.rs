@@ -19,7 +19,7 @@ use super::{
 use crate::clock::unix_seconds;
 use crate::emit::Reporter;
 use crate::event::LicenseEvent;
-use crate::layer::shared::{Shared, View};
+use crate::layer::shared::{Flush, Shared, View};
 use crate::runtime::{IO_DEADLINE, off_thread};
 use crate::verdict::LicenseState;
 
@@ -37,7 +37,7 @@ pub(crate) struct UsageTask {
     pub(crate) check_interval: Duration,
     pub(crate) reporter: Reporter,
     pub(crate) events: broadcast::Receiver<LicenseEvent>,
-    pub(crate) flush: mpsc::Receiver<oneshot::Sender<()>>,
+    pub(crate) flush: mpsc::Receiver<(oneshot::Sender<()>, Flush)>,
 }
 
 struct Run {
@@ -153,8 +153,8 @@ impl UsageTask {
             drop(view);
             let until = sleep_for(run.period_start, now, SAMPLE_INTERVAL);
             tokio::select! {
-                reply = self.flush.recv() => match reply {
-                    Some(reply) => {
+                flush = self.flush.recv() => match flush {
+                    Some((reply, flush)) => {
                         if let Some(shared) = self.shared.upgrade() {
                             let view = View::new(&shared);
                             drop(shared);
@@ -164,13 +164,16 @@ impl UsageTask {
                                 self.close(&mut run, &view, now, mono).await;
                             }
                         }
-                        // The monitor is shutting down: the journal is closed, and its lock
-                        // released, before `shutdown` returns, so that a monitor started
-                        // next (in this process or another) continues the same journal
-                        // rather than finding it held and starting a sibling.
-                        drop(run.journal.take());
+                        if flush == Flush::Close {
+                            // The journal is closed, and its lock released, before
+                            // `shutdown` returns, so that a monitor started next (in this
+                            // process or another) continues the same journal rather than
+                            // finding it held and starting a sibling.
+                            drop(run.journal.take());
+                            let _ = reply.send(());
+                            return;
+                        }
                         let _ = reply.send(());
-                        return;
                     }
                     None => return,
                 },

@@ -1,7 +1,7 @@
 //! The vendor's verification of usage reports ([`verify`]: chain, signatures, stamps,
 //! gaps, clocks wound back, forks, downtime) and the true-up table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -353,20 +353,17 @@ pub fn verify(reports: &[Report]) -> Verification {
         reports.sort_by_key(|r| (r.exported_at, r.head_n));
         let instance = short(key);
         // A record several reports hold (each month's export holds the journal so far) is
-        // one record: what it shows is reported once, not once per report. Findings of a
-        // report as a whole (no record) stay apart unless they say the same.
+        // one record: what it shows is reported once, not once per report. Only a finding
+        // that says exactly the same goes (a record quiet for 3 hours in one report and
+        // for 30 days in the next is two findings; so are two findings of one kind on
+        // one record that differ).
         let mut found: Vec<Finding> = Vec::new();
         for report in &reports {
             check_report(report, &instance, &mut found);
         }
+        let mut seen = HashSet::new();
         for finding in found {
-            let seen = out.findings.iter().any(|f| {
-                f.instance == finding.instance
-                    && f.kind == finding.kind
-                    && f.n == finding.n
-                    && (f.n.is_some() || f.detail == finding.detail)
-            });
-            if !seen {
+            if seen.insert((finding.kind, finding.n, finding.detail.clone())) {
                 out.findings.push(finding);
             }
         }
