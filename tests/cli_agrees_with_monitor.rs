@@ -288,6 +288,17 @@ fn monitor(
     })
 }
 
+/// The monitor's verdicts on `case` at `T0` (see [`monitor`]).
+fn monitor_of(case: &Case) -> (Arc<Verdict>, Arc<Verdict>) {
+    let (source, notices) = texts(case, T0);
+    monitor(
+        &source,
+        notices.as_deref(),
+        at(T0),
+        Duration::from_secs(case.grace),
+    )
+}
+
 fn verifier() -> LicenseVerifier {
     LicenseVerifier::new(vec![signer().public_key()])
 }
@@ -640,9 +651,7 @@ proptest! {
     /// next full check: see the ignored test below.)
     #[test]
     fn the_monitor_keeps_the_decision_of_its_first_check(case in case(false)) {
-        let (source, notices) = texts(&case, T0);
-        let (start, settled) =
-            monitor(&source, notices.as_deref(), at(T0), Duration::from_secs(case.grace));
+        let (start, settled) = monitor_of(&case);
         let decision = |v: &Verdict| {
             (v.state, v.grace_ends_at, v.is_valid().then_some(v.expires_at).flatten())
         };
@@ -661,9 +670,7 @@ proptest! {
     #[test]
     #[ignore = "judge finding: which customer's license a verdict shows can change at the next full check"]
     fn the_monitor_keeps_the_verdict_of_its_first_check(case in case(false)) {
-        let (source, notices) = texts(&case, T0);
-        let (start, settled) =
-            monitor(&source, notices.as_deref(), at(T0), Duration::from_secs(case.grace));
+        let (start, settled) = monitor_of(&case);
         prop_assert_eq!(summary(&start), summary(&settled), "{:#?}", case);
     }
 }
